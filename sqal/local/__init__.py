@@ -1,0 +1,23 @@
+"""The embedded default: a private Mosquitto and PostgreSQL+TimescaleDB under a data directory.
+
+``sqal services``, ``sqal demo`` and the test harness all start their servers through this
+package, on loopback only, and stop them by PID.
+"""
+
+from sqal.local.mosquitto import Mosquitto, mosquitto_version, start_mosquitto
+from sqal.local.ports import free_port, port_is_free, wait_for_port
+from sqal.local.postgres import Postgres, postgres_versions, start_postgres
+from sqal.local.process import ServiceProcess
+
+__all__ = [
+    "Mosquitto",
+    "Postgres",
+    "ServiceProcess",
+    "free_port",
+    "mosquitto_version",
+    "port_is_free",
+    "postgres_versions",
+    "start_mosquitto",
+    "start_postgres",
+    "wait_for_port",
+]

@@ -1,0 +1,88 @@
+"""Settings: flags, then ``SQAL_*`` environment variables, then one-machine defaults.
+
+The CLI builds :class:`Settings` once, passing only the flags the user gave as init kwargs, so
+they outrank the environment. Services take it as an argument; nothing builds it at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sqal.errors import ConfigError
+
+DEFAULT_MQTT_PORT = 1883
+DEFAULT_PG_PORT = 5432
+
+
+class Settings(BaseSettings):
+    """Everything a SQAL process can be told, with defaults that work on one machine."""
+
+    model_config = SettingsConfigDict(env_prefix="SQAL_", extra="forbid", frozen=True)
+
+    broker: str = f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}"
+    db: SecretStr = SecretStr(f"postgresql://sqal@127.0.0.1:{DEFAULT_PG_PORT}/sqal")
+    data_dir: Path = Path(".sqal")
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Build settings from the flags given (``None`` means not given) and the environment.
+
+    Raises:
+        ConfigError: an environment value or flag does not validate.
+    """
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"setting {key}: {err['msg']}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """Where an MQTT broker listens: ``mqtt://[user[:password]@]host[:port]`` (or ``mqtts``)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    def __str__(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """Parse a broker URL.
+
+    Raises:
+        ConfigError: the scheme is not ``mqtt``/``mqtts``, or the host or port is missing or bad.
+    """
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ConfigError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"broker URL {url!r}: port must be a number 1-65535") from None
+    if not parts.hostname:
+        raise ConfigError(f"broker URL {url!r}: no host")
+    tls = parts.scheme in ("mqtts", "ssl")
+    return BrokerUrl(
+        host=parts.hostname,
+        port=port or (8883 if tls else DEFAULT_MQTT_PORT),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )

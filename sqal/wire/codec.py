@@ -1,0 +1,160 @@
+"""One codec for every SQAL payload: ``bytes → model`` or a :class:`PayloadError`.
+
+The fast path hands the bytes straight to pydantic-core's JSON parser and validator (one pass
+in Rust, no intermediate Python dict). Only when that fails does the codec parse again with
+:mod:`json` to name the reason precisely: a newer ``v`` is ``unsupported_version`` even when its
+shape changed, a list is ``not_object``, and so on. Bad input is the rare path; it may be slow.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import TypeVar, overload
+
+from pydantic import BaseModel, ValidationError
+
+from sqal.errors import PayloadError
+from sqal.wire.enums import DeadReason, Kind
+from sqal.wire.models import (
+    MODEL_BY_KIND,
+    SCHEMA_VERSION,
+    DeadLetter,
+    DeviceConfig,
+    DeviceStatus,
+    Frame,
+    Result,
+    SpectralFrame,
+    TofFrame,
+)
+from sqal.wire.topics import DeviceTopic, parse_topic
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+"""Largest payload accepted. An 8x8 ToF frame with its CNH histogram is about 12 KiB."""
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def encode(model: BaseModel) -> bytes:
+    """Compact UTF-8 JSON of a payload, ``None`` fields left out."""
+    return model.model_dump_json(exclude_none=True).encode()
+
+
+def _explain(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or "payload"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {err['msg']}{more}"
+
+
+def _diagnose(payload: bytes, exc: ValidationError, topic: str | None) -> PayloadError:
+    """Name the reason a payload failed validation, checking ``v`` before the schema."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return PayloadError(DeadReason.NOT_UTF8, f"byte {err.start} is not UTF-8", topic)
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        return PayloadError(DeadReason.BAD_JSON, str(err)[:200], topic)
+    if not isinstance(doc, dict):
+        return PayloadError(
+            DeadReason.NOT_OBJECT, f"top level is {type(doc).__name__}, not an object", topic
+        )
+    v = doc.get("v", SCHEMA_VERSION)
+    if isinstance(v, int) and not isinstance(v, bool) and v > SCHEMA_VERSION:
+        return PayloadError(
+            DeadReason.UNSUPPORTED_VERSION, f"v={v}, newest supported is {SCHEMA_VERSION}", topic
+        )
+    return PayloadError(DeadReason.SCHEMA, _explain(exc), topic)
+
+
+def decode_as(model: type[M], payload: bytes, topic: str | None = None) -> M:
+    """Validate ``payload`` as ``model``.
+
+    Raises:
+        PayloadError: ``too_large``, ``not_utf8``, ``bad_json``, ``not_object``,
+            ``unsupported_version`` or ``schema``.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(
+            DeadReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}", topic
+        )
+    try:
+        obj = model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise _diagnose(payload, exc, topic) from None
+    except RecursionError:
+        raise PayloadError(DeadReason.BAD_JSON, "nested too deeply", topic) from None
+    v = getattr(obj, "v", SCHEMA_VERSION)
+    if v > SCHEMA_VERSION:
+        raise PayloadError(
+            DeadReason.UNSUPPORTED_VERSION, f"v={v}, newest supported is {SCHEMA_VERSION}", topic
+        )
+    return obj
+
+
+@overload
+def decode(topic: str, payload: bytes) -> Frame: ...
+@overload
+def decode(topic: DeviceTopic, payload: bytes) -> Frame: ...
+def decode(topic: str | DeviceTopic, payload: bytes) -> Frame:
+    """Decode a payload that arrived on a device topic into the model of its kind.
+
+    Args:
+        topic: the MQTT topic (parsed or not); its kind picks the model and its device must
+            match the payload's ``device_id``.
+        payload: the raw message bytes.
+
+    Raises:
+        PayloadError: with a :class:`~sqal.wire.enums.DeadReason`; never another exception.
+    """
+    parsed = topic if isinstance(topic, DeviceTopic) else parse_topic(topic)
+    name = str(parsed)
+    model = MODEL_BY_KIND[parsed.kind]
+    obj = decode_as(model, payload, name)
+    if obj.device_id != parsed.device:
+        raise PayloadError(
+            DeadReason.DEVICE_MISMATCH,
+            f"device_id {obj.device_id!r} differs from the topic's {parsed.device!r}",
+            name,
+        )
+    assert isinstance(obj, TofFrame | SpectralFrame | DeviceStatus | DeviceConfig | Result)
+    return obj
+
+
+def decode_tof(payload: bytes, topic: str | None = None) -> TofFrame:
+    """Validate a ToF frame without a topic (captures, tests)."""
+    return decode_as(TofFrame, payload, topic)
+
+
+def decode_spectral(payload: bytes, topic: str | None = None) -> SpectralFrame:
+    """Validate a spectral frame without a topic (captures, tests)."""
+    return decode_as(SpectralFrame, payload, topic)
+
+
+def dead_letter(
+    stage: str, topic: str, payload: bytes, error: PayloadError, now: datetime | None = None
+) -> DeadLetter:
+    """Wrap an unusable message for ``sqal/v1/_dead/{stage}``; the payload travels as base64."""
+    return DeadLetter(
+        stage=stage,
+        topic=topic,
+        reason=error.reason,
+        detail=error.detail,
+        payload_b64=base64.b64encode(payload).decode("ascii"),
+        received_at=now or datetime.now(UTC),
+    )
+
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "Kind",
+    "dead_letter",
+    "decode",
+    "decode_as",
+    "decode_spectral",
+    "decode_tof",
+    "encode",
+]

@@ -1,0 +1,339 @@
+"""Pydantic models of every SQAL payload (DESIGN.md, "MQTT contract (v1)").
+
+Frames keep unknown fields (``extra="allow"``): raw storage keeps them, the analyzer ignores
+them. Results, configs and dead letters are produced by SQAL itself and forbid unknown fields.
+Matrices are ``layout × layout`` nested lists, row-major as the VL53L8CH ULD driver reports its
+zones; their shape is checked against ``layout``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from sqal.wire.enums import Channel, DeadReason, DefectCode, DeviceState, Grade, Kind
+from sqal.wire.topics import ID_PATTERN
+
+SCHEMA_VERSION = 1
+"""The newest payload version this build reads and writes."""
+
+DeviceId = Annotated[str, StringConstraints(pattern=rf"^{ID_PATTERN}$")]
+SampleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+
+AS7341_GAINS: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+"""Nominal AS7341 gains, enum 0-10 (datasheet DS000718, AGAIN register)."""
+
+TOF_LAYOUTS = (4, 8)
+
+
+class _Payload(BaseModel):
+    """Fields every payload carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Annotated[int, Field(ge=1)] = SCHEMA_VERSION
+    device_id: DeviceId
+
+
+class _Frame(_Payload):
+    """A raw sensor frame: one half of a sample."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    sample_id: SampleId
+    seq: Annotated[int, Field(ge=0)]
+    ts: AwareDatetime
+
+
+def _check_matrix(name: str, rows: list[list[int]] | list[list[float]], n: int) -> None:
+    if len(rows) != n or any(len(r) != n for r in rows):
+        raise ValueError(f"{name} must be {n}x{n} (layout {n})")
+
+
+class TofHistogram(BaseModel):
+    """VL53L8CH compact normalised histogram (CNH), stored but not scored in v1 (domain.md §1)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    start_bin: Annotated[int, Field(ge=0)]
+    sub_sample: Annotated[int, Field(ge=1)]
+    bin_width_mm: Annotated[float, Field(gt=0)]
+    agg_map: list[int]
+    bins: list[list[float]]
+    ambient: list[float]
+
+
+class TofFrame(_Frame):
+    """One VL53L8CH ranging frame (per-zone fields of the ULD ``ResultsData``, domain.md §1)."""
+
+    layout: Literal[4, 8]
+    distance_mm: list[list[int]]
+    target_status: list[list[Annotated[int, Field(ge=0, le=255)]]]
+    signal_per_spad: list[list[float]]
+    ambient_per_spad: list[list[float]]
+    range_sigma_mm: list[list[float]]
+    reflectance_pct: list[list[float]]
+    histogram: TofHistogram | None = None
+    ranging_hz: Annotated[float, Field(gt=0, le=60)] | None = None
+    integration_ms: Annotated[float, Field(ge=2, le=1000)] | None = None
+    sensor_temp_c: float | None = None
+
+    @model_validator(mode="after")
+    def _shapes(self) -> TofFrame:
+        n = self.layout
+        _check_matrix("distance_mm", self.distance_mm, n)
+        _check_matrix("target_status", self.target_status, n)
+        _check_matrix("signal_per_spad", self.signal_per_spad, n)
+        _check_matrix("ambient_per_spad", self.ambient_per_spad, n)
+        _check_matrix("range_sigma_mm", self.range_sigma_mm, n)
+        _check_matrix("reflectance_pct", self.reflectance_pct, n)
+        return self
+
+
+class SpectralChannels(BaseModel):
+    """Raw ADC counts of the AS7341's channels (16-bit registers)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    F1_415nm: Annotated[int, Field(ge=0, le=65535)]
+    F2_445nm: Annotated[int, Field(ge=0, le=65535)]
+    F3_480nm: Annotated[int, Field(ge=0, le=65535)]
+    F4_515nm: Annotated[int, Field(ge=0, le=65535)]
+    F5_555nm: Annotated[int, Field(ge=0, le=65535)]
+    F6_590nm: Annotated[int, Field(ge=0, le=65535)]
+    F7_630nm: Annotated[int, Field(ge=0, le=65535)]
+    F8_680nm: Annotated[int, Field(ge=0, le=65535)]
+    Clear: Annotated[int, Field(ge=0, le=65535)]
+    NIR_910nm: Annotated[int, Field(ge=0, le=65535)]
+    Flicker: Annotated[int, Field(ge=0, le=65535)]
+
+    def as_tuple(self) -> tuple[int, ...]:
+        """Counts in :data:`~sqal.wire.enums.CHANNELS` order."""
+        return tuple(getattr(self, c.value) for c in Channel)
+
+
+class SpectralFrame(_Frame):
+    """One AS7341 reading of a tray under the node's LED (domain.md §3)."""
+
+    channels: SpectralChannels
+    gain: float
+    atime: Annotated[int, Field(ge=0, le=255)]
+    astep: Annotated[int, Field(ge=0, le=65534)]
+    integration_ms: Annotated[float, Field(gt=0)]
+    led_ma: Annotated[int, Field(ge=0, le=258)]
+    saturated: list[Channel] = Field(default_factory=list)
+    flicker_hz: Literal[100, 120] | None = None
+
+    @field_validator("gain")
+    @classmethod
+    def _gain(cls, value: float) -> float:
+        if value not in AS7341_GAINS:
+            raise ValueError(f"gain must be one of {AS7341_GAINS}")
+        return value
+
+    @model_validator(mode="after")
+    def _timing(self) -> SpectralFrame:
+        if self.atime == 0 and self.astep == 0:
+            raise ValueError("atime and astep must not both be 0 (AS7341 datasheet)")
+        return self
+
+
+class DeviceStatus(_Payload):
+    """A device's retained presence and health; the last will carries only ``state``."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    state: DeviceState
+    ts: AwareDatetime | None = None
+    firmware: str | None = None
+    temperature_c: float | None = None
+    humidity_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    uptime_s: Annotated[float, Field(ge=0)] | None = None
+
+
+class TofSettings(BaseModel):
+    """VL53L8CH settings a device applies (domain.md §1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    layout: Literal[4, 8] = 8
+    ranging_hz: Annotated[float, Field(ge=1, le=60)] = 15
+    integration_ms: Annotated[float, Field(ge=2, le=1000)] = 20
+
+    @model_validator(mode="after")
+    def _limits(self) -> TofSettings:
+        if self.layout == 8 and self.ranging_hz > 15:
+            raise ValueError("ranging_hz must be at most 15 at 8x8 (VL53L8CH datasheet)")
+        if self.integration_ms >= 1000.0 / self.ranging_hz:
+            raise ValueError("integration_ms must be shorter than the ranging period")
+        return self
+
+
+class SpectralSettings(BaseModel):
+    """AS7341 settings a device applies (domain.md §3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gain: float = 16
+    atime: Annotated[int, Field(ge=0, le=255)] = 29
+    astep: Annotated[int, Field(ge=0, le=65534)] = 199
+    led_ma: Annotated[int, Field(ge=4, le=258)] = 24
+
+    @field_validator("gain")
+    @classmethod
+    def _gain(cls, value: float) -> float:
+        if value not in AS7341_GAINS:
+            raise ValueError(f"gain must be one of {AS7341_GAINS}")
+        return value
+
+    @model_validator(mode="after")
+    def _timing(self) -> SpectralSettings:
+        if self.atime == 0 and self.astep == 0:
+            raise ValueError("atime and astep must not both be 0 (AS7341 datasheet)")
+        return self
+
+
+class Calibration(BaseModel):
+    """The references a device's verdicts are computed with (domain.md §2, §3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: SampleId
+    ts: AwareDatetime
+    d0_mm: Annotated[float, Field(gt=0, le=4000)] | None = None
+    dark_bc: list[float] | None = Field(default=None, min_length=10, max_length=10)
+    white_bc: list[float] | None = Field(default=None, min_length=10, max_length=10)
+    rho_white: list[float] | None = Field(default=None, min_length=10, max_length=10)
+    z_cal_mm: Annotated[float, Field(gt=0)] | None = None
+    color_matrix: list[list[float]] | None = None
+    color_delta_e: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _matrix(self) -> Calibration:
+        m = self.color_matrix
+        if m is not None and (len(m) != 3 or any(len(r) != 9 for r in m)):
+            raise ValueError("color_matrix must be 3x9")
+        return self
+
+
+class DeviceConfig(_Payload):
+    """A device's retained configuration: product profile, sensor settings, calibration."""
+
+    profile: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    ts: AwareDatetime | None = None
+    tof: TofSettings = Field(default_factory=TofSettings)
+    spectral: SpectralSettings = Field(default_factory=SpectralSettings)
+    calibration: Calibration | None = None
+
+
+class Lab(BaseModel):
+    """CIE L*a*b* (D65/2°)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    L: float
+    a: float
+    b: float
+
+
+class TofResult(BaseModel):
+    """The ToF section of a result (domain.md §2)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    volume_mm3: float | None
+    mass_g: float | None
+    avg_height_mm: float | None
+    max_height_mm: float | None
+    height_variation_mm: float | None
+    surface_uniformity: Score | None
+    tilt_deg: float | None
+    fill_ratio: float | None
+    valid_zones: Annotated[int, Field(ge=0)]
+    quality_score: Score | None
+    grade: Grade
+    defects: list[DefectCode]
+
+
+class SpectralResult(BaseModel):
+    """The spectral section of a result (domain.md §4)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    freshness_index: Score | None
+    fat_quality_index: Score | None
+    oxidation_index: Score | None
+    color_uniformity: Score | None
+    lab: Lab | None
+    quality_score: Score | None
+    grade: Grade
+    defects: list[DefectCode]
+
+
+class Fusion(BaseModel):
+    """The fused verdict the reject gate acts on (domain.md §5)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    final_score: Score | None
+    final_grade: Grade
+    confidence: Score
+    defects: list[DefectCode]
+
+
+class AnalyzerInfo(BaseModel):
+    """Who scored a sample, and how long it took."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    processing_ms: Annotated[float, Field(ge=0)]
+
+
+class Result(_Payload):
+    """An analysed sample: per-sensor sections (``null`` when a frame never came) and fusion."""
+
+    sample_id: SampleId
+    ts: AwareDatetime
+    profile: str
+    calibration_id: str | None = None
+    tof: TofResult | None
+    spectral: SpectralResult | None
+    fusion: Fusion
+    analyzer: AnalyzerInfo
+
+
+class DeadLetter(BaseModel):
+    """A message that could not be used, published on ``sqal/v1/_dead/{stage}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Annotated[int, Field(ge=1)] = SCHEMA_VERSION
+    stage: str
+    topic: str
+    reason: DeadReason
+    detail: str
+    payload_b64: str
+    received_at: AwareDatetime
+
+
+Frame = TofFrame | SpectralFrame | DeviceStatus | DeviceConfig | Result
+"""Any payload that arrives on a device topic."""
+
+MODEL_BY_KIND: dict[Kind, type[_Payload]] = {
+    Kind.TOF: TofFrame,
+    Kind.SPECTRAL: SpectralFrame,
+    Kind.STATUS: DeviceStatus,
+    Kind.CONFIG: DeviceConfig,
+    Kind.RESULT: Result,
+}
