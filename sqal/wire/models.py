@@ -203,8 +203,28 @@ class SpectralSettings(BaseModel):
         return self
 
 
+class SpectralAnchors(BaseModel):
+    """Index anchors measured on a node with a fresh and a degraded reference (domain.md §4)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    MI_fresh: Annotated[float, Field(gt=0)]
+    MI_met: Annotated[float, Field(gt=0)]
+    BR_fresh: Annotated[float, Field(gt=0)]
+    BR_ox: Annotated[float, Field(gt=0)]
+    NR_ref: Annotated[float, Field(gt=0)]
+
+
 class Calibration(BaseModel):
-    """The references a device's verdicts are computed with (domain.md §2, §3)."""
+    """The references a device's verdicts are computed with (domain.md §2, §3, §4).
+
+    ``d0_mm``: empty-tray distance (ROI median of ≥ 20 empty-tray frames). ``dark_bc`` and
+    ``white_bc``: basic counts of channels F1-F8, Clear, NIR (wire order, Flicker left out) on
+    the dark trap and on the white tile of reflectance ``rho_white`` at ``z_cal_mm``.
+    ``color_matrix``: the 3x9 M of ``XYZ = M·[R_F1..R_F8, 1]``. ``anchors`` and ``lab_ref``
+    replace the profile's placeholders once measured on the node. Every field the analyzer
+    lacks falls back to the profile.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -217,6 +237,8 @@ class Calibration(BaseModel):
     z_cal_mm: Annotated[float, Field(gt=0)] | None = None
     color_matrix: list[list[float]] | None = None
     color_delta_e: Annotated[float, Field(ge=0)] | None = None
+    anchors: SpectralAnchors | None = None
+    lab_ref: tuple[float, float, float] | None = None
 
     @model_validator(mode="after")
     def _matrix(self) -> Calibration:

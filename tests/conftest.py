@@ -1,0 +1,31 @@
+"""Test harness: real Mosquitto and TimescaleDB fixtures, a clean environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+pytest_plugins = ["tests.fix_mqtt", "tests.fix_pg"]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from sqal.errors import SqalError
+    from sqal.local import mosquitto_version, postgres_versions
+
+    try:
+        pg, ts = postgres_versions()
+        mq = mosquitto_version()
+    except SqalError as exc:
+        return [f"sqal servers: {exc}"]
+    return [f"sqal servers: Mosquitto {mq}, PostgreSQL {pg}, TimescaleDB {ts}"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_sqal_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the developer's SQAL_* settings."""
+    for key in list(os.environ):
+        if key.startswith("SQAL_"):
+            monkeypatch.delenv(key)
+    yield
