@@ -109,6 +109,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e ".[dev]"
     touch "$stamp"
 fi
-pg_version=$("$pg_bin/postgres" --version | awk '{print $NF}')
+pg_version=$("$pg_bin/postgres" --version | awk '{print $3}')
 mq_version=$( (mosquitto -h 2>/dev/null || true) | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -n 1)
 log "ready: PostgreSQL $pg_version with TimescaleDB, Mosquitto $mq_version, .venv"

@@ -92,7 +92,9 @@ def services_status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None
     settings = load_settings(data_dir=data_dir)
     rows = stack.status(settings.data_dir)
     obj = {r.name: {"url": r.url, "pid": r.pid, "running": ok} for r, ok in rows}
-    lines = [f"{r.name:<10} pid {r.pid:<8} {'running' if ok else 'DOWN':<8} {r.url}" for r, ok in rows]
+    lines = [
+        f"{r.name:<10} pid {r.pid:<8} {'running' if ok else 'DOWN':<8} {r.url}" for r, ok in rows
+    ]
     _emit(obj, as_json, "\n".join(lines) or f"nothing runs under {settings.data_dir}")
     if any(not ok for _, ok in rows):
         raise typer.Exit(1)

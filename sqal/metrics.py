@@ -9,8 +9,8 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Callable, Iterable
-from typing import TypeVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -160,7 +160,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return  # scrapes are not news
 
         self._server = ThreadingHTTPServer((host, port), Handler)

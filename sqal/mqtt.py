@@ -36,7 +36,7 @@ def client_id(prefix: str) -> str:
 
 
 def connect_properties(session_expiry_s: int, receive_maximum: int | None = None) -> Properties:
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry_s
     if receive_maximum is not None:
         props.ReceiveMaximum = receive_maximum
@@ -77,7 +77,9 @@ def paho_client(
     connected = threading.Event()
     result: dict[str, object] = {}
 
-    def on_connect(c: paho.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+    def on_connect(
+        c: paho.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
         result["rc"] = rc
         connected.set()
 
@@ -99,7 +101,9 @@ def paho_client(
     rc = result["rc"]
     if getattr(rc, "is_failure", False):
         client.loop_stop()
-        raise BrokerError(f"broker {broker} refused the connection: {rc}", getattr(rc, "value", None))
+        raise BrokerError(
+            f"broker {broker} refused the connection: {rc}", getattr(rc, "value", None)
+        )
     client.on_connect = None
     return client
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,9 +22,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_sqal_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _clean_sqal_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's SQAL_* settings."""
     for key in list(os.environ):
         if key.startswith("SQAL_"):
             monkeypatch.delenv(key)
-    yield

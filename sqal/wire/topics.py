@@ -22,7 +22,9 @@ RESERVED_LINE = "_dead"
 DEAD_ROOT = f"{ROOT}/{RESERVED_LINE}"
 ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 _ID = re.compile(rf"\A{ID_PATTERN}\Z")
-_TOPIC = re.compile(rf"\Asqal/v1/(?P<line>{ID_PATTERN})/(?P<device>{ID_PATTERN})/(?P<kind>[a-z]+)\Z")
+_TOPIC = re.compile(
+    rf"\Asqal/v1/(?P<line>{ID_PATTERN})/(?P<device>{ID_PATTERN})/(?P<kind>[a-z]+)\Z"
+)
 
 
 def is_valid_id(value: str) -> bool:

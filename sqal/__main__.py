@@ -1,0 +1,5 @@
+"""``python -m sqal`` runs the CLI."""
+
+from sqal.cli import main
+
+main()

@@ -1,0 +1,223 @@
+"""The wire contract: any bytes on a SQAL topic decode to a model or raise PayloadError."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sqal.errors import PayloadError
+from sqal.wire import (
+    MAX_PAYLOAD_BYTES,
+    DeadReason,
+    DeviceConfig,
+    DeviceState,
+    DeviceStatus,
+    Kind,
+    SpectralFrame,
+    TofFrame,
+    dead_letter,
+    decode,
+    device_topic,
+    encode,
+    parse_topic,
+)
+from sqal.wire.models import MODEL_BY_KIND
+from tests.frames import spectral_frame, tof_frame
+
+TOF_TOPIC = device_topic("L1", "d1", Kind.TOF)
+SPEC_TOPIC = device_topic("L1", "d1", Kind.SPECTRAL)
+
+
+def reason_of(topic: str, payload: bytes) -> DeadReason:
+    with pytest.raises(PayloadError) as info:
+        decode(topic, payload)
+    return info.value.reason
+
+
+@pytest.mark.parametrize("layout", [4, 8])
+def test_tof_frame_round_trips(layout: int) -> None:
+    frame = tof_frame(layout=layout)
+    assert decode(TOF_TOPIC, encode(frame)) == frame
+
+
+def test_spectral_frame_round_trips() -> None:
+    frame = spectral_frame(saturated=["F8_680nm"], flicker_hz=100)
+    assert decode(SPEC_TOPIC, encode(frame)) == frame
+
+
+def test_encoding_is_compact_json_with_utc_timestamps() -> None:
+    raw = encode(tof_frame())
+    assert b" " not in raw
+    assert json.loads(raw)["ts"] == "2026-11-27T08:00:00.123000Z"
+
+
+def test_unknown_frame_fields_are_kept() -> None:
+    doc = json.loads(encode(tof_frame()))
+    doc["firmware_build"] = "2026.11.3"
+    frame = decode(TOF_TOPIC, json.dumps(doc).encode())
+    assert isinstance(frame, TofFrame)
+    assert frame.model_extra == {"firmware_build": "2026.11.3"}
+
+
+def test_device_mismatch() -> None:
+    payload = encode(tof_frame(device="d2"))
+    assert reason_of(TOF_TOPIC, payload) is DeadReason.DEVICE_MISMATCH
+
+
+def test_newer_version_is_unsupported_even_when_its_shape_changed() -> None:
+    assert reason_of(TOF_TOPIC, b'{"v": 2, "totally": "different"}') is (
+        DeadReason.UNSUPPORTED_VERSION
+    )
+    doc = json.loads(encode(tof_frame()))
+    doc["v"] = 7
+    assert reason_of(TOF_TOPIC, json.dumps(doc).encode()) is DeadReason.UNSUPPORTED_VERSION
+
+
+def test_too_large() -> None:
+    assert reason_of(TOF_TOPIC, b" " * (MAX_PAYLOAD_BYTES + 1)) is DeadReason.TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe{}", DeadReason.NOT_UTF8),
+        (b"{not json", DeadReason.BAD_JSON),
+        (b"", DeadReason.BAD_JSON),
+        (b"[1, 2, 3]", DeadReason.NOT_OBJECT),
+        (b'"text"', DeadReason.NOT_OBJECT),
+        (b"{}", DeadReason.SCHEMA),
+        (b"[" * 60_000, DeadReason.BAD_JSON),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, DeadReason.BAD_JSON),
+    ],
+)
+def test_bad_payloads_name_their_reason(payload: bytes, reason: DeadReason) -> None:
+    assert reason_of(TOF_TOPIC, payload) is reason
+
+
+def test_matrix_shape_must_match_layout() -> None:
+    doc = json.loads(encode(tof_frame(layout=8)))
+    doc["layout"] = 4
+    with pytest.raises(PayloadError) as info:
+        decode(TOF_TOPIC, json.dumps(doc).encode())
+    assert info.value.reason is DeadReason.SCHEMA
+    assert "4x4" in info.value.detail
+
+
+def test_target_status_out_of_range_is_schema() -> None:
+    doc = json.loads(encode(tof_frame(layout=4)))
+    doc["target_status"][0][0] = 300
+    assert reason_of(TOF_TOPIC, json.dumps(doc).encode()) is DeadReason.SCHEMA
+
+
+def test_gain_must_be_an_as7341_gain() -> None:
+    doc = json.loads(encode(spectral_frame()))
+    doc["gain"] = 3
+    assert reason_of(SPEC_TOPIC, json.dumps(doc).encode()) is DeadReason.SCHEMA
+
+
+def test_bad_topic_is_a_payload_error() -> None:
+    assert reason_of("sqal/v1/L1/d1/nonsense", b"{}") is DeadReason.BAD_TOPIC
+    assert reason_of("sqal/v2/L1/d1/tof", b"{}") is DeadReason.BAD_TOPIC
+    assert reason_of("sqal/v1/_dead/d1/tof", b"{}") is DeadReason.BAD_TOPIC
+
+
+def test_last_will_needs_only_state() -> None:
+    topic = device_topic("L1", "d1", Kind.STATUS)
+    status = decode(topic, b'{"v":1,"device_id":"d1","state":"offline"}')
+    assert isinstance(status, DeviceStatus)
+    assert status.state is DeviceState.OFFLINE
+
+
+def test_config_defaults_follow_domain_line_settings() -> None:
+    topic = device_topic("L1", "d1", Kind.CONFIG)
+    config = decode(topic, b'{"device_id":"d1","profile":"foie_gras_lobe_400g"}')
+    assert isinstance(config, DeviceConfig)
+    assert (config.tof.layout, config.tof.ranging_hz, config.tof.integration_ms) == (8, 15, 20)
+    assert (config.spectral.atime, config.spectral.astep) == (29, 199)
+
+
+def test_dead_letter_carries_payload_and_reason() -> None:
+    payload = b"\x00garbage"
+    try:
+        decode(TOF_TOPIC, payload)
+    except PayloadError as err:
+        letter = dead_letter("analyzer", TOF_TOPIC, payload, err)
+    assert letter.reason is DeadReason.BAD_JSON or letter.reason is DeadReason.SCHEMA
+    assert letter.payload_b64 == "AGdhcmJhZ2U="
+    assert letter.topic == TOF_TOPIC
+
+
+def assert_model_or_payload_error(topic: str, payload: bytes) -> None:
+    """``decode`` returns the topic kind's model or raises PayloadError, nothing else."""
+    try:
+        obj = decode(topic, payload)
+    except PayloadError as err:
+        error: PayloadError | None = err
+    else:
+        error = None
+        assert isinstance(obj, MODEL_BY_KIND[parse_topic(topic).kind])
+    if error is not None:
+        assert isinstance(error.reason, DeadReason)
+        assert error.topic == topic
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=300), kind=st.sampled_from(list(Kind)))
+def test_random_bytes_never_escape_payload_error(payload: bytes, kind: Kind) -> None:
+    assert_model_or_payload_error(device_topic("L1", "d1", kind), payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=json_values, kind=st.sampled_from(list(Kind)))
+def test_random_json_never_escapes_payload_error(doc: object, kind: Kind) -> None:
+    assert_model_or_payload_error(device_topic("L1", "d1", kind), json.dumps(doc).encode())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    layout=st.sampled_from([4, 8]),
+    seq=st.integers(min_value=0, max_value=2**40),
+    distance=st.integers(min_value=-32768, max_value=32767),
+    status=st.integers(min_value=0, max_value=255),
+    sigma=st.floats(min_value=0, max_value=1e3, allow_nan=False),
+)
+def test_tof_encode_decode_round_trip(
+    layout: int, seq: int, distance: int, status: int, sigma: float
+) -> None:
+    n = layout
+    frame = tof_frame(
+        layout=layout,
+        seq=seq,
+        distance_mm=[[distance] * n for _ in range(n)],
+        target_status=[[status] * n for _ in range(n)],
+        range_sigma_mm=[[sigma] * n for _ in range(n)],
+    )
+    assert decode(TOF_TOPIC, encode(frame)) == frame
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts=st.lists(st.integers(min_value=0, max_value=65535), min_size=11, max_size=11),
+    gain=st.sampled_from([0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]),
+    atime=st.integers(min_value=1, max_value=255),
+)
+def test_spectral_encode_decode_round_trip(counts: list[int], gain: float, atime: int) -> None:
+    names = [
+        "F1_415nm", "F2_445nm", "F3_480nm", "F4_515nm", "F5_555nm", "F6_590nm",
+        "F7_630nm", "F8_680nm", "Clear", "NIR_910nm", "Flicker",
+    ]  # fmt: skip
+    frame = spectral_frame(channels=dict(zip(names, counts, strict=True)), gain=gain, atime=atime)
+    decoded = decode(SPEC_TOPIC, encode(frame))
+    assert isinstance(decoded, SpectralFrame)
+    assert decoded == frame
+    assert decoded.channels.as_tuple() == tuple(counts)
