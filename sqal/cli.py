@@ -127,6 +127,20 @@ def contract_export(
         typer.echo(str(path))
 
 
+def _register() -> None:
+    """Wire the parts' commands in; each lives beside the code it runs."""
+    from capture.command import capture_info_command, record_command, replay_command
+
+    capture_app = _app("Capture files of recorded MQTT traffic.")
+    app.add_typer(capture_app, name="capture")
+    app.command("record")(record_command)
+    capture_app.command("info")(capture_info_command)
+    app.command("replay")(replay_command)
+
+
+_register()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors exit 2 (typer), :class:`SqalError` one line and 1.
 

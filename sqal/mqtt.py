@@ -50,6 +50,7 @@ def paho_client(
     manual_ack: bool = False,
     persistent: bool = True,
     receive_maximum: int | None = None,
+    max_inflight: int | None = None,
     connect_timeout_s: float = 10.0,
 ) -> paho.Client:
     """A connected paho client running its network loop in a background thread.
@@ -59,6 +60,8 @@ def paho_client(
         manual_ack: acknowledge QoS 1 messages only when :meth:`paho.Client.ack` is called.
         persistent: ``clean_start=False`` with a session expiry, so the broker queues while away.
         receive_maximum: the MQTT 5 Receive Maximum announced to the broker (unacked limit).
+        max_inflight: unacknowledged QoS 1/2 publishes this client may have out (paho's default
+            is 20, which caps a publisher at 20 round trips' worth).
 
     Raises:
         BrokerError: the broker is unreachable or refused the connection.
@@ -70,6 +73,8 @@ def paho_client(
         protocol=paho.MQTTv5,
         manual_ack=manual_ack,
     )
+    if max_inflight is not None:
+        client.max_inflight_messages_set(max_inflight)
     if broker.username:
         client.username_pw_set(broker.username, broker.password)
     if broker.tls:

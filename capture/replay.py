@@ -1,0 +1,204 @@
+"""``sqal replay``: publish a capture's messages again on an absolute schedule.
+
+Each message is due at ``t0 + (loop·duration + offset_s) / speed`` on the monotonic clock, so
+lateness never accumulates: a message published late does not push the next one back. paho's
+publish only queues (its network thread sends), so the scheduling thread stays free.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from capture.fileformat import CaptureReader, Record
+from sqal.errors import ConfigError, SqalError
+from sqal.mqtt import client_id, paho_client
+
+PUBLISH_PROPERTIES = (
+    "PayloadFormatIndicator",
+    "MessageExpiryInterval",
+    "ContentType",
+    "ResponseTopic",
+    "CorrelationData",
+    "UserProperty",
+)
+"""MQTT 5 properties a sender sets on PUBLISH and a replay carries over."""
+
+MAX_INFLIGHT = 1000
+ACK_WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Remap:
+    """Replace a run of whole topic levels: ``L1=L9`` or ``sqal/v1/L1=sqal/v1/L9``."""
+
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Remap:
+        old, sep, new = text.partition("=")
+        if not sep or not old or not new:
+            raise ConfigError(f"--remap {text!r}: expected OLD=NEW (topic levels)")
+        if any(c in old + new for c in "+#"):
+            raise ConfigError(f"--remap {text!r}: wildcards are not allowed")
+        return cls(tuple(old.split("/")), tuple(new.split("/")))
+
+    def apply(self, levels: list[str]) -> list[str]:
+        n = len(self.old)
+        for i in range(len(levels) - n + 1):
+            if tuple(levels[i : i + n]) == self.old:
+                return [*levels[:i], *self.new, *levels[i + n :]]
+        return levels
+
+
+def remap_topic(topic: str, remaps: list[Remap]) -> str:
+    levels = topic.split("/")
+    for r in remaps:
+        levels = r.apply(levels)
+    return "/".join(levels)
+
+
+def publish_properties(doc: dict[str, Any]) -> Properties | None:
+    """paho PUBLISH properties from a recorded properties dict (None when there are none)."""
+    wanted = {k: v for k, v in doc.items() if k in PUBLISH_PROPERTIES}
+    if not wanted:
+        return None
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    for key, value in wanted.items():
+        if key == "CorrelationData":
+            value = bytes.fromhex(value) if isinstance(value, str) else bytes(value)
+        elif key == "UserProperty":
+            value = [tuple(pair) for pair in value]
+        setattr(props, key, value)
+    return props
+
+
+@dataclass
+class ReplayStats:
+    """What a replay did."""
+
+    published: int = 0
+    skipped: int = 0
+    corrupt: int = 0
+    torn_files: int = 0
+    elapsed_s: float = 0.0
+    schedule_s: float = 0.0
+    lateness_ms: list[float] = field(default_factory=list)
+
+    def lateness(self, q: float) -> float:
+        return float(np.percentile(self.lateness_ms, q)) if self.lateness_ms else 0.0
+
+
+def _selected(
+    paths: list[Path], topics: list[str], retain: str, stats: ReplayStats
+) -> Iterator[Record]:
+    for path in paths:
+        reader = CaptureReader(path)
+        for rec in reader:
+            if topics and not any(paho.topic_matches_sub(f, rec.topic) for f in topics):
+                stats.skipped += 1
+                continue
+            if rec.retain and retain == "drop":
+                stats.skipped += 1
+                continue
+            yield rec
+        stats.corrupt += reader.stats.corrupt
+        stats.torn_files += int(reader.stats.torn_tail)
+
+
+def capture_span_s(paths: list[Path]) -> float:
+    """Offset of the last record: one loop's length."""
+    last = 0.0
+    for path in paths:
+        for rec in CaptureReader(path):
+            last = max(last, rec.offset_s)
+    return last
+
+
+def replay(
+    paths: list[Path],
+    broker: str,
+    *,
+    speed: float = 1.0,
+    max_rate: bool = False,
+    loops: int = 1,
+    remaps: list[Remap] | None = None,
+    topics: list[str] | None = None,
+    qos: int | None = None,
+    retain: str = "keep",
+    on_progress: Callable[[ReplayStats], None] | None = None,
+) -> ReplayStats:
+    """Publish the capture(s) ``loops`` times.
+
+    Raises:
+        ConfigError: bad speed, loop count, QoS or retain mode.
+        BrokerError: the broker is unreachable or refused.
+        CaptureError: a file is not a capture or is of a newer format.
+    """
+    if speed <= 0:
+        raise ConfigError(f"--speed {speed}: must be above 0")
+    if loops < 1:
+        raise ConfigError(f"--loop {loops}: must be at least 1")
+    if qos is not None and qos not in (0, 1, 2):
+        raise ConfigError(f"--qos {qos}: must be 0, 1 or 2")
+    if retain not in ("keep", "drop"):
+        raise ConfigError(f"--retain {retain}: must be keep or drop")
+    for path in paths:
+        CaptureReader(path)  # fail on a bad file before connecting
+    span = capture_span_s(paths) if loops > 1 else 0.0
+    stats = ReplayStats()
+    client = paho_client(broker, client_id("sqal-replay"), persistent=False,
+                         max_inflight=MAX_INFLIGHT)  # fmt: skip
+    acked = threading.Semaphore(0)
+    client.on_publish = lambda *_args: acked.release()
+    try:
+        t0 = time.monotonic()
+        last_progress = t0
+        for loop in range(loops):
+            base = loop * span
+            for rec in _selected(paths, topics or [], retain, stats):
+                due = t0 + (base + rec.offset_s) / speed
+                now = time.monotonic()
+                if not max_rate:
+                    if due > now:
+                        time.sleep(due - now)
+                        now = time.monotonic()
+                    stats.lateness_ms.append((now - due) * 1000.0)
+                info = client.publish(
+                    remap_topic(rec.topic, remaps or []),
+                    rec.payload,
+                    qos=rec.qos if qos is None else qos,
+                    retain=rec.retain and retain == "keep",
+                    properties=publish_properties(rec.properties),
+                )
+                if info.rc != paho.MQTT_ERR_SUCCESS and info.rc != paho.MQTT_ERR_QUEUE_SIZE:
+                    raise SqalError(f"publish failed: {paho.error_string(info.rc)}")
+                stats.published += 1
+                if on_progress is not None and now - last_progress > 0.5:
+                    on_progress(stats)
+                    last_progress = now
+        stats.schedule_s = time.monotonic() - t0
+        _wait_acks(acked, stats.published)
+        stats.elapsed_s = time.monotonic() - t0
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return stats
+
+
+def _wait_acks(acked: threading.Semaphore, n: int) -> None:
+    """Block until the broker acknowledged ``n`` publishes (QoS 0 counts once sent)."""
+    deadline = time.monotonic() + ACK_WAIT_S
+    for _ in range(n):
+        if not acked.acquire(timeout=max(deadline - time.monotonic(), 0.001)):
+            raise SqalError(f"broker did not acknowledge every publish within {ACK_WAIT_S:g} s")
