@@ -33,12 +33,17 @@ services_app = _app("The embedded Mosquitto and PostgreSQL+TimescaleDB under --d
 contract_app = _app("The MQTT wire contract.")
 app.add_typer(services_app, name="services")
 app.add_typer(contract_app, name="contract")
+config_app = _app("Device configuration: the retained config topic of each device.")
+app.add_typer(config_app, name="config")
 
 DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Folder of the embedded services' data [env SQAL_DATA_DIR]."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+Broker = Annotated[
+    str | None, typer.Option("--broker", help="Broker URL [env SQAL_BROKER].", show_default=False)
+]
 
 
 def _emit(obj: Any, as_json: bool, text: str) -> None:
@@ -125,6 +130,81 @@ def contract_export(
 
     for path in export_schemas(out):
         typer.echo(str(path))
+
+
+@config_app.command("set")
+def config_set(
+    target: Annotated[str, typer.Argument(help="LINE/DEVICE")],
+    profile: Annotated[str, typer.Option("--profile", help="Product profile name (profiles/).")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Sensor setting SECTION.KEY=VALUE, e.g. spectral.gain=32."),
+    ] = None,
+    broker: Broker = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate and publish a device's config (retained, QoS 1); keeps a still-valid calibration."""
+    import asyncio
+
+    from sqal import devices
+    from sqal.wire import DeviceConfig
+
+    settings = load_settings(broker=broker)
+    dev = devices.Target.parse(target)
+    devices.apply_sets({}, set_ or [])  # malformed assignments fail before the broker is asked
+    held = asyncio.run(devices.fetch_configs(settings.broker, dev.topic)).get(dev.topic)
+    current = held if isinstance(held, DeviceConfig) else None
+    config, note = devices.build_config(dev, profile, set_ or [], current, devices.utc_now())
+    asyncio.run(devices.publish_config(settings.broker, dev, config))
+    if note:
+        sys.stderr.write(f"Warning: {note}\n")
+    doc = config.model_dump(mode="json", exclude_none=True)
+    _emit(
+        doc,
+        as_json,
+        f"published {dev.topic}: profile {config.profile}, "
+        f"tof {config.tof.model_dump()}, spectral {config.spectral.model_dump()}",
+    )
+
+
+@config_app.command("show")
+def config_show(
+    target: Annotated[
+        str | None, typer.Argument(help="LINE/DEVICE; all devices if omitted.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every device's config.")] = False,
+    broker: Broker = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show the configs the broker holds (retained), with their calibration ids."""
+    import asyncio
+
+    from sqal import devices
+
+    settings = load_settings(broker=broker)
+    if target is not None and all_:
+        raise typer.BadParameter("give LINE/DEVICE or --all, not both")
+    dev = devices.Target.parse(target) if target else None
+    found = asyncio.run(devices.fetch_configs(settings.broker, devices.config_filter(dev)))
+    if dev is not None and dev.topic not in found:
+        raise SqalError(f"no config is retained for {target} on {settings.broker}")
+    doc = {
+        topic: (c.model_dump(mode="json", exclude_none=True) if not isinstance(c, str)
+                else {"error": c})
+        for topic, c in sorted(found.items())
+    }  # fmt: skip
+    lines = []
+    for topic, c in sorted(found.items()):
+        if isinstance(c, str):
+            lines.append(f"{topic:<40} INVALID {c}")
+            continue
+        cal = c.calibration.id if c.calibration else "uncalibrated"
+        lines.append(
+            f"{topic:<40} {c.profile:<22} tof {c.tof.layout}x{c.tof.layout} "
+            f"{c.tof.ranging_hz:g} Hz {c.tof.integration_ms:g} ms | gain {c.spectral.gain:g} "
+            f"atime {c.spectral.atime} astep {c.spectral.astep} led {c.spectral.led_ma} mA | {cal}"
+        )
+    _emit(doc, as_json, "\n".join(lines) or "no device config is retained")
 
 
 def _register() -> None:

@@ -1,0 +1,89 @@
+"""sqal config set/show against a real broker: validated before publishing, retained after."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from sqal import devices
+from sqal.cli import main
+from sqal.local import Mosquitto
+from sqal.wire import Calibration, DeviceConfig
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_set_then_show_round_trips(broker: Mosquitto, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["config", "set", "cfg1/d1", "--profile", "pate_terrine_300g",
+                        "--set", "spectral.gain=32", "--set", "tof.ranging_hz=10",
+                        "--broker", broker.url], capsys)  # fmt: skip
+    assert code == 0, err
+    code, out, _ = run(["config", "show", "cfg1/d1", "--broker", broker.url, "--json"], capsys)
+    doc = json.loads(out)["sqal/v1/cfg1/d1/config"]
+    assert code == 0
+    assert doc["profile"] == "pate_terrine_300g"
+    assert doc["spectral"]["gain"] == 32
+    assert doc["tof"]["ranging_hz"] == 10
+    assert doc["tof"]["layout"] == 8  # untouched settings keep their defaults
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile", "nope"], "unknown profile 'nope'"),
+        (["--profile", "pate_terrine_300g", "--set", "spectral.gain=3"], "spectral.gain"),
+        (["--profile", "pate_terrine_300g", "--set", "tof.ranging_hz=30"], "at most 15"),
+        (["--profile", "pate_terrine_300g", "--set", "tof.colour=1"], "tof.colour"),
+        (["--profile", "pate_terrine_300g", "--set", "calibration.d0_mm=3"], "only tof.*"),
+        (["--profile", "pate_terrine_300g", "--set", "gain"], "SECTION.KEY=VALUE"),
+    ],
+)
+def test_bad_settings_are_refused_before_publishing(
+    broker: Mosquitto, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, _, err = run(["config", "set", "cfg2/d1", *args, "--broker", broker.url], capsys)
+    assert code == 1
+    assert err.startswith("Error: ")
+    assert message in err
+    assert err.count("\n") == 1
+    code, _, err = run(["config", "show", "cfg2/d1", "--broker", broker.url], capsys)
+    assert code == 1
+    assert "no config is retained" in err
+
+
+def test_changed_settings_drop_the_calibration(
+    broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = devices.Target.parse("cfg3/d1")
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    calibrated = DeviceConfig(device_id="d1", profile="pate_terrine_300g", ts=now,
+                              calibration=Calibration(id="cal-1", ts=now, d0_mm=200.5))  # fmt: skip
+    asyncio.run(devices.publish_config(broker.url, target, calibrated))
+
+    code, _, err = run(["config", "set", "cfg3/d1", "--profile", "foie_gras_lobe_400g",
+                        "--broker", broker.url], capsys)  # fmt: skip
+    assert code == 0
+    assert err == ""
+    code, out, _ = run(["config", "show", "cfg3/d1", "--broker", broker.url, "--json"], capsys)
+    assert json.loads(out)["sqal/v1/cfg3/d1/config"]["calibration"]["id"] == "cal-1"
+
+    code, _, err = run(["config", "set", "cfg3/d1", "--profile", "foie_gras_lobe_400g",
+                        "--set", "spectral.led_ma=30", "--broker", broker.url], capsys)  # fmt: skip
+    assert code == 0
+    assert "calibration cal-1 dropped" in err
+    code, out, _ = run(["config", "show", "cfg3/d1", "--broker", broker.url, "--json"], capsys)
+    assert "calibration" not in json.loads(out)["sqal/v1/cfg3/d1/config"]
+
+
+def test_bad_target_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["config", "show", "L1-d1", "--broker", "mqtt://127.0.0.1:1"], capsys)
+    assert code == 1
+    assert "expected LINE/DEVICE" in err
