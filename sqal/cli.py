@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from sqal import __version__
-from sqal.errors import SqalError
+from sqal.errors import ConfigError, SqalError
 from sqal.settings import DEFAULT_MQTT_PORT, DEFAULT_PG_PORT, load_settings
 
 
@@ -207,9 +207,56 @@ def config_show(
     _emit(doc, as_json, "\n".join(lines) or "no device config is retained")
 
 
+@app.command("eval")
+def eval_(
+    truth: Annotated[
+        Path, typer.Option("--truth", help="Ground truth JSONL written by sqal sim --truth.")
+    ],
+    results: Annotated[
+        Path | None, typer.Option("--results", help="Results JSONL, one Result JSON per line.")
+    ] = None,
+    capture: Annotated[
+        list[Path] | None,
+        typer.Option("--capture", help="Capture file(s) recorded from the result topic."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Score the analyzer against simulator truth: volume error, grades, defects, coverage."""
+    from analyzer.evaluation import evaluate, format_report, read_jsonl
+
+    sources = [name for name, v in (("--results", results), ("--capture", capture)) if v]
+    if len(sources) != 1:
+        raise ConfigError("give exactly one source of results: --results or --capture")
+    if results is not None:
+        docs = read_jsonl(results, "--results")
+    else:
+        docs = _results_from_capture(capture or [])
+    report = evaluate(docs, read_jsonl(truth, "--truth"))
+    typer.echo(json.dumps(report.as_dict()) if as_json else format_report(report))
+
+
+def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:
+    """Result payloads recorded on ``sqal/v1/+/+/result`` (other topics are passed over)."""
+    from capture.fileformat import read_records
+
+    docs = []
+    for _, rec in read_records(paths):
+        if rec.topic.startswith("sqal/v1/") and rec.topic.endswith("/result"):
+            try:
+                doc = json.loads(rec.payload)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                docs.append(doc)
+    return docs
+
+
 def _register() -> None:
     """Wire the parts' commands in; each lives beside the code it runs."""
+    from analyzer.command import analyzer_command
     from capture.command import capture_info_command, record_command, replay_command
+
+    app.command("analyzer")(analyzer_command)
 
     capture_app = _app("Capture files of recorded MQTT traffic.")
     app.add_typer(capture_app, name="capture")

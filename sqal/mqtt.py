@@ -14,6 +14,7 @@ import socket
 import ssl
 import threading
 import uuid
+from collections.abc import Callable
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -51,6 +52,8 @@ def paho_client(
     persistent: bool = True,
     receive_maximum: int | None = None,
     max_inflight: int | None = None,
+    on_message: Callable[..., None] | None = None,
+    on_publish: Callable[..., None] | None = None,
     connect_timeout_s: float = 10.0,
 ) -> paho.Client:
     """A connected paho client running its network loop in a background thread.
@@ -62,6 +65,9 @@ def paho_client(
         receive_maximum: the MQTT 5 Receive Maximum announced to the broker (unacked limit).
         max_inflight: unacknowledged QoS 1/2 publishes this client may have out (paho's default
             is 20, which caps a publisher at 20 round trips' worth).
+        on_message, on_publish: installed *before* CONNECT. A persistent session's queued
+            messages arrive right after the CONNACK; with manual acks, one that arrived before
+            ``on_message`` was set would be dropped by paho and never acknowledged.
 
     Raises:
         BrokerError: the broker is unreachable or refused the connection.
@@ -75,6 +81,8 @@ def paho_client(
     )
     if max_inflight is not None:
         client.max_inflight_messages_set(max_inflight)
+    client.on_message = on_message
+    client.on_publish = on_publish
     if broker.username:
         client.username_pw_set(broker.username, broker.password)
     if broker.tls:

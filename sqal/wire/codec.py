@@ -37,8 +37,13 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def encode(model: BaseModel) -> bytes:
-    """Compact UTF-8 JSON of a payload, ``None`` fields left out."""
-    return model.model_dump_json(exclude_none=True).encode()
+    """Compact UTF-8 JSON of a payload.
+
+    ``None`` fields are left out (a frame's optional extras), except in results: their ``null``
+    sections and indices are part of the contract ("a sensor section is null when its frame
+    never came"), and the reject gate reads them as such.
+    """
+    return model.model_dump_json(exclude_none=not isinstance(model, Result)).encode()
 
 
 def _explain(exc: ValidationError) -> str:

@@ -1,0 +1,207 @@
+"""The ToF/spectral join: frames of one sample meet by (device_id, sample_id), never by ``ts``.
+
+Pure and clock-free (STYLE.md): every call takes ``now`` (seconds, monotonic). The service
+feeds it decoded frames with an opaque handle (what it must acknowledge once the sample's
+result is out) and acts on what comes back.
+
+Rules (issue 4, domain.md §7 "Timing"):
+
+- The first half of a sample waits at most ``join_timeout_s`` for the other; then the sample
+  is released with the missing half ``None`` (its result says ``missing_*``).
+- A second copy of a half while the sample waits is a duplicate: its handle joins the sample's
+  handles (acknowledged with it), the first copy is scored.
+- After a sample was released, its key is remembered for ``done_ttl_s`` (at most
+  ``done_capacity`` keys): a copy of a half it had is a ``DUPLICATE``, the half it lacked is
+  ``LATE``; neither yields a second result.
+- At most ``max_pending`` samples wait; beyond that the oldest is released early (``evicted``,
+  scored with what it has), so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from sqal.wire import SpectralFrame, TofFrame
+
+H = TypeVar("H")
+Key = tuple[str, str]
+TOF, SPEC = 1, 2
+
+
+class Outcome(StrEnum):
+    """What became of an offered frame."""
+
+    WAITING = "waiting"  # first half of its sample; waits for the other
+    JOINED = "joined"  # completed its sample (returned as ready)
+    HELD = "held"  # a copy of a half the waiting sample has: acknowledged with the sample
+    DUPLICATE = "duplicate"  # a copy of a half of a sample already released
+    LATE = "late"  # the missing half of a sample already released
+
+
+class Release(StrEnum):
+    """Why a sample left the join."""
+
+    JOINED = "joined"
+    TIMEOUT = "timeout"
+    EVICTED = "evicted"
+
+
+@dataclass
+class _Pending(Generic[H]):
+    line: str
+    since_s: float
+    tof: TofFrame | None = None
+    spectral: SpectralFrame | None = None
+    handles: list[H] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Ready(Generic[H]):
+    """A sample to score: its frames (either may be None), handles to acknowledge after the
+    result is delivered, why it was released, and when its last frame was offered."""
+
+    device_id: str
+    sample_id: str
+    line: str
+    tof: TofFrame | None
+    spectral: SpectralFrame | None
+    handles: tuple[H, ...]
+    release: Release
+    last_offer_s: float
+
+
+@dataclass
+class JoinStats:
+    """Running counts (the service exports them)."""
+
+    joined: int = 0
+    timed_out: int = 0
+    evicted: int = 0
+    duplicates: int = 0
+    late: int = 0
+
+
+class Joiner(Generic[H]):
+    """Pairs ToF and spectral frames of a sample (see the module docstring)."""
+
+    def __init__(
+        self,
+        join_timeout_s: float = 2.0,
+        max_pending: int = 50_000,
+        done_capacity: int = 200_000,
+        done_ttl_s: float = 600.0,
+    ) -> None:
+        if join_timeout_s < 0 or max_pending < 1 or done_capacity < 1 or done_ttl_s < 0:
+            raise ValueError("join limits must be positive")
+        self.join_timeout_s = join_timeout_s
+        self.max_pending = max_pending
+        self.done_capacity = done_capacity
+        self.done_ttl_s = done_ttl_s
+        self.stats = JoinStats()
+        self._pending: OrderedDict[Key, _Pending[H]] = OrderedDict()
+        self._done: OrderedDict[Key, tuple[float, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def offer(
+        self, line: str, frame: TofFrame | SpectralFrame, handle: H, now: float
+    ) -> tuple[Outcome, list[Ready[H]]]:
+        """Offer one decoded frame.
+
+        Returns:
+            (what happened to it, samples released by this call: the joined one, or one
+            evicted to make room). For ``DUPLICATE``/``LATE`` of an already released sample the
+            list is empty and the caller may acknowledge ``handle`` at once.
+        """
+        key = (frame.device_id, frame.sample_id)
+        half = TOF if isinstance(frame, TofFrame) else SPEC
+        self._forget(now)
+        done = self._done.get(key)
+        if done is not None:
+            if done[1] & half:
+                self.stats.duplicates += 1
+                return Outcome.DUPLICATE, []
+            self.stats.late += 1
+            return Outcome.LATE, []
+        pend = self._pending.get(key)
+        if pend is None:
+            pend = _Pending[H](line=line, since_s=now)
+            self._set(pend, frame)
+            pend.handles.append(handle)
+            self._pending[key] = pend
+            released = []
+            while len(self._pending) > self.max_pending:
+                old_key, old = self._pending.popitem(last=False)
+                self.stats.evicted += 1
+                released.append(self._release(old_key, old, Release.EVICTED, now))
+            return Outcome.WAITING, released
+        pend.handles.append(handle)
+        held = (TOF if pend.tof is not None else 0) | (SPEC if pend.spectral is not None else 0)
+        if held & half:
+            self.stats.duplicates += 1
+            return Outcome.HELD, []
+        self._set(pend, frame)
+        del self._pending[key]
+        self.stats.joined += 1
+        return Outcome.JOINED, [self._release(key, pend, Release.JOINED, now)]
+
+    def expire(self, now: float) -> list[Ready[H]]:
+        """Release every sample that waited ``join_timeout_s`` or longer, oldest first."""
+        out = []
+        while self._pending:
+            key, pend = next(iter(self._pending.items()))
+            if now - pend.since_s < self.join_timeout_s:
+                break
+            del self._pending[key]
+            self.stats.timed_out += 1
+            out.append(self._release(key, pend, Release.TIMEOUT, now))
+        self._forget(now)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When the oldest waiting sample times out (same clock as ``now``), or None."""
+        if not self._pending:
+            return None
+        return next(iter(self._pending.values())).since_s + self.join_timeout_s
+
+    def drain(self, now: float) -> list[Ready[H]]:
+        """Release everything still waiting (shutdown), as timeouts."""
+        out = [self._release(k, p, Release.TIMEOUT, now) for k, p in self._pending.items()]
+        self.stats.timed_out += len(out)
+        self._pending.clear()
+        return out
+
+    @staticmethod
+    def _set(pend: _Pending[H], frame: TofFrame | SpectralFrame) -> None:
+        if isinstance(frame, TofFrame):
+            pend.tof = frame
+        else:
+            pend.spectral = frame
+
+    def _release(self, key: Key, pend: _Pending[H], why: Release, now: float) -> Ready[H]:
+        halves = (TOF if pend.tof is not None else 0) | (SPEC if pend.spectral is not None else 0)
+        self._done[key] = (now, halves)
+        self._done.move_to_end(key)
+        while len(self._done) > self.done_capacity:
+            self._done.popitem(last=False)
+        return Ready(
+            device_id=key[0],
+            sample_id=key[1],
+            line=pend.line,
+            tof=pend.tof,
+            spectral=pend.spectral,
+            handles=tuple(pend.handles),
+            release=why,
+            last_offer_s=now,
+        )
+
+    def _forget(self, now: float) -> None:
+        while self._done:
+            key, (when, _) = next(iter(self._done.items()))
+            if now - when < self.done_ttl_s:
+                break
+            del self._done[key]

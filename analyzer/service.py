@@ -1,0 +1,330 @@
+"""The analyzer service: MQTT in, scored results out (the imperative shell around the core).
+
+Threads: paho's network thread only enqueues (messages and PUBACKs of our own publishes); one
+worker thread decodes, joins, scores in batches, publishes, and acknowledges.
+
+No sample is lost to a crash (issue 4): frames arrive with QoS 1 on a persistent session and
+``manual_ack``; a frame is acknowledged only once the result (or dead letter) it contributed
+to got its PUBACK from the broker, in arrival order (:mod:`analyzer.acks`). A ``kill -9`` at
+any moment leaves every unfinished frame unacknowledged, and the broker sends it again when the
+analyzer reconnects with the same client id. A result may then be published twice (allowed);
+none is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from analyzer import mqtt_io
+from analyzer.acks import AckLedger
+from analyzer.arrays import stack_spectral, stack_tof
+from analyzer.fusion import score_batch
+from analyzer.join import Joiner, Outcome, Ready
+from analyzer.params import ScoringParams, build_params
+from analyzer.results import SampleMeta, to_results
+from sqal.errors import ConfigError, PayloadError
+from sqal.local.mosquitto import MAX_INFLIGHT_MESSAGES
+from sqal.metrics import Registry
+from sqal.profiles import load_profile
+from sqal.wire import (
+    DeadReason,
+    DeviceConfig,
+    Kind,
+    SpectralFrame,
+    TofFrame,
+    dead_letter,
+    dead_letter_topic,
+    decode,
+    device_topic,
+    encode,
+    parse_topic,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "analyzer"
+BATCH_MAX = 256
+"""Most messages the worker takes per round; a backlog is scored in batches of this size."""
+RECEIVE_MAXIMUM = MAX_INFLIGHT_MESSAGES
+"""Unacknowledged messages the broker may send us (MQTT 5 Receive Maximum), equal to the
+broker's ``max_inflight_messages`` (sqal.local.mosquitto, mosquitto/). Acks are held until a
+sample's result is out, at most ``join_timeout`` for a lone half: at 200 samples/s and a 2 s
+timeout that is 800 messages, inside the window; past it the broker waits (no loss)."""
+SHUTDOWN_GRACE_S = 3.0
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class AnalyzerConfig:
+    """How the service runs."""
+
+    broker: str
+    profile: str = "foie_gras_lobe_400g"
+    client_id: str = "sqal-analyzer"
+    join_timeout_s: float = 2.0
+    max_pending: int = 50_000
+    metrics_port: int | None = None
+    batch_max: int = BATCH_MAX
+
+
+@dataclass(frozen=True)
+class _Msg:
+    seq: int
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_s: float
+
+
+@dataclass(frozen=True)
+class _Puback:
+    mid: int
+
+
+class Metrics:
+    """The analyzer's counters (sqal.metrics), one object per service."""
+
+    def __init__(self, registry: Registry, pending: Any) -> None:
+        self.received = registry.counter("received_total", "Frames received, by kind.", "kind")
+        self.scored = registry.counter("scored_total", "Samples scored.")
+        self.published = registry.counter("published_total", "Results published (PUBACKed).")
+        self.dead = registry.counter("dead_lettered_total", "Messages dead-lettered.", "reason")
+        self.join = registry.counter("join_total", "Join outcomes besides pairs.", "outcome")
+        self.pending = registry.gauge("pending_joins", "Samples waiting for a half.", pending)
+        self.unacked = registry.gauge("unacked_messages", "Messages received, not yet acked.")
+        self.batch = registry.histogram("batch_size", "Samples per scored batch.", BATCH_BUCKETS)
+        self.latency = registry.histogram(
+            "processing_seconds", "Last frame received to result published."
+        )
+
+
+class AnalyzerService:
+    """Run with :meth:`run` (blocks until :meth:`stop`)."""
+
+    def __init__(self, cfg: AnalyzerConfig, registry: Registry | None = None) -> None:
+        self.cfg = cfg
+        self.default_params = build_params(load_profile(cfg.profile))
+        self.device_params: dict[str, ScoringParams] = {}
+        self.joiner: Joiner[_Msg] = Joiner(cfg.join_timeout_s, cfg.max_pending)
+        self.ledger = AckLedger()
+        self.inbox: queue.SimpleQueue[_Msg | _Puback | None] = queue.SimpleQueue()
+        self.registry = registry or Registry(STAGE)
+        self.metrics = Metrics(self.registry, lambda: float(len(self.joiner)))
+        self._awaiting: dict[int, tuple[tuple[int, ...], bool, float]] = {}
+        self._stop = threading.Event()
+        self._seq = 0
+        self._client: paho.Client | None = None
+        self.ready = threading.Event()
+        self.registry.healthy = self._health
+
+    # --- paho's network thread: enqueue only -------------------------------------------
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        seq, self._seq = self._seq, self._seq + 1
+        self.inbox.put(_Msg(seq, msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.monotonic()))
+
+    def _on_publish(self, client: paho.Client, userdata: object, mid: int, *rest: object) -> None:
+        self.inbox.put(_Puback(mid))
+
+    def _health(self) -> tuple[bool, str]:
+        c = self._client
+        if c is None or not c.is_connected():
+            return False, "not connected to the broker"
+        return True, "ok"
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self.inbox.put(None)
+
+    def run(self) -> None:
+        """Connect, subscribe, and work until :meth:`stop`.
+
+        Raises:
+            BrokerError: the broker cannot be reached or refused us.
+        """
+        # Retained configs first, on a clean session: a persistent session's queued frames would
+        # otherwise arrive (and be scored with the default profile) before the re-subscription
+        # brings the retained configs again.
+        for device, config in mqtt_io.fetch_retained_configs(self.cfg.broker):
+            with contextlib.suppress(PayloadError):  # logged; the subscription dead-letters it
+                self._apply_config(device, config)
+        self._client = mqtt_io.connect(
+            self.cfg.broker,
+            self.cfg.client_id,
+            on_message=self._on_message,
+            on_publish=self._on_publish,
+            receive_maximum=RECEIVE_MAXIMUM,
+        )
+        try:
+            mqtt_io.subscribe(self._client, [Kind.CONFIG, Kind.TOF, Kind.SPECTRAL])
+            self.ready.set()
+            log.info("analyzer subscribed", extra={"client_id": self.cfg.client_id})
+            while not self._stop.is_set():
+                self._round()
+            self._finish_in_flight()
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def _finish_in_flight(self) -> None:
+        """On shutdown: wait for PUBACKs of what was published and ack; leave waiting halves
+        unacknowledged so the broker sends them again to the next analyzer."""
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        while self._awaiting and time.monotonic() < deadline:
+            try:
+                ev = self.inbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(ev, _Puback):
+                self._on_puback(ev.mid)
+
+    # --- the worker ------------------------------------------------------------------
+    def _round(self) -> None:
+        deadline = self.joiner.next_deadline()
+        wait_s = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+        events: list[_Msg | _Puback] = []
+        try:
+            first = self.inbox.get(timeout=wait_s)
+            if first is not None:
+                events.append(first)
+            while len(events) < self.cfg.batch_max:
+                ev = self.inbox.get_nowait()
+                if ev is not None:
+                    events.append(ev)
+        except queue.Empty:
+            pass
+        ready: list[Ready[_Msg]] = []
+        for ev in events:
+            if isinstance(ev, _Puback):
+                self._on_puback(ev.mid)
+            else:
+                ready += self._on_frame(ev)
+        ready += self.joiner.expire(time.monotonic())
+        if ready:
+            self._score(ready)
+        self.metrics.unacked.set(self.ledger.unacked)
+
+    def _on_frame(self, m: _Msg) -> list[Ready[_Msg]]:
+        self.ledger.register(m.seq, m.mid, m.qos)
+        try:
+            topic = parse_topic(m.topic)
+            self.metrics.received.inc(label=topic.kind.value)
+            frame = decode(topic, m.payload)
+            if isinstance(frame, DeviceConfig):
+                self._apply_config(topic.device, frame)
+                self._done((m.seq,))
+                return []
+            if not isinstance(frame, TofFrame | SpectralFrame):
+                raise PayloadError(DeadReason.BAD_TOPIC, "not a frame topic", m.topic)
+            params = self.device_params.get(frame.device_id, self.default_params)
+            if isinstance(frame, TofFrame) and frame.layout != params.layout:
+                raise PayloadError(
+                    DeadReason.SCHEMA,
+                    f"layout {frame.layout} differs from profile {params.profile.name}'s "
+                    f"{params.layout}",
+                    m.topic,
+                )
+        except PayloadError as exc:
+            self._dead_letter(m, exc)
+            return []
+        outcome, released = self.joiner.offer(topic.line, frame, m, now=m.received_s)
+        if outcome in (Outcome.HELD, Outcome.DUPLICATE, Outcome.LATE):
+            self.metrics.join.inc(label=outcome.value)
+        if outcome in (Outcome.DUPLICATE, Outcome.LATE):
+            self._done((m.seq,))  # nothing will be published for it: ack (in order) now
+        for r in released:
+            if r.release.value != "joined":
+                self.metrics.join.inc(label=r.release.value)
+        return released
+
+    def _apply_config(self, device: str, cfg: DeviceConfig) -> None:
+        try:
+            params = build_params(load_profile(cfg.profile), cfg.calibration)
+        except ConfigError as exc:
+            log.warning("config of %s not applied: %s", device, exc)
+            raise PayloadError(DeadReason.UNKNOWN_PROFILE, str(exc)) from None
+        self.device_params[device] = params
+        log.info("device %s scored with profile %s", device, cfg.profile)
+
+    def _score(self, ready: list[Ready[_Msg]]) -> None:
+        groups: dict[int, list[Ready[_Msg]]] = defaultdict(list)
+        params_by_id: dict[int, ScoringParams] = {}
+        for r in ready:
+            p = self.device_params.get(r.device_id, self.default_params)
+            groups[id(p)].append(r)
+            params_by_id[id(p)] = p
+        for key, group in groups.items():
+            p = params_by_id[key]
+            try:
+                scores = score_batch(
+                    stack_tof([r.tof for r in group], p.layout),
+                    stack_spectral([r.spectral for r in group]),
+                    p,
+                )
+                now = time.monotonic()
+                meta = [SampleMeta(r.device_id, r.sample_id, _sample_ts(r)) for r in group]
+                results = to_results(
+                    scores,
+                    meta,
+                    p.profile.name,
+                    p.calibration_id,
+                    [1000.0 * (now - r.last_offer_s) for r in group],
+                )
+            except Exception as exc:  # a scoring bug must not stop the line: dead-letter, go on
+                log.exception("scoring failed for %d samples", len(group))
+                for r in group:
+                    for m in r.handles:
+                        self._dead_letter(m, PayloadError(DeadReason.PROCESSING, repr(exc)[:200]))
+                continue
+            self.metrics.batch.observe(len(group))
+            self.metrics.scored.inc(len(group))
+            assert self._client is not None
+            for r, res in zip(group, results, strict=True):
+                info = self._client.publish(
+                    device_topic(r.line, r.device_id, Kind.RESULT), encode(res), qos=1
+                )
+                self._awaiting[info.mid] = (
+                    tuple(m.seq for m in r.handles),
+                    True,
+                    r.last_offer_s,
+                )
+
+    def _dead_letter(self, m: _Msg, exc: PayloadError) -> None:
+        self.metrics.dead.inc(label=exc.reason.value)
+        letter = dead_letter(STAGE, m.topic, m.payload, exc)
+        assert self._client is not None
+        info = self._client.publish(dead_letter_topic(STAGE), encode(letter), qos=1)
+        self._awaiting[info.mid] = ((m.seq,), False, m.received_s)
+
+    def _on_puback(self, mid: int) -> None:
+        entry = self._awaiting.pop(mid, None)
+        if entry is None:
+            return
+        seqs, is_result, since_s = entry
+        if is_result:
+            self.metrics.published.inc()
+            self.metrics.latency.observe(time.monotonic() - since_s)
+        self._done(seqs)
+
+    def _done(self, seqs: tuple[int, ...]) -> None:
+        assert self._client is not None
+        for mid, qos in self.ledger.finish(seqs):
+            if qos > 0:
+                self._client.ack(mid, qos)
+
+
+def _sample_ts(r: Ready[_Msg]) -> Any:
+    """A result's ``ts`` is the ToF capture time, else the spectral one."""
+    frame = r.tof if r.tof is not None else r.spectral
+    assert frame is not None
+    return frame.ts

@@ -1,0 +1,225 @@
+"""Spectral scoring: AS7341 counts → reflectance → L*a*b* and indices (domain.md §3, §4, §5).
+
+One vectorised pass over n readings of one device configuration. Channel arrays are (n, 10) in
+wire order F1..F8, Clear, NIR (Flicker is stored, not scored). A reflectance that cannot be
+trusted (saturated, below ``raw_min``, no dark/white reference) is NaN, and every index built
+on it is null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from analyzer.arrays import SpectralArrays, effective_gain
+from analyzer.grading import (
+    apply_defects,
+    defect_matrix,
+    grade_from_score,
+    lin,
+    severity,
+    weighted_score,
+)
+from analyzer.params import ScoringParams
+from sqal.wire import DefectCode
+
+F64 = NDArray[np.float64]
+B = NDArray[np.bool_]
+
+T_STEP_MS = 2.78e-3
+"""AS7341 integration step: t_int = (ATIME+1)(ASTEP+1)·2.78 µs (datasheet DS000718)."""
+FULL_SCALE_MAX = 65535
+D65_WHITE = np.array([95.047, 100.0, 108.883])
+"""CIE 15:2004 D65/2° reference white (domain.md §3)."""
+USED = np.array([0, 1, 2, 3, 4, 5, 6, 7, 9])
+"""Channels the indices read: F1..F8 and NIR (Clear is not used)."""
+CONF_RAW_COUNTS = 100.0
+CONF_FLOOR, CONF_SATURATED, CONF_FLICKER = 0.3, 0.2, 0.7
+"""c_spec = clip(min raw F1–F8/100, 0.3, 1), ×0.2 saturated, ×0.7 flicker (domain.md §5)."""
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralScores:
+    """Spectral verdicts of n samples; arrays (n,), NaN where null; ``lab`` (n, 3).
+
+    ``reflectance`` (n, 10) is kept for inspection; ``delta_e`` is ΔE*ab to lab_ref and
+    ``delta_b`` is b* − b*_ref.
+    """
+
+    present: B
+    reflectance: F64
+    lab: F64
+    delta_e: F64
+    delta_b: F64
+    met_fraction: F64
+    browning: F64
+    freshness_index: F64
+    fat_quality_index: F64
+    oxidation_index: F64
+    color_uniformity: F64
+    quality_score: F64
+    grade: NDArray[np.int8]
+    defects: NDArray[np.int8]
+    confidence: F64
+
+
+def lab_from_xyz(xyz: F64) -> F64:
+    """CIE 15:2004 L*a*b* of (n, 3) XYZ against D65 (domain.md §3)."""
+    t = xyz / D65_WHITE
+    eps = (6.0 / 29.0) ** 3
+    f = np.where(t > eps, np.cbrt(t), t / (3.0 * (6.0 / 29.0) ** 2) + 4.0 / 29.0)
+    lab = np.empty_like(xyz)
+    lab[:, 0] = 116.0 * f[:, 1] - 16.0
+    lab[:, 1] = 500.0 * (f[:, 0] - f[:, 1])
+    lab[:, 2] = 200.0 * (f[:, 1] - f[:, 2])
+    return lab
+
+
+def kubelka_munk(r: F64) -> F64:
+    """K/S = (1 − R)²/(2R), R clipped to [0.01, 1] (domain.md §4)."""
+    c = np.clip(r, 0.01, 1.0)
+    return np.asarray((1.0 - c) ** 2 / (2.0 * c))
+
+
+def reflectance(arrays: SpectralArrays, p: ScoringParams, z_s_mm: F64) -> tuple[F64, B, B]:
+    """White/dark reflectance with the distance factor (domain.md §3).
+
+    Args:
+        z_s_mm: (n,) median ToF distance in the spot, NaN where unknown (then z_cal is used).
+
+    Returns:
+        (R (n, 10) NaN where untrusted, saturated (n, 10), low (n, 10)).
+    """
+    sp = p.profile.spectral
+    raw = arrays.raw[:, :10]
+    steps = (arrays.atime + 1.0) * (arrays.astep + 1.0)
+    t_ms = steps * T_STEP_MS
+    full_scale = np.minimum(FULL_SCALE_MAX, steps)
+    basic = raw / (effective_gain(arrays.gain) * t_ms)[:, None]
+    saturated = np.asarray(
+        arrays.saturated[:, :10] | (raw >= sp.saturation_frac * full_scale[:, None])
+    )
+    low = raw < sp.raw_min
+    n = arrays.n
+    if p.dark_bc is None or p.white_bc is None or p.rho_white is None:
+        return np.full((n, 10), np.nan), saturated, low
+    span = p.white_bc - p.dark_bc
+    factor = np.ones(n)
+    if sp.distance_correction and p.z_cal_mm is not None:
+        # Undo the LED's 1/z² illuminance: z_s from the ToF spot, else the tile distance.
+        z_s = np.where(np.isfinite(z_s_mm), z_s_mm, p.z_cal_mm)
+        factor = (z_s / p.z_cal_mm) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = p.rho_white * (basic - p.dark_bc) / span * factor[:, None]
+    trusted = arrays.present[:, None] & ~saturated & ~low & (span > 0)[None, :]
+    return np.asarray(np.where(trusted, r, np.nan)), saturated, low
+
+
+def score_spectral(
+    arrays: SpectralArrays, p: ScoringParams, z_s_mm: F64, reflectance_cv: F64
+) -> SpectralScores:
+    """Score n spectral readings of one device configuration (domain.md §4, §5).
+
+    Args:
+        arrays: n readings (absent ones flagged in ``present``).
+        p: the device's scoring parameters.
+        z_s_mm: (n,) ToF distance of the spot, NaN without a ToF frame.
+        reflectance_cv: (n,) CV of the ToF reflectance map over P, NaN when unknown; colour
+            uniformity comes from it (domain.md §4).
+    """
+    sp = p.profile.spectral
+    n = arrays.n
+    present = arrays.present
+    r, saturated, low = reflectance(arrays, p, z_s_mm)
+    f = r[:, :8]
+    f_ok: B = np.asarray(~np.isnan(f).any(axis=1))
+    if p.color_matrix is not None:
+        xyz = np.nan_to_num(f) @ p.color_matrix[:, :8].T + p.color_matrix[:, 8]
+        lab = np.where(f_ok[:, None], lab_from_xyz(xyz), np.nan)
+    else:
+        lab = np.full((n, 3), np.nan)
+    delta_e = np.linalg.norm(lab - p.lab_ref, axis=1)
+    delta_b = lab[:, 2] - p.lab_ref[2]
+    mi_fresh, mi_met, br_fresh, br_ox, nr_ref = p.anchors
+    r525 = 0.75 * f[:, 3] + 0.25 * f[:, 4]
+    r572 = 0.514 * f[:, 4] + 0.486 * f[:, 5]
+    ks525 = kubelka_munk(r525)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mi = np.where(ks525 > 0, kubelka_munk(r572) / ks525, np.nan)
+        br = np.where(f[:, 6] > 0, f[:, 1] / f[:, 6], np.nan)
+        nr = np.where(f[:, 7] > 0, r[:, 9] / f[:, 7], np.nan)
+    met = lin(mi, mi_fresh, mi_met)
+    brown = lin(br, br_fresh, br_ox)
+    yellow = lin(delta_b, sp.db.ok, sp.db.bad)
+    heme = np.ones(n) if sp.w_heme == 0 else 1.0 - sp.w_heme * met
+    freshness = heme * (1.0 - lin(delta_e, sp.de.ok, sp.de.bad))
+    if sp.w_m == 0:
+        oxidation = np.clip(brown, 0.0, 1.0)
+    else:
+        oxidation = np.clip(sp.w_m * met + (1.0 - sp.w_m) * brown, 0.0, 1.0)
+    # NIR ratio: a drift detector against the reference. No NIR light (channel below raw_min)
+    # leaves 1 − y; a saturated NIR makes the index null (its input is invalid).
+    nir_term = 1.0 - lin(np.abs(nr - nr_ref), *sp.nr_tol)
+    nir_low = low[:, 9] & ~saturated[:, 9]
+    fat = np.where(nir_low, 1.0, nir_term) * (1.0 - yellow)
+    uniformity = np.where(present, 1.0 - lin(reflectance_cv, *sp.cv_tol), np.nan)
+
+    sat_used: B = np.asarray(saturated[:, USED].any(axis=1))
+    with np.errstate(invalid="ignore"):
+        defects = defect_matrix(
+            n,
+            {
+                DefectCode.OXIDATION: severity(
+                    oxidation >= sp.oxidation.minor, oxidation >= sp.oxidation.critical
+                ),
+                DefectCode.DISCOLORATION: severity(
+                    (delta_e >= sp.de.minor) | (uniformity < sp.u_minor),
+                    delta_e >= sp.de.critical,
+                ),
+                DefectCode.FAT_YELLOWING: severity(
+                    delta_b >= sp.db.minor, delta_b >= sp.db.critical
+                ),
+                DefectCode.SPECTRAL_SATURATED: severity(sat_used, np.zeros(n, dtype=bool)),
+            },
+        )
+    defects = np.where(present[:, None], defects, 0).astype(np.int8)
+    w = sp.weights
+    quality, _ = weighted_score(
+        [freshness, fat, 1.0 - oxidation, uniformity],
+        [w.freshness, w.fat_quality, w.oxidation, w.color_uniformity],
+    )
+    quality = np.where(present, quality, np.nan)
+    grading = p.profile.grading
+    grade = apply_defects(grade_from_score(quality, grading), defects, grading)
+    # Confidence scales with the share of the spectral weight the reading itself could judge
+    # (colour uniformity comes from the ToF map, so it does not count): an uncalibrated node or
+    # a saturated reading says little, however bright it is. [D] extension of domain.md §5.
+    _, coverage = weighted_score(
+        [freshness, fat, 1.0 - oxidation], [w.freshness, w.fat_quality, w.oxidation]
+    )
+    if w.freshness + w.fat_quality + w.oxidation == 0:
+        coverage = np.ones(n)
+    raw_f = arrays.raw[:, :8].min(axis=1)
+    conf = np.clip(raw_f / CONF_RAW_COUNTS, CONF_FLOOR, 1.0)
+    conf = conf * np.where(sat_used, CONF_SATURATED, 1.0)
+    conf = conf * np.where(arrays.flicker, CONF_FLICKER, 1.0)
+    conf = np.where(present & ~np.isnan(quality), conf * coverage, 0.0)
+    return SpectralScores(
+        present=present,
+        reflectance=r,
+        lab=lab,
+        delta_e=delta_e,
+        delta_b=delta_b,
+        met_fraction=met,
+        browning=brown,
+        freshness_index=np.clip(freshness, 0.0, 1.0),
+        fat_quality_index=np.clip(fat, 0.0, 1.0),
+        oxidation_index=oxidation,
+        color_uniformity=uniformity,
+        quality_score=quality,
+        grade=grade,
+        defects=defects,
+        confidence=conf,
+    )

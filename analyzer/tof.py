@@ -1,0 +1,285 @@
+"""ToF scoring: height map → product metrics, defects, sub-scores (domain.md §1, §2, §5).
+
+One vectorised pass over n frames of one device configuration. Zones are flattened row-major
+(zone i = r·N + c, as on the wire), so every per-zone array is (n, N²).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from analyzer.arrays import TofArrays
+from analyzer.fitting import masked_median, weighted_lstsq
+from analyzer.grading import (
+    apply_defects,
+    band_score,
+    defect_matrix,
+    grade_from_score,
+    lin,
+    lower_better,
+    severity,
+    weighted_score,
+)
+from analyzer.params import MIN_NEIGHBOURS_FILL, SIGMA_FLOOR_MM, ScoringParams
+from sqal.wire import DefectCode
+
+F64 = NDArray[np.float64]
+B = NDArray[np.bool_]
+
+MIXED_STATUS = 9
+"""Large pulse, merged targets: valid at half weight, never a max height (domain.md §1)."""
+QUADRIC_MIN_ZONES = 12
+"""Below this many product zones the surface fit is a plane (domain.md §2)."""
+INTERIOR_MIN_ZONES = 4
+CV_MIN_ZONES = 6
+"""color_uniformity is null below this many product zones at status 5/6 (domain.md §4)."""
+CONF_V = (0.5, 0.9)
+"""c_tof = lin(v; 0.5, 0.9) (domain.md §5)."""
+CONF_SIGMA_FACTOR = 0.8
+
+
+@dataclass(frozen=True, eq=False)
+class TofScores:
+    """ToF verdicts of n samples; every array is (n,), NaN where the value is null.
+
+    Heights in mm, volume in mm³, mass in g, tilt in degrees. ``defects`` is the (n, D) int8
+    severity matrix of analyzer.grading; ``grade`` int8 (0 = A … 3 = REJECT); ``confidence``
+    is c_tof (0 where the frame is absent). ``reflectance_cv`` and ``spot_distance_mm`` feed the
+    spectral side (colour uniformity, distance factor).
+    """
+
+    present: B
+    valid_zones: NDArray[np.int64]
+    valid_share: F64
+    volume_mm3: F64
+    sigma_volume_mm3: F64
+    mass_g: F64
+    sigma_mass_g: F64
+    fill_ratio: F64
+    avg_height_mm: F64
+    max_height_mm: F64
+    height_variation_mm: F64
+    roughness_mm: F64
+    surface_uniformity: F64
+    tilt_deg: F64
+    tilt_direction_deg: F64
+    reflectance_cv: F64
+    spot_distance_mm: F64
+    quality_score: F64
+    grade: NDArray[np.int8]
+    defects: NDArray[np.int8]
+    confidence: F64
+
+
+def _masked_mean(x: F64, m: B) -> F64:
+    cnt = m.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(m, x, 0.0).sum(axis=1) / cnt
+    return np.asarray(np.where(cnt > 0, out, np.nan))
+
+
+def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B) -> tuple[F64, F64]:
+    """(V, σ_V) in mm³ by the profile's volume_method (domain.md §2)."""
+    tof, k, d0 = p.profile.tof, p.k, p.d0_mm
+    n = h.shape[0]
+    max_sigma = tof.max_sigma_mm
+    if tof.volume_method == "mean_height_x_area":
+        area = p.profile.tray.area_mm2
+        cnt = vr.sum(axis=1)
+        mean_h = _masked_mean(h, vr)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sv = area * np.sqrt(np.where(vr, sig**2, 0.0).sum(axis=1)) / cnt
+        return mean_h * area, np.asarray(np.where(cnt > 0, sv, np.nan))
+    # integrate: an invalid ROI zone takes the median h of ≥ 3 valid ROI 8-neighbours, else 0.
+    pad_h = np.concatenate([h, np.zeros((n, 1))], axis=1)
+    pad_ok = np.concatenate([vr, np.zeros((n, 1), dtype=bool)], axis=1)
+    h_used = np.where(vr, h, 0.0)
+    rows, cols = np.nonzero(roi & ~vr)  # only the holes need their neighbours' median
+    if rows.size:
+        nb = p.neighbours8[cols]
+        nb_h, nb_ok = pad_h[rows[:, None], nb], pad_ok[rows[:, None], nb]
+        med = masked_median(nb_h, nb_ok)
+        h_used[rows, cols] = np.where(nb_ok.sum(axis=1) >= MIN_NEIGHBOURS_FILL, med, 0.0)
+    z = d0 - h_used
+    # Frustum of the zone's pyramid between the surface and the base: k²(d0³ − z³)/3.
+    v_zone = k * k * (d0**3 - z**3) / 3.0
+    volume = np.where(roi, v_zone, 0.0).sum(axis=1)
+    # σ_V² = Σ (k² z² σ)²; a filled zone has no σ of its own: take max_sigma (conservative).
+    s_used = np.where(vr, sig, max_sigma)
+    var = np.where(roi, (k * k * z * z * s_used) ** 2, 0.0).sum(axis=1)
+    return volume, np.sqrt(var)
+
+
+def _fits(
+    p: ScoringParams, h: F64, z: F64, sig: F64, status: NDArray[np.int64], vr: B, prod: B
+) -> tuple[F64, F64, F64]:
+    """(tilt_deg, tilt_direction_deg, R roughness in mm) of domain.md §2, batched.
+
+    Both fits use only ROI zones (valid ROI zones for tilt, P ⊂ ROI for the surface), so the
+    design matrix is cut to the ROI's columns first.
+    """
+    n = h.shape[0]
+    pad = np.concatenate([prod, np.zeros((n, 1), dtype=bool)], axis=1)
+    interior_all = prod & pad[:, p.neighbours4].all(axis=2)
+    cols = p.roi.ravel()
+    h, z, sig, status = h[:, cols], z[:, cols], sig[:, cols], status[:, cols]
+    vr, prod, interior = vr[:, cols], prod[:, cols], interior_all[:, cols]
+    scale = p.k * p.d0_mm  # fit in zone-pitch units at the base: well conditioned
+    xs = (p.u.ravel()[cols] * p.k * z) / scale
+    ys = (p.v.ravel()[cols] * p.k * z) / scale
+    design = np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=2)
+    w = 1.0 / sig**2
+    # Tilt: weighted plane over valid ROI zones, ×0.5 at status 9.
+    w_tilt = np.where(vr, w * np.where(status == MIXED_STATUS, 0.5, 1.0), 0.0)
+    plane = np.zeros((n, 6), dtype=bool)
+    plane[:, :3] = True
+    beta_t = weighted_lstsq(design, h, w_tilt, plane)
+    a_mm, b_mm = beta_t[:, 1] / scale, beta_t[:, 2] / scale
+    tilt = np.degrees(np.arctan(np.hypot(a_mm, b_mm)))
+    direction = np.degrees(np.arctan2(b_mm, a_mm))
+    # Surface: 1/σ²-weighted quadric over P (plane below 12 zones); residuals on interior zones.
+    n_prod = prod.sum(axis=1)
+    active = np.ones((n, 6), dtype=bool)
+    active[:, 3:] = (n_prod >= QUADRIC_MIN_ZONES)[:, None]
+    beta_q = weighted_lstsq(design, h, np.where(prod, w, 0.0), active)
+    fitted = ((design * active[:, None, :]) @ np.nan_to_num(beta_q)[..., None])[..., 0]
+    n_int = interior.sum(axis=1)
+    e2 = _masked_mean((h - fitted) ** 2, interior)
+    s2 = _masked_mean(sig**2, interior)
+    rough = np.sqrt(np.clip(e2 - s2, 0.0, None))
+    ok = (n_int >= INTERIOR_MIN_ZONES) & ~np.isnan(beta_q[:, 0])
+    return tilt, direction, np.asarray(np.where(ok, rough, np.nan))
+
+
+def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
+    """Score n ToF frames of one device configuration (domain.md §2, §5).
+
+    Args:
+        arrays: n frames (absent ones flagged in ``present``).
+        p: the device's scoring parameters.
+    """
+    tof, tray, product = p.profile.tof, p.profile.tray, p.profile.product
+    n, m = arrays.n, p.layout * p.layout
+    dist = arrays.distance_mm.reshape(n, m)
+    status = arrays.target_status.reshape(n, m)
+    sigma = arrays.range_sigma_mm.reshape(n, m)
+    signal = arrays.signal_per_spad.reshape(n, m)
+    refl = arrays.reflectance_pct.reshape(n, m)
+    present = arrays.present
+    finite = np.isfinite(dist) & np.isfinite(sigma) & np.isfinite(signal)
+    valid = (
+        present[:, None]
+        & finite
+        & np.isin(status, p.valid_status)
+        & (sigma <= tof.max_sigma_mm)
+        & (signal >= tof.min_signal_kcps)
+        & (dist >= 10)
+        & (dist <= p.d0_mm + 30)
+    )
+    roi = p.roi.ravel()[None, :]
+    # h = d0 − distance, clipped; small negatives kept (dropping them biases volume up).
+    h = np.clip(p.d0_mm - np.where(finite, dist, p.d0_mm), -10.0, tray.depth_mm + 20.0)
+    z = p.d0_mm - h
+    sig = np.maximum(np.where(finite, sigma, tof.max_sigma_mm), SIGMA_FLOOR_MM)
+    vr = valid & roi
+    valid_zones = vr.sum(axis=1).astype(np.int64)
+    share = valid_zones / max(int(roi.sum()), 1)
+    prod = vr & (h >= tof.product_min_height_mm)
+    usable = present & (valid_zones > 0)
+
+    volume, sigma_v = _volume(p, h, sig, vr, roi)
+    volume = np.where(usable, volume, np.nan)
+    mm = product.mass_model
+    mass = mm.a_g + mm.b_g_per_cm3 * volume / 1000.0
+    sigma_m = np.sqrt((mm.b_g_per_cm3 * sigma_v / 1000.0) ** 2 + (mass * mm.sigma_frac) ** 2)
+    fill = mass / product.nominal_mass_g
+    avg_h = _masked_mean(h, prod)
+    var_h = _masked_mean((h - np.nan_to_num(avg_h)[:, None]) ** 2, prod)
+    peak = prod & (status != MIXED_STATUS)
+    max_h = np.where(peak.any(axis=1), np.where(peak, h, -np.inf).max(axis=1), np.nan)
+    tilt, direction, rough = _fits(p, h, z, sig, status, vr, prod)
+    uniformity = np.exp(-rough / tof.surface_r0_mm)
+
+    clean = prod & (status != MIXED_STATUS) & np.isfinite(refl)
+    mean_r = _masked_mean(refl, clean)
+    std_r = np.sqrt(_masked_mean((refl - np.nan_to_num(mean_r)[:, None]) ** 2, clean))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cv = std_r / mean_r
+    cv = np.where((clean.sum(axis=1) >= CV_MIN_ZONES) & (mean_r > 0), cv, np.nan)
+    in_spot = p.spot.ravel()
+    spot_z = masked_median(dist[:, in_spot], valid[:, in_spot])
+
+    qn, tne = product.nominal_mass_g, p.tne_g
+    with np.errstate(invalid="ignore"):
+        rc = tof.roughness_mm.critical
+        defects = defect_matrix(
+            n,
+            {
+                DefectCode.UNDERFILL: severity(
+                    mass < qn - tne, mass + tof.underfill_z * sigma_m < qn - 2 * tne
+                ),
+                DefectCode.OVERFILL: severity(
+                    fill > 1 + tof.overfill_minor, max_h > tray.seal_limit_mm
+                ),
+                DefectCode.SURFACE_IRREGULAR: severity(
+                    rough > tof.roughness_mm.minor,
+                    rough > rc if rc is not None else np.zeros(n, dtype=bool),
+                ),
+                DefectCode.TILTED: severity(
+                    tilt > tof.tilt_deg.minor, tilt > tof.tilt_deg.critical
+                ),
+                DefectCode.ZONES_INVALID: severity(
+                    share < tof.valid_share.minor, share < tof.valid_share.critical
+                ),
+            },
+        )
+    defects = np.where(present[:, None], defects, 0).astype(np.int8)
+    lo, hi = tof.fill_tol
+    tol_a, tol_b = tof.max_height.tol_mm
+    w = tof.weights
+    quality, _ = weighted_score(
+        [
+            band_score(fill, 1.0, lo, hi),
+            band_score(max_h, tof.max_height.target_mm, tol_a, tol_b),
+            lower_better(tilt, tof.tilt_deg.good, tof.tilt_deg.bad),
+            uniformity,
+        ],
+        [w.fill, w.height, w.tilt, w.uniformity],
+    )
+    quality = np.where(present, quality, np.nan)
+    grade = apply_defects(grade_from_score(quality, p.profile.grading), defects, p.profile.grading)
+    # Median σ over the ROI with invalid zones counted as σ = ∞: invalidating a zone can then
+    # only raise it, so confidence never rises when a zone is lost (STYLE.md property tests).
+    in_roi = p.roi.ravel()
+    med_sigma = masked_median(
+        np.where(vr[:, in_roi], sigma[:, in_roi], np.inf), np.ones((n, int(in_roi.sum())), bool)
+    )
+    conf = lin(share, *CONF_V) * np.where(med_sigma > tof.max_sigma_mm / 2, CONF_SIGMA_FACTOR, 1.0)
+    conf = np.where(present & ~np.isnan(quality), conf, 0.0)
+    nan_unless = np.where(usable, 1.0, np.nan)
+    return TofScores(
+        present=present,
+        valid_zones=valid_zones,
+        valid_share=share,
+        volume_mm3=volume,
+        sigma_volume_mm3=sigma_v * nan_unless,
+        mass_g=mass,
+        sigma_mass_g=sigma_m,
+        fill_ratio=fill,
+        avg_height_mm=avg_h,
+        max_height_mm=max_h,
+        height_variation_mm=np.sqrt(var_h),
+        roughness_mm=rough,
+        surface_uniformity=uniformity,
+        tilt_deg=tilt * nan_unless,
+        tilt_direction_deg=direction * nan_unless,
+        reflectance_cv=cv,
+        spot_distance_mm=spot_z,
+        quality_score=quality,
+        grade=grade,
+        defects=defects,
+        confidence=conf,
+    )

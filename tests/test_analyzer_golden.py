@@ -1,0 +1,71 @@
+"""Golden frames (tests/data/analyzer_golden.json) scored against hand-derived values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analyzer import SampleMeta, build_params, score_batch, stack_spectral, stack_tof, to_results
+from sqal.profiles import load_profile
+from sqal.wire import Result, SpectralFrame, TofFrame
+from tests.test_analyzer_support import TS, calibration
+
+DATA = json.loads((Path(__file__).parent / "data" / "analyzer_golden.json").read_text())
+CASES = {c["name"]: c for c in DATA["cases"]}
+
+
+def score_case(case: dict[str, Any]) -> Result:
+    profile = load_profile(case["profile"])
+    cal = calibration(**case["calibration"]) if case["calibration"] else None
+    params = build_params(profile, cal)
+    tof = TofFrame.model_validate(case["tof"]) if case["tof"] else None
+    spec = SpectralFrame.model_validate(case["spectral"]) if case["spectral"] else None
+    scores = score_batch(stack_tof([tof], profile.tof.layout), stack_spectral([spec]), params)
+    meta = [SampleMeta("dev1", "dev1-abc123-00000000", TS)]
+    return to_results(scores, meta, profile.name, params.calibration_id, [0.0])[0]
+
+
+def check(section: str, got: Any, want: Any, tol: float) -> None:
+    if want is None:
+        assert got is None, section
+    elif section.endswith(".defects"):
+        assert [str(g) for g in got] == want, section
+    elif section.endswith(".lab"):
+        assert got is not None, section
+        for g, w in zip((got.L, got.a, got.b), want, strict=True):
+            assert g == pytest.approx(w, rel=1e-9, abs=tol), section
+    else:
+        assert got == pytest.approx(want, rel=1e-9, abs=tol), section
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_frame_matches_hand_derivation(name: str) -> None:
+    case = CASES[name]
+    result = score_case(case)
+    tol = case.get("tolerance", {})
+    for section, fields in case["expect"].items():
+        part = getattr(result, section)
+        assert part is not None, f"{name}: section {section} missing"
+        for key, want in fields.items():
+            check(f"{name}.{section}.{key}", getattr(part, key), want, tol.get(key, 1e-9))
+
+
+def test_frustum_differs_from_flat_prisms_as_domain_says() -> None:
+    # domain.md §2: at h = 40, d0 = 220 the flat prisms h·a(d0) and h·a(z) err +21 % / −19 %.
+    d0, z = 220.0, 180.0
+    frustum = (d0**3 - z**3) / 3
+    assert 40 * d0**2 / frustum - 1 == pytest.approx(0.21, abs=0.01)
+    assert 40 * z**2 / frustum - 1 == pytest.approx(-0.19, abs=0.01)
+
+
+def test_flat_plane_volume_is_24_frusta() -> None:
+    result = score_case(CASES["flat_plane_integrate"])
+    k = (math.sqrt(2) - 1) / 4
+    assert result.tof is not None
+    assert result.tof.volume_mm3 == pytest.approx(24 * k * k * (260**3 - 230**3) / 3, rel=1e-12)
+    # Only the ToF speaks: confidence = W_tof·c_tof / (W_tof + W_spec) = 0.5.
+    assert result.fusion.confidence == pytest.approx(0.5)

@@ -1,0 +1,111 @@
+"""The ToF/spectral join, driven by an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from analyzer.join import Joiner, Outcome, Release
+from sqal.wire import SpectralFrame, TofFrame
+from tests.test_analyzer_support import spectral_payload, tof_payload
+
+
+def tof(seq: int, device: str = "dev1") -> TofFrame:
+    return TofFrame.model_validate(tof_payload(230, seq=seq, device=device))
+
+
+def spec(seq: int, device: str = "dev1") -> SpectralFrame:
+    return SpectralFrame.model_validate(spectral_payload([1000] * 11, seq=seq, device=device))
+
+
+def test_halves_meet_whatever_their_order() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    assert j.offer("L1", spec(1), "s1", now=0.0) == (Outcome.WAITING, [])
+    outcome, ready = j.offer("L1", tof(1), "t1", now=0.5)
+    assert outcome is Outcome.JOINED
+    (r,) = ready
+    assert (r.device_id, r.sample_id, r.line) == ("dev1", "dev1-abc123-00000001", "L1")
+    assert r.tof is not None
+    assert r.spectral is not None
+    assert r.handles == ("s1", "t1")
+    assert r.release is Release.JOINED
+    assert len(j) == 0
+
+
+def test_same_sample_id_on_two_devices_does_not_join() -> None:
+    j: Joiner[int] = Joiner()
+    j.offer("L1", tof(1, "devA"), 1, now=0.0)
+    outcome, ready = j.offer("L1", spec(1, "devB"), 2, now=0.0)
+    assert outcome is Outcome.WAITING
+    assert ready == []
+    assert len(j) == 2
+
+
+def test_a_lone_half_is_released_after_the_timeout_not_before() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    j.offer("L1", tof(1), "t1", now=10.0)
+    assert j.next_deadline() == pytest.approx(12.0)
+    assert j.expire(now=11.999) == []
+    (r,) = j.expire(now=12.0)
+    assert r.release is Release.TIMEOUT
+    assert r.spectral is None
+    assert r.tof is not None
+    assert j.stats.timed_out == 1
+    assert j.next_deadline() is None
+
+
+def test_the_late_half_after_a_timeout_gives_no_second_result() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    j.offer("L1", tof(1), "t1", now=0.0)
+    j.expire(now=2.0)
+    assert j.offer("L1", spec(1), "s1", now=2.5) == (Outcome.LATE, [])
+    assert j.stats.late == 1
+
+
+def test_duplicates_while_waiting_ride_along_and_after_release_are_dropped() -> None:
+    j: Joiner[str] = Joiner()
+    j.offer("L1", tof(1), "t1", now=0.0)
+    assert j.offer("L1", tof(1), "t1-dup", now=0.1) == (Outcome.HELD, [])
+    _, (r,) = j.offer("L1", spec(1), "s1", now=0.2)
+    assert r.handles == ("t1", "t1-dup", "s1")
+    assert j.offer("L1", spec(1), "s1-dup", now=0.3) == (Outcome.DUPLICATE, [])
+    assert j.offer("L1", tof(1), "t1-dup2", now=0.4) == (Outcome.DUPLICATE, [])
+    assert j.stats.duplicates == 3
+    assert j.stats.joined == 1
+
+
+def test_done_keys_are_forgotten_after_their_window() -> None:
+    j: Joiner[str] = Joiner(done_ttl_s=60.0, done_capacity=2)
+    for seq in range(3):
+        j.offer("L1", tof(seq), "t", now=0.0)
+        j.offer("L1", spec(seq), "s", now=0.0)
+    # Capacity 2: sample 0 was forgotten, a copy of it starts over (bounded memory).
+    assert j.offer("L1", tof(0), "t", now=1.0)[0] is Outcome.WAITING
+    assert j.offer("L1", tof(2), "t", now=1.0)[0] is Outcome.DUPLICATE
+    # TTL: after 60 s nothing is remembered.
+    assert j.offer("L1", spec(2), "s", now=61.0)[0] is Outcome.WAITING
+
+
+def test_the_pending_cap_evicts_the_oldest_and_counts_it() -> None:
+    j: Joiner[int] = Joiner(max_pending=2)
+    j.offer("L1", tof(1), 1, now=0.0)
+    j.offer("L1", tof(2), 2, now=0.1)
+    outcome, (r,) = j.offer("L1", tof(3), 3, now=0.2)
+    assert outcome is Outcome.WAITING
+    assert r.sample_id.endswith("00000001")
+    assert r.release is Release.EVICTED
+    assert j.stats.evicted == 1
+    assert len(j) == 2
+    assert j.offer("L1", spec(1), 4, now=0.3)[0] is Outcome.LATE
+
+
+def test_drain_releases_everything_on_shutdown() -> None:
+    j: Joiner[int] = Joiner()
+    j.offer("L1", tof(1), 1, now=0.0)
+    j.offer("L1", spec(2), 2, now=0.0)
+    assert {r.sample_id[-1] for r in j.drain(now=0.5)} == {"1", "2"}
+    assert len(j) == 0
+
+
+def test_bad_limits_are_refused() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        Joiner(max_pending=0)

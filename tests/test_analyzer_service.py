@@ -1,0 +1,217 @@
+"""The analyzer service end to end through the real broker fixture."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+
+from analyzer.service import RECEIVE_MAXIMUM, AnalyzerConfig, AnalyzerService
+from sqal.local import Mosquitto, free_port
+from sqal.local.mosquitto import MAX_INFLIGHT_MESSAGES
+from sqal.mqtt import paho_client
+from sqal.wire import (
+    DeadLetter,
+    DeviceConfig,
+    Kind,
+    Result,
+    SpectralFrame,
+    TofFrame,
+    dead_letter_topic,
+    device_topic,
+    encode,
+)
+from tests.test_analyzer_support import calibration, spectral_payload, tof_payload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Collector:
+    """Subscribes to a line's results and the analyzer's dead letters."""
+
+    def __init__(self, broker: Mosquitto, line: str) -> None:
+        self.results: dict[str, list[Result]] = defaultdict(list)
+        self.dead: list[DeadLetter] = []
+        self.lock = threading.Lock()
+        self.client = paho_client(broker.url, f"collect-{uuid.uuid4().hex[:8]}", persistent=False)
+        self.client.on_message = self.on_message
+        self.client.subscribe([(f"sqal/v1/{line}/+/result", 1), (dead_letter_topic("analyzer"), 1)])
+        time.sleep(0.2)
+
+    def on_message(self, c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+        with self.lock:
+            if msg.topic.endswith("/result"):
+                r = Result.model_validate_json(msg.payload)
+                self.results[r.sample_id].append(r)
+            else:
+                self.dead.append(DeadLetter.model_validate_json(msg.payload))
+
+    def wait(self, keys: set[str], timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if keys <= set(self.results):
+                    return
+            time.sleep(0.05)
+        missing = keys - set(self.results)
+        raise AssertionError(f"{len(missing)} samples without a result, e.g. {sorted(missing)[:3]}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def publisher(broker: Mosquitto) -> Iterator[paho.Client]:
+    c = paho_client(broker.url, f"pub-{uuid.uuid4().hex[:8]}", persistent=False)
+    yield c
+    c.disconnect()
+    c.loop_stop()
+
+
+def send(client: paho.Client, topic: str, payload: bytes, retain: bool = False) -> None:
+    client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+
+def frames(device: str, seq: int) -> tuple[bytes, bytes]:
+    tof = TofFrame.model_validate(tof_payload(232, device=device, seq=seq))
+    raw = [1668] * 10 + [3]
+    spec = SpectralFrame.model_validate(spectral_payload(raw, device=device, seq=seq))
+    return encode(tof), encode(spec)
+
+
+def sample_id(device: str, seq: int) -> str:
+    return f"{device}-abc123-{seq:08d}"
+
+
+def test_receive_maximum_fits_the_brokers_inflight_window() -> None:
+    assert RECEIVE_MAXIMUM <= MAX_INFLIGHT_MESSAGES
+
+
+def test_every_sample_gets_exactly_one_result_and_bad_input_is_dead_lettered(
+    broker: Mosquitto, publisher: paho.Client
+) -> None:
+    line, dev = f"L{uuid.uuid4().hex[:6]}", "devA"
+    cfg = DeviceConfig(device_id=dev, profile="foie_gras_lobe_400g", calibration=calibration())
+    send(publisher, device_topic(line, dev, Kind.CONFIG), encode(cfg), retain=True)
+    collector = Collector(broker, line)
+    service = AnalyzerService(
+        AnalyzerConfig(broker.url, client_id=f"an-{uuid.uuid4().hex[:8]}", join_timeout_s=0.3)
+    )
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        assert service.ready.wait(10)
+        tof_t, spec_t = device_topic(line, dev, Kind.TOF), device_topic(line, dev, Kind.SPECTRAL)
+        for seq in range(40):
+            tof, spec = frames(dev, seq)
+            first, second = (
+                ((spec_t, spec), (tof_t, tof)) if seq % 3 else ((tof_t, tof), (spec_t, spec))
+            )
+            send(publisher, *first)
+            if seq != 7:  # sample 7 loses its second half: released after the join timeout
+                send(publisher, *second)
+            if seq % 10 == 0:
+                send(publisher, *first)  # a duplicate
+        send(publisher, tof_t, b'{"v": 1, "device_id": "devA", "sample_id": ')
+        send(publisher, tof_t, b'{"v": 9, "device_id": "devA"}')
+        keys = {sample_id(dev, s) for s in range(40)}
+        collector.wait(keys)
+        time.sleep(0.5)  # room for a wrong second result to show up
+        with collector.lock:
+            assert {k: len(v) for k, v in collector.results.items() if len(v) != 1} == {}
+            r7 = collector.results[sample_id(dev, 7)][0]
+            full = collector.results[sample_id(dev, 1)][0]
+            reasons = sorted(d.reason.value for d in collector.dead)
+        assert "missing_spectral" in r7.fusion.defects or "missing_tof" in r7.fusion.defects
+        assert full.calibration_id == "cal-dev1-0001"
+        assert full.tof is not None
+        assert full.spectral is not None
+        assert full.spectral.lab is not None
+        assert full.analyzer.version
+        assert full.analyzer.processing_ms >= 0
+        assert reasons == ["bad_json", "unsupported_version"]
+        bad = next(d for d in collector.dead if d.reason.value == "bad_json")
+        assert bad.topic == tof_t
+        assert base64.b64decode(bad.payload_b64).startswith(b'{"v": 1')
+        assert service.metrics.dead.value("bad_json") == 1
+        assert service.metrics.scored.value() == 40
+    finally:
+        service.stop()
+        worker.join(10)
+        collector.close()
+        send(publisher, device_topic(line, dev, Kind.CONFIG), b"", retain=True)
+
+
+def start_service(broker: Mosquitto, cid: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "analyzer", "--broker", broker.url, "--client-id", cid]
+    args += ["--metrics-port", str(port), "--join-timeout", "0.5"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("analyzer did not become healthy")
+
+
+def test_kill_9_loses_no_sample_with_a_persistent_session(
+    broker: Mosquitto, publisher: paho.Client
+) -> None:
+    line, dev, cid = f"L{uuid.uuid4().hex[:6]}", "devK", f"an-{uuid.uuid4().hex[:8]}"
+    collector = Collector(broker, line)
+    tof_t, spec_t = device_topic(line, dev, Kind.TOF), device_topic(line, dev, Kind.SPECTRAL)
+    proc = start_service(broker, cid, free_port())
+    try:
+        for seq in range(60):
+            tof, spec = frames(dev, seq)
+            publisher.publish(tof_t, tof, qos=1)
+            publisher.publish(spec_t, spec, qos=1)
+        time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: some results out, some not
+        proc.wait(10)
+        for seq in range(60, 120):  # queued by the broker for the absent session
+            tof, spec = frames(dev, seq)
+            send(publisher, tof_t, tof)
+            send(publisher, spec_t, spec)
+        proc = start_service(broker, cid, free_port())
+        collector.wait({sample_id(dev, s) for s in range(120)}, timeout_s=20)
+        with collector.lock:
+            # A repeat after the crash is allowed; its verdict must be the same.
+            for rs in collector.results.values():
+                assert len({(r.fusion.final_grade, tuple(r.fusion.defects)) for r in rs}) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        collector.close()
+
+
+def test_metrics_and_health_are_served(broker: Mosquitto) -> None:
+    port = free_port()
+    proc = start_service(broker, f"an-{uuid.uuid4().hex[:8]}", port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+        for name in ("received_total", "scored_total", "published_total", "pending_joins"):
+            assert f"sqal_analyzer_{name}" in text
+        assert "sqal_analyzer_processing_seconds_bucket" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
