@@ -255,7 +255,9 @@ def _register() -> None:
     """Wire the parts' commands in; each lives beside the code it runs."""
     from analyzer.command import analyzer_command
     from capture.command import capture_info_command, record_command, replay_command
+    from device_sim.command import sim_command
 
+    app.command("sim")(sim_command)
     app.command("analyzer")(analyzer_command)
 
     capture_app = _app("Capture files of recorded MQTT traffic.")

@@ -1,0 +1,159 @@
+"""A simulated device's calibration block (domain.md §2, §3; interfaces.md "Config/calibration").
+
+The simulator calibrates each device the way an operator would on the line, with its own
+physics: 20 empty-tray frames (ROI median → ``d0_mm``), 10 frames of a dark trap and 10 of a
+white tile at ``z_cal`` (mean basic counts), a 3x9 colour matrix fitted by ridge least squares on
+random smooth spectra with a held-out ΔE, and the index anchors and ``lab_ref`` measured on the
+fresh and degraded reference spectra.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from device_sim import as7341
+from device_sim.materials import IDX_CAR, IDX_MET
+from device_sim.model import ProductModel
+from device_sim.render import DeviceOptics, Fixture, Sample, Shot, render_batch
+from device_sim.spectra import WAVELENGTHS_NM, lab_of_xyz, xyz_of
+from device_sim.trays import draw_tray
+from sqal.wire import Calibration, SpectralAnchors, SpectralSettings, TofSettings
+
+F64 = NDArray[np.float64]
+
+EMPTY_FRAMES: Final = 20
+REFERENCE_FRAMES: Final = 10
+RIDGE_LAMBDA: Final = 1e-3
+CAL_UPTIME_S: Final = 1800.0
+"""Calibration runs on a warmed-up node (the 3 mm warm-up bias has decayed, domain.md §1)."""
+
+
+def capture(
+    model: ProductModel,
+    device: DeviceOptics,
+    tof: TofSettings,
+    spectral: SpectralSettings,
+    fixture: Fixture,
+    frames: int,
+    rng: np.random.Generator,
+) -> list[Sample]:
+    """Render ``frames`` captures of a calibration fixture."""
+    shots = []
+    for _ in range(frames):
+        tray_rng = np.random.default_rng(rng.integers(2**63))
+        draw = draw_tray(model, tray_rng, {})
+        shots.append(Shot(draw, tray_rng, device, tof, spectral, CAL_UPTIME_S, False))
+    return render_batch(model, shots, fixture=fixture, truth=False)
+
+
+def roi_median_mm(model: ProductModel, samples: list[Sample]) -> float:
+    """ROI median distance of empty-tray frames over zones with a valid status (§2 ``d0``)."""
+    layout = samples[0].tof["layout"]
+    roi = model.rois[layout]
+    valid = set(model.profile.tof.valid_status)
+    values = [
+        d
+        for s in samples
+        for d, st, inside in zip(
+            np.ravel(s.tof["distance_mm"]), np.ravel(s.tof["target_status"]), roi, strict=True
+        )
+        if inside and st in valid
+    ]
+    return float(np.median(values))
+
+
+def mean_basic_counts(samples: list[Sample]) -> F64:
+    """(10,) mean ``BC = raw/(g_eff·t_int_ms)`` over frames, channels F1..F8, Clear, NIR."""
+    bc = [
+        np.array([s.spectral["channels"][c] for c in as7341.CHANNEL_NAMES])
+        / (as7341.g_eff(s.spectral["gain"]) * s.spectral["integration_ms"])
+        for s in samples
+    ]
+    return np.asarray(np.mean(bc, axis=0))
+
+
+def _training_spectra(model: ProductModel, rng: np.random.Generator, n: int) -> F64:
+    """Half generic smooth spectra (a colour chart), half product-like tiles [D]."""
+    lam = WAVELENGTHS_NM
+    generic = np.full((n // 2, lam.size), 0.0)
+    for i in range(n // 2):
+        base = rng.uniform(0.03, 0.5)
+        bumps = sum(
+            rng.uniform(-0.4, 0.6)
+            * np.exp(-0.5 * ((lam - rng.uniform(380, 760)) / rng.uniform(25, 120)) ** 2)
+            for _ in range(int(rng.integers(1, 4)))
+        )
+        generic[i] = np.clip(base + bumps, 0.02, 0.95)
+    o = model.optics
+    q = rng.uniform(0.0, 1.0, n - n // 2)
+    conc = o.fresh * rng.uniform(0.6, 1.4, (q.size, 6)) + q[:, None] * (o.degraded - o.fresh)
+    conc[:, IDX_CAR] += rng.uniform(0.0, 2.0, q.size)
+    conc[:, IDX_MET] *= rng.uniform(0.5, 2.0, q.size)
+    return np.vstack([generic, o.reflectance(conc)])
+
+
+def fit_color_matrix(model: ProductModel, rng: np.random.Generator) -> tuple[F64, float]:
+    """Fit ``XYZ = M·[R_F1..R_F8, 1]`` by ridge least squares; return M (3, 9) and held-out ΔE.
+
+    ``argmin ‖X·Mᵀ − T‖² + λ‖M‖²`` solved as lstsq on the augmented system (domain.md §3); the
+    channel reflectances carry 0.5 % measurement noise; M is scaled so R ≡ 1 gives Y = 100.
+    """
+    spectra = _training_spectra(model, rng, 240)
+    ch = as7341.channel_reflectance(spectra)[:, :8] * (1.0 + 0.005 * rng.standard_normal((240, 8)))
+    x = np.hstack([ch, np.ones((240, 1))])
+    t = xyz_of(spectra)
+    order = rng.permutation(240)
+    train, test = order[:180], order[180:]
+    xa = np.vstack([x[train], np.sqrt(RIDGE_LAMBDA) * np.eye(9)])
+    ta = np.vstack([t[train], np.zeros((9, 3))])
+    m = np.linalg.lstsq(xa, ta, rcond=None)[0].T
+    m *= 100.0 / (m[1] @ np.ones(9))
+    de = np.linalg.norm(lab_of_xyz(x[test] @ m.T) - lab_of_xyz(t[test]), axis=1)
+    return m, float(de.mean())
+
+
+def calibrate(
+    model: ProductModel,
+    device: DeviceOptics,
+    tof: TofSettings,
+    spectral: SpectralSettings,
+    rng: np.random.Generator,
+    cal_id: str,
+    now: datetime,
+) -> Calibration:
+    """The calibration block a device publishes in its retained config."""
+    empty = capture(model, device, tof, spectral, "empty", EMPTY_FRAMES, rng)
+    dark = capture(model, device, tof, spectral, "dark", REFERENCE_FRAMES, rng)
+    white = capture(model, device, tof, spectral, "white", REFERENCE_FRAMES, rng)
+    m, de = fit_color_matrix(model, rng)
+    a = model.anchors
+    fresh_ch = as7341.channel_reflectance(model.optics.reflectance(model.optics.fresh[None]))
+    lab_ref = lab_of_xyz(np.hstack([fresh_ch[:, :8], np.ones((1, 1))]) @ m.T)[0]
+    rho_white = as7341.channel_reflectance(as7341.WHITE_TILE[None])[0]
+    return Calibration(
+        id=cal_id,
+        ts=now,
+        d0_mm=round(roi_median_mm(model, empty), 2),
+        dark_bc=[round(float(v), 5) for v in mean_basic_counts(dark)],
+        white_bc=[round(float(v), 5) for v in mean_basic_counts(white)],
+        rho_white=[round(float(v), 5) for v in rho_white],
+        z_cal_mm=model.z_cal_mm,
+        color_matrix=[[round(float(v), 6) for v in row] for row in m],
+        color_delta_e=round(de, 3),
+        anchors=SpectralAnchors(
+            MI_fresh=a.mi_fresh,
+            MI_met=a.mi_met,
+            BR_fresh=a.br_fresh,
+            BR_ox=a.br_ox,
+            NR_ref=a.nr_ref,
+        ),
+        lab_ref=(
+            round(float(lab_ref[0]), 3),
+            round(float(lab_ref[1]), 3),
+            round(float(lab_ref[2]), 3),
+        ),
+    )

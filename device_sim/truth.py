@@ -1,0 +1,211 @@
+"""Ground truth: the §2/§4 metrics on the noise-free field, §5 defects and grade.
+
+Written independently of ``analyzer/`` (the simulator must be able to prove the analyzer
+wrong). Definitions, in the terms of domain.md:
+
+- ``volume_mm3``: exact 1 mm grid integral of the rendered product above the tray base;
+  ``mass_g`` = true density × that volume; ``fill_ratio`` = mass/Qn.
+- Heights, roughness, uniformity, tilt: §2's definitions applied to the noise-free zone heights
+  (the plain mean of the 64 sub-ray heights of a zone), every zone valid except an injected
+  invalid cluster, equal weights (σ → 0, so R has no noise term).
+- Spectral: §4's indices on the channel-weighted reflectance of the true spot spectrum (what a
+  perfect white/dark calibration reads), anchors and ``lab_ref`` from the simulator's reference
+  spectra; ``lab`` is the exact CIE L*a*b* of the spot spectrum.
+- Grade: §5 with confidence 1 (the truth is noise-free); critical → REJECT, minor → at most B.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from device_sim.geometry import zone_k, zone_offsets
+from device_sim.model import ProductModel, lin, ratio_indices
+from device_sim.trays import tne_g
+
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TofTruth:
+    """Noise-free ToF metrics of one tray (domain.md §2)."""
+
+    avg_height_mm: float
+    max_height_mm: float
+    height_variation_mm: float
+    roughness_mm: float
+    surface_uniformity: float | None
+    tilt_deg: float
+    valid_share: float
+    color_cv: float | None
+
+
+def _fit(x: F64, y: F64, h: F64, quadric: bool) -> F64:
+    cols = [np.ones_like(x), x, y] + ([x * x, x * y, y * y] if quadric else [])
+    a = np.stack(cols, axis=1)
+    coef, *_ = np.linalg.lstsq(a, h, rcond=None)
+    return np.asarray(h - a @ coef)
+
+
+def tof_truth(
+    model: ProductModel, layout: int, height_mm: F64, rho940: F64, invalid: NDArray[np.bool_]
+) -> TofTruth:
+    """§2 metrics of one tray from (Z,) noise-free zone heights and reflectances."""
+    tof = model.profile.tof
+    roi = model.rois[layout]
+    valid = roi & ~invalid
+    p = valid & (height_mm >= tof.product_min_height_mm)
+    k, d0 = zone_k(layout), model.d0_mm
+    u, v = zone_offsets(layout)
+    z = d0 - height_mm
+    x, y = u * k * z, v * k * z
+    hp = height_mm[p]
+    avg = float(hp.mean()) if hp.size else 0.0
+    mx = float(hp.max()) if hp.size else 0.0
+    std = float(hp.std()) if hp.size else 0.0
+    rough, uniform = 0.0, None
+    if p.sum() >= 3:
+        e = np.zeros_like(height_mm)
+        e[p] = _fit(x[p], y[p], hp, bool(p.sum() >= 12))
+        grid = p.reshape(layout, layout)
+        pad = np.pad(grid, 1)
+        interior = (grid & pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]).ravel()
+        if interior.sum() >= 4:
+            rough = float(np.sqrt(np.mean(e[interior] ** 2)))
+            uniform = math.exp(-rough / tof.surface_r0_mm)
+    tilt = 0.0
+    if valid.sum() >= 3:
+        a = np.stack([x[valid], y[valid], np.ones(int(valid.sum()))], axis=1)
+        coef, *_ = np.linalg.lstsq(a, height_mm[valid], rcond=None)
+        tilt = math.degrees(math.atan(math.hypot(coef[0], coef[1])))
+    cv = None
+    if p.sum() >= 6:
+        r = rho940[p]
+        cv = float(r.std() / r.mean())
+    share = float(valid.sum() / max(int(roi.sum()), 1))
+    return TofTruth(avg, mx, std, rough, uniform, tilt, share, cv)
+
+
+def spectral_truth(model: ProductModel, ch: F64, lab: F64) -> list[dict[str, Any]]:
+    """§4 indices of n spots from (n, 10) channel reflectances and (n, 3) exact Lab."""
+    sp, a = model.profile.spectral, model.anchors
+    mi, br, nr = ratio_indices(ch)
+    m = lin(mi, a.mi_fresh, a.mi_met)
+    beta = lin(br, a.br_fresh, a.br_ox)
+    ref = np.asarray(a.lab_ref)
+    delta_b = lab[:, 2] - ref[2]
+    delta_e = np.linalg.norm(lab - ref, axis=1)
+    y = lin(delta_b, sp.db.ok, sp.db.bad)
+    fresh = (1.0 - sp.w_heme * m) * (1.0 - lin(delta_e, sp.de.ok, sp.de.bad))
+    ox = np.clip(sp.w_m * m + (1.0 - sp.w_m) * beta, 0.0, 1.0)
+    fat = (1.0 - lin(np.abs(nr - a.nr_ref), *sp.nr_tol)) * (1.0 - y)
+    return [
+        {
+            "met_fraction": float(m[i]),
+            "browning": float(beta[i]),
+            "delta_b": float(delta_b[i]),
+            "lab": [float(v) for v in lab[i]],
+            "oxidation_index": float(ox[i]),
+            "freshness_index": float(fresh[i]),
+            "fat_quality_index": float(fat[i]),
+            "delta_e": float(delta_e[i]),
+        }
+        for i in range(ch.shape[0])
+    ]
+
+
+_ORDER = ("A", "B", "C", "REJECT")
+
+
+def _smooth(u: float) -> float:
+    u = min(max(u, 0.0), 1.0)
+    return 3 * u * u - 2 * u * u * u
+
+
+def _band(x: float, t: float, a: float, b: float) -> float:
+    return 1.0 - _smooth((abs(x - t) - a) / (b - a))
+
+
+def _lower_better(x: float, good: float, bad: float) -> float:
+    return _smooth((bad - x) / (bad - good))
+
+
+def _weighted(parts: list[tuple[float, float | None]]) -> float | None:
+    used = [(w, s) for w, s in parts if s is not None]
+    total = sum(w for w, _ in used)
+    return sum(w * s for w, s in used) / total if used and total > 0 else None
+
+
+def grade(
+    model: ProductModel, mass_g: float, tof: TofTruth, spec: dict[str, Any], saturated: bool
+) -> tuple[list[str], str]:
+    """True defect codes (sorted) and grade: domain.md §2, §4 tables and §5."""
+    p = model.profile
+    qn, tne = p.product.nominal_mass_g, tne_g(p.product.nominal_mass_g)
+    fill = mass_g / qn
+    t, sp = p.tof, p.spectral
+    minor: set[str] = set()
+    critical: set[str] = set()
+
+    def flag(code: str, is_minor: bool, is_critical: bool) -> None:
+        if is_critical:
+            critical.add(code)
+        elif is_minor:
+            minor.add(code)
+
+    flag("underfill", mass_g < qn - tne, mass_g < qn - 2 * tne)
+    flag("overfill", fill > 1 + t.overfill_minor, tof.max_height_mm > p.tray.seal_limit_mm)
+    crit_r = t.roughness_mm.critical
+    flag(
+        "surface_irregular",
+        tof.roughness_mm > t.roughness_mm.minor,
+        crit_r is not None and tof.roughness_mm > crit_r,
+    )
+    flag("tilted", tof.tilt_deg > t.tilt_deg.minor, tof.tilt_deg > t.tilt_deg.critical)
+    flag(
+        "zones_invalid",
+        tof.valid_share < t.valid_share.minor,
+        tof.valid_share < t.valid_share.critical,
+    )
+    ox = spec["oxidation_index"]
+    flag("oxidation", ox >= sp.oxidation.minor, ox >= sp.oxidation.critical)
+    cu = None if tof.color_cv is None else 1.0 - float(lin(tof.color_cv, *sp.cv_tol))
+    de = spec["delta_e"]
+    flag(
+        "discoloration",
+        de >= sp.de.minor or (cu is not None and cu < sp.u_minor),
+        de >= sp.de.critical,
+    )
+    flag("fat_yellowing", spec["delta_b"] >= sp.db.minor, spec["delta_b"] >= sp.db.critical)
+    flag("spectral_saturated", saturated, False)
+    q_tof = _weighted(
+        [
+            (t.weights.fill, _band(fill, 1.0, *t.fill_tol)),
+            (
+                t.weights.height,
+                _band(tof.max_height_mm, t.max_height.target_mm, *t.max_height.tol_mm),
+            ),
+            (t.weights.tilt, _lower_better(tof.tilt_deg, t.tilt_deg.good, t.tilt_deg.bad)),
+            (t.weights.uniformity, tof.surface_uniformity),
+        ]
+    )
+    q_spec = _weighted(
+        [
+            (sp.weights.freshness, spec["freshness_index"]),
+            (sp.weights.fat_quality, spec["fat_quality_index"]),
+            (sp.weights.oxidation, 1.0 - ox),
+            (sp.weights.color_uniformity, cu),
+        ]
+    )
+    final = _weighted([(p.fusion.tof, q_tof), (p.fusion.spectral, q_spec)]) or 0.0
+    g = p.grading
+    letter = "A" if final >= g.A else "B" if final >= g.B else "C" if final >= g.C else "REJECT"
+    if critical:
+        letter = "REJECT"
+    elif minor and _ORDER.index(letter) < _ORDER.index(g.minor_defect_cap.value):
+        letter = g.minor_defect_cap.value
+    return sorted(minor | critical), letter
