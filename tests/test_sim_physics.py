@@ -102,7 +102,8 @@ def test_a_gain_step_too_high_saturates_the_white_tile():
     model = product_model(FOIE)
     ok = render_batch(model, _shots(FOIE, 3), fixture="white", truth=False)
     high = render_batch(model, _shots(FOIE, 3, gain=32), fixture="white", truth=False)
-    fs = as7341.full_scale(29, 199)
+    settings = model.profile.spectral.settings  # the profile's line settings (ASTEP 599)
+    fs = as7341.full_scale(settings.atime, settings.astep)
     for s in ok:
         assert s.spectral["saturated"] == []
         assert (
@@ -247,3 +248,14 @@ def test_calibration_recovers_d0_and_fits_colour():
     assert all(w > 20 * d for w, d in zip(cal.white_bc, cal.dark_bc, strict=True))
     assert cal.lab_ref is not None
     assert np.linalg.norm(np.subtract(cal.lab_ref, model.anchors.lab_ref)) < 3.0
+
+
+def test_trays_follow_the_calibration_so_no_warm_up_bias_reaches_them():
+    # d0 is captured on a warmed-up node (CAL_UPTIME_S); a tray 5 s after boot would carry the
+    # §1 warm-up bias 3 mm·e^(−t/300 s) that d0 does not (−5 % volume on short runs).
+    from device_sim.calibration import CAL_UPTIME_S
+
+    dev = SimDevice("line1", "line1-node01", 0, 7, FOIE, 2.0, datetime(2026, 1, 1, tzinfo=UTC))
+    first = dev.uptime_s(dev.capture_time_s(0))
+    assert first >= CAL_UPTIME_S
+    assert 3.0 * np.exp(-first / 300.0) < 0.01
