@@ -227,7 +227,9 @@ class SpectralAnchors(BaseModel):
 class Calibration(BaseModel):
     """The references a device's verdicts are computed with (domain.md §2, §3, §4).
 
-    ``d0_mm``: empty-tray distance (ROI median of ≥ 20 empty-tray frames). ``dark_bc`` and
+    ``d0_mm``: empty-tray distance (ROI median of ≥ 20 empty-tray frames); ``d0_map_mm``: the
+    per-zone median of the same frames (layout × layout, row-major), which also removes each
+    zone's fixed range offset (domain.md §1: N(0, 1 mm) per zone). ``dark_bc`` and
     ``white_bc``: basic counts of channels F1-F8, Clear, NIR (wire order, Flicker left out) on
     the dark trap and on the white tile of reflectance ``rho_white`` at ``z_cal_mm``.
     ``color_matrix``: the 3x9 M of ``XYZ = M·[R_F1..R_F8, 1]``. ``anchors`` and ``lab_ref``
@@ -240,6 +242,7 @@ class Calibration(BaseModel):
     id: SampleId
     ts: AwareDatetime
     d0_mm: Annotated[float, Field(gt=0, le=4000)] | None = None
+    d0_map_mm: list[list[float]] | None = None
     dark_bc: list[float] | None = Field(default=None, min_length=10, max_length=10)
     white_bc: list[float] | None = Field(default=None, min_length=10, max_length=10)
     rho_white: list[float] | None = Field(default=None, min_length=10, max_length=10)
@@ -254,6 +257,9 @@ class Calibration(BaseModel):
         m = self.color_matrix
         if m is not None and (len(m) != 3 or any(len(r) != 9 for r in m)):
             raise ValueError("color_matrix must be 3x9")
+        d = self.d0_map_mm
+        if d is not None and (len(d) not in (4, 8) or any(len(r) != len(d) for r in d)):
+            raise ValueError("d0_map_mm must be 4x4 or 8x8")
         return self
 
 
