@@ -142,7 +142,11 @@ class ScoringParams:
     Attributes:
         profile: the validated product profile.
         calibration_id: the calibration's id, echoed in results; None without calibration.
-        d0_mm: sensor-to-empty-tray-base distance (calibrated, else the mount distance).
+        d0_mm: sensor-to-empty-tray-base distance (calibrated, else the mount distance); the
+            base plane of the volume and fit geometry.
+        d0_zone_mm: (N²,) per-zone empty-tray distance, row-major: the calibration's
+            ``d0_map_mm`` when present (it carries each zone's fixed range offset, domain.md §1),
+            else ``d0_mm`` everywhere. Heights are h_i = d0_zone_i − distance_i.
         k: zone pitch per mm of distance (domain.md §1).
         roi: (N, N) bool ROI; spot: (N, N) bool zones of the spectral spot.
         u, v: (N, N) zone offsets (columns, rows).
@@ -157,6 +161,7 @@ class ScoringParams:
     profile: Profile
     calibration_id: str | None
     d0_mm: float
+    d0_zone_mm: NDArray[np.float64]
     k: float
     roi: NDArray[np.bool_]
     spot: NDArray[np.bool_]
@@ -200,12 +205,17 @@ def build_params(profile: Profile, calibration: Calibration | None = None) -> Sc
     rho = arr(cal.rho_white) if cal is not None else None
     dark = arr(cal.dark_bc) if cal is not None else None
     white = arr(cal.white_bc) if cal is not None else None
+    d0_zone = np.full(layout * layout, float(d0))
+    if cal is not None and cal.d0_map_mm is not None and len(cal.d0_map_mm) == layout:
+        # A map for another layout (the node was reconfigured) cannot be used: scalar d0.
+        d0_zone = np.asarray(cal.d0_map_mm, dtype=np.float64).ravel()
     if dark is not None and white is not None and rho is None:
         rho = np.ones(10)  # a reference without its ρw: treat the tile as ideal, ratios still hold
     return ScoringParams(
         profile=profile,
         calibration_id=cal.id if cal is not None else None,
         d0_mm=float(d0),
+        d0_zone_mm=d0_zone,
         k=zone_pitch_per_mm(layout),
         roi=roi_mask(profile, float(d0)),
         spot=spot_mask(layout),

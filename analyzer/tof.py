@@ -178,6 +178,7 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     signal = arrays.signal_per_spad.reshape(n, m)
     refl = arrays.reflectance_pct.reshape(n, m)
     present = arrays.present
+    d0_zone = p.d0_zone_mm[None, :]
     finite = np.isfinite(dist) & np.isfinite(sigma) & np.isfinite(signal)
     valid = (
         present[:, None]
@@ -186,11 +187,13 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
         & (sigma <= tof.max_sigma_mm)
         & (signal >= tof.min_signal_kcps)
         & (dist >= 10)
-        & (dist <= p.d0_mm + 30)
+        & (dist <= d0_zone + 30)
     )
     roi = p.roi.ravel()[None, :]
-    # h = d0 − distance, clipped; small negatives kept (dropping them biases volume up).
-    h = np.clip(p.d0_mm - np.where(finite, dist, p.d0_mm), -10.0, tray.depth_mm + 20.0)
+    # h_i = d0_i − distance_i with the per-zone empty-tray distance (removes each zone's fixed
+    # offset, domain.md §1), clipped; small negatives kept (dropping them biases volume up).
+    # z_i = d0 − h_i puts the surface on the common base plane for the frustum and the fits.
+    h = np.clip(d0_zone - np.where(finite, dist, d0_zone), -10.0, tray.depth_mm + 20.0)
     z = p.d0_mm - h
     sig = np.maximum(np.where(finite, sigma, tof.max_sigma_mm), SIGMA_FLOOR_MM)
     vr = valid & roi
@@ -205,6 +208,10 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     mass = mm.a_g + mm.b_g_per_cm3 * volume / 1000.0
     sigma_m = np.sqrt((mm.b_g_per_cm3 * sigma_v / 1000.0) ** 2 + (mass * mm.sigma_frac) ** 2)
     fill = mass / product.nominal_mass_g
+    # Published volume: the weighed-tray refit (domain.md §2) sets b_m = ρ·(V/V̂), so
+    # V̂·b_m/ρ is the sensor's frustum volume with the scale it was refit on (foie gras: mixed
+    # dome-edge zones read the nearer product, +5 % on V̂) [D]; 1 when b_m is the density.
+    scale = mm.b_g_per_cm3 / product.density_g_cm3
     avg_h = _masked_mean(h, prod)
     var_h = _masked_mean((h - np.nan_to_num(avg_h)[:, None]) ** 2, prod)
     tilt, direction, rough, h_denoised = _fits(p, h, z, sig, status, vr, prod)
@@ -231,8 +238,14 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
         defects = defect_matrix(
             n,
             {
+                # Critical underfill needs a mass measured on ≥ valid_share.minor of the ROI:
+                # holes without 3 valid neighbours count as h = 0 (§2), so a lost cluster reads
+                # as a short tray (−9 % volume) and rejected good trays; such a tray is already
+                # held as zones_invalid [D].
                 DefectCode.UNDERFILL: severity(
-                    mass < qn - tne, mass + tof.underfill_z * sigma_m < qn - 2 * tne
+                    mass < qn - tne,
+                    (mass + tof.underfill_z * sigma_m < qn - 2 * tne)
+                    & (share >= tof.valid_share.minor),
                 ),
                 DefectCode.OVERFILL: severity(
                     fill > 1 + tof.overfill_minor, max_h > tray.seal_limit_mm
@@ -277,8 +290,8 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
         present=present,
         valid_zones=valid_zones,
         valid_share=share,
-        volume_mm3=volume,
-        sigma_volume_mm3=sigma_v * nan_unless,
+        volume_mm3=volume * scale,
+        sigma_volume_mm3=sigma_v * scale * nan_unless,
         mass_g=mass,
         sigma_mass_g=sigma_m,
         fill_ratio=fill,

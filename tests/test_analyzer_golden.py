@@ -7,11 +7,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from analyzer import SampleMeta, build_params, score_batch, stack_spectral, stack_tof, to_results
 from sqal.profiles import load_profile
-from sqal.wire import Result, SpectralFrame, TofFrame
+from sqal.wire import Calibration, Result, SpectralFrame, TofFrame
 from tests.test_analyzer_support import TS, calibration
 
 DATA = json.loads((Path(__file__).parent / "data" / "analyzer_golden.json").read_text())
@@ -65,7 +66,39 @@ def test_frustum_differs_from_flat_prisms_as_domain_says() -> None:
 def test_flat_plane_volume_is_24_frusta() -> None:
     result = score_case(CASES["flat_plane_integrate"])
     k = (math.sqrt(2) - 1) / 4
+    mass_model = load_profile("foie_gras_lobe_400g").product
+    # Published volume = frustum sum × b_m/ρ, the weighed-tray refit's volume scale.
+    scale = mass_model.mass_model.b_g_per_cm3 / mass_model.density_g_cm3
     assert result.tof is not None
-    assert result.tof.volume_mm3 == pytest.approx(24 * k * k * (260**3 - 230**3) / 3, rel=1e-12)
+    assert result.tof.volume_mm3 == pytest.approx(
+        24 * k * k * (260**3 - 230**3) / 3 * scale, rel=1e-12
+    )
     # Only the ToF speaks: confidence = W_tof·c_tof / (W_tof + W_spec) = 0.5.
     assert result.fusion.confidence == pytest.approx(0.5)
+
+
+def test_per_zone_d0_map_removes_fixed_zone_offsets() -> None:
+    # domain.md §1: each zone carries a fixed range offset; the calibration's d0_map_mm holds the
+    # same offsets (empty-tray readings), so h_i = d0_i − distance_i is the true height again.
+    case = CASES["flat_plane_integrate"]
+    profile = load_profile(case["profile"])
+    offsets = np.random.default_rng(7).integers(-2, 3, (8, 8))
+    tof = TofFrame.model_validate(case["tof"])
+    shifted = tof.model_copy(
+        update={"distance_mm": (np.asarray(tof.distance_mm) + offsets).tolist()}
+    )
+    cal = calibration(d0_mm=260.0).model_copy(
+        update={"d0_map_mm": (260.0 + offsets).astype(float).tolist()}
+    )
+    spec = stack_spectral([None])
+
+    def tof_result(frame: TofFrame, c: Calibration | None) -> Any:
+        params = build_params(profile, c)
+        return score_batch(stack_tof([frame], 8), spec, params).tof
+
+    clean = tof_result(tof, calibration(d0_mm=260.0))
+    mapped = tof_result(shifted, cal)
+    scalar = tof_result(shifted, calibration(d0_mm=260.0))
+    for name in ("volume_mm3", "avg_height_mm", "height_variation_mm", "tilt_deg"):
+        assert getattr(mapped, name)[0] == pytest.approx(getattr(clean, name)[0], abs=1e-9), name
+    assert scalar.height_variation_mm[0] > 0.5  # without the map the offsets read as relief

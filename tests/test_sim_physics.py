@@ -231,9 +231,10 @@ def test_truth_grades_injected_defects():
 
 def test_calibration_recovers_d0_and_fits_colour():
     model = product_model(FOIE)
+    optics = device_optics(np.random.default_rng(2))
     cal = calibrate(
         model,
-        device_optics(np.random.default_rng(2)),
+        optics,
         TofSettings(),
         model.profile.spectral.settings,
         np.random.default_rng(3),
@@ -241,6 +242,13 @@ def test_calibration_recovers_d0_and_fits_colour():
         datetime(2026, 1, 1, tzinfo=UTC),
     )
     assert cal.d0_mm == pytest.approx(model.d0_mm, abs=2.0)
+    # The per-zone map carries each zone's fixed offset (domain.md §1): over the tray's ROI,
+    # map − offset is flat to well under the N(0, 1 mm) offsets it removes.
+    assert cal.d0_map_mm is not None
+    roi = model.rois[8]
+    residual = np.ravel(cal.d0_map_mm)[roi] - optics.zone_offset_mm[8][roi]
+    assert residual.std() < 0.45
+    assert abs(residual.mean() - model.d0_mm) < 1.0
     assert cal.color_delta_e is not None
     assert cal.color_delta_e < 3.0
     assert cal.white_bc is not None
