@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -60,6 +61,11 @@ broker's ``max_inflight_messages`` (sqal.local.mosquitto, mosquitto/). Acks are 
 sample's result is out, at most ``join_timeout`` for a lone half: at 200 samples/s and a 2 s
 timeout that is 800 messages, inside the window; past it the broker waits (no loss)."""
 SHUTDOWN_GRACE_S = 3.0
+GIL_SWITCH_S = 0.0005
+"""How long a thread may hold the GIL while another waits (CPython's default: 5 ms). The worker
+runs ~1,000 small numpy calls per batch without releasing the GIL, so paho's network thread,
+woken by a frame or by our own publish, waited up to 5 ms for it before reading the socket or
+writing the result: that wait was most of the latency tail at 200 samples/s (bench.analyzer)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -155,6 +161,7 @@ class AnalyzerService:
         # Retained configs first, on a clean session: a persistent session's queued frames would
         # otherwise arrive (and be scored with the default profile) before the re-subscription
         # brings the retained configs again.
+        sys.setswitchinterval(GIL_SWITCH_S)
         for device, config in mqtt_io.fetch_retained_configs(self.cfg.broker):
             with contextlib.suppress(PayloadError):  # logged; the subscription dead-letters it
                 self._apply_config(device, config)

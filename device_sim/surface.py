@@ -113,16 +113,30 @@ def _lobe_frame(
 
 
 def _dome(xp: F32, yp: F32, a: F64, b: F64, gamma: F64) -> F32:
-    xa, yb = xp * _col(1.0 / a), yp * _col(1.0 / b)
-    inner = np.maximum(np.float32(1.0) - (xa * xa + yb * yb), np.float32(1e-30))
+    """``(1 − ρ²)^γ`` inside the ellipse, 0 outside; consumes ``yp`` (overwritten in place).
+
+    In-place ufuncs with the same operation order as the plain expression: the result is
+    bit-identical, without the dozen 1 MB temporaries a chunk of trays would otherwise allocate.
+    """
+    xa = xp * _col(1.0 / a)
+    yb = np.multiply(yp, _col(1.0 / b), out=yp)
+    np.multiply(xa, xa, out=xa)
+    np.multiply(yb, yb, out=yb)
+    inner: F32 = xa
+    np.add(xa, yb, out=inner)
+    np.subtract(np.float32(1.0), inner, out=inner)
+    np.maximum(inner, np.float32(1e-30), out=inner)
+    outside = inner <= 1e-30
     # (1 − ρ²)^γ as exp(γ·log(·)) in float32: SIMD exp/log are much faster than pow; the 1e-30
     # floor makes the outside exactly 0 after rounding (exp(0.3·log 1e-30) ≈ 1e-9 → masked).
-    out = np.exp(_col(gamma) * np.log(inner))
-    out[inner <= 1e-30] = 0.0
-    return out
+    np.log(inner, out=inner)
+    np.multiply(_col(gamma), inner, out=inner)
+    np.exp(inner, out=inner)
+    inner[outside] = 0.0
+    return inner
 
 
-CHUNK: Final = 16
+CHUNK: Final = 8
 """Trays rendered together: big enough to amortise Python, small enough to stay in cache."""
 
 
@@ -153,7 +167,8 @@ def _render(scene: TrayScene, kind: str, shapes: ProductShapes) -> F32:
     cy, cx = scene.inside.shape
     x, y = scene.xs, scene.ys
     inside = scene.inside[None]
-    field = _field_windows(shapes, cy, cx) * _col(shapes.field_std_mm)
+    field = _field_windows(shapes, cy, cx)
+    field *= _col(shapes.field_std_mm)
     if kind == "free_form":
         rows = np.arange(n)
         xp, yp = _lobe_frame(x, y, shapes, rows, 0)
@@ -167,10 +182,19 @@ def _render(scene: TrayScene, kind: str, shapes: ProductShapes) -> F32:
                 )
                 unit[sub] = np.maximum(unit[sub], lobe)
         unit *= inside
-        taper = np.clip(unit / 0.3, 0.0, 1.0)
-        g = _col(shapes.groove_mm)
-        xw = xp * _col(1.0 / np.maximum(shapes.groove_w_mm, 1e-3))
-        extra = taper * (field - g * np.exp(np.float32(-0.5) * xw * xw))
+        taper = unit / 0.3
+        np.clip(taper, 0.0, 1.0, out=taper)
+        # The groove term g·exp(−x'²/2w²) is exactly 0 for the ~30 % of trays without one:
+        # skip its exp there (same result, a third fewer transcendental calls).
+        grooved = np.flatnonzero(shapes.groove_mm > 0)
+        if grooved.size:
+            xw = xp[grooved] * _col(1.0 / np.maximum(shapes.groove_w_mm[grooved], 1e-3))
+            e = np.multiply(np.float32(-0.5), xw)
+            np.multiply(e, xw, out=e)
+            np.exp(e, out=e)
+            e *= _col(shapes.groove_mm[grooved])
+            field[grooved] -= e
+        extra = np.multiply(taper, field, out=field)
         support = unit > 0
     else:
         unit = np.broadcast_to(inside, (n, cy, cx)).astype(np.float32)
@@ -193,8 +217,10 @@ def _render(scene: TrayScene, kind: str, shapes: ProductShapes) -> F32:
     level = (shapes.volume_mm3 - extra.sum(axis=(1, 2), dtype=np.float64)) / np.maximum(
         unit.sum(axis=(1, 2), dtype=np.float64), 1.0
     )
-    h = unit * level.astype(np.float32)[:, None, None] + extra
-    return np.asarray(np.maximum(h, np.float32(0.0)), dtype=np.float32)
+    h: F32 = np.multiply(unit, level.astype(np.float32)[:, None, None])
+    h += extra
+    np.maximum(h, np.float32(0.0), out=h)
+    return h
 
 
 def dome_volume_mm3(a_mm: float, b_mm: float, height_mm: float, gamma: float) -> float:

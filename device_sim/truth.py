@@ -90,6 +90,81 @@ def tof_truth(
     return TofTruth(avg, mx, std, rough, uniform, tilt, share, cv)
 
 
+def tof_truth_batch(
+    model: ProductModel, layout: int, height_mm: F64, rho940: F64, invalid: NDArray[np.bool_]
+) -> list[TofTruth]:
+    """:func:`tof_truth` of n trays at once from (n, Z) arrays (same definitions, batched).
+
+    The quadric and plane fits are masked normal equations solved with a batched pseudo-inverse:
+    the least-squares residual is the projection onto the columns' span, unique even where the
+    used zones are degenerate (collinear), so it equals ``lstsq`` on the selected zones up to
+    float rounding. x, y enter the quadric in decimetres to keep ``AᵀA`` well conditioned.
+    """
+    tof = model.profile.tof
+    n = height_mm.shape[0]
+    roi = model.rois[layout]
+    valid = roi[None] & ~invalid
+    p = valid & (height_mm >= tof.product_min_height_mm)
+    k, d0 = zone_k(layout), model.d0_mm
+    u, v = zone_offsets(layout)
+    z = d0 - height_mm
+    x, y = u * k * z, v * k * z
+    cnt = p.sum(axis=1)
+    pf = p.astype(np.float64)
+    hsum = (height_mm * pf).sum(axis=1)
+    avg = np.where(cnt > 0, hsum / np.maximum(cnt, 1), 0.0)
+    mx = np.where(cnt > 0, np.where(p, height_mm, -np.inf).max(axis=1), 0.0)
+    dev = (height_mm - avg[:, None]) * pf
+    std = np.sqrt((dev * dev).sum(axis=1) / np.maximum(cnt, 1))
+
+    xs, ys = x / 100.0, y / 100.0
+    ones = np.ones_like(xs)
+    a = np.stack([ones, xs, ys, xs * xs, xs * ys, ys * ys], axis=2)  # (n, Z, 6)
+    a[cnt < 12, :, 3:] = 0.0  # a plane where fewer than 12 zones carry product
+    aw = a * pf[:, :, None]
+    coef = np.linalg.pinv(aw.transpose(0, 2, 1) @ a, rcond=1e-12, hermitian=True) @ (
+        aw.transpose(0, 2, 1) @ height_mm[:, :, None]
+    )
+    e = np.where(p, height_mm - (a @ coef)[:, :, 0], 0.0)
+    grid = np.pad(p.reshape(n, layout, layout), ((0, 0), (1, 1), (1, 1)))
+    c = grid[:, 1:-1, 1:-1]
+    interior = c & grid[:, :-2, 1:-1] & grid[:, 2:, 1:-1] & grid[:, 1:-1, :-2] & grid[:, 1:-1, 2:]
+    interior = interior.reshape(n, -1)
+    n_int = interior.sum(axis=1)
+    rough_all = np.sqrt((e * e * interior).sum(axis=1) / np.maximum(n_int, 1))
+    has_rough = (cnt >= 3) & (n_int >= 4)
+
+    vf = valid.astype(np.float64)
+    b = np.stack([x, y, np.ones_like(x)], axis=2)
+    bw = b * vf[:, :, None]
+    plane = np.linalg.pinv(bw.transpose(0, 2, 1) @ b, rcond=1e-12, hermitian=True) @ (
+        bw.transpose(0, 2, 1) @ height_mm[:, :, None]
+    )
+    nv = valid.sum(axis=1)
+    tilt = np.where(nv >= 3, np.degrees(np.arctan(np.hypot(plane[:, 0, 0], plane[:, 1, 0]))), 0.0)
+
+    rmean = (rho940 * pf).sum(axis=1) / np.maximum(cnt, 1)
+    rdev = (rho940 - rmean[:, None]) * pf
+    cv = np.sqrt((rdev * rdev).sum(axis=1) / np.maximum(cnt, 1)) / np.where(rmean > 0, rmean, 1.0)
+    share = nv / max(int(roi.sum()), 1)
+    out = []
+    for i in range(n):
+        rough = float(rough_all[i]) if has_rough[i] else 0.0
+        out.append(
+            TofTruth(
+                float(avg[i]),
+                float(mx[i]),
+                float(std[i]),
+                rough,
+                math.exp(-rough / tof.surface_r0_mm) if has_rough[i] else None,
+                float(tilt[i]),
+                float(share[i]),
+                float(cv[i]) if cnt[i] >= 6 else None,
+            )
+        )
+    return out
+
+
 def spectral_truth(model: ProductModel, ch: F64, lab: F64) -> list[dict[str, Any]]:
     """§4 indices of n spots from (n, 10) channel reflectances and (n, 3) exact Lab."""
     sp, a = model.profile.spectral, model.anchors

@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -20,6 +21,9 @@ from typer.testing import CliRunner
 from device_sim.command import sim_command
 from device_sim.device import SimDevice
 from device_sim.fleet import Counters, run_fleet
+from device_sim.model import product_model
+from device_sim.render import RENDER_CHUNK, Shot, device_optics, render_batch
+from device_sim.trays import draw_tray
 from sqal.errors import BrokerError
 from sqal.local import free_port
 from sqal.mqtt import aiomqtt_client
@@ -29,7 +33,9 @@ from sqal.wire import (
     DeviceStatus,
     Kind,
     SpectralFrame,
+    SpectralSettings,
     TofFrame,
+    TofSettings,
     decode,
     device_topic,
     encode,
@@ -170,3 +176,24 @@ def test_bad_flags_are_one_line_errors():
         result = runner.invoke(app, args)
         assert result.exit_code != 0
         assert needle in str(result.exception)
+
+
+def test_gain_saturated_trays_render_the_same_alone_or_across_render_chunks():
+    """Each tray's injected gain step reads its own spectrum (it once read the batch's first),
+    and splitting a long batch into render chunks changes no value."""
+    model = product_model(FOIE)
+    rates = {"spectral_saturated": 1.0, "oxidation": 0.5, "fat_yellowing": 0.5, "underfill": 0.5}
+    dev = device_optics(np.random.default_rng(3))
+
+    def shots() -> list[Shot]:
+        out = []
+        for i in range(RENDER_CHUNK + 5):
+            rng = np.random.default_rng([11, i])
+            draw = draw_tray(model, rng, rates)
+            out.append(Shot(draw, rng, dev, TofSettings(), SpectralSettings(), 900.0, False))
+        return out
+
+    batch = render_batch(model, shots())
+    alone = [render_batch(model, [s])[0] for s in shots()]
+    assert sum(s.draw.saturate == "gain" for s in shots()) >= 10
+    assert batch == alone
