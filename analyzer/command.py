@@ -1,14 +1,17 @@
-"""``sqal analyzer`` and ``sqal eval``: typer-annotated functions the CLI registers."""
+"""``sqal analyzer`` and ``sqal calibrate``: typer-annotated functions the CLI registers."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import sys
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from sqal.errors import ConfigError
 from sqal.metrics import MetricsServer
 from sqal.settings import load_settings, parse_broker_url
 
@@ -75,3 +78,63 @@ def analyzer_command(
     finally:
         if server is not None:
             server.stop()
+
+
+def calibrate_command(
+    target: Annotated[str, typer.Argument(help="LINE/DEVICE")],
+    step: Annotated[str, typer.Option("--step", help="empty, dark or white.")],
+    frames: Annotated[
+        int,
+        typer.Option("--frames", min=20, help="Frames to capture (100 for a good d0 map)."),
+    ] = 20,
+    rho_white: Annotated[
+        str,
+        typer.Option("--rho-white", help="White tile reflectance: one value or ten (F1..NIR)."),
+    ] = "0.97",
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the frames.")
+    ] = 120.0,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not wait for Enter.")] = False,
+    broker: Annotated[
+        str | None, typer.Option("--broker", help="MQTT broker URL [env SQAL_BROKER].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Capture a calibration fixture, compute its reference and publish the device's new config."""
+    from analyzer.calibrate import ask, calibrate, parse_rho_white
+    from sqal.devices import Target
+
+    settings = load_settings(broker=broker)
+    if step not in ("empty", "dark", "white"):
+        raise ConfigError(f"--step {step!r}: must be empty, dark or white")
+    dev = Target.parse(target)
+    rho = parse_rho_white(rho_white)
+
+    def progress(c: Any) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\rcapturing: {len(c.tof)} ToF, {len(c.spectral)} spectral\x1b[K")
+
+    def confirm(prompt: str) -> None:
+        if yes:
+            sys.stderr.write(f"{prompt}\n")
+        else:
+            ask(prompt)
+
+    _, summary = calibrate(settings.broker, dev, step, frames, rho, timeout,  # type: ignore[arg-type]
+                           confirm, progress)  # fmt: skip
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    lines = [f"calibration {summary['calibration_id']} published for {target} ({step})"]
+    if step == "empty":
+        d0, share, drift = summary["d0_mm"], summary["valid_share"], summary["drift"]
+        lines.append(f"d0 {d0:.1f} mm, ROI readings valid {share:.0%}, spread {drift:.2f}x noise")
+    else:
+        lines.append(f"basic counts {summary['basic_counts']}")
+        peak, cv = summary["peak_fs"], summary["max_cv"]
+        lines.append(f"peak {peak:.0%} of full scale, max CV {cv:.1%}")
+        if "z_cal_mm" in summary:
+            lines.append(f"z_cal {summary['z_cal_mm']:.1f} mm")
+    typer.echo("\n".join(lines))

@@ -182,6 +182,11 @@ def score_spectral(
                     delta_b >= sp.db.minor, delta_b >= sp.db.critical
                 ),
                 DefectCode.SPECTRAL_SATURATED: severity(sat_used, np.zeros(n, dtype=bool)),
+                # Issue 10: a result from an uncalibrated device says so, beside the lower
+                # confidence (its spectral indices are null).
+                DefectCode.UNCALIBRATED: severity(
+                    np.full(n, not p.reflectance_ready), np.zeros(n, dtype=bool)
+                ),
             },
         )
     defects = np.where(present[:, None], defects, 0).astype(np.int8)

@@ -97,6 +97,14 @@ FixtureOpt = Annotated[
     str | None, _opt("--fixture", "Present empty, dark or white (calibration) instead of product.")
 ]
 DefectRate = Annotated[float, _opt("--defect-rate", "Injection rate of each defect (0-0.1).")]
+FactoryConfig = Annotated[
+    bool,
+    typer.Option(
+        "--factory-config/--keep-config",
+        help="Publish each node's config with a simulated factory calibration, or keep the "
+        "retained one (after sqal calibrate).",
+    ),
+]
 
 
 def sim_command(
@@ -113,6 +121,7 @@ def sim_command(
     start_time: StartTime = None,
     fixture: FixtureOpt = None,
     defect_rate: DefectRate = DEFAULT_RATE,
+    factory_config: FactoryConfig = True,
 ) -> None:
     """Simulate ESP32 nodes (VL53L8CH + AS7341) publishing frames, with ground truth."""
     if faults not in ("none", "realistic"):
@@ -165,6 +174,7 @@ def sim_command(
                     out,
                     counters,
                     lambda c: progress.update(task, completed=c.trays),
+                    factory_config,
                 )
             )
         except SqalError:

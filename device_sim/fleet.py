@@ -167,7 +167,7 @@ class DeviceRunner:
             wake = self.queue[0][0] - elapsed if self.queue else 0.05
             await asyncio.sleep(min(max(wake, 0.0), 0.05))
 
-    async def run(self, first_connect: asyncio.Event, config: bytes) -> None:
+    async def run(self, first_connect: asyncio.Event, config: bytes | None) -> None:
         """Connect (again and again if need be) until every message is sent."""
         will = aiomqtt.Will(self.dev.topic(Kind.STATUS), will_payload(self.dev), qos=1, retain=True)
         producer = asyncio.create_task(self.produce())
@@ -180,9 +180,10 @@ class DeviceRunner:
                     ) as client:
                         first_connect.set()
                         attempt = 0
-                        await client.publish(
-                            self.dev.topic(Kind.CONFIG), config, qos=1, retain=True
-                        )
+                        if config is not None:
+                            await client.publish(
+                                self.dev.topic(Kind.CONFIG), config, qos=1, retain=True
+                            )
                         await client.subscribe(self.dev.topic(Kind.CONFIG), qos=1)
                         listener = asyncio.create_task(self.listen(client))
                         try:
@@ -217,14 +218,25 @@ async def run_fleet(
     truth_out: IO[str] | None,
     counters: Counters,
     on_tick: Callable[[Counters], None] | None = None,
+    factory_config: bool = True,
 ) -> float:
     """Run every device until it has sent ``count`` trays; return the elapsed seconds.
+
+    Args:
+        factory_config: each node publishes its own config with a simulated factory
+            calibration at connect; without it, nodes keep what the broker retains (a
+            calibration made with ``sqal calibrate``) and only apply it.
 
     Raises:
         BrokerError: the broker cannot be reached at start.
     """
     now = devices[0].start if devices else datetime.now(UTC)
-    configs = await asyncio.gather(*(asyncio.to_thread(config_payload, d, now) for d in devices))
+    if factory_config:
+        configs: list[bytes | None] = list(
+            await asyncio.gather(*(asyncio.to_thread(config_payload, d, now) for d in devices))
+        )
+    else:
+        configs = [None] * len(devices)
     t0 = time.monotonic()
     runners = []
     for dev in devices:

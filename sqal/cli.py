@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -207,6 +208,53 @@ def config_show(
     _emit(doc, as_json, "\n".join(lines) or "no device config is retained")
 
 
+@app.command("demo")
+def demo(
+    duration: Annotated[
+        float, typer.Option("--duration", min=1, help="Seconds the fleet runs.")
+    ] = 30.0,
+    lines: Annotated[int, typer.Option("--lines", min=1, max=20, help="Production lines.")] = 2,
+    devices: Annotated[int, typer.Option("--devices", min=1, max=50, help="Nodes per line.")] = 3,
+    rate: Annotated[
+        float, typer.Option("--rate", min=1, max=600, help="Trays per minute per node.")
+    ] = 60.0,
+    profile: Annotated[
+        str, typer.Option("--profile", help="Product profile of the fleet.")
+    ] = "foie_gras_lobe_400g",
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, help="Simulator seed [new each run].")
+    ] = None,
+    faults: Annotated[
+        str, typer.Option("--faults", help="Transport faults: none or realistic.")
+    ] = "realistic",
+    data_dir: DataDir = None,
+    mqtt_port: Annotated[
+        int | None,
+        typer.Option("--mqtt-port", min=1, max=65535, help="Broker port [1883, or a free one]."),
+    ] = None,
+    pg_port: Annotated[
+        int | None,
+        typer.Option("--pg-port", min=1, max=65535, help="PostgreSQL port [5432, or a free one]."),
+    ] = None,
+) -> None:
+    """Run the whole pipeline here: broker, database, analyzer, ingest and a simulated fleet."""
+    from rich.console import Console
+
+    from sqal.demo import DemoOptions, run_demo
+    from sqal.profiles import load_profile
+
+    settings = load_settings(data_dir=data_dir)
+    load_profile(profile)
+    if faults not in ("none", "realistic"):
+        raise typer.BadParameter("must be none or realistic", param_hint="--faults")
+    opts = DemoOptions(
+        data_dir=settings.data_dir, duration_s=duration, lines=lines, devices=devices,
+        rate_per_min=rate, profile=profile, seed=seed, faults=faults,
+        mqtt_port=mqtt_port, pg_port=pg_port,
+    )  # fmt: skip
+    run_demo(opts, Console())
+
+
 @app.command("eval")
 def eval_(
     truth: Annotated[
@@ -219,20 +267,44 @@ def eval_(
         list[Path] | None,
         typer.Option("--capture", help="Capture file(s) recorded from the result topic."),
     ] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Read the stored results from this DSN.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="With --db: only results stored since this ISO time."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Score the analyzer against simulator truth: volume error, grades, defects, coverage."""
     from analyzer.evaluation import evaluate, format_report, read_jsonl
 
-    sources = [name for name, v in (("--results", results), ("--capture", capture)) if v]
+    given = (("--results", results), ("--capture", capture), ("--db", db))
+    sources = [name for name, v in given if v]
     if len(sources) != 1:
-        raise ConfigError("give exactly one source of results: --results or --capture")
+        raise ConfigError("give exactly one source of results: --results, --capture or --db")
     if results is not None:
         docs = read_jsonl(results, "--results")
+    elif db is not None:
+        from storage.queries import results_for_eval
+
+        docs = results_for_eval(db, _aware_time(since, "--since") if since else None)
     else:
         docs = _results_from_capture(capture or [])
     report = evaluate(docs, read_jsonl(truth, "--truth"))
     typer.echo(json.dumps(report.as_dict()) if as_json else format_report(report))
+
+
+def _aware_time(text: str, flag: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {text!r}: expected an ISO time, e.g. 2026-11-27T08:00Z"
+        ) from None
+    if value.tzinfo is None:
+        raise ConfigError(f"{flag} {text!r}: give a UTC offset, e.g. 2026-11-27T08:00+00:00")
+    return value
 
 
 def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:
@@ -253,18 +325,43 @@ def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:
 
 def _register() -> None:
     """Wire the parts' commands in; each lives beside the code it runs."""
-    from analyzer.command import analyzer_command
+    from analyzer.command import analyzer_command, calibrate_command
     from capture.command import capture_info_command, record_command, replay_command
     from device_sim.command import sim_command
+    from ingest.command import ingest_command
+    from sqal.broker_admin import (
+        mosquitto_add_device_command,
+        mosquitto_add_service_command,
+        mosquitto_certs_command,
+    )
+    from storage.command import db_migrate_command, db_retention_command, db_status_command
+    from storage.views_command import grafana_build_command, grafana_push_command, report_command
 
     app.command("sim")(sim_command)
     app.command("analyzer")(analyzer_command)
+    app.command("calibrate")(calibrate_command)
+    app.command("ingest")(ingest_command)
+    db_app = _app("The TimescaleDB schema: migrations, status, retention.")
+    app.add_typer(db_app, name="db")
+    db_app.command("migrate")(db_migrate_command)
+    db_app.command("status")(db_status_command)
+    db_app.command("retention")(db_retention_command)
 
     capture_app = _app("Capture files of recorded MQTT traffic.")
     app.add_typer(capture_app, name="capture")
     app.command("record")(record_command)
     capture_app.command("info")(capture_info_command)
     app.command("replay")(replay_command)
+    grafana_app = _app("Grafana dashboards as code.")
+    app.add_typer(grafana_app, name="grafana")
+    grafana_app.command("build")(grafana_build_command)
+    grafana_app.command("push")(grafana_push_command)
+    app.command("report")(report_command)
+    mosquitto_app = _app("The production broker: device and service credentials, ACL, TLS.")
+    app.add_typer(mosquitto_app, name="mosquitto")
+    mosquitto_app.command("add-device")(mosquitto_add_device_command)
+    mosquitto_app.command("add-service")(mosquitto_add_service_command)
+    mosquitto_app.command("certs")(mosquitto_certs_command)
 
 
 _register()

@@ -3,6 +3,9 @@
 ``sqal config set`` builds and validates a :class:`~sqal.wire.DeviceConfig` before anything is
 published; ``sqal config show`` reads back what the broker holds.
 
+Settings start from the profile's (``spectral.settings``, ``tof.layout``) when the product
+changes, and from the device's current ones when it stays; ``--set`` overrides either.
+
 A calibration is valid only for the settings it was measured with (domain.md §3: "redone each
 shift and after any setting change"). ``config set`` therefore keeps the device's calibration
 block when the sensor settings stay the same, and drops it, saying so, when they change.
@@ -88,11 +91,14 @@ def build_config(
     Raises:
         ConfigError: unknown profile, unknown setting, or a value outside the sensor's range.
     """
-    load_profile(profile)
+    prof = load_profile(profile)
     base: dict[str, Any] = {"device_id": target.device, "profile": profile, "ts": now}
-    if current is not None:
+    if current is not None and current.profile == profile:
         base["tof"] = current.tof.model_dump()
         base["spectral"] = current.spectral.model_dump()
+    else:  # a new product starts from its profile's sensor settings
+        base["tof"] = {"layout": prof.tof.layout}
+        base["spectral"] = prof.spectral.settings.model_dump()
     doc = apply_sets(base, sets)
     try:
         config = DeviceConfig.model_validate(doc)

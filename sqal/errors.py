@@ -8,6 +8,7 @@ SqalError
 ├── StorageError     database unreachable, COPY failed (keeps sqlstate)
 │   └── MigrationError
 ├── ServiceError     an embedded broker or database would not start or stop
+├── CalibrationError a calibration capture cannot give a trustworthy reference
 └── CaptureError
 ```
 
@@ -78,6 +79,10 @@ class MigrationError(StorageError):
 
 class ServiceError(SqalError):
     """An embedded service (Mosquitto, PostgreSQL) would not start, answer or stop."""
+
+
+class CalibrationError(SqalError):
+    """A calibration capture was refused (saturated, too dark, moving, mostly invalid)."""
 
 
 class CaptureError(SqalError):

@@ -102,3 +102,13 @@ def down(data_dir: Path) -> list[Running]:
             stopped.append(r)
     (data_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def forget(data_dir: Path, names: list[str]) -> None:
+    """Drop stopped services from the state file (``sqal demo`` stops what it started)."""
+    data_dir = data_dir.resolve()
+    state = {k: r for k, r in _read_state(data_dir).items() if k not in names}
+    if state:
+        _write_state(data_dir, state)
+    else:
+        (data_dir / STATE_FILE).unlink(missing_ok=True)

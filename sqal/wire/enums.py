@@ -39,6 +39,8 @@ class DefectCode(StrEnum):
     MISSING_TOF = "missing_tof"
     MISSING_SPECTRAL = "missing_spectral"
     LOW_CONFIDENCE = "low_confidence"
+    UNCALIBRATED = "uncalibrated"
+    """The device has no dark/white reference yet: spectral indices cannot be computed."""
 
 
 class Severity(StrEnum):

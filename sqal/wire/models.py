@@ -230,9 +230,9 @@ class Calibration(BaseModel):
     ``d0_mm``: empty-tray distance (ROI median of ≥ 20 empty-tray frames); ``d0_map_mm``: per
     zone, the mean of the same frames' valid readings within 3 robust σ of their median
     (layout × layout, row-major; a median of whole-mm readings keeps ±0.5 mm of quantisation),
-    which also removes each zone's fixed range offset (domain.md §1: N(0, 1 mm) per zone). ``dark_bc`` and
-    ``white_bc``: basic counts of channels F1-F8, Clear, NIR (wire order, Flicker left out) on
-    the dark trap and on the white tile of reflectance ``rho_white`` at ``z_cal_mm``.
+    which also removes each zone's fixed range offset (domain.md §1: N(0, 1 mm) per zone).
+    ``dark_bc`` and ``white_bc``: basic counts of channels F1-F8, Clear, NIR (wire order, Flicker
+    left out) on the dark trap and on the white tile of reflectance ``rho_white`` at ``z_cal_mm``.
     ``color_matrix``: the 3x9 M of ``XYZ = M·[R_F1..R_F8, 1]``. ``anchors`` and ``lab_ref``
     replace the profile's placeholders once measured on the node. Every field the analyzer
     lacks falls back to the profile.

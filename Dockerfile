@@ -1,0 +1,28 @@
+# One image for every SQAL Python service (analyzer, ingest, simulator, migrations, reports);
+# compose.yaml picks the command. Entry point: the `sqal` CLI.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY sqal ./sqal
+COPY device_sim ./device_sim
+COPY analyzer ./analyzer
+COPY ingest ./ingest
+COPY storage ./storage
+COPY capture ./capture
+COPY profiles ./profiles
+
+# compat editable install, as scripts/setup.sh does: the package runs from /app, so the SQL
+# migrations (storage/migrations/*.sql) and profiles/ are found where the code expects them.
+RUN pip install --config-settings editable_mode=compat -e . \
+    && useradd --system --uid 10001 --home-dir /app sqal
+
+USER sqal
+ENTRYPOINT ["sqal"]
+CMD ["--help"]

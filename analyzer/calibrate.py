@@ -1,0 +1,219 @@
+"""``sqal calibrate``: a guided capture of one fixture, then the device's new config.
+
+The shell around :mod:`analyzer.calibration`: read the device's retained config (its profile
+and settings), prompt the operator to present the fixture, capture frames from the device's
+topics with progress, compute the reference (or refuse it with the reason), and publish the
+config again with the new reference and a fresh calibration id. Fields of the calibration block
+that this step does not measure are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+
+from analyzer.arrays import stack_spectral, stack_tof
+from analyzer.calibration import Step, empty_reference, spectral_reference
+from sqal.devices import Target, fetch_configs, publish_config
+from sqal.errors import BrokerError, CalibrationError, ConfigError, PayloadError
+from sqal.mqtt import aiomqtt_client, client_id
+from sqal.profiles import load_profile
+from sqal.settings import parse_broker_url
+from sqal.wire import (
+    Calibration,
+    DeviceConfig,
+    Kind,
+    SpectralFrame,
+    TofFrame,
+    decode,
+    device_topic,
+)
+
+PROMPTS: dict[str, str] = {
+    "empty": "Place an EMPTY tray under {t}, centred as in production",
+    "dark": "Cover {t}'s spectral sensor with the DARK trap (LED stays on)",
+    "white": "Place the WHITE tile under {t} at the usual product height",
+}
+
+
+@dataclass
+class Capture:
+    """Frames of one device collected during a calibration step."""
+
+    tof: list[TofFrame] = field(default_factory=list)
+    spectral: list[SpectralFrame] = field(default_factory=list)
+    rejected: int = 0
+
+
+def parse_rho_white(text: str) -> list[float]:
+    """``0.97`` (every channel) or ten comma-separated values F1..F8, Clear, NIR."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--rho-white {text!r}: numbers, e.g. 0.97 or ten values") from None
+    if len(values) == 1:
+        values *= 10
+    if len(values) != 10 or not all(0.5 <= v <= 1.0 for v in values):
+        raise ConfigError(f"--rho-white {text!r}: one value or ten, each 0.5-1.0")
+    return values
+
+
+async def capture_frames(
+    broker: str,
+    target: Target,
+    need_tof: int,
+    need_spectral: int,
+    timeout_s: float,
+    on_progress: Callable[[Capture], None] | None = None,
+    settings: DeviceConfig | None = None,
+) -> Capture:
+    """Collect frames from the device until enough of each kind came.
+
+    With ``settings``, frames taken with other sensor settings (a device still applying its new
+    config) are passed over and counted as rejected: a reference is only valid for the
+    settings it was measured with.
+
+    Raises:
+        CalibrationError: not enough frames within ``timeout_s``.
+        BrokerError: the broker is unreachable.
+    """
+    url = parse_broker_url(broker)
+    got = Capture()
+    deadline = time.monotonic() + timeout_s
+    try:
+        async with aiomqtt_client(url, client_id("sqal-calibrate")) as client:
+            if need_tof:
+                await client.subscribe(device_topic(target.line, target.device, Kind.TOF), qos=1)
+            if need_spectral:
+                spec = device_topic(target.line, target.device, Kind.SPECTRAL)
+                await client.subscribe(spec, qos=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    async for msg in client.messages:
+                        payload = msg.payload if isinstance(msg.payload, bytes) else b""
+                        try:
+                            frame = decode(str(msg.topic), payload)
+                        except PayloadError:
+                            got.rejected += 1
+                            continue
+                        if settings is not None and not _measured_with(frame, settings):
+                            got.rejected += 1
+                            continue
+                        if isinstance(frame, TofFrame) and len(got.tof) < need_tof:
+                            got.tof.append(frame)
+                        elif isinstance(frame, SpectralFrame) and len(got.spectral) < need_spectral:
+                            got.spectral.append(frame)
+                        if on_progress is not None:
+                            on_progress(got)
+                        if len(got.tof) >= need_tof and len(got.spectral) >= need_spectral:
+                            break
+    except aiomqtt.MqttError as exc:
+        raise BrokerError(f"cannot reach broker {url}: {exc}") from None
+    if len(got.tof) < need_tof or len(got.spectral) < need_spectral:
+        waited = timeout_s - max(0.0, deadline - time.monotonic())
+        raise CalibrationError(
+            f"got {len(got.tof)}/{need_tof} ToF and {len(got.spectral)}/{need_spectral} "
+            f"spectral frames in {waited:.0f} s; is {target.line}/{target.device} publishing?"
+        )
+    return got
+
+
+def _measured_with(frame: object, cfg: DeviceConfig) -> bool:
+    if isinstance(frame, TofFrame):
+        return frame.layout == cfg.tof.layout
+    if isinstance(frame, SpectralFrame):
+        s = cfg.spectral
+        return (frame.gain, frame.atime, frame.astep, frame.led_ma) == (
+            s.gain,
+            s.atime,
+            s.astep,
+            s.led_ma,
+        )
+    return False
+
+
+def new_calibration(
+    current: Calibration | None, target: Target, now: datetime, **measured: Any
+) -> Calibration:
+    """The calibration block with this step's fields replaced and a fresh id and time."""
+    base = current.model_dump() if current is not None else {}
+    base.update(measured)
+    base["id"] = f"cal-{target.device}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    base["ts"] = now
+    return Calibration.model_validate(base)
+
+
+def calibrate(
+    broker: str,
+    target: Target,
+    step: Step,
+    frames: int,
+    rho_white: list[float],
+    timeout_s: float,
+    confirm: Callable[[str], None],
+    on_progress: Callable[[Capture], None] | None = None,
+) -> tuple[DeviceConfig, dict[str, Any]]:
+    """Run one calibration step end to end; returns the published config and a summary.
+
+    Raises:
+        ConfigError: the device has no retained config (so no profile to calibrate for).
+        CalibrationError: the capture was refused or did not complete.
+        BrokerError: the broker is unreachable.
+    """
+    held = asyncio.run(fetch_configs(broker, target.topic)).get(target.topic)
+    if not isinstance(held, DeviceConfig):
+        raise ConfigError(
+            f"{target.line}/{target.device} has no valid retained config; "
+            f"run sqal config set {target.line}/{target.device} --profile NAME first"
+        )
+    profile = load_profile(held.profile)
+    confirm(PROMPTS[step].format(t=f"{target.line}/{target.device}"))
+    need_tof = frames if step in ("empty", "white") else 0
+    need_spec = frames if step in ("dark", "white") else 0
+    got = asyncio.run(
+        capture_frames(broker, target, need_tof, need_spec, timeout_s, on_progress, held)
+    )
+    now = datetime.now(UTC)
+    summary: dict[str, Any] = {"step": step, "frames": frames, "rejected_frames": got.rejected}
+    if step == "empty":
+        ref = empty_reference(stack_tof(got.tof, profile.tof.layout), profile)
+        cal = new_calibration(
+            held.calibration, target, now, d0_mm=round(ref.d0_mm, 2),
+            d0_map_mm=[[round(float(v), 2) for v in row] for row in ref.d0_map_mm],
+        )  # fmt: skip
+        summary |= {"d0_mm": ref.d0_mm, "valid_share": ref.valid_share, "drift": ref.drift_ratio}
+    else:
+        tof = stack_tof(got.tof, profile.tof.layout) if got.tof else None
+        sref = spectral_reference(stack_spectral(got.spectral), step, profile, tof)
+        bc = [round(float(v), 4) for v in sref.bc]
+        if step == "dark":
+            cal = new_calibration(held.calibration, target, now, dark_bc=bc)
+        else:
+            z_cal = sref.z_cal_mm
+            if z_cal is None:
+                raise CalibrationError("white: no valid ToF reading of the tile to measure z_cal")
+            cal = new_calibration(held.calibration, target, now, white_bc=bc,
+                                  rho_white=rho_white, z_cal_mm=round(z_cal, 1))  # fmt: skip
+            summary["z_cal_mm"] = z_cal
+        summary |= {"basic_counts": bc, "peak_fs": sref.peak_fs,
+                    "max_cv": float(sref.cv[:8].max())}  # fmt: skip
+    config = held.model_copy(update={"calibration": cal, "ts": now})
+    asyncio.run(publish_config(broker, target, config))
+    summary["calibration_id"] = cal.id
+    return config, summary
+
+
+def ask(prompt: str) -> None:
+    """Wait for Enter on a terminal; without one (scripts, CI) carry on."""
+    if sys.stdin.isatty():
+        input(f"{prompt}, then press Enter… ")
+    else:
+        sys.stderr.write(f"{prompt} (no terminal: not waiting)\n")

@@ -1,0 +1,92 @@
+"""``sqal ingest``: a typer-annotated function the CLI registers."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from ingest.batching import DEFAULT_BATCH_ROWS, DEFAULT_FLUSH_MS, RECEIVE_MAXIMUM, check_batch_fits
+from ingest.service import IngestConfig, IngestService, default_client_id
+from sqal.errors import ConfigError
+from sqal.settings import load_settings
+from sqal.wire import is_valid_id
+
+
+def ingest_command(
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", metavar="URL", help="MQTT broker URL [env SQAL_BROKER]."),
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", metavar="DSN", help="PostgreSQL DSN [env SQAL_DB].")
+    ] = None,
+    batch_rows: Annotated[
+        int,
+        typer.Option(
+            "--batch-rows",
+            help=f"Cut a batch at this many messages (at most {RECEIVE_MAXIMUM}, the broker's "
+            "inflight limit).",
+        ),
+    ] = DEFAULT_BATCH_ROWS,
+    flush_ms: Annotated[
+        int, typer.Option("--flush-ms", help="Cut a batch when its oldest message is this old.")
+    ] = DEFAULT_FLUSH_MS,
+    shared: Annotated[
+        str | None,
+        typer.Option(
+            "--shared",
+            metavar="GROUP",
+            help="Share the subscription with other workers ($share/GROUP/...).",
+        ),
+    ] = None,
+    client_id: Annotated[
+        str | None,
+        typer.Option(
+            "--client-id",
+            help="MQTT client id; keep it stable so a restart finds its session "
+            "[default: sqal-ingest[-GROUP]-HOST].",
+        ),
+    ] = None,
+    dead_topics: Annotated[
+        bool,
+        typer.Option(
+            "--dead-topics/--no-dead-topics",
+            help="Also store other stages' dead letters (sqal/v1/_dead/+).",
+        ),
+    ] = True,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", help="Serve /metrics and /healthz on this loopback port."),
+    ] = None,
+) -> None:
+    """Store frames, results and device status from MQTT in TimescaleDB, nothing lost or doubled."""
+    settings = load_settings(broker=broker, db=db)
+    check_batch_fits(batch_rows, RECEIVE_MAXIMUM)
+    if flush_ms < 1:
+        raise ConfigError(f"--flush-ms {flush_ms}: must be at least 1")
+    if shared is not None and not is_valid_id(shared):
+        raise ConfigError(f"--shared {shared!r}: a group name is 1-64 of A-Z a-z 0-9 _ -")
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port {metrics_port}: must be 0-65535")
+    cfg = IngestConfig(
+        broker=settings.broker,
+        dsn=settings.db.get_secret_value(),
+        batch_rows=batch_rows,
+        flush_s=flush_ms / 1000.0,
+        client_id=client_id or default_client_id(shared),
+        shared_group=shared,
+        dead_topics=dead_topics,
+        metrics_port=metrics_port,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    IngestService(cfg).run(stop)

@@ -1,0 +1,42 @@
+"""Ingest's counters for ``/metrics`` (STYLE.md, "Logging and counters")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqal.metrics import Registry
+
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 10, 50, 100, 200, 500, 1000)
+
+
+class IngestMetrics:
+    """Everything ``/metrics`` shows for ingest."""
+
+    def __init__(self, queue_depth: Callable[[], float], connected: Callable[[], float]) -> None:
+        r = self.registry = Registry("ingest")
+        self.received = r.counter("received_total", "Messages received, by topic kind.", "kind")
+        self.rows_written = r.counter(
+            "rows_written_total", "Rows inserted (duplicates excluded), by table.", "table"
+        )
+        self.duplicates = r.counter(
+            "duplicates_total", "Redelivered rows that inserted nothing, by table.", "table"
+        )
+        self.batches = r.counter("batches_total", "Batches committed.")
+        self.batch_latency = r.histogram(
+            "batch_latency_seconds", "From batch cut to commit, retries included."
+        )
+        self.batch_size = r.histogram(
+            "batch_size_messages", "Messages per committed batch.", BATCH_SIZE_BUCKETS
+        )
+        self.dead_letters = r.counter(
+            "dead_letters_total", "Messages dead-lettered by ingest, by reason.", "reason"
+        )
+        self.db_retries = r.counter("db_retries_total", "Failed batch writes, retried.")
+        self.acked = r.counter("acked_total", "Messages acknowledged after commit.")
+        self.dropped = r.counter(
+            "inbox_dropped_total", "Messages dropped unacked because the inbox was full."
+        )
+        r.gauge("queue_depth", "Messages received and not yet in a batch.", queue_depth)
+        r.gauge("broker_connected", "1 while connected to the broker.", connected)
+        self.db_ok = r.gauge("db_ok", "1 when the last database write succeeded.")
+        self.db_ok.set(1.0)

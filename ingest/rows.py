@@ -1,0 +1,162 @@
+"""Payload models → table rows, in the COPY column order of :mod:`storage.tables` (pure).
+
+Matrices stay the nested ``layout × layout`` lists of the wire; the writer's numpy dumpers
+(:mod:`storage.arrays`) flatten them row-major (zone i = r·N + c, domain.md §1) into one-
+dimensional ``smallint[]`` / ``real[]``, and the ``layout`` column says how to fold them back.
+Fields beyond the v1 contract (the models keep them, DESIGN.md "MQTT contract") go to ``extra``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from sqal.wire import (
+    DeviceStatus,
+    DeviceTopic,
+    Frame,
+    Result,
+    SpectralFrame,
+    TofFrame,
+)
+from storage.tables import RESULTS, SPECTRAL, STATUS, TOF
+
+STATUS_SAMPLE_ID = "status"
+"""``sample_id`` of ``device_status`` rows: a status message belongs to no sample."""
+
+
+def _extra(extra: dict[str, Any] | None, more: dict[str, Any] | None = None) -> Jsonb | None:
+    doc = {**(extra or {}), **(more or {})}
+    return Jsonb(doc) if doc else None
+
+
+def tof_row(topic: DeviceTopic, f: TofFrame) -> tuple[object, ...]:
+    """A ``tof_frames`` row."""
+    h = f.histogram
+    hist_extra = {"histogram": h.model_extra} if h is not None and h.model_extra else None
+    return (
+        f.ts,
+        topic.line,
+        f.device_id,
+        f.sample_id,
+        f.seq,
+        f.v,
+        f.layout,
+        f.distance_mm,
+        f.target_status,
+        f.signal_per_spad,
+        f.ambient_per_spad,
+        f.range_sigma_mm,
+        f.reflectance_pct,
+        f.ranging_hz,
+        f.integration_ms,
+        f.sensor_temp_c,
+        h.start_bin if h else None,
+        h.sub_sample if h else None,
+        h.bin_width_mm if h else None,
+        h.agg_map if h else None,
+        (len(h.bins[0]) if h.bins else 0) if h else None,
+        h.bins if h else None,
+        h.ambient if h else None,
+        _extra(f.model_extra, hist_extra),
+    )
+
+
+def spectral_row(topic: DeviceTopic, f: SpectralFrame) -> tuple[object, ...]:
+    """A ``spectral_frames`` row; channels as columns in wire order (domain.md §3)."""
+    return (
+        f.ts,
+        topic.line,
+        f.device_id,
+        f.sample_id,
+        f.seq,
+        f.v,
+        *f.channels.as_tuple(),
+        f.gain,
+        f.atime,
+        f.astep,
+        f.integration_ms,
+        f.led_ma,
+        [c.value for c in f.saturated],
+        f.flicker_hz,
+        _extra(f.model_extra),
+    )
+
+
+def result_row(topic: DeviceTopic, r: Result) -> tuple[object, ...]:
+    """A ``results`` row; a missing sensor section leaves its columns NULL."""
+    t, s = r.tof, r.spectral
+    lab = s.lab if s is not None else None
+    return (
+        r.ts,
+        topic.line,
+        r.device_id,
+        r.sample_id,
+        r.v,
+        r.profile,
+        r.calibration_id,
+        r.fusion.final_score,
+        r.fusion.final_grade.value,
+        r.fusion.confidence,
+        [d.value for d in r.fusion.defects],
+        t is not None,
+        t.volume_mm3 if t else None,
+        t.mass_g if t else None,
+        t.avg_height_mm if t else None,
+        t.max_height_mm if t else None,
+        t.height_variation_mm if t else None,
+        t.surface_uniformity if t else None,
+        t.tilt_deg if t else None,
+        t.fill_ratio if t else None,
+        t.valid_zones if t else None,
+        t.quality_score if t else None,
+        t.grade.value if t else None,
+        [d.value for d in t.defects] if t else None,
+        s is not None,
+        s.freshness_index if s else None,
+        s.fat_quality_index if s else None,
+        s.oxidation_index if s else None,
+        s.color_uniformity if s else None,
+        lab.L if lab else None,
+        lab.a if lab else None,
+        lab.b if lab else None,
+        s.quality_score if s else None,
+        s.grade.value if s else None,
+        [d.value for d in s.defects] if s else None,
+        r.analyzer.version,
+        r.analyzer.processing_ms,
+    )
+
+
+def status_row(topic: DeviceTopic, st: DeviceStatus, received_at: datetime) -> tuple[object, ...]:
+    """A ``device_status`` row; a last will without ``ts`` is stamped with its arrival time."""
+    return (
+        st.ts or received_at,
+        topic.line,
+        st.device_id,
+        STATUS_SAMPLE_ID,
+        st.v,
+        st.state.value,
+        st.firmware,
+        st.temperature_c,
+        st.humidity_pct,
+        st.uptime_s,
+        _extra(st.model_extra),
+    )
+
+
+def to_row(
+    topic: DeviceTopic, frame: Frame, received_at: datetime
+) -> tuple[str, tuple[object, ...]] | None:
+    """``(table, values)`` for a decoded payload; ``None`` for kinds ingest does not store."""
+    if isinstance(frame, TofFrame):
+        return TOF.name, tof_row(topic, frame)
+    if isinstance(frame, SpectralFrame):
+        return SPECTRAL.name, spectral_row(topic, frame)
+    if isinstance(frame, Result):
+        return RESULTS.name, result_row(topic, frame)
+    if isinstance(frame, DeviceStatus):
+        return STATUS.name, status_row(topic, frame, received_at)
+    return None

@@ -1,0 +1,325 @@
+"""The ingest service loop: take a batch, decode, write in one transaction, ack in order.
+
+```text
+paho thread ── on_message ──▶ Inbox (bounded) ──take()──▶ worker: decode → BatchWriter.write
+                                                                   │ commit
+                                   ack in arrival order ◀──────────┘ (+ dead letters published)
+```
+Database down: the worker keeps its batch and retries it with capped backoff, logging at most
+once per interval; it takes nothing new meanwhile, so the inbox fills up to the Receive
+Maximum and the broker stops sending (DESIGN.md, "Reliability"). Nothing is acked before its
+transaction committed. Bad input becomes a ``dead_letters`` row in the same transaction, a
+message on ``sqal/v1/_dead/ingest``, and is then acked like the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ingest.batching import RECEIVE_MAXIMUM, Backoff, check_batch_fits, log_due
+from ingest.inbox import Inbound, Inbox
+from ingest.link import Link
+from ingest.metrics import IngestMetrics
+from ingest.rows import to_row
+from sqal.errors import PayloadError, StorageError
+from sqal.metrics import MetricsServer
+from sqal.wire import (
+    DEAD_ROOT,
+    DeadLetter,
+    DeadReason,
+    Kind,
+    dead_letter_topic,
+    decode,
+    decode_as,
+    encode,
+    is_valid_id,
+    parse_topic,
+    subscription,
+)
+from storage.writer import BatchWriter, DeadRow, PendingRow, Refusal, WriteReport
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+STORED_KINDS = (Kind.TOF, Kind.SPECTRAL, Kind.RESULT, Kind.STATUS)
+INBOX_FACTOR = 4
+"""Inbox bound in Receive Maximums. One would do if the broker honoured the limit exactly; after
+a reconnect Mosquitto 2.0 resends the old in-flight messages besides a fresh window (seen in
+tests/test_ingest_faults.py), and the old connection's copies may still be queued."""
+
+LOG_EVERY_S = 10.0
+"""A repeating condition (database down, dead letters of one reason) is logged this often."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """What ``sqal ingest`` was told.
+
+    Attributes:
+        shared_group: ``--shared``: subscribe as ``$share/GROUP/…`` (MQTT 5 §4.8.2).
+        dead_topics: also store other stages' dead letters (``sqal/v1/_dead/+``).
+    """
+
+    broker: str
+    dsn: str
+    batch_rows: int
+    flush_s: float
+    client_id: str
+    shared_group: str | None = None
+    dead_topics: bool = True
+    metrics_port: int | None = None
+
+
+def default_client_id(shared_group: str | None) -> str:
+    """A client id stable across restarts of this host's worker (the session is found by it)."""
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:32]
+    return f"sqal-ingest-{shared_group}-{host}" if shared_group else f"sqal-ingest-{host}"
+
+
+def subscription_filters(shared_group: str | None, dead_topics: bool) -> list[str]:
+    """The filters ingest subscribes to, shared when ``shared_group`` is given."""
+    filters = [subscription(k) for k in STORED_KINDS]
+    if dead_topics:
+        filters.append(f"{DEAD_ROOT}/+")
+    if shared_group is None:
+        return filters
+    if not is_valid_id(shared_group):
+        raise ValueError(f"shared group {shared_group!r} must match [A-Za-z0-9_-]{{1,64}}")
+    return [f"$share/{shared_group}/{f}" for f in filters]
+
+
+def _clean(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; a dead letter must never be refused itself.
+    return text.replace("\x00", "\\0")
+
+
+@dataclass(slots=True)
+class _Prepared:
+    rows: list[PendingRow]
+    dead: list[DeadRow]
+    published: list[DeadLetter]
+
+
+class IngestService:
+    """One ingest worker."""
+
+    def __init__(self, cfg: IngestConfig) -> None:
+        check_batch_fits(cfg.batch_rows, RECEIVE_MAXIMUM)
+        self.cfg = cfg
+        self.inbox = Inbox(INBOX_FACTOR * RECEIVE_MAXIMUM)
+        self.link = Link(
+            cfg.broker,
+            cfg.client_id,
+            subscription_filters(cfg.shared_group, cfg.dead_topics),
+            self.inbox,
+            RECEIVE_MAXIMUM,
+        )
+        self.writer = BatchWriter(cfg.dsn)
+        self.metrics = IngestMetrics(
+            queue_depth=lambda: float(self.inbox.depth()),
+            connected=lambda: 1.0 if self.link.connected else 0.0,
+        )
+        self.metrics.registry.healthy = self._health
+        self.backoff = Backoff()
+        self._last_db_log: float | None = None
+        self._last_dead_log: dict[str, float] = {}
+        self._dead_topic = dead_letter_topic(STAGE)
+
+    def _health(self) -> tuple[bool, str]:
+        if not self.link.connected:
+            return False, "broker disconnected"
+        if self.metrics.db_ok.value() < 1.0:
+            return False, "database unavailable"
+        return True, "ok"
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; the batch in hand is finished first.
+
+        Raises:
+            BrokerError: the broker is unreachable or refused at start.
+            ConfigError: ``--batch-rows`` does not fit the broker's limit.
+        """
+        self.link.start()
+        server = None
+        try:
+            check_batch_fits(self.cfg.batch_rows, RECEIVE_MAXIMUM, self.link.broker_receive_maximum)
+            if self.cfg.metrics_port is not None:
+                server = MetricsServer(self.metrics.registry, self.cfg.metrics_port).start()
+            log.info(
+                "ingest running: batch %d rows / %.0f ms",
+                self.cfg.batch_rows,
+                self.cfg.flush_s * 1000,
+            )
+            while not stop.is_set():
+                batch = self.inbox.take(self.cfg.batch_rows, self.cfg.flush_s)
+                self.metrics.dropped.inc(self.inbox.dropped - self.metrics.dropped.total())
+                if batch:
+                    self.process(batch, stop)
+        finally:
+            if server is not None:
+                server.stop()
+            self.link.stop()
+            self.writer.close()
+
+    def process(self, batch: Sequence[Inbound], stop: threading.Event) -> WriteReport | None:
+        """Store one batch and ack it; ``None`` when stopped before it committed (no ack)."""
+        cut = time.monotonic()
+        prepared = self._prepare(batch, datetime.now(UTC))
+
+        def refusal_error(r: Refusal) -> PayloadError:
+            return PayloadError(
+                DeadReason.PROCESSING,
+                f"database refused the row (sqlstate {r.sqlstate}): {r.detail}",
+                batch[r.tag].topic,
+            )
+
+        def refused_to_dead(r: Refusal) -> DeadRow:
+            return self._dead_row(batch[r.tag], refusal_error(r), datetime.now(UTC))
+
+        attempt = 0
+        while True:
+            try:
+                report = self.writer.write(prepared.rows, prepared.dead, refused_to_dead)
+                break
+            except StorageError as exc:
+                self.metrics.db_retries.inc()
+                self.metrics.db_ok.set(0.0)
+                now = time.monotonic()
+                delay = self.backoff.delay_s(attempt)
+                if log_due(self._last_db_log, now, LOG_EVERY_S):
+                    self._last_db_log = now
+                    log.warning(
+                        "batch of %d not stored, retrying (attempt %d, next in %.1f s): %s",
+                        len(batch),
+                        attempt + 1,
+                        delay,
+                        exc,
+                    )
+                if stop.wait(delay):
+                    return None
+                attempt += 1
+        if attempt:
+            log.info("database back after %d retries; batch stored", attempt)
+            self._last_db_log = None
+        self.metrics.db_ok.set(1.0)
+        for r in report.refused:
+            self._note_dead(batch[r.tag], refusal_error(r), datetime.now(UTC), prepared)
+        for dl in prepared.published:
+            self.link.publish(self._dead_topic, encode(dl))
+        self.metrics.acked.inc(self.link.ack(batch))
+        self._count(batch, report, time.monotonic() - cut)
+        return report
+
+    def _prepare(self, batch: Sequence[Inbound], now: datetime) -> _Prepared:
+        out = _Prepared([], [], [])
+        for i, item in enumerate(batch):
+            if item.topic == self._dead_topic:
+                # Our own dead letters, already stored: the sqal/v1/_dead/+ subscription sees
+                # them too. Never decode them, or a too-large one would feed itself.
+                continue
+            if item.topic.startswith(DEAD_ROOT + "/"):
+                self._foreign_dead(item, now, out)
+                continue
+            try:
+                topic = parse_topic(item.topic)
+            except PayloadError as err:
+                self.metrics.received.inc(label="unknown")
+                out.dead.append(self._dead(item, err, out))
+                continue
+            self.metrics.received.inc(label=topic.kind.value)
+            try:
+                frame = decode(topic, item.payload)
+            except PayloadError as err:
+                out.dead.append(self._dead(item, err, out))
+                continue
+            row = to_row(topic, frame, now)
+            if row is not None:
+                out.rows.append(PendingRow(row[0], row[1], i))
+        return out
+
+    def _dead(self, item: Inbound, err: PayloadError, out: _Prepared) -> DeadRow:
+        """A dead letter of ingest's own: its row, counted and queued for publishing."""
+        now = datetime.now(UTC)
+        self._note_dead(item, err, now, out)
+        return self._dead_row(item, err, now)
+
+    @staticmethod
+    def _dead_row(item: Inbound, err: PayloadError, now: datetime) -> DeadRow:
+        line = device = None
+        parts = item.topic.split("/")
+        if len(parts) == 5 and is_valid_id(parts[2]) and is_valid_id(parts[3]):
+            line, device = parts[2], parts[3]
+        return DeadRow(
+            now,
+            STAGE,
+            _clean(item.topic),
+            line,
+            device,
+            err.reason.value,
+            _clean(err.detail),
+            item.payload,
+        )
+
+    def _note_dead(self, item: Inbound, err: PayloadError, now: datetime, out: _Prepared) -> None:
+        """Count, log (once per reason per interval) and queue the message for ``_dead``."""
+        reason = err.reason.value
+        self.metrics.dead_letters.inc(label=reason)
+        mono = time.monotonic()
+        if log_due(self._last_dead_log.get(reason), mono, LOG_EVERY_S):
+            self._last_dead_log[reason] = mono
+            log.warning("dead letter (%s) on %s: %s", reason, item.topic, err.detail)
+        out.published.append(
+            DeadLetter(
+                stage=STAGE,
+                topic=item.topic,
+                reason=err.reason,
+                detail=err.detail,
+                payload_b64=base64.b64encode(item.payload).decode("ascii"),
+                received_at=now,
+            )
+        )
+
+    def _foreign_dead(self, item: Inbound, now: datetime, out: _Prepared) -> None:
+        """Store another stage's dead letter; ingest's own are already stored."""
+        self.metrics.received.inc(label="dead")
+        try:
+            dl = decode_as(DeadLetter, item.payload, item.topic)
+            payload = base64.b64decode(dl.payload_b64, validate=True)
+        except PayloadError as err:
+            out.dead.append(self._dead(item, err, out))
+            return
+        except (binascii.Error, ValueError) as exc:
+            bad = PayloadError(DeadReason.SCHEMA, f"payload_b64: {exc}", item.topic)
+            out.dead.append(self._dead(item, bad, out))
+            return
+        parts = dl.topic.split("/")
+        ok = len(parts) == 5 and is_valid_id(parts[2]) and is_valid_id(parts[3])
+        out.dead.append(
+            DeadRow(
+                dl.received_at,
+                _clean(dl.stage),
+                _clean(dl.topic),
+                parts[2] if ok else None,
+                parts[3] if ok else None,
+                dl.reason.value,
+                _clean(dl.detail),
+                payload,
+            )
+        )
+
+    def _count(self, batch: Sequence[Inbound], report: WriteReport, latency_s: float) -> None:
+        m = self.metrics
+        m.batches.inc()
+        m.batch_latency.observe(latency_s)
+        m.batch_size.observe(len(batch))
+        for table, n in report.inserted.items():
+            m.rows_written.inc(n, label=table)
+            m.duplicates.inc(report.offered.get(table, 0) - n, label=table)

@@ -1,0 +1,545 @@
+"""``sqal mosquitto add-device|add-service|certs``: credentials, ACL and TLS of the plant broker.
+
+Who may do what (DESIGN.md, "MQTT contract"); verified against Mosquitto 2.0.11 by
+``tests/test_security_broker.py``:
+
+- A device's MQTT user name is ``LINE/DEVICE``. Mosquitto's ``pattern`` lines substitute the
+  whole user name for ``%u``, slash included, so ``pattern write sqal/v1/%u/tof`` grants
+  exactly ``sqal/v1/LINE/DEVICE/tof``: one set of lines serves every device, and no device can
+  name another's topic. (Mosquitto refuses pattern matches for names holding ``+`` or ``#``;
+  ids never do.) Patterns also apply to service users, yielding three-level topics such as
+  ``sqal/v1/ingest/tof`` that no SQAL filter (``sqal/v1/+/+/tof``) matches.
+- A denied PUBLISH is acknowledged (MQTT 5: reason 0x87) and dropped; a denied subscription is
+  granted but nothing is delivered on it (Mosquitto checks ``read`` per message). A last will on
+  a topic its client may not write is not published.
+- Passwords are hashed by ``mosquitto_passwd`` (PBKDF2-SHA512 in 2.0), fed on stdin so the
+  password never appears in a process list. ``kill -HUP`` makes the broker re-read the password
+  and ACL files and disconnect clients whose credentials no longer match.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sqal.devices import Target
+from sqal.errors import ConfigError, ServiceError
+from sqal.wire.enums import Kind
+from sqal.wire.topics import DEAD_ROOT, ROOT, dead_letter_topic, subscription
+
+DEFAULT_PASSWORD_FILE = Path("/etc/mosquitto/sqal/passwd")
+DEFAULT_ACL_FILE = Path("/etc/mosquitto/sqal/acl")
+MIN_PASSWORD_CHARS = 12
+GENERATED_PASSWORD_BYTES = 24
+"""192 random bits, 32 URL-safe characters: typed once into a device's provisioning."""
+
+SQAL_COMMENT = "# sqal:"
+"""Comments this module writes start so; they are regenerated, never accumulated."""
+
+Access = Literal["read", "write", "readwrite"]
+
+
+class Service(StrEnum):
+    """Service users, one per SQAL process kind."""
+
+    ANALYZER = "analyzer"
+    INGEST = "ingest"
+    RECORD = "record"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class AclRule:
+    """One ACL line: ``topic|pattern ACCESS FILTER``."""
+
+    access: Access
+    topic: str
+
+    def line(self, keyword: Literal["topic", "pattern"]) -> str:
+        return f"{keyword} {self.access} {self.topic}"
+
+
+def _own(kind: Kind) -> str:
+    # %u is the device's whole user name, LINE/DEVICE: this is sqal/v1/LINE/DEVICE/kind.
+    return f"{ROOT}/%u/{kind.value}"
+
+
+DEVICE_RULES: tuple[AclRule, ...] = (
+    AclRule("write", _own(Kind.TOF)),
+    AclRule("write", _own(Kind.SPECTRAL)),
+    AclRule("write", _own(Kind.STATUS)),  # retained, and the last will's topic
+    AclRule("read", _own(Kind.CONFIG)),
+)
+"""Every device: its own frames and status out, its own config in; never result or config out."""
+
+SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
+    Service.ANALYZER: (
+        AclRule("read", subscription(Kind.TOF)),
+        AclRule("read", subscription(Kind.SPECTRAL)),
+        AclRule("read", subscription(Kind.CONFIG)),
+        AclRule("write", subscription(Kind.RESULT)),
+        AclRule("write", dead_letter_topic("analyzer")),
+    ),
+    Service.INGEST: (
+        AclRule("read", subscription(Kind.TOF)),
+        AclRule("read", subscription(Kind.SPECTRAL)),
+        AclRule("read", subscription(Kind.RESULT)),
+        AclRule("read", subscription(Kind.STATUS)),
+        AclRule("read", subscription(Kind.CONFIG)),
+        AclRule("read", f"{DEAD_ROOT}/+"),
+        AclRule("write", dead_letter_topic("ingest")),
+    ),
+    # Everything SQAL, nothing else a shared broker may carry.
+    Service.RECORD: (AclRule("read", f"{ROOT}/#"),),
+    # `sqal config set` reads the retained config (to keep a calibration) before publishing.
+    Service.CONFIG: (AclRule("readwrite", subscription(Kind.CONFIG)),),
+}
+
+
+@dataclass
+class AclFile:
+    """A Mosquitto ACL file as blocks.
+
+    Attributes:
+        anonymous: lines before the first ``user`` line that are not patterns (they apply to
+            anonymous clients, which production refuses anyway).
+        patterns: every ``pattern`` line; Mosquitto applies them to all users wherever they are.
+        users: ``user`` name → its lines (``topic`` rules and the operator's comments), in order.
+    """
+
+    anonymous: list[str] = field(default_factory=list)
+    patterns: list[str] = field(default_factory=list)
+    users: dict[str, list[str]] = field(default_factory=dict)
+
+
+def parse_acl(text: str) -> AclFile:
+    """Split an ACL file into blocks, dropping the comments :func:`render_acl` writes.
+
+    An operator's comment stays with the line after it (a comment above ``user x`` is x's).
+    """
+    acl = AclFile()
+    current: list[str] = acl.anonymous
+    comments: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(SQAL_COMMENT):
+            continue
+        if line.startswith("#"):
+            comments.append(line)
+        elif line.startswith("user "):
+            current = acl.users.setdefault(line[len("user ") :].strip(), [])
+            current += comments
+        elif line.startswith("pattern "):
+            current += comments
+            acl.patterns.append(" ".join(line.split()))
+        else:
+            current += [*comments, line]
+        if not line.startswith("#"):
+            comments = []
+    current += comments
+    return acl
+
+
+def render_acl(acl: AclFile) -> str:
+    """The ACL file's text; ``parse_acl(render_acl(a)) == a``."""
+    out = [
+        f"{SQAL_COMMENT} Mosquitto ACL (DESIGN.md, 'MQTT contract'); kept by `sqal mosquitto",
+        f"{SQAL_COMMENT} add-device|add-service`. Reload the broker after an edit: kill -HUP PID.",
+        *acl.anonymous,
+        "",
+        f"{SQAL_COMMENT} Devices: user name LINE/DEVICE; %u is substituted whole, so each line",
+        f"{SQAL_COMMENT} below grants sqal/v1/LINE/DEVICE/<kind> of the connected device only.",
+        *acl.patterns,
+    ]
+    for user, lines in acl.users.items():
+        out += ["", f"user {user}", *lines]
+    return "\n".join(out) + "\n"
+
+
+def with_device_rules(acl: AclFile) -> tuple[AclFile, list[str]]:
+    """The ACL with exactly :data:`DEVICE_RULES` as patterns; also the pattern lines removed.
+
+    A pattern applies to every user, so any other one would widen what devices may do.
+    """
+    wanted = [r.line("pattern") for r in DEVICE_RULES]
+    removed = [p for p in acl.patterns if p not in wanted]
+    return AclFile(list(acl.anonymous), wanted, dict(acl.users)), removed
+
+
+def with_service(acl: AclFile, service: Service) -> AclFile:
+    """The ACL with ``service``'s block replaced by its rules (other users kept as they are)."""
+    users = dict(acl.users)
+    users[service.value] = [r.line("topic") for r in SERVICE_RULES[service]]
+    return AclFile(list(acl.anonymous), list(acl.patterns), users)
+
+
+def full_acl() -> str:
+    """The ACL every device and service needs: ``mosquitto/acl`` is this text."""
+    acl, _ = with_device_rules(AclFile())
+    for service in Service:
+        acl = with_service(acl, service)
+    return render_acl(acl)
+
+
+def _write_atomic(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+def update_acl(acl_file: Path, service: Service | None) -> list[str]:
+    """Ensure the device patterns (and ``service``'s block) in ``acl_file``; create it if absent.
+
+    Returns:
+        Pattern lines removed because they were not SQAL's.
+    """
+    try:
+        text = acl_file.read_text()
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise ConfigError(f"--acl-file {acl_file}: cannot read ({exc.strerror})") from None
+    acl, removed = with_device_rules(parse_acl(text))
+    if service is not None:
+        acl = with_service(acl, service)
+    try:
+        _write_atomic(acl_file, render_acl(acl), 0o644)  # no secret in an ACL
+    except OSError as exc:
+        raise ConfigError(f"--acl-file {acl_file}: cannot write ({exc.strerror})") from None
+    return removed
+
+
+def mosquitto_passwd_binary() -> str:
+    """Path of ``mosquitto_passwd`` (Debian package ``mosquitto``).
+
+    Raises:
+        ServiceError: it is not installed.
+    """
+    found = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not Path(found).exists():
+        raise ServiceError("mosquitto_passwd is not installed; apt-get install mosquitto")
+    return found
+
+
+def check_password(password: str) -> None:
+    """Raises ConfigError naming ``--password`` when it cannot be a broker password."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise ConfigError(f"--password must have at least {MIN_PASSWORD_CHARS} characters")
+    if any(c in password for c in "\r\n\0"):
+        raise ConfigError("--password must not contain a line break or NUL")
+
+
+def set_password(password_file: Path, username: str, password: str) -> None:
+    """Add or replace ``username`` in ``password_file`` with ``mosquitto_passwd``.
+
+    A new file is created with mode 0600. The password goes to ``mosquitto_passwd``'s stdin
+    (its prompt and confirmation), not its argv, which any local user could read in /proc.
+
+    Raises:
+        ConfigError: the file cannot be created, or ``mosquitto_passwd`` refused.
+        ServiceError: ``mosquitto_passwd`` is missing or hung.
+    """
+    binary = mosquitto_passwd_binary()
+    if not password_file.exists():
+        try:
+            password_file.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            raise ConfigError(
+                f"--password-file {password_file}: cannot create ({exc.strerror})"
+            ) from None
+    try:
+        done = subprocess.run(
+            [binary, str(password_file), username],
+            input=f"{password}\n{password}\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ServiceError(f"mosquitto_passwd did not finish on {password_file}") from None
+    if done.returncode != 0:
+        why = (done.stderr or done.stdout).strip().splitlines()
+        raise ConfigError(f"--password-file {password_file}: {why[-1] if why else 'refused'}")
+
+
+def _credentials(username: str, password_file: Path, password: str | None) -> tuple[str, bool]:
+    if password is None:
+        password, generated = secrets.token_urlsafe(GENERATED_PASSWORD_BYTES), True
+    else:
+        check_password(password)
+        generated = False
+    set_password(password_file, username, password)
+    return password, generated
+
+
+def _report(
+    username: str,
+    password: str,
+    generated: bool,
+    password_file: Path,
+    acl_file: Path,
+    removed: list[str],
+    as_json: bool,
+) -> None:
+    doc = {
+        "username": username,
+        "url_username": quote(username, safe=""),
+        "password": password if generated else None,
+        "password_file": str(password_file),
+        "acl_file": str(acl_file),
+        "removed_patterns": removed,
+    }
+    if as_json:
+        typer.echo(json.dumps(doc))
+        return
+    typer.echo(f"{username}: password set in {password_file}; ACL {acl_file} updated")
+    typer.echo(f"in a broker URL: mqtts://{doc['url_username']}:PASSWORD@HOST:8883")
+    for line in removed:
+        typer.echo(f"removed foreign pattern (it applied to every device): {line}", err=True)
+    if generated:
+        typer.echo(f"password (shown once, store it now): {password}")
+    typer.echo("apply: kill -HUP $(pidof mosquitto)")
+
+
+PasswordFileOption = Annotated[
+    Path,
+    typer.Option("--password-file", help="Mosquitto password file (created 0600 if missing)."),
+]
+AclFileOption = Annotated[
+    Path, typer.Option("--acl-file", help="Mosquitto ACL file (created if missing).")
+]
+PasswordOption = Annotated[
+    str | None,
+    typer.Option(
+        "--password",
+        help=f"Password to set (>= {MIN_PASSWORD_CHARS} chars); default: generate and print once.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def mosquitto_add_device_command(
+    target: Annotated[str, typer.Argument(help="LINE/DEVICE; also the device's MQTT user name.")],
+    password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
+    acl_file: AclFileOption = DEFAULT_ACL_FILE,
+    password: PasswordOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a device its broker credential and an ACL limited to its own topics."""
+    dev = Target.parse(target)
+    username = f"{dev.line}/{dev.device}"
+    secret, generated = _credentials(username, password_file, password)
+    removed = update_acl(acl_file, None)
+    _report(username, secret, generated, password_file, acl_file, removed, as_json)
+
+
+def mosquitto_add_service_command(
+    service: Annotated[
+        Service, typer.Argument(help="Service user: analyzer|ingest|record|config.")
+    ],
+    password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
+    acl_file: AclFileOption = DEFAULT_ACL_FILE,
+    password: PasswordOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a SQAL service its broker credential and its ACL block."""
+    secret, generated = _credentials(service.value, password_file, password)
+    removed = update_acl(acl_file, service)
+    _report(service.value, secret, generated, password_file, acl_file, removed, as_json)
+
+
+# --- TLS: a private CA and the broker's certificate ------------------------------------------
+
+CA_DAYS = 3650
+"""The CA outlives server certificates: devices keep trusting it across renewals."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertFiles:
+    """What :func:`make_certs` wrote; keys are mode 0600, certificates 0644."""
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+    clients: tuple[Path, ...]
+    new_ca: bool
+
+
+def _names(hosts: list[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _cert_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _load_ca(out: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
+    cert_path, key_path = out / "ca.crt", out / "ca.key"
+    if not (cert_path.exists() and key_path.exists()):
+        return None
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"--out {out}: ca.key is not an EC key made by sqal mosquitto certs")
+    return x509.load_pem_x509_certificate(cert_path.read_bytes()), key
+
+
+def _key_usage(is_ca: bool) -> x509.KeyUsage:
+    """A CA signs certificates; a leaf signs its TLS handshakes (ECDSA), nothing else."""
+    flags = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+         "encipher_only", "decipher_only"),
+        False,
+    )  # fmt: skip
+    return x509.KeyUsage(digital_signature=not is_ca, key_cert_sign=is_ca, crl_sign=is_ca, **flags)
+
+
+def _issue(
+    subject: str,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    now: datetime,
+    days: int,
+    *,
+    hosts: list[str] | None = None,
+    usage: x509.ObjectIdentifier | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A certificate for ``subject``: self-signed CA when ``issuer`` is None, else a leaf."""
+    # P-256 ECDSA: supported by Mosquitto/OpenSSL and by the ESP32's mbedTLS.
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    is_ca = issuer is None
+    issuer_name = name if issuer is None else issuer[0].subject
+    signing_key = key if issuer is None else issuer[1]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))  # tolerate a device clock slightly behind
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=0 if is_ca else None), True)
+        .add_extension(_key_usage(is_ca), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), False
+        )
+    if hosts:
+        builder = builder.add_extension(x509.SubjectAlternativeName(_names(hosts)), False)
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), False)
+    return builder.sign(signing_key, hashes.SHA256()), key
+
+
+def make_certs(
+    out: Path, hosts: list[str], days: int, clients: list[str], now: datetime
+) -> CertFiles:
+    """Write ``ca.crt``/``ca.key`` (kept if present), ``server.crt``/``server.key`` and
+    ``clients/NAME.crt``/``.key`` under ``out``.
+
+    Args:
+        hosts: DNS names and IP addresses clients use to reach the broker (subjectAltName;
+            the first is also the common name). Clients check the name they dialled.
+        days: validity of the server and client certificates.
+        now: the issue time (aware UTC).
+    """
+    ca = _load_ca(out)
+    new_ca = ca is None
+    if ca is None:
+        ca = _issue("SQAL broker CA", None, now, CA_DAYS)
+        _write_atomic(out / "ca.key", _key_pem(ca[1]), 0o600)
+        _write_atomic(out / "ca.crt", _cert_pem(ca[0]), 0o644)
+    cert, key = _issue(hosts[0], ca, now, days, hosts=hosts, usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    _write_atomic(out / "server.key", _key_pem(key), 0o600)
+    _write_atomic(out / "server.crt", _cert_pem(cert), 0o644)
+    written: list[Path] = []
+    for client in clients:
+        cert, key = _issue(client, ca, now, days, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+        stem = out / "clients" / client.replace("/", "_")
+        _write_atomic(stem.with_suffix(".key"), _key_pem(key), 0o600)
+        _write_atomic(stem.with_suffix(".crt"), _cert_pem(cert), 0o644)
+        written.append(stem.with_suffix(".crt"))
+    return CertFiles(
+        out / "ca.crt", out / "ca.key", out / "server.crt", out / "server.key",
+        tuple(written), new_ca,
+    )  # fmt: skip
+
+
+def mosquitto_certs_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for ca.*, server.*, clients/.")],
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Broker DNS name or IP clients dial; repeatable."),
+    ] = None,
+    days: Annotated[
+        int, typer.Option("--days", help="Validity of server and client certificates.")
+    ] = 730,
+    client: Annotated[
+        list[str] | None,
+        typer.Option("--client", help="Also issue a client certificate NAME; repeatable."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a CA (kept if --out has one) and the broker's TLS certificate signed by it."""
+    if not 1 <= days <= CA_DAYS:
+        raise ConfigError(f"--days must be 1-{CA_DAYS}")
+    hosts = host or [socket.getfqdn(), "localhost", "127.0.0.1"]
+    files = make_certs(out, hosts, days, client or [], datetime.now(UTC))
+    doc = {
+        "ca_cert": str(files.ca_cert),
+        "ca_key": str(files.ca_key),
+        "server_cert": str(files.server_cert),
+        "server_key": str(files.server_key),
+        "clients": [str(p) for p in files.clients],
+        "hosts": hosts,
+        "new_ca": files.new_ca,
+    }
+    if as_json:
+        typer.echo(json.dumps(doc))
+        return
+    typer.echo(f"{'new CA' if files.new_ca else 'kept CA'} {files.ca_cert} (key {files.ca_key})")
+    typer.echo(f"server {files.server_cert} for {', '.join(hosts)}, {days} days")
+    for path in files.clients:
+        typer.echo(f"client {path}")
+    typer.echo("give devices ca.crt only; keep ca.key offline")

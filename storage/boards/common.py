@@ -1,0 +1,150 @@
+"""What the three boards share: profile targets, SQL fragments, the line/device variables.
+
+Every panel reads the schema of ``storage/migrations`` through the read-only ``sqal_reader``
+role. Counts come from the per-minute roll-ups (``results_1m``, ``defects_1m``) where they can;
+distributions, indices and latencies from ``results`` and the frame tables. Grafana expands
+``$__timeFilter(col)``, ``$__timeGroupAlias(col, $__interval)`` (``time_bucket`` with the data
+source's TimescaleDB option) and ``$__timeFrom()``/``$__timeTo()``; ``$line`` is one value,
+``$device`` several (Grafana quotes each, hence ``IN ($device)``).
+
+Profile targets (Qn, TNE, nominal d0) are baked into the SQL at build time from ``profiles/``,
+so ``sqal grafana build`` must run again when a profile changes (the sync test says so).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqal.profiles import load_profile
+from storage.dashboards import Variable
+
+
+def tne_g(nominal_g: float) -> float:
+    """Tolerable negative error (g), Directive 76/211/EEC Annex I (domain.md §2)."""
+    q = nominal_g
+    for upper, tne in ((50, 0.09 * q), (100, 4.5), (200, 0.045 * q), (300, 9.0), (500, 0.03 * q)):
+        if q <= upper:
+            return tne
+    if q <= 1000:
+        return 15.0
+    return 0.015 * q if q <= 10_000 else (150.0 if q <= 15_000 else 0.01 * q)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileTarget:
+    """What a profile promises: nominal mass Qn, its TNE, the volume of Qn, the nominal d0."""
+
+    name: str
+    qn_g: float
+    tne_g: float
+    qn_cm3: float
+    d0_mm: float
+    a_g: float = 0.0
+    b_g_per_cm3: float = 1.0
+
+    @classmethod
+    def load(cls, name: str) -> ProfileTarget:
+        p = load_profile(name)
+        mm = p.product.mass_model
+        qn = p.product.nominal_mass_g
+        return cls(
+            name,
+            qn,
+            tne_g(qn),
+            (qn - mm.a_g) / mm.b_g_per_cm3,
+            p.tof.mount_distance_mm,
+            mm.a_g,
+            mm.b_g_per_cm3,
+        )
+
+    def volume_cm3(self, mass_g: float) -> float:
+        """The volume whose estimated mass is ``mass_g``: m = a + b·V (domain.md §2)."""
+        return (mass_g - self.a_g) / self.b_g_per_cm3
+
+
+_NAME = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
+
+
+def targets_cte(targets: list[ProfileTarget]) -> str:
+    """``WITH target(profile, qn_g, tne_g, qn_cm3, d0_mm) AS (VALUES ...)`` for the SQL.
+
+    Safe to inline: names match the profile-name pattern (no quote can occur) and the rest are
+    floats formatted by Python.
+    """
+    rows = []
+    for t in targets:
+        if not _NAME.match(t.name):
+            raise ValueError(f"profile name {t.name!r} cannot be inlined in SQL")
+        rows.append(f"('{t.name}', {t.qn_g:.3f}, {t.tne_g:.3f}, {t.qn_cm3:.3f}, {t.d0_mm:.1f})")
+    values = ",\n    ".join(rows) or "(NULL, NULL, NULL, NULL, NULL)"
+    return f"WITH target(profile, qn_g, tne_g, qn_cm3, d0_mm) AS (VALUES\n    {values})"
+
+
+def with_targets(cte: str, rest: str) -> str:
+    return cte + "\n" + rest
+
+
+# SQL fragments shared by the panels, substituted by :func:`sql`. They are literals: nothing
+# from outside reaches the SQL text except the targets CTE (see :func:`targets_cte`).
+_FRAGMENTS = {
+    # one line's results (or frames, status) of the chosen devices in the time range
+    "RES": "line_id = '$line' AND device_id IN ($device) AND $__timeFilter(ts)",
+    # the same over the per-minute roll-ups
+    "ROLL": "FROM results_1m WHERE line_id = '$line' AND device_id IN ($device)"
+    " AND $__timeFilter(bucket)",
+    "DEFECTS": "FROM defects_1m WHERE line_id = '$line' AND device_id IN ($device)"
+    " AND $__timeFilter(bucket)",
+    # The boot id inside sample_id = {device}-{boot}-{seq:08d}: seq restarts at each boot.
+    "BOOT": r"substring(sample_id FROM '-([0-9a-f]{6})-[0-9]+$')",
+    # each device's latest status at the end of the range (a last will is an 'offline' row)
+    "LATEST": "SELECT DISTINCT ON (device_id) device_id, ts, state, firmware, temperature_c,\n"
+    "    humidity_pct, uptime_s FROM device_status\n"
+    "  WHERE line_id = '$line' AND device_id IN ($device) AND ts <= $__timeTo()\n"
+    "  ORDER BY device_id, ts DESC",
+    # Dead letters without a line (bad topic, unparsable payload) show on every line.
+    "DEAD": "FROM dead_letters\n"
+    "WHERE $__timeFilter(received_at) AND (line_id = '$line' OR line_id IS NULL)",
+    "MASS": "FROM results r JOIN target t USING (profile)\n"
+    "WHERE r.line_id = '$line' AND r.device_id IN ($device) AND r.profile = '$profile'\n"
+    "  AND $__timeFilter(r.ts) AND r.tof_mass_g IS NOT NULL",
+}
+# one column per zone row, the heatmap's y buckets (8x8 is the largest layout)
+_FRAGMENTS["HROWS"] = ",\n".join(
+    f'  max(h) FILTER (WHERE zone_row = {r}) AS "row {r}"' for r in range(8)
+)
+_TOKEN = re.compile(r"\{([A-Z]+)\}")
+
+
+def sql(text: str) -> str:
+    """``text`` with each ``{NAME}`` replaced by its fragment; other braces stay as they are."""
+    return _TOKEN.sub(lambda m: _FRAGMENTS[m[1]], text)
+
+
+LINE = Variable(
+    "line",
+    "Line",
+    "SELECT line_id FROM results_1m GROUP BY 1\n"
+    "UNION SELECT line_id FROM device_status GROUP BY 1 ORDER BY 1",
+)
+DEVICE = Variable(
+    "device",
+    "Device",
+    "SELECT device_id FROM results_1m WHERE line_id = '$line' GROUP BY 1\n"
+    "UNION SELECT device_id FROM device_status WHERE line_id = '$line' GROUP BY 1 ORDER BY 1",
+    multi=True,
+)
+PROFILE = Variable(
+    "profile",
+    "Profile",
+    "SELECT DISTINCT profile FROM results WHERE line_id = '$line' AND $__timeFilter(ts) ORDER BY 1",
+    on_time_change=True,
+)
+SAMPLE = Variable(
+    "sample",
+    "Sample",
+    "SELECT sample_id FROM results WHERE line_id = '$line' AND device_id IN ($device)\n"
+    "  AND profile = '$profile' AND tof_present AND $__timeFilter(ts)\n"
+    "ORDER BY ts DESC LIMIT 200",
+    on_time_change=True,
+)

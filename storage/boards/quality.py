@@ -1,0 +1,246 @@
+"""The Quality board: fill against Qn and TNE, defects, spectral indices, a height map."""
+
+from __future__ import annotations
+
+from storage.boards.common import (
+    DEVICE,
+    LINE,
+    PROFILE,
+    SAMPLE,
+    ProfileTarget,
+    sql,
+    targets_cte,
+    with_targets,
+)
+from storage.dashboards import (
+    Board,
+    PanelQuery,
+    Variable,
+    bar_panel,
+    display_name,
+    fixed_color,
+    grade_cells,
+    heatmap_panel,
+    histogram_panel,
+    prop,
+    series_panel,
+    table_panel,
+)
+
+
+def quality(targets: list[ProfileTarget]) -> Board:
+    """Mass and volume against Qn and TNE, defect Pareto, spectral indices, one height map."""
+    cte = targets_cte(targets)
+    d0 = Variable(
+        "d0_mm",
+        "Nominal d0 (mm)",
+        with_targets(cte, "SELECT d0_mm FROM target WHERE profile = '$profile'"),
+    )
+    b = Board(
+        "sqal-quality",
+        "SQAL · Quality",
+        "Fill against the profile's nominal quantity Qn and its tolerable negative error TNE "
+        "(76/211/EEC), defects, spectral indices, and the ToF height map of one sample.",
+        (LINE, DEVICE, PROFILE, SAMPLE, d0),
+    )
+    q = PanelQuery
+    # Bins of TNE/2 anchored at Qn, so Qn − TNE and Qn − 2·TNE fall on bin edges.
+    b.add(
+        bar_panel("Mass distribution vs Qn and TNE", "bin_g", stacked=True)
+        .override_by_name("below_2tne", [*fixed_color("red"), *display_name("< Qn − 2·TNE")])
+        .override_by_name("below_tne", [*fixed_color("orange"), *display_name("< Qn − TNE")])
+        .override_by_name("within_tne", [*fixed_color("green"), *display_name("≥ Qn − TNE")]),
+        q(
+            with_targets(
+                cte,
+                sql(
+                    ", m AS (SELECT floor((r.tof_mass_g - t.qn_g) / (t.tne_g / 2))::int AS k,\n"
+                    "  r.tof_mass_g AS mass_g, t.qn_g, t.tne_g\n{MASS})\n"
+                    "SELECT round((max(qn_g) + k * max(tne_g) / 2)::numeric, 1)::text AS bin_g,\n"
+                    "  count(*) FILTER (WHERE mass_g < qn_g - 2 * tne_g) AS below_2tne,\n"
+                    "  count(*) FILTER (WHERE mass_g >= qn_g - 2 * tne_g\n"
+                    "    AND mass_g < qn_g - tne_g) AS below_tne,\n"
+                    "  count(*) FILTER (WHERE mass_g >= qn_g - tne_g) AS within_tne\n"
+                    "FROM m GROUP BY k ORDER BY k"
+                ),
+            ),
+            "table",
+            ("bin_g", "below_2tne", "below_tne", "within_tne"),
+        ),
+        12,
+        9,
+    )
+    b.add(
+        series_panel("Mass against Qn and TNE limits", "massg")
+        .override_by_name("qn_minus_2tne_g", fixed_color("red"))
+        .override_by_name("qn_minus_tne_g", fixed_color("orange"))
+        .override_by_name("qn_g", fixed_color("green")),
+        q(
+            with_targets(
+                cte,
+                sql(
+                    "SELECT $__timeGroupAlias(r.ts, $__interval),\n"
+                    "  avg(r.tof_mass_g) AS mean_mass_g, min(r.tof_mass_g) AS min_mass_g,\n"
+                    "  max(t.qn_g) AS qn_g, max(t.qn_g - t.tne_g) AS qn_minus_tne_g,\n"
+                    "  max(t.qn_g - 2 * t.tne_g) AS qn_minus_2tne_g\n"
+                    "{MASS}\nGROUP BY 1 ORDER BY 1"
+                ),
+            ),
+            "time_series",
+            ("time", "mean_mass_g", "min_mass_g", "qn_g", "qn_minus_tne_g", "qn_minus_2tne_g"),
+        ),
+        12,
+        9,
+    )
+    b.add(
+        table_panel("Fill per device against target")
+        .override_by_name("share_below_tne", [prop("unit", "percentunit")])
+        .override_by_name("share_below_2tne", [prop("unit", "percentunit")]),
+        q(
+            with_targets(
+                cte,
+                sql(
+                    "SELECT r.device_id, count(*) AS trays,\n"
+                    "  round(avg(r.tof_mass_g)::numeric, 1) AS mean_mass_g,\n"
+                    "  round(stddev_samp(r.tof_mass_g)::numeric, 2) AS sd_mass_g,\n"
+                    "  round((avg(r.tof_volume_mm3) / 1000)::numeric, 1) AS mean_volume_cm3,\n"
+                    "  max(t.qn_g) AS qn_g,\n"
+                    "  round(max(t.qn_cm3)::numeric, 1) AS target_volume_cm3,\n"
+                    "  avg((r.tof_mass_g < t.qn_g - t.tne_g)::int) AS share_below_tne,\n"
+                    "  avg((r.tof_mass_g < t.qn_g - 2 * t.tne_g)::int) AS share_below_2tne,\n"
+                    "  round((avg(r.tof_mass_g) - max(t.qn_g))::numeric, 1) AS mean_giveaway_g\n"
+                    "{MASS}\nGROUP BY r.device_id ORDER BY r.device_id"
+                ),
+            ),
+            "table",
+            (
+                "device_id",
+                "trays",
+                "mean_mass_g",
+                "mean_volume_cm3",
+                "target_volume_cm3",
+                "share_below_tne",
+                "share_below_2tne",
+                "mean_giveaway_g",
+            ),
+        ),
+        14,
+        7,
+    )
+    b.add(
+        histogram_panel("Volume distribution", "cm³"),
+        q(
+            sql(
+                "SELECT tof_volume_mm3 / 1000.0 AS volume_cm3 FROM results\n"
+                "WHERE {RES} AND profile = '$profile' AND tof_volume_mm3 IS NOT NULL"
+            ),
+            "table",
+            ("volume_cm3",),
+        ),
+        10,
+        7,
+    )
+    b.add(
+        bar_panel("Defect Pareto", "defect").override_by_name(
+            "cumulative_pct",
+            [prop("custom.hideFrom", {"viz": True, "legend": False, "tooltip": False})],
+        ),
+        q(
+            sql(
+                "WITH d AS (SELECT defect, sum(n) AS trays {DEFECTS} GROUP BY defect)\n"
+                "SELECT defect, trays,\n"
+                "  100.0 * sum(trays) OVER (ORDER BY trays DESC, defect ROWS UNBOUNDED PRECEDING)\n"
+                "    / sum(trays) OVER () AS cumulative_pct\n"
+                "FROM d ORDER BY trays DESC, defect"
+            ),
+            "table",
+            ("defect", "trays", "cumulative_pct"),
+        ),
+        12,
+        8,
+    )
+    b.add(
+        series_panel("Defects over time", "short", bars=True, stacked=True),
+        q(
+            sql(
+                "SELECT $__timeGroupAlias(bucket, $__interval), defect AS metric, sum(n) AS trays\n"
+                "{DEFECTS}\nGROUP BY 1, 2 ORDER BY 1"
+            ),
+            "time_series",
+            ("time", "metric", "trays"),
+        ),
+        12,
+        8,
+    )
+    b.add(
+        series_panel("Spectral indices", "percentunit"),
+        q(
+            sql(
+                "SELECT $__timeGroupAlias(ts, $__interval),\n"
+                "  avg(spectral_freshness_index) AS freshness_index,\n"
+                "  avg(spectral_fat_quality_index) AS fat_quality_index,\n"
+                "  avg(spectral_oxidation_index) AS oxidation_index,\n"
+                "  avg(spectral_color_uniformity) AS color_uniformity\n"
+                "FROM results WHERE {RES} AND profile = '$profile' AND spectral_present\n"
+                "GROUP BY 1 ORDER BY 1"
+            ),
+            "time_series",
+            ("time", "freshness_index", "fat_quality_index", "oxidation_index", "color_uniformity"),
+        ),
+        12,
+        8,
+    )
+    b.add(
+        series_panel("Colour L*a*b*", "none"),
+        q(
+            sql(
+                "SELECT $__timeGroupAlias(ts, $__interval), avg(spectral_lab_l) AS lab_l,\n"
+                "  avg(spectral_lab_a) AS lab_a, avg(spectral_lab_b) AS lab_b\n"
+                "FROM results WHERE {RES} AND profile = '$profile' AND spectral_present\n"
+                "GROUP BY 1 ORDER BY 1"
+            ),
+            "time_series",
+            ("time", "lab_l", "lab_a", "lab_b"),
+        ),
+        12,
+        8,
+    )
+    b.add(
+        heatmap_panel("Height map of the selected sample", "lengthmm"),
+        q(
+            # h = d0 − distance (domain.md §2) with the profile's nominal d0; zones whose
+            # target_status is not 5, 6 or 9 (domain.md §1) stay blank. A 4x4 frame fills rows
+            # 0-3 only.
+            sql(
+                "WITH f AS (SELECT layout, distance_mm, target_status FROM tof_frames\n"
+                "  WHERE line_id = '$line' AND sample_id = '$sample' ORDER BY ts DESC LIMIT 1),\n"
+                "z AS (SELECT (u.i - 1) / f.layout AS zone_row, (u.i - 1) % f.layout AS zone_col,\n"
+                "  CASE WHEN u.s IN (5, 6, 9) THEN $d0_mm - u.d END AS h\n"
+                "  FROM f, unnest(f.distance_mm, f.target_status) WITH ORDINALITY AS u(d, s, i))\n"
+                "SELECT zone_col,\n{HROWS}\nFROM z GROUP BY zone_col ORDER BY zone_col"
+            ),
+            "table",
+            ("zone_col", "row 0", "row 1", "row 2", "row 3"),
+        ),
+        12,
+        10,
+    )
+    b.add(
+        table_panel("Selected sample").override_by_name("final_grade", grade_cells()),
+        q(
+            'SELECT ts AS "time", device_id, sample_id, final_grade,\n'
+            "  round(final_score::numeric, 3) AS final_score,\n"
+            "  array_to_string(defects, ', ') AS defects,\n"
+            "  round(tof_mass_g::numeric, 1) AS mass_g,\n"
+            "  round((tof_volume_mm3 / 1000)::numeric, 1) AS volume_cm3,\n"
+            "  round(tof_avg_height_mm::numeric, 1) AS avg_height_mm,\n"
+            "  round(tof_max_height_mm::numeric, 1) AS max_height_mm,\n"
+            "  round(tof_tilt_deg::numeric, 1) AS tilt_deg, tof_valid_zones AS valid_zones\n"
+            "FROM results WHERE line_id = '$line' AND sample_id = '$sample'",
+            "table",
+            ("time", "sample_id", "final_grade", "defects", "mass_g", "volume_cm3"),
+        ),
+        12,
+        10,
+    )
+    return b

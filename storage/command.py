@@ -1,0 +1,100 @@
+"""``sqal db migrate|status|retention``: typer-annotated functions the CLI registers."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from sqal.settings import load_settings
+from storage.connection import connect
+from storage.migrate import migrate
+from storage.retention import RETENTION_TABLES, drop_older_than, parse_age
+from storage.status import db_status
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", metavar="DSN", help="PostgreSQL DSN [env SQAL_DB]."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _dsn(db: str | None) -> str:
+    return load_settings(db=db).db.get_secret_value()
+
+
+def db_migrate_command(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Apply the numbered SQL migrations not yet applied; safe to run twice."""
+    with connect(_dsn(db), "sqal-migrate", autocommit=True) as conn:
+        report = migrate(conn)
+    names = [f"{m.version:04d}_{m.name}" for m in report.applied]
+    if as_json:
+        obj = {
+            "applied": names,
+            "version": report.version,
+            "edition": report.edition.name,
+            "community_features": report.community_features,
+        }
+        typer.echo(json.dumps(obj))
+        return
+    for name in names:
+        typer.echo(f"applied {name}")
+    extras = "applied" if report.community_features else "skipped (needs the Community edition)"
+    typer.echo(
+        f"schema at version {report.version}"
+        f"{'' if names else ' (nothing to do)'}; TimescaleDB {report.edition.name}:"
+        f" compression and continuous aggregates {extras}"
+    )
+
+
+def db_status_command(
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Count rows exactly (slow on big tables).")
+    ] = False,
+) -> None:
+    """Show the schema version, the TimescaleDB edition and chunk/row counts per table."""
+    with connect(_dsn(db), "sqal-status", autocommit=True) as conn:
+        st = db_status(conn, exact=exact)
+    if as_json:
+        typer.echo(json.dumps(st.as_dict()))
+        return
+    pending = f", pending {', '.join(f'{v:04d}' for v in st.pending)}" if st.pending else ""
+    typer.echo(f"schema version  {st.version} of {st.latest}{pending}")
+    typer.echo(f"postgresql      {st.postgres}")
+    typer.echo(f"timescaledb     {st.timescaledb or 'not installed'} ({st.edition} edition)")
+    for t in st.tables:
+        chunks = "plain table" if t.chunks is None else f"{t.chunks} chunks"
+        rows = f"{t.rows}" if t.exact else f"~{t.rows}"
+        typer.echo(f"  {t.name:<16} {chunks:>12}  {rows:>12} rows")
+
+
+def db_retention_command(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age to keep, e.g. 30d, 12h, 2w.")
+    ],
+    table: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table",
+            help=f"Table to prune (repeatable); default: {', '.join(RETENTION_TABLES)}.",
+        ),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Drop chunks (rows, for dead_letters) older than --older-than."""
+    age = parse_age(older_than)
+    tables = tuple(table) if table else RETENTION_TABLES
+    with connect(_dsn(db), "sqal-retention", autocommit=True) as conn:
+        pruned = drop_older_than(conn, age, tables)
+    if as_json:
+        typer.echo(json.dumps({p.table: {"chunks": p.chunks, "rows": p.rows} for p in pruned}))
+        return
+    for p in pruned:
+        what = (
+            f"{p.rows} rows deleted" if p.table == "dead_letters" else f"{p.chunks} chunks dropped"
+        )
+        typer.echo(f"{p.table:<16} {what}")

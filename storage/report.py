@@ -1,0 +1,375 @@
+"""The shift report: what one line produced between two instants, as a printable PDF (and HTML).
+
+:func:`load_shift` reads the facts with a handful of queries (results, frames, status, dead
+letters); :func:`render_pdf` and :func:`render_html` draw them on bare matplotlib ``Figure``
+objects (no pyplot: no global figure state, no display). Counts come from ``results`` itself,
+not the roll-ups, so the report is exact to the second at the shift's edges.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import matplotlib as mpl
+import psycopg
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from sqal.errors import ConfigError
+from sqal.profiles import profile_names
+from storage.boards import ProfileTarget
+from storage.connection import storage_error
+
+# TrueType fonts keep the PDF's text extractable (pdftotext, copy-paste); Type 3 would not.
+mpl.rcParams.update({"pdf.fonttype": 42, "font.size": 9})
+
+GRADES = ("A", "B", "C", "REJECT")
+GRADE_COLORS = {"A": "#2e7d32", "B": "#1565c0", "C": "#ef6c00", "REJECT": "#c62828"}
+A4_LANDSCAPE_IN = (11.69, 8.27)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """One device's shift: trays per grade, mean score, ToF seq gaps, latest presence."""
+
+    device_id: str
+    trays: int
+    grades: tuple[int, int, int, int]
+    mean_score: float | None
+    missing_frames: int
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftData:
+    """Everything the report shows, read once from the database.
+
+    Attributes:
+        reject_series: (bucket start, trays, rejects) per ``bucket``.
+        volumes_cm3: per profile, the ToF volumes of its trays.
+        dead_letters: (stage, reason, count), most frequent first.
+    """
+
+    line_id: str
+    since: datetime
+    until: datetime
+    bucket: timedelta
+    grades: dict[str, int]
+    mean_score: float | None
+    reject_series: list[tuple[datetime, int, int]]
+    defects: list[tuple[str, int]]
+    volumes_cm3: dict[str, list[float]]
+    targets: dict[str, ProfileTarget]
+    devices: list[DeviceRow]
+    dead_letters: list[tuple[str, str, int]]
+
+    @property
+    def trays(self) -> int:
+        return sum(self.grades.values())
+
+    @property
+    def reject_rate(self) -> float | None:
+        return self.grades["REJECT"] / self.trays if self.trays else None
+
+
+def parse_instant(text: str, now: datetime, flag: str) -> datetime:
+    """``8h`` (that long before ``now``) or an ISO 8601 time with a zone.
+
+    Raises:
+        ConfigError: neither form, or a time without a UTC offset.
+    """
+    from storage.retention import parse_age
+
+    if text and text[-1] in "smhdw" and text[:-1].isdigit():
+        return now - parse_age(text, flag)
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {text!r}: give an age like 8h or a time like 2026-03-02T06:00:00+00:00"
+        ) from None
+    if t.tzinfo is None:
+        raise ConfigError(f"{flag} {text!r}: add a UTC offset, e.g. {text}+00:00")
+    return t
+
+
+def bucket_for(span: timedelta) -> timedelta:
+    """About 24 bars over the shift, in whole 5-minute steps (at least 5 minutes)."""
+    step = 300
+    return timedelta(seconds=max(step, round(span.total_seconds() / 24 / step) * step))
+
+
+def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: datetime) -> ShiftData:
+    """Read a line's shift from the database.
+
+    Raises:
+        ConfigError: ``since`` is not before ``until``.
+        StorageError: a query failed.
+    """
+    if since >= until:
+        raise ConfigError(f"--since {since.isoformat()} must be before --until {until.isoformat()}")
+    bucket = bucket_for(until - since)
+    win = {"line": line, "since": since, "until": until}
+    try:
+        return _load(conn, line, since, until, bucket, win)
+    except psycopg.Error as exc:
+        raise storage_error(exc, "shift report query") from None
+
+
+def _load(
+    conn: psycopg.Connection,
+    line: str,
+    since: datetime,
+    until: datetime,
+    bucket: timedelta,
+    win: dict[str, object],
+) -> ShiftData:
+    grades = dict.fromkeys(GRADES, 0)
+    for grade, n in conn.execute(
+        "SELECT final_grade, count(*) FROM results"
+        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s GROUP BY 1",
+        win,
+    ):
+        grades[grade] = n
+    row = conn.execute(
+        "SELECT avg(final_score) FROM results"
+        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s",
+        win,
+    ).fetchone()
+    mean_score = None if row is None or row[0] is None else float(row[0])
+    series = conn.execute(
+        "SELECT time_bucket(%(bucket)s, ts, %(since)s), count(*),"
+        " count(*) FILTER (WHERE final_grade = 'REJECT') FROM results"
+        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s GROUP BY 1 ORDER BY 1",
+        {**win, "bucket": bucket},
+    ).fetchall()
+    defects = conn.execute(
+        "SELECT d, count(*) FROM results, unnest(defects) AS d"
+        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s"
+        " GROUP BY 1 ORDER BY 2 DESC, 1",
+        win,
+    ).fetchall()
+    volumes: dict[str, list[float]] = {}
+    for profile, v in conn.execute(
+        "SELECT profile, tof_volume_mm3 / 1000.0 FROM results"
+        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s"
+        " AND tof_volume_mm3 IS NOT NULL ORDER BY profile, ts",
+        win,
+    ):
+        volumes.setdefault(profile, []).append(float(v))
+    known = set(profile_names())
+    targets = {p: ProfileTarget.load(p) for p in volumes if p in known}
+    devices = [
+        DeviceRow(d, n, (a, b, c, r), s, int(gaps or 0), state or "unknown")
+        for d, n, a, b, c, r, s, gaps, state in conn.execute(_DEVICES, win)
+    ]
+    dead = conn.execute(
+        "SELECT stage, reason, count(*) FROM dead_letters WHERE (line_id = %(line)s"
+        " OR line_id IS NULL) AND received_at >= %(since)s AND received_at < %(until)s"
+        " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+        win,
+    ).fetchall()
+    return ShiftData(
+        line,
+        since,
+        until,
+        bucket,
+        grades,
+        mean_score,
+        series,
+        defects,
+        volumes,
+        targets,
+        devices,
+        dead,
+    )
+
+
+# Per device: grades, mean score, ToF seq gaps within each boot, presence at the shift's end.
+_DEVICES = (
+    "WITH r AS (SELECT device_id, count(*) AS n,"
+    " count(*) FILTER (WHERE final_grade = 'A') AS a,"
+    " count(*) FILTER (WHERE final_grade = 'B') AS b,"
+    " count(*) FILTER (WHERE final_grade = 'C') AS c,"
+    " count(*) FILTER (WHERE final_grade = 'REJECT') AS rej, avg(final_score) AS s"
+    " FROM results WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s"
+    " GROUP BY 1),"
+    " g AS (SELECT device_id, sum(max_seq - min_seq + 1 - seqs) AS gaps FROM ("
+    "   SELECT device_id, max(seq) AS max_seq, min(seq) AS min_seq, count(DISTINCT seq) AS seqs"
+    "   FROM tof_frames WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s"
+    "   GROUP BY device_id, substring(sample_id FROM '-([0-9a-f]{6})-[0-9]+$')) x GROUP BY 1),"
+    " st AS (SELECT DISTINCT ON (device_id) device_id, state FROM device_status"
+    "   WHERE line_id = %(line)s AND ts < %(until)s ORDER BY device_id, ts DESC)"
+    " SELECT r.device_id, r.n, r.a, r.b, r.c, r.rej, r.s, g.gaps, st.state"
+    " FROM r LEFT JOIN g USING (device_id) LEFT JOIN st USING (device_id) ORDER BY 1"
+)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _figures(d: ShiftData) -> Iterator[Figure]:
+    """The report's pages, each an A4-landscape figure."""
+    period = f"{d.since:%Y-%m-%d %H:%M} – {d.until:%Y-%m-%d %H:%M} UTC"
+    fig = Figure(figsize=A4_LANDSCAPE_IN)
+    fig.suptitle(f"SQAL shift report · line {d.line_id}", fontsize=16, x=0.05, ha="left")
+    score = "–" if d.mean_score is None else f"{d.mean_score:.3f}"
+    lines = [
+        f"Period: {period}",
+        f"Trays: {d.trays}",
+        f"Rejects: {d.grades['REJECT']} ({_pct(d.reject_rate)})",
+        f"Mean score: {score}",
+        "Grades: " + ", ".join(f"{g} {d.grades[g]}" for g in GRADES),
+        "Dead letters: " + str(sum(n for _, _, n in d.dead_letters)),
+    ]
+    fig.text(0.05, 0.88, "\n".join(lines), va="top", fontsize=11, linespacing=1.7)
+    ax = fig.add_axes((0.55, 0.12, 0.4, 0.7))
+    ax.bar(GRADES, [d.grades[g] for g in GRADES], color=[GRADE_COLORS[g] for g in GRADES])
+    ax.set_title("Grade mix")
+    ax.set_ylabel("trays")
+    if not d.trays:
+        fig.text(0.05, 0.4, "No trays in this period.", fontsize=12)
+    yield fig
+
+    fig = Figure(figsize=A4_LANDSCAPE_IN)
+    top, bottom = fig.subplots(2, 1)
+    fig.suptitle(f"Rejects and defects · line {d.line_id}", fontsize=14, x=0.05, ha="left")
+    if d.reject_series:
+        t = [b for b, _, _ in d.reject_series]
+        top.bar(
+            t,
+            [100 * r / n for _, n, r in d.reject_series],
+            width=d.bucket * 0.9,
+            align="edge",
+            color=GRADE_COLORS["REJECT"],
+        )
+    top.set_title(f"Reject rate over time (per {int(d.bucket.total_seconds() // 60)} min)")
+    top.set_ylabel("% of trays")
+    names = [n for n, _ in d.defects]
+    counts = [c for _, c in d.defects]
+    bottom.bar(names, counts, color="#6d4c41")
+    bottom.set_title("Defect Pareto")
+    bottom.set_ylabel("trays")
+    bottom.tick_params(axis="x", labelrotation=20)
+    for i, c in enumerate(counts):
+        bottom.annotate(str(c), (i, c), ha="center", va="bottom")
+    fig.tight_layout()
+    yield fig
+
+    for profile, vols in d.volumes_cm3.items():
+        fig = Figure(figsize=A4_LANDSCAPE_IN)
+        ax = fig.subplots()
+        ax.hist(vols, bins=40, color="#78909c")
+        ax.set_title(f"Volume distribution vs target · {profile} · {len(vols)} trays")
+        ax.set_xlabel("volume (cm³)")
+        ax.set_ylabel("trays")
+        target = d.targets.get(profile)
+        if target is not None:
+            # TNE of 76/211/EEC, in volume through the profile's mass model (domain.md §2)
+            for mass, label, color in (
+                (target.qn_g, "Qn", "green"),
+                (target.qn_g - target.tne_g, "Qn − TNE", "orange"),
+                (target.qn_g - 2 * target.tne_g, "Qn − 2·TNE", "red"),
+            ):
+                v = target.volume_cm3(mass)
+                ax.axvline(v, color=color, linestyle="--")
+                ax.annotate(
+                    f"{label} {v:.0f} cm³",
+                    (v, 0.95),
+                    xycoords=("data", "axes fraction"),
+                    rotation=90,
+                    ha="right",
+                    va="top",
+                    color=color,
+                )
+        yield fig
+
+    fig = Figure(figsize=A4_LANDSCAPE_IN)
+    fig.suptitle(f"Devices and dead letters · line {d.line_id}", fontsize=14, x=0.05, ha="left")
+    ax = fig.add_axes((0.05, 0.45, 0.9, 0.45))
+    ax.axis("off")
+    ax.set_title("Per device")
+    rows = [
+        [
+            r.device_id,
+            str(r.trays),
+            *map(str, r.grades),
+            _pct(r.grades[3] / r.trays if r.trays else None),
+            "–" if r.mean_score is None else f"{r.mean_score:.3f}",
+            str(r.missing_frames),
+            r.state,
+        ]
+        for r in d.devices
+    ]
+    head = [
+        "device",
+        "trays",
+        "A",
+        "B",
+        "C",
+        "REJECT",
+        "reject rate",
+        "mean score",
+        "missing ToF frames",
+        "status at end",
+    ]
+    if rows:
+        _table(ax, rows, head)
+    ax = fig.add_axes((0.05, 0.05, 0.9, 0.3))
+    ax.axis("off")
+    ax.set_title("Dead letters")
+    if d.dead_letters:
+        _table(ax, [[s, r, str(n)] for s, r, n in d.dead_letters], ["stage", "reason", "messages"])
+    else:
+        ax.text(0.5, 0.8, "None.", ha="center")
+    yield fig
+
+
+def _table(ax: Axes, rows: list[list[str]], head: list[str]) -> None:
+    t = ax.table(cellText=rows, colLabels=head, loc="upper center", cellLoc="center")
+    t.auto_set_font_size(False)
+    t.set_fontsize(10)
+    t.scale(1, 1.6)
+
+
+def render_pdf(d: ShiftData, path: Path) -> None:
+    """Write the report as a multi-page PDF."""
+    with PdfPages(path, metadata={"Title": f"SQAL shift report, line {d.line_id}"}) as pdf:
+        for fig in _figures(d):
+            pdf.savefig(fig)
+
+
+def render_html(d: ShiftData, path: Path) -> None:
+    """Write the report as one self-contained HTML page (figures inlined as SVG data)."""
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>SQAL shift report, line "
+        f"{html.escape(d.line_id)}</title><body style='font-family:sans-serif'>"
+    ]
+    for fig in _figures(d):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="svg")
+        data = base64.b64encode(buf.getvalue()).decode()
+        parts.append(f"<img style='width:100%' src='data:image/svg+xml;base64,{data}'>")
+    parts.append("</body>")
+    path.write_text("\n".join(parts), encoding="utf-8")
+
+
+def write_report(d: ShiftData, out: Path, as_html: bool) -> list[Path]:
+    """The PDF at ``out``, and the HTML beside it when asked; the paths written."""
+    try:
+        render_pdf(d, out)
+        written = [out]
+        if as_html:
+            render_html(d, out.with_suffix(".html"))
+            written.append(out.with_suffix(".html"))
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror})") from None
+    return written

@@ -1,0 +1,195 @@
+"""The columns ingest writes into each table, in COPY order, with their PostgreSQL types.
+
+The DDL lives in ``storage/migrations/``; these lists name the subset ingest fills (defaults
+such as ``received_at`` are left to the server). ``tests/test_storage_schema.py`` checks every
+column here exists in the migrated schema with this type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+_INT_BITS = {"int2": 16, "int4": 32, "int8": 64}
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table ingest writes.
+
+    Attributes:
+        name: the table's name.
+        columns: ``(column, type)`` in COPY order; the type names what binary COPY sends.
+        keyed: True when a unique ``(device_id, sample_id, ts)`` index makes writes idempotent.
+    """
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    keyed: bool = True
+
+    int_ranges: tuple[tuple[int, str, int, int, bool], ...] = field(init=False)
+    """``(index, column, low, high, is_array)`` of every integer column.
+
+    psycopg's binary dumpers wrap an int that overflows its declared type (40000 sent as
+    ``int2`` arrives as -25536), so the writer checks ranges before COPY.
+    """
+
+    def __post_init__(self) -> None:
+        out = []
+        for i, (name, typ) in enumerate(self.columns):
+            base = typ.removesuffix("[]")
+            if base in _INT_BITS:
+                bits = _INT_BITS[base]
+                lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+                out.append((i, name, lo, hi, typ.endswith("[]")))
+        object.__setattr__(self, "int_ranges", tuple(out))
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.columns)
+
+    @property
+    def copy_types(self) -> list[str]:
+        return [t for _, t in self.columns]
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.name)
+
+    @property
+    def column_list(self) -> sql.Composed:
+        return sql.SQL(", ").join(sql.Identifier(c) for c in self.column_names)
+
+
+_KEY = (("ts", "timestamptz"), ("line_id", "text"), ("device_id", "text"), ("sample_id", "text"))
+
+TOF = Table(
+    "tof_frames",
+    (
+        *_KEY,
+        ("seq", "int8"),
+        ("v", "int2"),
+        ("layout", "int2"),
+        ("distance_mm", "int2[]"),
+        ("target_status", "int2[]"),
+        ("signal_per_spad", "float4[]"),
+        ("ambient_per_spad", "float4[]"),
+        ("range_sigma_mm", "float4[]"),
+        ("reflectance_pct", "float4[]"),
+        ("ranging_hz", "float4"),
+        ("integration_ms", "float4"),
+        ("sensor_temp_c", "float4"),
+        ("hist_start_bin", "int4"),
+        ("hist_sub_sample", "int4"),
+        ("hist_bin_width_mm", "float4"),
+        ("hist_agg_map", "int4[]"),
+        ("hist_bin_count", "int4"),
+        ("hist_bins", "float4[]"),
+        ("hist_ambient", "float4[]"),
+        ("extra", "jsonb"),
+    ),
+)
+
+SPECTRAL = Table(
+    "spectral_frames",
+    (
+        *_KEY,
+        ("seq", "int8"),
+        ("v", "int2"),
+        ("f1_415nm", "int4"),
+        ("f2_445nm", "int4"),
+        ("f3_480nm", "int4"),
+        ("f4_515nm", "int4"),
+        ("f5_555nm", "int4"),
+        ("f6_590nm", "int4"),
+        ("f7_630nm", "int4"),
+        ("f8_680nm", "int4"),
+        ("clear", "int4"),
+        ("nir_910nm", "int4"),
+        ("flicker", "int4"),
+        ("gain", "float4"),
+        ("atime", "int2"),
+        ("astep", "int4"),
+        ("integration_ms", "float4"),
+        ("led_ma", "int2"),
+        ("saturated", "text[]"),
+        ("flicker_hz", "int2"),
+        ("extra", "jsonb"),
+    ),
+)
+
+RESULTS = Table(
+    "results",
+    (
+        *_KEY,
+        ("v", "int2"),
+        ("profile", "text"),
+        ("calibration_id", "text"),
+        ("final_score", "float4"),
+        ("final_grade", "text"),
+        ("confidence", "float4"),
+        ("defects", "text[]"),
+        ("tof_present", "bool"),
+        ("tof_volume_mm3", "float4"),
+        ("tof_mass_g", "float4"),
+        ("tof_avg_height_mm", "float4"),
+        ("tof_max_height_mm", "float4"),
+        ("tof_height_variation_mm", "float4"),
+        ("tof_surface_uniformity", "float4"),
+        ("tof_tilt_deg", "float4"),
+        ("tof_fill_ratio", "float4"),
+        ("tof_valid_zones", "int2"),
+        ("tof_quality_score", "float4"),
+        ("tof_grade", "text"),
+        ("tof_defects", "text[]"),
+        ("spectral_present", "bool"),
+        ("spectral_freshness_index", "float4"),
+        ("spectral_fat_quality_index", "float4"),
+        ("spectral_oxidation_index", "float4"),
+        ("spectral_color_uniformity", "float4"),
+        ("spectral_lab_l", "float4"),
+        ("spectral_lab_a", "float4"),
+        ("spectral_lab_b", "float4"),
+        ("spectral_quality_score", "float4"),
+        ("spectral_grade", "text"),
+        ("spectral_defects", "text[]"),
+        ("analyzer_version", "text"),
+        ("processing_ms", "float4"),
+    ),
+)
+
+STATUS = Table(
+    "device_status",
+    (
+        *_KEY,
+        ("v", "int2"),
+        ("state", "text"),
+        ("firmware", "text"),
+        ("temperature_c", "float4"),
+        ("humidity_pct", "float4"),
+        ("uptime_s", "float8"),
+        ("extra", "jsonb"),
+    ),
+)
+
+DEAD_LETTERS = Table(
+    "dead_letters",
+    (
+        ("received_at", "timestamptz"),
+        ("stage", "text"),
+        ("topic", "text"),
+        ("line_id", "text"),
+        ("device_id", "text"),
+        ("reason", "text"),
+        ("detail", "text"),
+        ("payload", "bytea"),
+    ),
+    keyed=False,
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (TOF, SPECTRAL, RESULTS, STATUS, DEAD_LETTERS)}
+"""Every table ingest writes, by name."""
+
+ROLLUP_TABLES = ("results_1m", "defects_1m")
+"""Per-minute roll-ups of ``results``, maintained in the writer's transaction."""

@@ -1,0 +1,194 @@
+"""``sqal grafana build|push`` and ``sqal report``: typer-annotated functions the CLI registers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sqal.errors import ConfigError, SqalError
+from sqal.settings import load_settings
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", metavar="DSN", help="PostgreSQL DSN [env SQAL_DB].")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+FOLDER_UID = "sqal"
+"""The Grafana folder ``sqal grafana push`` files the dashboards in (as the provider does)."""
+
+
+class GrafanaPushError(SqalError):
+    """Grafana refused or could not be reached while uploading dashboards."""
+
+
+def grafana_build_command(
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to write one JSON file per dashboard into.")
+    ] = Path("grafana/dashboards"),
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Write nothing; exit 1 if a file differs from the build."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate the Grafana dashboards (Line overview, Quality, Fleet) from code."""
+    from storage.boards import build_boards
+    from storage.dashboards import write_dashboards
+
+    boards = build_boards()
+    if check:
+        stale = [
+            str(out / f"{b.uid}.json")
+            for b in boards
+            if not (out / f"{b.uid}.json").is_file()
+            or (out / f"{b.uid}.json").read_text(encoding="utf-8") != b.to_json()
+        ]
+        _emit({"stale": stale}, as_json, "\n".join(f"stale: {p}" for p in stale) or "up to date")
+        if stale:
+            raise typer.Exit(1)
+        return
+    try:
+        paths = write_dashboards(boards, out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror})") from None
+    panels = {b.uid: len(b.panels) for b in boards}
+    _emit(
+        {"written": [str(p) for p in paths], "panels": panels},
+        as_json,
+        "\n".join(f"wrote {p} ({panels[p.stem]} panels)" for p in paths),
+    )
+
+
+def grafana_push_command(
+    url: Annotated[str, typer.Option("--url", help="Grafana base URL, e.g. http://grafana:3000.")],
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token",
+            help="Service-account token with dashboard write rights [env GRAFANA_TOKEN].",
+            envvar="GRAFANA_TOKEN",
+            show_envvar=False,
+        ),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Upload the dashboards to a running Grafana (folder SQAL), replacing older versions."""
+    from storage.boards import build_boards
+
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--url {url!r}: give an http:// or https:// URL")
+    boards = build_boards()
+    pushed, warning = push_dashboards(url, token, [b.to_dict() for b in boards])
+    _emit(
+        {"pushed": pushed, "warning": warning},
+        as_json,
+        "\n".join(
+            [*(f"pushed {u}" for u in pushed), *([f"Warning: {warning}"] if warning else [])]
+        ),
+    )
+
+
+def push_dashboards(url: str, token: str, docs: list[dict[str, Any]]) -> tuple[list[str], str]:
+    """Create the folder if needed and upload ``docs``; the URLs pushed and a warning (or "").
+
+    Raises:
+        GrafanaPushError: unreachable, the token refused, or a dashboard rejected.
+    """
+    import niquests
+    from grafana_client.api import GrafanaApi
+    from grafana_client.client import GrafanaClientError, GrafanaException
+
+    from storage.dashboards import DATASOURCE_UID
+
+    # An empty token lets credentials in the URL (http://user:pass@host) through.
+    api = GrafanaApi.from_url(url, credential=token or None, timeout=10.0)
+    try:
+        try:
+            api.folder.get_folder(FOLDER_UID)
+        except GrafanaClientError as exc:
+            if exc.status_code != 404:
+                raise
+            api.folder.create_folder("SQAL", uid=FOLDER_UID)
+        warning = ""
+        try:
+            api.datasource.get_datasource_by_uid(DATASOURCE_UID)
+        except GrafanaClientError as exc:
+            if exc.status_code != 404:
+                raise
+            warning = (
+                f"Grafana has no data source with uid {DATASOURCE_UID}; provision "
+                "grafana/provisioning/datasources/sqal.yaml or the panels stay empty"
+            )
+        pushed = []
+        for doc in docs:
+            body = {
+                "dashboard": {**doc, "id": None},
+                "folderUid": FOLDER_UID,
+                "overwrite": True,
+                "message": "sqal grafana push",
+            }
+            answer = api.dashboard.update_dashboard(body)
+            pushed.append(url.rstrip("/") + str(answer.get("url", f"/d/{doc['uid']}")))
+    except GrafanaException as exc:
+        hint = "; check --token" if exc.status_code in (401, 403) else ""
+        raise GrafanaPushError(
+            f"Grafana at {url} answered {exc.status_code}: {exc.message}{hint}"
+        ) from None
+    except niquests.RequestException as exc:
+        raise GrafanaPushError(f"cannot reach Grafana at {url} ({type(exc).__name__})") from None
+    return pushed, warning
+
+
+def report_command(
+    line: Annotated[str, typer.Option("--line", help="Line id to report on.")],
+    db: DbOption = None,
+    since: Annotated[
+        str, typer.Option("--since", help="Start: an age before --until (8h, 90m) or an ISO time.")
+    ] = "8h",
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="End: an age before now or an ISO time [default: now]."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="PDF file to write.")] = Path("shift.pdf"),
+    html: Annotated[
+        bool, typer.Option("--html", help="Also write the report as HTML beside the PDF.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a printable shift report: grades, rejects, defects, volumes, devices, dead letters."""
+    from sqal.wire import is_valid_id
+    from storage.connection import connect
+    from storage.report import load_shift, parse_instant, write_report
+
+    if not is_valid_id(line):
+        raise ConfigError(f"--line {line!r}: a line id is 1-64 of A-Z a-z 0-9 _ -")
+    now = datetime.now(UTC)
+    end = parse_instant(until, now, "--until") if until else now
+    start = parse_instant(since, end, "--since")
+    dsn = load_settings(db=db).db.get_secret_value()
+    with connect(dsn, "sqal-report") as conn:
+        data = load_shift(conn, line, start, end)
+    paths = write_report(data, out, html)
+    summary = {
+        "line": line,
+        "since": start.isoformat(),
+        "until": end.isoformat(),
+        "trays": data.trays,
+        "grades": data.grades,
+        "reject_rate": data.reject_rate,
+        "written": [str(p) for p in paths],
+    }
+    rate = "–" if data.reject_rate is None else f"{100 * data.reject_rate:.1f} %"
+    _emit(
+        summary,
+        as_json,
+        f"line {line}: {data.trays} trays, reject rate {rate}; wrote "
+        + ", ".join(str(p) for p in paths),
+    )
+
+
+def _emit(obj: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(obj, default=str) if as_json else text)

@@ -1,0 +1,398 @@
+"""The batch writer: binary COPY into staging, ``INSERT … ON CONFLICT DO NOTHING``, exact roll-ups.
+
+One call to :meth:`BatchWriter.write` is one transaction, and a redelivered message inserts
+nothing (DESIGN.md, "Database"):
+
+- the batch's keys are probed in the unique index and only new rows are binary-COPied straight
+  into the hypertable (one pass, no staging); for ``results`` the counts of exactly those rows
+  are added to the per-minute roll-ups in the same transaction, so they stay exact;
+- a unique violation (another worker won a race) or a refused row makes the batch go again,
+  row by row under savepoints, through a staging table: binary COPY, then one statement
+  ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` whose really inserted rows feed the
+  roll-ups.
+
+A row the database refuses (a value out of range, a failed CHECK) must not fail its batch:
+the batch is retried row by row under savepoints, the refused rows become dead letters in the
+same transaction, and the rest commit. Losing the connection raises
+:class:`~sqal.errors.StorageError`; the caller keeps the batch and retries it whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from sqal.errors import StorageError
+from storage.arrays import OutOfRangeError, prepack, register_array_dumpers
+from storage.connection import connect, storage_error
+from storage.rollups import (
+    UPSERT_DEFECTS,
+    UPSERT_MINUTES,
+    defect_params,
+    minute_params,
+    rollup,
+)
+from storage.tables import DEAD_LETTERS, RESULTS, TABLES, Table
+
+log = logging.getLogger(__name__)
+
+UNDEFINED_TABLE = "42P01"
+
+
+def check_ranges(table: Table, values: tuple[object, ...]) -> None:
+    """Raise :class:`OutOfRangeError` when an integer scalar does not fit its column.
+
+    Arrays are checked by :func:`storage.arrays.prepack` while it converts them.
+
+    Raises:
+        OutOfRangeError: naming the column and the value.
+    """
+    for i, name, lo, hi, is_array in table.int_ranges:
+        v = values[i]
+        if v is None or is_array:
+            continue
+        if not isinstance(v, int) or v < lo or v > hi:
+            raise OutOfRangeError(f"column {name}: {v!r} is outside {lo}..{hi}")
+
+
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    OutOfRangeError,
+    psycopg.DataError,  # 22xxx: out of range, bad array, ...; also raised by client-side dumpers
+    psycopg.IntegrityError,  # 23xxx: CHECK, NOT NULL (unique conflicts are DO NOTHING)
+    OverflowError,  # a Python int too large for its binary type, raised while dumping
+    FloatingPointError,  # a float beyond float4, raised by the numpy array dumpers
+    struct.error,
+)
+"""Errors a single row can cause; the batch is then isolated row by row."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A row for one of :data:`~storage.tables.TABLES`.
+
+    Attributes:
+        table: the table's name.
+        values: in the table's COPY column order.
+        tag: the caller's handle (ingest: the message's position in its batch), given back in
+            a :class:`Refusal`.
+    """
+
+    table: str
+    values: tuple[object, ...]
+    tag: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRow:
+    """A ``dead_letters`` row."""
+
+    received_at: datetime
+    stage: str
+    topic: str
+    line_id: str | None
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+
+    def values(self) -> tuple[object, ...]:
+        return (
+            self.received_at,
+            self.stage,
+            self.topic,
+            self.line_id,
+            self.device_id,
+            self.reason,
+            self.detail,
+            self.payload,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A row the database refused: the row's tag, the SQLSTATE and the server's message."""
+
+    tag: int
+    sqlstate: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteReport:
+    """What one committed batch did.
+
+    Attributes:
+        inserted: rows really inserted, per table (duplicates excluded).
+        offered: rows offered, per table.
+        refused: rows the database refused, now dead letters.
+        dead_letters: dead-letter rows written (given plus refused).
+    """
+
+    inserted: dict[str, int] = field(default_factory=dict)
+    offered: dict[str, int] = field(default_factory=dict)
+    refused: tuple[Refusal, ...] = ()
+    dead_letters: int = 0
+
+
+_ROLLUP_RESULTS = sql.SQL(
+    """
+WITH ins AS (
+    INSERT INTO results ({cols}) SELECT {cols} FROM {stage}
+    ON CONFLICT DO NOTHING
+    RETURNING ts, line_id, device_id, final_grade, final_score, defects
+), per_minute AS (
+    INSERT INTO results_1m AS r
+        (bucket, line_id, device_id, n_total, n_a, n_b, n_c, n_reject, score_sum, score_count)
+    SELECT time_bucket('1 minute', ts), line_id, device_id, count(*),
+           count(*) FILTER (WHERE final_grade = 'A'), count(*) FILTER (WHERE final_grade = 'B'),
+           count(*) FILTER (WHERE final_grade = 'C'),
+           count(*) FILTER (WHERE final_grade = 'REJECT'),
+           coalesce(sum(final_score), 0), count(final_score)
+    FROM ins GROUP BY 1, 2, 3
+    ORDER BY 2, 3, 1  -- one lock order for concurrent workers: no deadlocks
+    ON CONFLICT (line_id, device_id, bucket) DO UPDATE SET
+        n_total = r.n_total + excluded.n_total, n_a = r.n_a + excluded.n_a,
+        n_b = r.n_b + excluded.n_b, n_c = r.n_c + excluded.n_c,
+        n_reject = r.n_reject + excluded.n_reject,
+        score_sum = r.score_sum + excluded.score_sum,
+        score_count = r.score_count + excluded.score_count
+    RETURNING 1
+), per_defect AS (
+    INSERT INTO defects_1m AS d (bucket, line_id, device_id, defect, n)
+    SELECT time_bucket('1 minute', ts), line_id, device_id, defect, count(*)
+    FROM ins, unnest(defects) AS defect GROUP BY 1, 2, 3, 4
+    ORDER BY 2, 3, 4, 1
+    ON CONFLICT (line_id, device_id, defect, bucket) DO UPDATE SET n = d.n + excluded.n
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM per_minute),
+       (SELECT count(*) FROM per_defect)
+"""
+)
+
+
+def _stage(table: Table) -> sql.Identifier:
+    return sql.Identifier(f"stage_{table.name}")
+
+
+class BatchWriter:
+    """Writes batches over one connection, re-opened after a failure.
+
+    Args:
+        dsn: the database, as a role with ``sqal_ingest``'s grants.
+        application_name: shown in ``pg_stat_activity``.
+    """
+
+    def __init__(self, dsn: str, application_name: str = "sqal-ingest") -> None:
+        self._dsn = dsn
+        self._app = application_name
+        self._conn: psycopg.Connection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def ping(self) -> None:
+        """Open the connection if needed and run ``SELECT 1``.
+
+        Raises:
+            StorageError: the database is unreachable.
+        """
+        conn = self._connection()
+        try:
+            conn.execute("SELECT 1")
+            conn.rollback()
+        except psycopg.Error as exc:
+            self.close()
+            raise storage_error(exc, "database check failed") from None
+
+    def write(
+        self,
+        rows: Sequence[PendingRow],
+        dead: Sequence[DeadRow],
+        refused_to_dead: Callable[[Refusal], DeadRow],
+    ) -> WriteReport:
+        """Write one batch in one transaction.
+
+        Args:
+            rows: table rows; duplicates of stored rows are skipped.
+            dead: dead letters decided before the write (bad payloads).
+            refused_to_dead: builds the dead letter of a row the database refused.
+
+        Raises:
+            StorageError: the database is unreachable or failed for a reason not tied to one
+                row; nothing of the batch was committed.
+        """
+        conn = self._connection()
+        offered: dict[str, int] = {}
+        for r in rows:
+            offered[r.table] = offered.get(r.table, 0) + 1
+        try:
+            try:
+                with conn.transaction():
+                    inserted = self._write_rows(conn, rows, isolating=False)
+                    self._copy_dead(conn, dead)
+                return WriteReport(inserted, offered, (), len(dead))
+            except ROW_ERRORS as exc:
+                log.info("batch of %d rows refused (%s); isolating the bad rows", len(rows), exc)
+            return self._write_isolated(conn, rows, dead, refused_to_dead, offered)
+        except psycopg.Error as exc:
+            self.close()
+            err = storage_error(exc, "cannot write batch")
+            if exc.sqlstate == UNDEFINED_TABLE:
+                err = StorageError(f"{err}; run `sqal db migrate --db DSN` first", exc.sqlstate)
+            raise err from None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._dsn, self._app, autocommit=True)
+            register_array_dumpers(self._conn)
+        return self._conn
+
+    def _write_isolated(
+        self,
+        conn: psycopg.Connection,
+        rows: Sequence[PendingRow],
+        dead: Sequence[DeadRow],
+        refused_to_dead: Callable[[Refusal], DeadRow],
+        offered: dict[str, int],
+    ) -> WriteReport:
+        inserted: dict[str, int] = {}
+        refused: list[Refusal] = []
+        with conn.transaction():
+            for row in rows:
+                try:
+                    with conn.transaction():  # a savepoint per row
+                        counts = self._write_rows(conn, [row], isolating=True)
+                except ROW_ERRORS as exc:
+                    state = getattr(exc, "sqlstate", None)
+                    text = str(exc).strip().splitlines()
+                    refused.append(Refusal(row.tag, state, text[0] if text else type(exc).__name__))
+                    continue
+                for k, n in counts.items():
+                    inserted[k] = inserted.get(k, 0) + n
+            more = [refused_to_dead(r) for r in refused]
+            self._copy_dead(conn, [*dead, *more])
+        return WriteReport(inserted, offered, tuple(refused), len(dead) + len(more))
+
+    def _write_rows(
+        self, conn: psycopg.Connection, rows: Sequence[PendingRow], *, isolating: bool
+    ) -> dict[str, int]:
+        by_table: dict[str, list[tuple[object, ...]]] = {}
+        for r in rows:
+            by_table.setdefault(r.table, []).append(r.values)
+        inserted: dict[str, int] = {}
+        for name in sorted(by_table):  # one table order for every worker
+            table = TABLES.get(name)
+            if table is None or not table.keyed:
+                raise StorageError(f"no keyed table {name!r} to write rows into")
+            inserted[name] = self._write_table(conn, table, by_table[name], isolating=isolating)
+        return inserted
+
+    def _write_table(
+        self,
+        conn: psycopg.Connection,
+        table: Table,
+        values: list[tuple[object, ...]],
+        *,
+        isolating: bool,
+    ) -> int:
+        if not isolating:
+            return self._copy_new(conn, table, values)
+        stage = _stage(table)
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS)"
+                " ON COMMIT DELETE ROWS"
+            ).format(stage, table.ident)
+        )
+        if isolating:
+            # Earlier savepoints of this transaction may have left rows in the staging table.
+            conn.execute(sql.SQL("TRUNCATE {}").format(stage))
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            stage, table.column_list
+        )
+        with conn.cursor() as cur:
+            for v in values:
+                check_ranges(table, v)
+            with cur.copy(copy_sql) as copy:
+                copy.set_types(table.copy_types)
+                for v in prepack(table, values):
+                    copy.write_row(v)
+            if table is RESULTS:
+                cur.execute(_ROLLUP_RESULTS.format(cols=table.column_list, stage=stage))
+                row = cur.fetchone()
+                return int(row[0]) if row else 0
+            cur.execute(
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+                    table.ident, table.column_list, table.column_list, stage
+                )
+            )
+            return max(cur.rowcount, 0)
+
+    def _copy_new(
+        self, conn: psycopg.Connection, table: Table, values: list[tuple[object, ...]]
+    ) -> int:
+        """The fast idempotent path: probe the keys, COPY only the new rows straight in.
+
+        One index probe per row instead of a second pass through a staging table. Safe
+        because the unique index still guards the table: if another worker inserts one of
+        these keys between probe and COPY, the COPY fails with a unique violation, which is
+        one of :data:`ROW_ERRORS`, and the batch is redone row by row with ``ON CONFLICT DO
+        NOTHING``. For ``results`` the new rows' counts go to the roll-ups
+        (:mod:`storage.rollups`) in the same transaction.
+        """
+        # Key columns are (ts, line_id, device_id, sample_id) first in every keyed table.
+        keys = [(v[2], v[3], v[0]) for v in values]
+        ts = [k[2] for k in keys]
+        found = conn.execute(
+            sql.SQL(
+                # One index probe per key (LATERAL), not a hash join over the whole chunk.
+                "SELECT k.d, k.s, k.t FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
+                " AS k(d, s, t) WHERE EXISTS (SELECT 1 FROM {} x WHERE x.ts BETWEEN %s AND %s"
+                " AND x.device_id = k.d AND x.sample_id = k.s AND x.ts = k.t)"
+            ).format(table.ident),
+            ([k[0] for k in keys], [k[1] for k in keys], ts, min(ts), max(ts)),  # type: ignore[type-var]
+        ).fetchall()
+        seen = set(found)
+        fresh = []
+        for k, v in zip(keys, values, strict=True):
+            if k not in seen:
+                seen.add(k)  # a redelivery inside the batch counts once
+                fresh.append(v)
+        if not fresh:
+            return 0
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            table.ident, table.column_list
+        )
+        for v in fresh:
+            check_ranges(table, v)
+        with conn.cursor() as cur:
+            with cur.copy(copy_sql) as copy:
+                copy.set_types(table.copy_types)
+                for v in prepack(table, fresh):
+                    copy.write_row(v)
+            if table is RESULTS:
+                per_minute, per_defect = rollup(fresh)
+                cur.execute(UPSERT_MINUTES, minute_params(per_minute))
+                if per_defect:
+                    cur.execute(UPSERT_DEFECTS, defect_params(per_defect))
+        return len(fresh)
+
+    def _copy_dead(self, conn: psycopg.Connection, dead: Sequence[DeadRow]) -> None:
+        if not dead:
+            return
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            DEAD_LETTERS.ident, DEAD_LETTERS.column_list
+        )
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            copy.set_types(DEAD_LETTERS.copy_types)
+            for d in dead:
+                copy.write_row(d.values())

@@ -1,0 +1,247 @@
+"""Ingest end to end against the real broker and database, the worker in a thread."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from ingest.service import IngestConfig, IngestService
+from sqal.local import Mosquitto, free_port
+from sqal.wire import Grade, Kind, device_topic, encode
+from tests.test_ingest_frames import (
+    T0,
+    count,
+    drop_session,
+    migrated,
+    publish_all,
+    result,
+    spectral_frame,
+    status,
+    tof_frame,
+    wait_until,
+)
+
+_ids = itertools.count()
+
+
+@dataclass
+class Running:
+    service: IngestService
+    stop: threading.Event
+    thread: threading.Thread
+    dsn: str
+    line: str
+    metrics_url: str
+
+
+@pytest.fixture
+def ingest(broker: Mosquitto, fresh_db: str) -> Iterator[Running]:
+    """An ingest worker on the session broker and a fresh migrated database."""
+    n = next(_ids)
+    port = free_port()
+    cfg = IngestConfig(
+        broker=broker.url,
+        dsn=migrated(fresh_db),
+        batch_rows=100,
+        flush_s=0.05,
+        client_id=f"test-ingest-{n}",
+        metrics_port=port,
+    )
+    svc = IngestService(cfg)
+    stop = threading.Event()
+    t = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+    t.start()
+    assert wait_until(lambda: svc.link.connected, 10)
+    try:
+        yield Running(svc, stop, t, fresh_db, f"line{n}", f"http://127.0.0.1:{port}")
+    finally:
+        stop.set()
+        t.join(10)
+        drop_session(broker.url, cfg.client_id)
+
+
+def test_frames_results_and_status_land_in_their_tables(ingest: Running, broker: Mosquitto) -> None:
+    rng = np.random.default_rng(3)
+    dev, line = "dev-a", ingest.line
+    msgs = []
+    for seq in range(50):
+        msgs.append((device_topic(line, dev, Kind.TOF), encode(tof_frame(dev, seq, rng))))
+        msgs.append((device_topic(line, dev, Kind.SPECTRAL), encode(spectral_frame(dev, seq, rng))))
+        grade = [Grade.A, Grade.B, Grade.C, Grade.REJECT][seq % 4]
+        msgs.append(
+            (device_topic(line, dev, Kind.RESULT), encode(result(dev, seq, grade, 0.5, [])))
+        )
+    msgs.append((device_topic(line, dev, Kind.STATUS), encode(status(dev, T0))))
+    publish_all(broker.url, msgs)
+    dsn = ingest.dsn
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM results") == 50)
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM device_status") == 1)
+    assert count(dsn, "SELECT count(*) FROM tof_frames WHERE line_id = %s", line) == 50
+    assert count(dsn, "SELECT count(*) FROM spectral_frames") == 50
+    assert count(dsn, "SELECT sum(n_reject) FROM results_1m") == 50 // 4
+    assert count(dsn, "SELECT sum(n_total) FROM results_1m") == 50
+    assert count(dsn, "SELECT count(*) FROM dead_letters") == 0
+    with urllib.request.urlopen(ingest.metrics_url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert 'sqal_ingest_rows_written_total{table="tof_frames"} 50' in text
+    with urllib.request.urlopen(ingest.metrics_url + "/healthz", timeout=5) as resp:
+        assert resp.status == 200
+
+
+def test_redelivered_result_inserts_nothing_and_rollups_do_not_double(
+    ingest: Running, broker: Mosquitto
+) -> None:
+    dev, line = "dev-r", ingest.line
+    topic = device_topic(line, dev, Kind.RESULT)
+    payloads = [
+        encode(
+            result(dev, seq, Grade.REJECT if seq % 2 else Grade.A, 0.25 * (seq % 4), ["oxidation"])
+        )
+        for seq in range(10)
+    ]
+    publish_all(broker.url, [(topic, p) for p in payloads])
+    dsn = ingest.dsn
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM results") == 10)
+    before = _rollups(dsn)
+    # The same messages again, as a broker redelivers them after a lost ack.
+    publish_all(broker.url, [(topic, p) for p in payloads])
+    assert wait_until(
+        lambda: ingest.service.metrics.duplicates.value("results") == 10, timeout_s=10
+    )
+    assert count(dsn, "SELECT count(*) FROM results") == 10
+    assert _rollups(dsn) == before
+    assert before[0] == (10, 5, 5, 10)
+
+
+def _rollups(dsn: str) -> tuple[tuple[int, ...], int]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT sum(n_total), sum(n_a), sum(n_reject), sum(score_count) FROM results_1m"
+        ).fetchone()
+        defects = conn.execute("SELECT sum(n) FROM defects_1m").fetchone()
+    assert row is not None
+    assert defects is not None
+    return tuple(int(v) for v in row), int(defects[0])
+
+
+def _malformed(line: str, i: int) -> tuple[str, bytes, str]:
+    """The i-th bad message: (topic, payload, the reason ingest must give)."""
+    dev = f"dev-{i % 7}"
+    tof = device_topic(line, dev, Kind.TOF)
+    good = tof_frame(dev, i, np.random.default_rng(i)).model_dump(mode="json")
+    cases: list[tuple[str, bytes, str]] = [
+        (tof, b"{not json", "bad_json"),
+        (tof, b"\xff\xfe\x00garbage", "not_utf8"),
+        (tof, b"[1, 2, 3]", "not_object"),
+        (tof, json.dumps({**good, "v": 2}).encode(), "unsupported_version"),
+        (tof, json.dumps({**good, "layout": 5}).encode(), "schema"),
+        (tof, json.dumps({**good, "device_id": "someone-else"}).encode(), "device_mismatch"),
+        (device_topic(line, dev, Kind.SPECTRAL), b'{"v": 1}', "schema"),
+        (tof, b" " * (70 * 1024), "too_large"),
+        ("sqal/v1/_dead/analyzer", b"{}", "schema"),
+    ]
+    return cases[i % len(cases)]
+
+
+def test_a_thousand_malformed_payloads_become_a_thousand_dead_letters(
+    ingest: Running, broker: Mosquitto
+) -> None:
+    line = ingest.line
+    rng = np.random.default_rng(9)
+    bad = [_malformed(line, i) for i in range(1000)]
+    msgs: list[tuple[str, bytes]] = []
+    good = 0
+    for i, (topic, payload, _) in enumerate(bad):
+        msgs.append((topic, payload))
+        if i % 5 == 0:
+            dev = f"ok-{i % 3}"
+            msgs.append((device_topic(line, dev, Kind.TOF), encode(tof_frame(dev, i, rng))))
+            good += 1
+    # A frame the database refuses (distance beyond smallint) is isolated, not its batch.
+    huge = tof_frame("ok-0", 5000, rng).model_dump(mode="json")
+    huge["distance_mm"][0][0] = 40_000
+    msgs.append((device_topic(line, "ok-0", Kind.TOF), json.dumps(huge).encode()))
+    published = _collect(broker.url, "sqal/v1/_dead/ingest")
+    publish_all(broker.url, msgs)
+    dsn = ingest.dsn
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM dead_letters") == 1001)
+    assert count(dsn, "SELECT count(*) FROM tof_frames") == good
+    assert wait_until(lambda: len(published) == 1001, timeout_s=10)
+    expected: dict[str, int] = {}
+    for _, _, reason in bad:
+        expected[reason] = expected.get(reason, 0) + 1
+    expected["processing"] = 1
+    got = _reasons(dsn)
+    assert got == expected
+    assert count(dsn, "SELECT count(*) FROM dead_letters WHERE octet_length(payload) = 0") == 0
+    m = ingest.service.metrics
+    assert m.dead_letters.total() == 1001
+
+
+def _reasons(dsn: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY 1").fetchall()
+    return {str(r): int(n) for r, n in rows}
+
+
+def _collect(url: str, topic: str) -> list[bytes]:
+    """Subscribe now; the returned list fills in paho's thread (the client lives on with it)."""
+    from sqal.mqtt import client_id, paho_client
+
+    got: list[bytes] = []
+    c = paho_client(url, client_id("test-dead"), persistent=False)
+    c.on_message = lambda cl, ud, msg: got.append(bytes(msg.payload))
+    done = threading.Event()
+    c.on_subscribe = lambda *a: done.set()
+    c.subscribe(topic, qos=1)
+    assert done.wait(5)
+    return got
+
+
+def test_shared_workers_split_the_load_and_store_everything_once(
+    broker: Mosquitto, fresh_db: str
+) -> None:
+    dsn = migrated(fresh_db)
+    workers = []
+    for i in range(2):
+        cfg = IngestConfig(
+            broker=broker.url,
+            dsn=dsn,
+            batch_rows=50,
+            flush_s=0.05,
+            client_id=f"test-ingest-shared-{i}",
+            shared_group="testshare",
+            dead_topics=False,
+        )
+        svc, stop = IngestService(cfg), threading.Event()
+        t = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+        t.start()
+        workers.append((svc, stop, t, cfg.client_id))
+    rng = np.random.default_rng(12)
+    msgs = [
+        (device_topic("shared", f"d{s % 5}", Kind.TOF), encode(tof_frame(f"d{s % 5}", s, rng)))
+        for s in range(400)
+    ]
+    try:
+        assert wait_until(lambda: all(w[0].link.connected for w in workers), 10)
+        publish_all(broker.url, msgs)
+        assert wait_until(lambda: count(dsn, "SELECT count(*) FROM tof_frames") == 400)
+        shares = [w[0].metrics.rows_written.value("tof_frames") for w in workers]
+        assert sum(shares) == 400
+        assert all(s > 0 for s in shares)
+    finally:
+        for _svc, stop, t, cid in workers:
+            stop.set()
+            t.join(10)
+            drop_session(broker.url, cid)

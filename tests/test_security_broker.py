@@ -1,0 +1,414 @@
+"""The production broker config with real Mosquitto: passwords, the ACL, TLS, rotation.
+
+One broker per module, started from ``mosquitto/production.conf`` with only its paths and ports
+rewritten into a temp folder, so what is tested is what the plant runs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import paho.mqtt.client as paho
+import pytest
+import typer
+from cryptography import x509
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from typer.testing import CliRunner
+
+from sqal.broker_admin import (
+    SQAL_COMMENT,
+    CertFiles,
+    Service,
+    full_acl,
+    make_certs,
+    mosquitto_add_device_command,
+    mosquitto_add_service_command,
+    mosquitto_certs_command,
+    parse_acl,
+    set_password,
+    update_acl,
+)
+from sqal.errors import BrokerError
+from sqal.local import free_port
+from sqal.local.mosquitto import mosquitto_binary
+from sqal.local.ports import wait_for_port
+from sqal.local.process import ServiceProcess
+from sqal.mqtt import paho_client
+
+ROOT = Path(__file__).resolve().parent.parent
+NOT_AUTHORIZED = 135  # MQTT 5 reason code 0x87, in CONNACK and PUBACK
+ACCEPTED = (0, 16)  # PUBACK "Success" and "No matching subscribers" (MQTT 5 section 3.4.2.1)
+PASSWORDS = {
+    "L1/devA": "password-of-device-a",
+    "L1/devB": "password-of-device-b",
+    "analyzer": "password-of-analyzer",
+    "record": "password-of-recorder",
+    "config": "password-of-config-cli",
+}
+T = "sqal/v1/L1"
+
+
+@dataclass
+class SecureBroker:
+    folder: Path
+    port: int
+    tls_port: int
+    certs: CertFiles
+    process: ServiceProcess
+
+    def url(self, user: str | None, password: str | None = None, tls: bool = False) -> str:
+        cred = (
+            f"{quote(user, safe='')}:{quote(password or PASSWORDS[user], safe='')}@" if user else ""
+        )
+        return f"{'mqtts' if tls else 'mqtt'}://{cred}{'localhost' if tls else '127.0.0.1'}:" + str(
+            self.tls_port if tls else self.port
+        )
+
+
+def localize(conf: str, folder: Path, port: int, tls_port: int, certs: CertFiles) -> str:
+    """production.conf with its files in ``folder`` and its listeners on loopback test ports."""
+    rewrite = {
+        r"password_file \S+": f"password_file {folder / 'passwd'}",
+        r"acl_file \S+": f"acl_file {folder / 'acl'}",
+        r"listener 8883": f"listener {tls_port} 127.0.0.1",
+        r"cafile \S+": f"cafile {certs.ca_cert}",
+        r"certfile \S+": f"certfile {certs.server_cert}",
+        r"keyfile \S+": f"keyfile {certs.server_key}",
+        r"listener 1883 127\.0\.0\.1": f"listener {port} 127.0.0.1",
+        r"persistence_location \S+": f"persistence_location {folder}/",
+        r"log_dest syslog": f"log_dest file {folder / 'mosquitto.log'}",
+    }
+    out = []
+    for line in conf.splitlines():
+        for pattern, new in rewrite.items():
+            if re.fullmatch(pattern, line):
+                rewrite[pattern] = ""  # each directive is expected once
+                line = new
+                break
+        out.append(line)
+    assert not [p for p, v in rewrite.items() if v], f"production.conf lacks {rewrite}"
+    # Started as root, Mosquitto would drop to the `mosquitto` user, who cannot read the folder.
+    return "\n".join([*out, f"user {getpass.getuser()}", ""])
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    folder = tmp_path_factory.mktemp("secure-mqtt")
+    certs = make_certs(folder / "certs", ["localhost", "127.0.0.1"], 30, [], datetime.now(UTC))
+    for user, password in PASSWORDS.items():
+        set_password(folder / "passwd", user, password)
+    for service in Service:
+        update_acl(folder / "acl", service)
+    port, tls_port = free_port(), free_port()
+    conf = folder / "mosquitto.conf"
+    conf.write_text(
+        localize((ROOT / "mosquitto/production.conf").read_text(), folder, port, tls_port, certs)
+    )
+    popen = subprocess.Popen(
+        [mosquitto_binary(), "-c", str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    proc = ServiceProcess("mosquitto", popen.pid, signal.SIGTERM, popen)
+    try:
+        for p in (port, tls_port):
+            assert wait_for_port(p, timeout_s=10, alive=proc.alive), (
+                folder / "mosquitto.log"
+            ).read_text()
+        yield SecureBroker(folder, port, tls_port, certs, proc)
+    finally:
+        proc.stop()
+
+
+@dataclass
+class Peer:
+    """A connected client with what it received and the PUBACK reason codes it got."""
+
+    client: paho.Client
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+    pubacks: dict[int, int] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def wait_for(self, topic: str, payload: bytes, timeout_s: float = 5.0) -> None:
+        with self.cond:
+            ok = self.cond.wait_for(lambda: (topic, payload) in self.received, timeout_s)
+        assert ok, f"{topic} {payload!r} never arrived; got {self.received}"
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
+        """Publish at QoS 1 and return the PUBACK's reason code."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(5)
+        with self.cond:
+            assert self.cond.wait_for(lambda: info.mid in self.pubacks, 5)
+            return self.pubacks[info.mid]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def peers() -> Iterator[list[Peer]]:
+    made: list[Peer] = []
+    yield made
+    for p in made:
+        p.close()
+
+
+def connect(peers: list[Peer], url: str, *subscriptions: str) -> Peer:
+    peer = Peer(paho.Client(CallbackAPIVersion.VERSION2))
+
+    def on_message(c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+        with peer.cond:
+            peer.received.append((msg.topic, bytes(msg.payload)))
+            peer.cond.notify_all()
+
+    def on_publish(c: paho.Client, u: object, mid: int, rc: ReasonCode, p: object) -> None:
+        with peer.cond:
+            peer.pubacks[mid] = rc.value
+            peer.cond.notify_all()
+
+    peer.client = paho_client(
+        url, f"t{len(peers)}-{time.monotonic_ns()}", persistent=False,
+        on_message=on_message, on_publish=on_publish,
+    )  # fmt: skip
+    peers.append(peer)
+    for sub in subscriptions:
+        peer.client.subscribe(sub, qos=1)
+    return peer
+
+
+def settle(recorder: Peer, device: Peer) -> None:
+    """Publish a marker from ``device`` and wait for it: everything sent before has arrived."""
+    stamp = str(time.monotonic_ns()).encode()
+    assert device.publish(f"{T}/devA/status", stamp) in ACCEPTED
+    recorder.wait_for(f"{T}/devA/status", stamp)
+
+
+def test_anonymous_and_wrong_password_are_refused(secure: SecureBroker) -> None:
+    for url in (secure.url(None), secure.url("L1/devA", "not-the-password")):
+        with pytest.raises(BrokerError) as info:
+            paho_client(url, "intruder", persistent=False)
+        assert info.value.reason_code == NOT_AUTHORIZED
+
+
+def test_a_device_publishes_its_own_frames_but_nothing_as_another(
+    secure: SecureBroker, peers: list[Peer]
+) -> None:
+    rec = connect(peers, secure.url("record"), "sqal/v1/#")
+    time.sleep(0.2)  # SUBACK
+    dev_a = connect(peers, secure.url("L1/devA"))
+    for kind in ("tof", "spectral", "status"):
+        assert dev_a.publish(f"{T}/devB/{kind}", b"spoofed") == NOT_AUTHORIZED
+    for kind in ("result", "config"):
+        assert dev_a.publish(f"{T}/devA/{kind}", b"not a device's") == NOT_AUTHORIZED
+    assert dev_a.publish("sqal/v1/L2/devA/tof", b"another line") == NOT_AUTHORIZED
+    for kind in ("tof", "spectral"):
+        assert dev_a.publish(f"{T}/devA/{kind}", kind.encode()) in ACCEPTED
+    settle(rec, dev_a)
+    topics = {t for t, _ in rec.received}
+    assert topics == {f"{T}/devA/tof", f"{T}/devA/spectral", f"{T}/devA/status"}
+
+
+def test_a_device_reads_its_own_config_and_never_another_one(
+    secure: SecureBroker, peers: list[Peer]
+) -> None:
+    cfg = connect(peers, secure.url("config"))
+    assert cfg.publish(f"{T}/devB/config", b"config-b", retain=True) in ACCEPTED
+    assert cfg.publish(f"{T}/devA/config", b"config-a", retain=True) in ACCEPTED
+    # B's filters first: its retained config, were it allowed, would arrive before A's.
+    dev_a = connect(peers, secure.url("L1/devA"), f"{T}/devB/config", "sqal/v1/+/+/config")
+    dev_a.client.subscribe(f"{T}/devA/config", qos=1)
+    dev_a.wait_for(f"{T}/devA/config", b"config-a")
+    assert cfg.publish(f"{T}/devB/config", b"config-b2") in ACCEPTED
+    assert cfg.publish(f"{T}/devA/config", b"config-a2") in ACCEPTED
+    dev_a.wait_for(f"{T}/devA/config", b"config-a2")
+    assert {t for t, _ in dev_a.received} == {f"{T}/devA/config"}
+
+
+def test_a_last_will_on_another_device_status_is_not_published(
+    secure: SecureBroker, peers: list[Peer]
+) -> None:
+    rec = connect(peers, secure.url("record"), f"{T}/+/status")
+    time.sleep(0.2)
+    for owner in ("devB", "devA"):  # A's own will last: once it is in, B's would be too
+        c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        c.username_pw_set("L1/devA", PASSWORDS["L1/devA"])
+        c.will_set(f"{T}/{owner}/status", f"offline-{owner}".encode(), qos=1, retain=True)
+        c.connect("127.0.0.1", secure.port)
+        c.loop(1.0)
+        sock = c.socket()
+        assert sock is not None
+        sock.close()  # no DISCONNECT: the broker publishes the will
+        time.sleep(0.1)
+    rec.wait_for(f"{T}/devA/status", b"offline-devA")
+    assert (f"{T}/devB/status", b"offline-devB") not in rec.received
+
+
+def test_the_analyzer_reads_frames_and_writes_results_but_not_configs(
+    secure: SecureBroker, peers: list[Peer]
+) -> None:
+    rec = connect(peers, secure.url("record"), f"{T}/+/result", f"{T}/+/config")
+    ana = connect(peers, secure.url("analyzer"), "sqal/v1/+/+/tof")
+    time.sleep(0.2)
+    dev_a = connect(peers, secure.url("L1/devA"))
+    assert dev_a.publish(f"{T}/devA/tof", b"frame-for-analyzer") in ACCEPTED
+    ana.wait_for(f"{T}/devA/tof", b"frame-for-analyzer")
+    assert ana.publish(f"{T}/devA/config", b"analyzer-config") == NOT_AUTHORIZED
+    assert ana.publish(f"{T}/devA/tof", b"analyzer-frame") == NOT_AUTHORIZED
+    assert ana.publish("sqal/v1/_dead/ingest", b"not its stage") == NOT_AUTHORIZED
+    assert ana.publish("sqal/v1/_dead/analyzer", b"its dead letter") in ACCEPTED
+    assert ana.publish(f"{T}/devA/result", b"result-a") in ACCEPTED
+    rec.wait_for(f"{T}/devA/result", b"result-a")
+    assert (f"{T}/devA/config", b"analyzer-config") not in rec.received
+
+
+def test_tls_verifies_the_broker_against_the_generated_ca_only(
+    secure: SecureBroker, peers: list[Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def handshake(ctx: ssl.SSLContext, name: str) -> None:
+        with (
+            socket.create_connection(("127.0.0.1", secure.tls_port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname=name),
+        ):
+            pass
+
+    system_store = ssl.create_default_context()
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    system_store.load_default_certs()
+    with pytest.raises(ssl.SSLCertVerificationError, match="CERTIFICATE_VERIFY_FAILED"):
+        handshake(system_store, "localhost")
+    ours = ssl.create_default_context(cafile=str(secure.certs.ca_cert))
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        handshake(ours, "broker.elsewhere")
+    handshake(ours, "localhost")
+    # sqal.mqtt trusts OpenSSL's default store, which SSL_CERT_FILE points at our CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(secure.certs.ca_cert))
+    dev_a = connect(peers, secure.url("L1/devA", tls=True))
+    assert dev_a.publish(f"{T}/devA/tof", b"over tls") in ACCEPTED
+    sock = dev_a.client.socket()
+    assert isinstance(sock, ssl.SSLSocket)
+    assert sock.version() in ("TLSv1.2", "TLSv1.3")
+    with pytest.raises(BrokerError) as info:  # TLS does not replace the password
+        paho_client(secure.url("L1/devA", "wrong-password", tls=True), "x", persistent=False)
+    assert info.value.reason_code == NOT_AUTHORIZED
+
+
+def test_a_rotated_password_takes_effect_on_sighup(secure: SecureBroker) -> None:
+    user = "L1/rotated"
+    set_password(secure.folder / "passwd", user, "first-password-1")
+    os.kill(secure.process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while True:  # the reload is asynchronous: poll until the new user is known
+        try:
+            paho_client(secure.url(user, "first-password-1"), "r1", persistent=False).disconnect()
+            break
+        except BrokerError:
+            assert time.monotonic() < deadline, "SIGHUP did not reload the password file"
+            time.sleep(0.1)
+    set_password(secure.folder / "passwd", user, "second-password-2")
+    os.kill(secure.process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            paho_client(secure.url(user, "first-password-1"), "r2", persistent=False).disconnect()
+        except BrokerError as exc:
+            refused = exc.reason_code
+            break
+        assert time.monotonic() < deadline, "old password still accepted after SIGHUP"
+        time.sleep(0.1)
+    assert refused == NOT_AUTHORIZED
+    paho_client(secure.url(user, "second-password-2"), "r3", persistent=False).disconnect()
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer(pretty_exceptions_enable=False, rich_markup_mode=None)
+    app.command("add-device")(mosquitto_add_device_command)
+    app.command("add-service")(mosquitto_add_service_command)
+    app.command("certs")(mosquitto_certs_command)
+    return app
+
+
+def test_add_device_generates_a_password_shown_once_and_keeps_the_acl_exact(
+    tmp_path: Path,
+) -> None:
+    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
+    acl.write_text(
+        "# plant: our own monitoring user\nuser monitor\ntopic read $SYS/#\n"
+        "pattern readwrite sqal/v1/+/%u/#\n"
+    )
+    args = ["--password-file", str(passwd), "--acl-file", str(acl)]
+    runner = CliRunner()
+    first = runner.invoke(_cli(), ["add-device", "L1/dev-01", *args])
+    assert first.exit_code == 0, first.output
+    shown = re.findall(r"password \(shown once, store it now\): (\S+)", first.output)
+    assert len(shown) == 1
+    assert len(shown[0]) >= 32
+    assert "removed foreign pattern" in first.output
+    assert passwd.stat().st_mode & 0o777 == 0o600
+    assert passwd.read_text().startswith("L1/dev-01:$7$")  # mosquitto_passwd's PBKDF2 hash
+    assert shown[0] not in passwd.read_text()
+    again = runner.invoke(_cli(), ["add-device", "L1/dev-01", *args, "--password", "p" * 12])
+    assert again.exit_code == 0, again.output
+    assert "shown once" not in again.output
+    assert "p" * 12 not in again.output
+    assert len(passwd.read_text().splitlines()) == 1  # replaced, not added
+    parsed = parse_acl(acl.read_text())
+    assert parsed.users == {"monitor": ["# plant: our own monitoring user", "topic read $SYS/#"]}
+    assert parsed.patterns == parse_acl(full_acl()).patterns
+    assert acl.read_text().count(SQAL_COMMENT) == full_acl().count(SQAL_COMMENT)
+    bad = runner.invoke(_cli(), ["add-device", "L1/dev-01", *args, "--password", "short"])
+    assert bad.exit_code != 0
+    assert "--password" in str(bad.exception)
+    assert runner.invoke(_cli(), ["add-device", "L1", *args]).exit_code != 0
+
+
+def test_the_repository_acl_is_what_the_commands_write(tmp_path: Path) -> None:
+    acl = tmp_path / "acl"
+    for service in Service:
+        result = CliRunner().invoke(
+            _cli(),
+            ["add-service", service.value, "--password-file", str(tmp_path / "pw"),
+             "--acl-file", str(acl), "--json"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    assert acl.read_text() == full_acl() == (ROOT / "mosquitto/acl").read_text()
+
+
+def test_certs_keeps_keys_private_and_the_ca_across_renewals(tmp_path: Path) -> None:
+    out = tmp_path / "certs"
+    args = ["certs", "--out", str(out), "--host", "broker.plant", "--host", "10.0.0.5"]
+    first = CliRunner().invoke(_cli(), [*args, "--client", "L1/dev-01"])
+    assert first.exit_code == 0, first.output
+    ca_pem = (out / "ca.crt").read_bytes()
+    assert CliRunner().invoke(_cli(), args).exit_code == 0
+    assert (out / "ca.crt").read_bytes() == ca_pem  # devices keep trusting the same CA
+    for key in ("ca.key", "server.key", "clients/L1_dev-01.key"):
+        assert (out / key).stat().st_mode & 0o777 == 0o600
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    server = x509.load_pem_x509_certificate((out / "server.crt").read_bytes())
+    client = x509.load_pem_x509_certificate((out / "clients/L1_dev-01.crt").read_bytes())
+    server.verify_directly_issued_by(ca)
+    client.verify_directly_issued_by(ca)
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["broker.plant"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    bad = CliRunner().invoke(_cli(), [*args, "--days", "0"])
+    assert bad.exit_code != 0
+    assert "--days" in str(bad.exception)

@@ -1,0 +1,148 @@
+"""The batch writer: idempotent inserts, exact roll-ups, bad rows isolated, typed errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import psycopg
+import pytest
+
+from ingest.rows import to_row
+from sqal.errors import StorageError
+from sqal.wire import Frame, Grade, Kind, device_topic, parse_topic
+from storage.tables import RESULTS
+from storage.writer import BatchWriter, DeadRow, PendingRow, Refusal
+from tests.test_ingest_frames import T0, migrated, result, tof_frame
+
+
+def _rows(kind: Kind, frames: Sequence[Frame]) -> list[PendingRow]:
+    out = []
+    for i, f in enumerate(frames):
+        topic = parse_topic(device_topic("line-w", f.device_id, kind))
+        row = to_row(topic, f, T0)
+        assert row is not None
+        out.append(PendingRow(row[0], row[1], i))
+    return out
+
+
+def _dead(r: Refusal) -> DeadRow:
+    return DeadRow(datetime.now(UTC), "ingest", "t", None, None, "processing", r.detail, b"")
+
+
+def test_duplicates_in_and_across_batches_insert_once_and_count_once(fresh_db: str) -> None:
+    dsn = migrated(fresh_db)
+    grades = [Grade.A, Grade.B, Grade.REJECT, Grade.REJECT]
+    results = [result("d1", s, grades[s % 4], 0.5, ["underfill", "tilted"]) for s in range(8)]
+    w = BatchWriter(dsn)
+    try:
+        rows = _rows(Kind.RESULT, results)
+        first = w.write(rows + rows[:3], [], _dead)  # redelivered inside the batch too
+        second = w.write(rows, [], _dead)
+    finally:
+        w.close()
+    assert first.inserted == {"results": 8}
+    assert first.offered == {"results": 11}
+    assert second.inserted == {"results": 0}
+    with psycopg.connect(dsn) as conn:
+        roll = conn.execute(
+            "SELECT sum(n_total), sum(n_a), sum(n_b), sum(n_reject), sum(score_sum),"
+            " sum(score_count) FROM results_1m"
+        ).fetchone()
+        defects: dict[str, int] = dict(
+            conn.execute("SELECT defect, sum(n)::int FROM defects_1m GROUP BY 1").fetchall()
+        )
+        mean = conn.execute("SELECT mean_score FROM results_1m_view").fetchone()
+    assert roll == (8, 2, 2, 4, 4.0, 8)
+    assert defects == {"underfill": 8, "tilted": 8}
+    assert mean == (0.5,)
+
+
+def test_a_refused_row_becomes_a_dead_letter_and_its_batch_commits(fresh_db: str) -> None:
+    dsn = migrated(fresh_db)
+    rng = np.random.default_rng(4)
+    frames = [tof_frame("d2", s, rng) for s in range(20)]
+    rows = _rows(Kind.TOF, frames)
+    bad = list(rows[7].values)
+    bad[7] = [40_000] * 64  # distance_mm beyond smallint
+    rows[7] = PendingRow(rows[7].table, tuple(bad), 7)
+    w = BatchWriter(dsn)
+    try:
+        report = w.write(rows, [], _dead)
+    finally:
+        w.close()
+    assert report.inserted == {"tof_frames": 19}
+    assert [r.tag for r in report.refused] == [7]
+    assert report.refused[0].sqlstate == "22003"
+    assert "distance_mm" in report.refused[0].detail
+    assert report.dead_letters == 1
+    with psycopg.connect(dsn) as conn:
+        stored = conn.execute("SELECT count(*), min(distance_mm[1]) FROM tof_frames").fetchone()
+        dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+    assert stored is not None
+    assert stored[0] == 19
+    assert stored[1] > 0
+    assert dead == (1,)
+
+
+def test_an_unreachable_database_raises_storage_error() -> None:
+    from sqal.local import free_port
+
+    w = BatchWriter(f"postgresql://sqal@127.0.0.1:{free_port()}/sqal")
+    with pytest.raises(StorageError, match="cannot connect to the database") as info:
+        w.write([], [], _dead)
+    assert info.value.sqlstate is None
+
+
+def test_a_database_without_the_schema_raises_storage_error_with_sqlstate(fresh_db: str) -> None:
+    rows = _rows(Kind.TOF, [tof_frame("d3", 0, np.random.default_rng(0))])
+    w = BatchWriter(fresh_db)
+    try:
+        with pytest.raises(StorageError) as info:
+            w.write(rows, [], _dead)
+    finally:
+        w.close()
+    assert info.value.sqlstate == "42P01"  # undefined_table: run sqal db migrate
+
+
+def test_matrices_are_stored_flat_row_major_with_exact_values(fresh_db: str) -> None:
+    dsn = migrated(fresh_db)
+    f = tof_frame("d4", 1, np.random.default_rng(8))
+    w = BatchWriter(dsn)
+    try:
+        w.write(_rows(Kind.TOF, [f]), [], _dead)
+    finally:
+        w.close()
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT layout, distance_mm, signal_per_spad, array_ndims(distance_mm) FROM tof_frames"
+        ).fetchone()
+    assert row is not None
+    layout, dist, signal, ndims = row
+    assert layout == 8
+    assert ndims == 1
+    assert dist == [v for r in f.distance_mm for v in r]
+    assert signal == pytest.approx([v for r in f.signal_per_spad for v in r], rel=1e-6)
+
+
+def test_isolated_batch_of_results_keeps_the_rollups_exact(fresh_db: str) -> None:
+    """A refused result sends its batch row by row (staging path); roll-ups count the rest."""
+    dsn = migrated(fresh_db)
+    rows = _rows(Kind.RESULT, [result("d5", s, Grade.REJECT, 0.5, ["oxidation"]) for s in range(6)])
+    w = BatchWriter(dsn)
+    try:
+        w.write(rows[:2], [], _dead)  # two already stored: redelivered below
+        bad = list(rows[4].values)
+        bad[RESULTS.column_names.index("tof_valid_zones")] = 40_000  # beyond smallint
+        rows[4] = PendingRow(rows[4].table, tuple(bad), 4)
+        report = w.write(rows, [], _dead)
+    finally:
+        w.close()
+    assert report.inserted == {"results": 3}
+    assert [r.tag for r in report.refused] == [4]
+    with psycopg.connect(dsn) as conn:
+        roll = conn.execute("SELECT sum(n_total), sum(n_reject) FROM results_1m").fetchone()
+        n = conn.execute("SELECT sum(n) FROM defects_1m").fetchone()
+    assert roll == (5, 5)
+    assert n == (5,)

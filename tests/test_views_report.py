@@ -1,0 +1,151 @@
+"""``sqal report`` renders a PDF whose pages carry the titles and the numbers in the database."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+import typer
+from matplotlib.image import imread
+from typer.testing import CliRunner
+
+from sqal.errors import ConfigError
+from storage.boards import ProfileTarget
+from storage.report import bucket_for, parse_instant
+from storage.views_command import report_command
+from tests.views_data import END, START, build_shift, fill
+
+needs_poppler = pytest.mark.skipif(
+    shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,
+    reason="poppler-utils (pdftotext, pdftoppm) is not installed; scripts/setup.sh adds it",
+)
+
+
+def cli(*args: str) -> object:
+    app = typer.Typer()
+    app.command()(report_command)
+    return CliRunner().invoke(app, list(args))
+
+
+def pdf_text(path: Path) -> str:
+    out = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, check=True)
+    return out.stdout.decode()
+
+
+@needs_poppler
+def test_report_pages_show_titles_and_the_numbers_in_the_database(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    fill(fresh_db, build_shift())
+    with psycopg.connect(fresh_db) as conn:
+        n, rejects = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE final_grade = 'REJECT') FROM results"
+            " WHERE line_id = 'L1'"
+        ).fetchone() or (0, 0)
+        per_device: dict[str, int] = dict(
+            conn.execute(
+                "SELECT device_id, count(*) FROM results WHERE line_id = 'L1' GROUP BY 1"
+            ).fetchall()
+        )
+        underfill = conn.execute(
+            "SELECT count(*) FROM results WHERE line_id = 'L1' AND 'underfill' = ANY(defects)"
+        ).fetchone()
+    out = tmp_path / "shift.pdf"
+    result = cli(
+        "--db",
+        fresh_db,
+        "--line",
+        "L1",
+        "--since",
+        START.isoformat(),
+        "--until",
+        END.isoformat(),
+        "--out",
+        str(out),
+        "--html",
+    )
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert f"{n} trays" in result.output  # type: ignore[attr-defined]
+
+    text = pdf_text(out)
+    for title in (
+        "SQAL shift report · line L1",
+        "Grade mix",
+        "Reject rate over time",
+        "Defect Pareto",
+        "Volume distribution vs target · foie_gras_lobe_400g",
+        "Per device",
+        "Dead letters",
+    ):
+        assert title in text, title
+    assert f"Trays: {n}" in text
+    assert f"Rejects: {rejects} ({100 * rejects / n:.1f} %)" in text
+    target = ProfileTarget.load("foie_gras_lobe_400g")  # the lines come from the profile
+    assert f"Qn − TNE {target.volume_cm3(target.qn_g - target.tne_g):.0f} cm³" in text
+    assert underfill is not None
+    assert str(underfill[0]) in text
+    for device, count in per_device.items():
+        row = next(line for line in text.splitlines() if line.strip().startswith(device))
+        assert row.split()[1] == str(count), row
+    dead = {
+        line.split()[1]: line.split()[2]
+        for line in text.splitlines()
+        if line.split()[:1] in (["ingest"], ["analyzer"])
+    }
+    assert dead == {"bad_json": "5", "schema": "3", "bad_topic": "2"}
+
+    pages = subprocess.run(
+        ["pdftoppm", "-r", "20", "-png", str(out), str(tmp_path / "p")], check=True
+    )
+    assert pages.returncode == 0
+    images = sorted(tmp_path.glob("p-*.png"))
+    assert len(images) == 4  # summary, rejects+defects, one profile's volumes, devices
+    for image in images:
+        assert np.asarray(imread(image))[..., :3].min() < 0.5, f"{image.name} is blank"
+    html = (tmp_path / "shift.html").read_text(encoding="utf-8")
+    assert html.count("data:image/svg+xml;base64,") == 4
+
+
+@needs_poppler
+def test_a_period_without_trays_still_renders(fresh_db: str, tmp_path: Path) -> None:
+    fill(fresh_db, build_shift())
+    out = tmp_path / "empty.pdf"
+    result = cli(
+        "--db",
+        fresh_db,
+        "--line",
+        "L1",
+        "--since",
+        "1h",
+        "--until",
+        (START - timedelta(days=1)).isoformat(),
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert "No trays in this period." in pdf_text(out)
+
+
+def test_since_and_until_take_ages_or_zoned_times() -> None:
+    now = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+    assert parse_instant("8h", now, "--since") == now - timedelta(hours=8)
+    assert parse_instant("2026-03-02T06:00:00+01:00", now, "--since") == datetime(
+        2026, 3, 2, 5, 0, tzinfo=UTC
+    )
+    with pytest.raises(ConfigError, match="--since '2026-03-02T06:00'"):
+        parse_instant("2026-03-02T06:00", now, "--since")
+    with pytest.raises(ConfigError, match="--until 'yesterday'"):
+        parse_instant("yesterday", now, "--until")
+    assert bucket_for(timedelta(hours=8)) == timedelta(minutes=20)
+    assert bucket_for(timedelta(minutes=30)) == timedelta(minutes=5)
+
+
+def test_bad_line_and_reversed_period_are_config_errors(tmp_path: Path) -> None:
+    result = cli("--line", "L 1", "--out", str(tmp_path / "x.pdf"))
+    assert isinstance(result.exception, ConfigError)  # type: ignore[attr-defined]
+    assert "--line" in str(result.exception)  # type: ignore[attr-defined]
