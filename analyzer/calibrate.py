@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
+from numpy.typing import NDArray
 
 from analyzer.arrays import stack_spectral, stack_tof
-from analyzer.calibration import Step, empty_reference, spectral_reference
+from analyzer.calibration import (
+    Step,
+    chart_reflectance,
+    empty_reference,
+    fit_colour_matrix,
+    spectral_reference,
+)
 from sqal.devices import Target, fetch_configs, publish_config
 from sqal.errors import BrokerError, CalibrationError, ConfigError, PayloadError
 from sqal.mqtt import aiomqtt_client, client_id
@@ -36,6 +46,8 @@ from sqal.wire import (
     decode,
     device_topic,
 )
+
+F64 = NDArray[np.float64]
 
 PROMPTS: dict[str, str] = {
     "empty": "Place an EMPTY tray under {t}, centred as in production",
@@ -217,3 +229,64 @@ def ask(prompt: str) -> None:
         input(f"{prompt}, then press Enter… ")
     else:
         sys.stderr.write(f"{prompt} (no terminal: not waiting)\n")
+
+
+def load_chart(path: Path) -> tuple[list[str], F64, F64]:
+    """A colour-chart file: ``{"patches": [{"name", "xyz": [X, Y, Z], "bc": [10 values]}]}``.
+
+    ``bc`` are the patch's mean basic counts (F1..F8, Clear, NIR) captured at the white tile's
+    distance with the device's current settings; ``xyz`` its spectrophotometer reading (D65/2°,
+    white Y = 100).
+
+    Raises:
+        ConfigError: unreadable, or a patch without 3 XYZ and 10 basic counts.
+    """
+    try:
+        doc = json.loads(path.read_text())
+        patches = doc["patches"]
+        names = [str(p.get("name", i)) for i, p in enumerate(patches)]
+        xyz = np.asarray([p["xyz"] for p in patches], dtype=np.float64)
+        bc = np.asarray([p["bc"] for p in patches], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"--colour-chart {path}: {exc}") from None
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or bc.ndim != 2 or bc.shape[1] != 10:
+        raise ConfigError(f"--colour-chart {path}: each patch needs 3 xyz and 10 bc values")
+    return names, bc, xyz
+
+
+def calibrate_colour(
+    broker: str, target: Target, chart: Path, seed: int = 0
+) -> tuple[DeviceConfig, dict[str, Any]]:
+    """Fit the colour matrix from a chart file and publish it in the device's calibration.
+
+    Raises:
+        ConfigError: no retained config, or no dark/white references yet.
+        CalibrationError: too few patches or a held-out ΔE over the limit.
+    """
+    held = asyncio.run(fetch_configs(broker, target.topic)).get(target.topic)
+    cal = held.calibration if isinstance(held, DeviceConfig) else None
+    if (
+        not isinstance(held, DeviceConfig)
+        or cal is None
+        or None in (cal.dark_bc, cal.white_bc, cal.rho_white)
+    ):
+        raise ConfigError(
+            f"{target.line}/{target.device}: calibrate --step dark and --step white first; "
+            "the chart's reflectances are computed from them"
+        )
+    names, bc, xyz = load_chart(chart)
+    r = chart_reflectance(
+        bc, np.asarray(cal.dark_bc), np.asarray(cal.white_bc), np.asarray(cal.rho_white)
+    )
+    fit = fit_colour_matrix(r, xyz, np.random.default_rng(seed))
+    now = datetime.now(UTC)
+    new = new_calibration(
+        cal, target, now,
+        color_matrix=[[round(float(v), 6) for v in row] for row in fit.matrix],
+        color_delta_e=round(fit.held_out_de, 3),
+    )  # fmt: skip
+    config = held.model_copy(update={"calibration": new, "ts": now})
+    asyncio.run(publish_config(broker, target, config))
+    summary = {"step": "colour", "patches": len(names), "held_out_de": fit.held_out_de,
+               "fitted_de": fit.fitted_de, "calibration_id": new.id}  # fmt: skip
+    return config, summary

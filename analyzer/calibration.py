@@ -200,3 +200,77 @@ def spectral_reference(
         if readings.size:
             z_cal = float(np.median(readings))
     return SpectralReference(mean, cv, peak, n, z_cal)
+
+
+RIDGE_LAMBDA: Final = 1e-3
+"""Ridge weight of the colour-matrix fit (domain.md §3: λ ≈ 1e−3)."""
+CHART_FOLDS: Final = 5
+MIN_PATCHES: Final = 24
+"""Colour chart + beige/pink/brown/yellow tiles (domain.md §3: ≥ 24 diffuse patches)."""
+MAX_HELD_OUT_DE: Final = 3.0
+"""Accept a fit whose held-out mean ΔE*ab is at most this (domain.md §3)."""
+
+
+@dataclass(frozen=True)
+class ColourFit:
+    """A fitted colour matrix and how well it predicts patches it was not fitted on."""
+
+    matrix: F64
+    held_out_de: float
+    fitted_de: float
+    patches: int
+
+
+def chart_reflectance(bc: F64, dark_bc: F64, white_bc: F64, rho_white: F64) -> F64:
+    """(n, 8) reflectances of chart patches at z_cal: ρw·(BC − dark)/(white − dark), F1-F8."""
+    span = np.maximum(white_bc[:8] - dark_bc[:8], 1e-9)
+    return np.asarray(rho_white[:8] * (bc[:, :8] - dark_bc[:8]) / span)
+
+
+def _ridge(r: F64, xyz: F64, lam: float) -> F64:
+    x = np.hstack([r, np.ones((r.shape[0], 1))])
+    # Ridge least squares as an augmented system (domain.md §3): [X; √λ·I] Mᵀ ≈ [T; 0].
+    a = np.vstack([x, np.sqrt(lam) * np.eye(x.shape[1])])
+    t = np.vstack([xyz, np.zeros((x.shape[1], 3))])
+    mt, *_ = np.linalg.lstsq(a, t, rcond=None)
+    m = np.asarray(mt.T)
+    # Scale so a perfect white (R ≡ 1) gives Y = 100.
+    return np.asarray(m * (100.0 / float(m[1] @ np.ones(x.shape[1]))))
+
+
+def _mean_de(m: F64, r: F64, xyz: F64) -> float:
+    from analyzer.spectral import lab_from_xyz
+
+    pred = np.hstack([r, np.ones((r.shape[0], 1))]) @ m.T
+    de = np.linalg.norm(lab_from_xyz(pred) - lab_from_xyz(xyz), axis=1)
+    return float(de.mean())
+
+
+def fit_colour_matrix(
+    r: F64, xyz: F64, rng: np.random.Generator, lam: float = RIDGE_LAMBDA
+) -> ColourFit:
+    """Fit the 3x9 M of ``XYZ = M·[R_F1..R_F8, 1]`` and its held-out ΔE (k-fold).
+
+    Args:
+        r: (n, 8) patch reflectances, xyz: (n, 3) reference XYZ (D65/2°, Y of white = 100).
+        rng: shuffles the patches into folds.
+
+    Raises:
+        CalibrationError: too few patches, or a held-out ΔE over the acceptance limit.
+    """
+    n = r.shape[0]
+    if n < MIN_PATCHES:
+        raise CalibrationError(f"colour chart: {n} patches, need at least {MIN_PATCHES}")
+    order = rng.permutation(n)
+    held = []
+    for fold in np.array_split(order, CHART_FOLDS):
+        train = np.setdiff1d(order, fold)
+        held.append(_mean_de(_ridge(r[train], xyz[train], lam), r[fold], xyz[fold]) * len(fold))
+    held_out = float(sum(held) / n)
+    m = _ridge(r, xyz, lam)
+    if held_out > MAX_HELD_OUT_DE:
+        raise CalibrationError(
+            f"colour chart: held-out mean ΔE*ab {held_out:.2f} > {MAX_HELD_OUT_DE:g}; check the "
+            "patch captures and their reference XYZ"
+        )
+    return ColourFit(m, held_out, _mean_de(m, r, xyz), n)

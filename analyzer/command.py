@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -82,7 +83,13 @@ def analyzer_command(
 
 def calibrate_command(
     target: Annotated[str, typer.Argument(help="LINE/DEVICE")],
-    step: Annotated[str, typer.Option("--step", help="empty, dark or white.")],
+    step: Annotated[str | None, typer.Option("--step", help="empty, dark or white.")] = None,
+    colour_chart: Annotated[
+        Path | None,
+        typer.Option(
+            "--colour-chart", help="Fit the colour matrix from a chart file (patch bc + XYZ)."
+        ),
+    ] = None,
     frames: Annotated[
         int,
         typer.Option("--frames", min=20, help="Frames to capture (100 for a good d0 map)."),
@@ -101,13 +108,22 @@ def calibrate_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Capture a calibration fixture, compute its reference and publish the device's new config."""
-    from analyzer.calibrate import ask, calibrate, parse_rho_white
+    from analyzer.calibrate import ask, calibrate, calibrate_colour, parse_rho_white
     from sqal.devices import Target
 
     settings = load_settings(broker=broker)
+    dev = Target.parse(target)
+    if (step is None) == (colour_chart is None):
+        raise ConfigError("give exactly one of --step and --colour-chart")
+    if colour_chart is not None:
+        _, result = calibrate_colour(settings.broker, dev, colour_chart)
+        typer.echo(json.dumps(result) if as_json else (
+            f"calibration {result['calibration_id']} published for {target}: colour matrix "
+            f"from {result['patches']} patches, held-out mean ΔE*ab {result['held_out_de']:.2f} "
+            f"(fitted {result['fitted_de']:.2f})"))  # fmt: skip
+        return
     if step not in ("empty", "dark", "white"):
         raise ConfigError(f"--step {step!r}: must be empty, dark or white")
-    dev = Target.parse(target)
     rho = parse_rho_white(rho_white)
 
     def progress(c: Any) -> None:

@@ -108,9 +108,8 @@ fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     log "installing the project and its dev extras into .venv"
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    # compat mode: a .pth line puts the checkout on sys.path, so packages added later import
-    # without reinstalling.
-    .venv/bin/python -m pip install -q --config-settings editable_mode=compat -e ".[dev]"
+    # A new top-level package is listed in pyproject.toml, whose change re-runs this install.
+    .venv/bin/python -m pip install -q -e ".[dev]"
     touch "$stamp"
 fi
 pg_version=$("$pg_bin/postgres" --version | awk '{print $3}')
