@@ -109,12 +109,17 @@ def build_config(
         raise ConfigError(f"config for {target.line}/{target.device}: {key}: {msg}") from None
     note = None
     if current is not None and current.calibration is not None:
-        same = current.tof == config.tof and current.spectral == config.spectral
+        same = (current.profile, current.tof, current.spectral) == (
+            config.profile,
+            config.tof,
+            config.spectral,
+        )
         if same:
             config = config.model_copy(update={"calibration": current.calibration})
         else:
             note = (
-                f"calibration {current.calibration.id} dropped: the sensor settings changed; "
+                f"calibration {current.calibration.id} dropped: the product or the sensor "
+                "settings changed; "
                 f"run sqal calibrate {target.line}/{target.device}"
             )
     return config, note

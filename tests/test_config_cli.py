@@ -68,14 +68,14 @@ def test_changed_settings_drop_the_calibration(
                               calibration=Calibration(id="cal-1", ts=now, d0_mm=200.5))  # fmt: skip
     asyncio.run(devices.publish_config(broker.url, target, calibrated))
 
-    code, _, err = run(["config", "set", "cfg3/d1", "--profile", "foie_gras_lobe_400g",
+    code, _, err = run(["config", "set", "cfg3/d1", "--profile", "pate_terrine_300g",
                         "--broker", broker.url], capsys)  # fmt: skip
     assert code == 0
     assert err == ""
     code, out, _ = run(["config", "show", "cfg3/d1", "--broker", broker.url, "--json"], capsys)
     assert json.loads(out)["sqal/v1/cfg3/d1/config"]["calibration"]["id"] == "cal-1"
 
-    code, _, err = run(["config", "set", "cfg3/d1", "--profile", "foie_gras_lobe_400g",
+    code, _, err = run(["config", "set", "cfg3/d1", "--profile", "pate_terrine_300g",
                         "--set", "spectral.led_ma=30", "--broker", broker.url], capsys)  # fmt: skip
     assert code == 0
     assert "calibration cal-1 dropped" in err

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
@@ -34,6 +34,21 @@ AS7341_GAINS: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 """Nominal AS7341 gains, enum 0-10 (datasheet DS000718, AGAIN register)."""
 
 TOF_LAYOUTS = (4, 8)
+
+
+def _as7341_gain(value: float) -> float:
+    if value not in AS7341_GAINS:
+        raise ValueError(f"gain must be one of {AS7341_GAINS}")
+    return value
+
+
+Gain = Annotated[float, AfterValidator(_as7341_gain)]
+"""A nominal AS7341 gain (AGAIN register values 0-10)."""
+
+
+def _check_timing(atime: int, astep: int) -> None:
+    if atime == 0 and astep == 0:
+        raise ValueError("atime and astep must not both be 0 (AS7341 datasheet)")
 
 
 class _Payload(BaseModel):
@@ -135,7 +150,7 @@ class SpectralFrame(_Frame):
     """One AS7341 reading of a tray under the node's LED (domain.md §3)."""
 
     channels: SpectralChannels
-    gain: float
+    gain: Gain
     atime: Annotated[int, Field(ge=0, le=255)]
     astep: Annotated[int, Field(ge=0, le=65534)]
     integration_ms: Annotated[float, Field(gt=0)]
@@ -143,17 +158,9 @@ class SpectralFrame(_Frame):
     saturated: list[Channel] = Field(default_factory=list)
     flicker_hz: Literal[100, 120] | None = None
 
-    @field_validator("gain")
-    @classmethod
-    def _gain(cls, value: float) -> float:
-        if value not in AS7341_GAINS:
-            raise ValueError(f"gain must be one of {AS7341_GAINS}")
-        return value
-
     @model_validator(mode="after")
     def _timing(self) -> SpectralFrame:
-        if self.atime == 0 and self.astep == 0:
-            raise ValueError("atime and astep must not both be 0 (AS7341 datasheet)")
+        _check_timing(self.atime, self.astep)
         return self
 
 
@@ -193,22 +200,14 @@ class SpectralSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    gain: float = 16
+    gain: Gain = 16
     atime: Annotated[int, Field(ge=0, le=255)] = 29
     astep: Annotated[int, Field(ge=0, le=65534)] = 199
     led_ma: Annotated[int, Field(ge=4, le=258)] = 24
 
-    @field_validator("gain")
-    @classmethod
-    def _gain(cls, value: float) -> float:
-        if value not in AS7341_GAINS:
-            raise ValueError(f"gain must be one of {AS7341_GAINS}")
-        return value
-
     @model_validator(mode="after")
     def _timing(self) -> SpectralSettings:
-        if self.atime == 0 and self.astep == 0:
-            raise ValueError("atime and astep must not both be 0 (AS7341 datasheet)")
+        _check_timing(self.atime, self.astep)
         return self
 
 
