@@ -39,7 +39,7 @@ def write(folder: Path, name: str, doc: dict[str, object]) -> None:
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ({"tof": {"tilt_deg": {"good": 20}}}, "tof.tilt_deg"),
+        ({"tof": {"tilt_deg": {"good": 99}}}, "tof.tilt_deg"),
         ({"tof": {"layout": 6}}, "tof.layout"),
         ({"tof": {"colour": 1}}, "tof.colour"),
         ({"tray": {"seal_limit_mm": 80}}, "tray"),
