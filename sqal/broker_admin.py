@@ -1,4 +1,4 @@
-"""``sqal mosquitto add-device|add-service|certs``: credentials, ACL and TLS of the plant broker.
+"""``sqal mosquitto add-device|add-service``: credentials and ACL of the plant broker.
 
 Who may do what (DESIGN.md, "MQTT contract"); verified against Mosquitto 2.0.11 by
 ``tests/test_security_broker.py``:
@@ -19,25 +19,18 @@ Who may do what (DESIGN.md, "MQTT contract"); verified against Mosquitto 2.0.11 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sqal.devices import Target
 from sqal.errors import ConfigError, ServiceError
@@ -198,7 +191,7 @@ def full_acl() -> str:
     return render_acl(acl)
 
 
-def _write_atomic(path: Path, text: str, mode: int) -> None:
+def write_atomic(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -226,7 +219,7 @@ def update_acl(acl_file: Path, service: Service | None) -> list[str]:
     if service is not None:
         acl = with_service(acl, service)
     try:
-        _write_atomic(acl_file, render_acl(acl), 0o644)  # no secret in an ACL
+        write_atomic(acl_file, render_acl(acl), 0o644)  # no secret in an ACL
     except OSError as exc:
         raise ConfigError(f"--acl-file {acl_file}: cannot write ({exc.strerror})") from None
     return removed
@@ -371,175 +364,3 @@ def mosquitto_add_service_command(
     secret, generated = _credentials(service.value, password_file, password)
     removed = update_acl(acl_file, service)
     _report(service.value, secret, generated, password_file, acl_file, removed, as_json)
-
-
-# --- TLS: a private CA and the broker's certificate ------------------------------------------
-
-CA_DAYS = 3650
-"""The CA outlives server certificates: devices keep trusting it across renewals."""
-
-
-@dataclass(frozen=True, slots=True)
-class CertFiles:
-    """What :func:`make_certs` wrote; keys are mode 0600, certificates 0644."""
-
-    ca_cert: Path
-    ca_key: Path
-    server_cert: Path
-    server_key: Path
-    clients: tuple[Path, ...]
-    new_ca: bool
-
-
-def _names(hosts: list[str]) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    return names
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def _cert_pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def _load_ca(out: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
-    cert_path, key_path = out / "ca.crt", out / "ca.key"
-    if not (cert_path.exists() and key_path.exists()):
-        return None
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ConfigError(f"--out {out}: ca.key is not an EC key made by sqal mosquitto certs")
-    return x509.load_pem_x509_certificate(cert_path.read_bytes()), key
-
-
-def _key_usage(is_ca: bool) -> x509.KeyUsage:
-    """A CA signs certificates; a leaf signs its TLS handshakes (ECDSA), nothing else."""
-    flags = dict.fromkeys(
-        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-         "encipher_only", "decipher_only"),
-        False,
-    )  # fmt: skip
-    return x509.KeyUsage(digital_signature=not is_ca, key_cert_sign=is_ca, crl_sign=is_ca, **flags)
-
-
-def _issue(
-    subject: str,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    now: datetime,
-    days: int,
-    *,
-    hosts: list[str] | None = None,
-    usage: x509.ObjectIdentifier | None = None,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate for ``subject``: self-signed CA when ``issuer`` is None, else a leaf."""
-    # P-256 ECDSA: supported by Mosquitto/OpenSSL and by the ESP32's mbedTLS.
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    is_ca = issuer is None
-    issuer_name = name if issuer is None else issuer[0].subject
-    signing_key = key if issuer is None else issuer[1]
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))  # tolerate a device clock slightly behind
-        .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=0 if is_ca else None), True)
-        .add_extension(_key_usage(is_ca), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), False
-        )
-    if hosts:
-        builder = builder.add_extension(x509.SubjectAlternativeName(_names(hosts)), False)
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), False)
-    return builder.sign(signing_key, hashes.SHA256()), key
-
-
-def make_certs(
-    out: Path, hosts: list[str], days: int, clients: list[str], now: datetime
-) -> CertFiles:
-    """Write ``ca.crt``/``ca.key`` (kept if present), ``server.crt``/``server.key`` and
-    ``clients/NAME.crt``/``.key`` under ``out``.
-
-    Args:
-        hosts: DNS names and IP addresses clients use to reach the broker (subjectAltName;
-            the first is also the common name). Clients check the name they dialled.
-        days: validity of the server and client certificates.
-        now: the issue time (aware UTC).
-    """
-    ca = _load_ca(out)
-    new_ca = ca is None
-    if ca is None:
-        ca = _issue("SQAL broker CA", None, now, CA_DAYS)
-        _write_atomic(out / "ca.key", _key_pem(ca[1]), 0o600)
-        _write_atomic(out / "ca.crt", _cert_pem(ca[0]), 0o644)
-    cert, key = _issue(hosts[0], ca, now, days, hosts=hosts, usage=ExtendedKeyUsageOID.SERVER_AUTH)
-    _write_atomic(out / "server.key", _key_pem(key), 0o600)
-    _write_atomic(out / "server.crt", _cert_pem(cert), 0o644)
-    written: list[Path] = []
-    for client in clients:
-        cert, key = _issue(client, ca, now, days, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-        stem = out / "clients" / client.replace("/", "_")
-        _write_atomic(stem.with_suffix(".key"), _key_pem(key), 0o600)
-        _write_atomic(stem.with_suffix(".crt"), _cert_pem(cert), 0o644)
-        written.append(stem.with_suffix(".crt"))
-    return CertFiles(
-        out / "ca.crt", out / "ca.key", out / "server.crt", out / "server.key",
-        tuple(written), new_ca,
-    )  # fmt: skip
-
-
-def mosquitto_certs_command(
-    out: Annotated[Path, typer.Option("--out", help="Folder for ca.*, server.*, clients/.")],
-    host: Annotated[
-        list[str] | None,
-        typer.Option("--host", help="Broker DNS name or IP clients dial; repeatable."),
-    ] = None,
-    days: Annotated[
-        int, typer.Option("--days", help="Validity of server and client certificates.")
-    ] = 730,
-    client: Annotated[
-        list[str] | None,
-        typer.Option("--client", help="Also issue a client certificate NAME; repeatable."),
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Make a CA (kept if --out has one) and the broker's TLS certificate signed by it."""
-    if not 1 <= days <= CA_DAYS:
-        raise ConfigError(f"--days must be 1-{CA_DAYS}")
-    hosts = host or [socket.getfqdn(), "localhost", "127.0.0.1"]
-    files = make_certs(out, hosts, days, client or [], datetime.now(UTC))
-    doc = {
-        "ca_cert": str(files.ca_cert),
-        "ca_key": str(files.ca_key),
-        "server_cert": str(files.server_cert),
-        "server_key": str(files.server_key),
-        "clients": [str(p) for p in files.clients],
-        "hosts": hosts,
-        "new_ca": files.new_ca,
-    }
-    if as_json:
-        typer.echo(json.dumps(doc))
-        return
-    typer.echo(f"{'new CA' if files.new_ca else 'kept CA'} {files.ca_cert} (key {files.ca_key})")
-    typer.echo(f"server {files.server_cert} for {', '.join(hosts)}, {days} days")
-    for path in files.clients:
-        typer.echo(f"client {path}")
-    typer.echo("give devices ca.crt only; keep ca.key offline")

@@ -329,11 +329,8 @@ def _register() -> None:
     from capture.command import capture_info_command, record_command, replay_command
     from device_sim.command import sim_command
     from ingest.command import ingest_command
-    from sqal.broker_admin import (
-        mosquitto_add_device_command,
-        mosquitto_add_service_command,
-        mosquitto_certs_command,
-    )
+    from sqal.broker_admin import mosquitto_add_device_command, mosquitto_add_service_command
+    from sqal.broker_certs import mosquitto_certs_command
     from storage.command import db_migrate_command, db_retention_command, db_status_command
     from storage.views_command import grafana_build_command, grafana_push_command, report_command
 

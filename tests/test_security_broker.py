@@ -31,17 +31,15 @@ from typer.testing import CliRunner
 
 from sqal.broker_admin import (
     SQAL_COMMENT,
-    CertFiles,
     Service,
     full_acl,
-    make_certs,
     mosquitto_add_device_command,
     mosquitto_add_service_command,
-    mosquitto_certs_command,
     parse_acl,
     set_password,
     update_acl,
 )
+from sqal.broker_certs import CertFiles, make_certs, mosquitto_certs_command
 from sqal.errors import BrokerError
 from sqal.local import free_port
 from sqal.local.mosquitto import mosquitto_binary
