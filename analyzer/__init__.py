@@ -6,7 +6,7 @@ The scoring core (:func:`score_batch`) is pure and vectorised (domain.md §2, §
 
 from analyzer.arrays import SpectralArrays, TofArrays, stack_spectral, stack_tof
 from analyzer.fusion import FusionScores, SampleScores, fuse, score_batch
-from analyzer.params import ScoringParams, build_params, roi_mask, tne_g
+from analyzer.params import ScoringParams, build_params, roi_mask
 from analyzer.results import SampleMeta, to_results
 from analyzer.spectral import SpectralScores, lab_from_xyz, score_spectral
 from analyzer.tof import TofScores, score_tof
@@ -29,6 +29,5 @@ __all__ = [
     "score_tof",
     "stack_spectral",
     "stack_tof",
-    "tne_g",
     "to_results",
 ]

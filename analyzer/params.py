@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from sqal.profiles import Profile
+from sqal.profiles import Profile, tne_g
 from sqal.wire import Calibration
 
 FOV_DEG = 45.0
@@ -107,32 +107,6 @@ def four_neighbour_index(layout: int) -> NDArray[np.intp]:
                 if 0 <= rr < n and 0 <= cc < n:
                     out[r * n + c, j] = rr * n + cc
     return out
-
-
-def tne_g(nominal_g: float) -> float:
-    """Tolerable negative error of Directive 76/211/EEC Annex I for a nominal quantity (g).
-
-    The table is continuous at its bounds (50 g: 9 % = 4.5 g, ...), so bound inclusion does not
-    matter.
-    """
-    q = nominal_g
-    if q <= 50:
-        return 0.09 * q
-    if q <= 100:
-        return 4.5
-    if q <= 200:
-        return 0.045 * q
-    if q <= 300:
-        return 9.0
-    if q <= 500:
-        return 0.03 * q
-    if q <= 1000:
-        return 15.0
-    if q <= 10_000:
-        return 0.015 * q
-    if q <= 15_000:
-        return 150.0
-    return 0.01 * q
 
 
 @dataclass(frozen=True, eq=False)

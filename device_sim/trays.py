@@ -17,6 +17,7 @@ import numpy as np
 from device_sim.materials import IDX_CAR
 from device_sim.model import NOMINAL_DOME, ProductModel
 from device_sim.surface import FIELD_BANK_PX, FIELD_CORR_MM, MAX_LOBES
+from sqal.profiles import tne_g
 
 DEFECTS: Final = (
     "underfill",
@@ -32,23 +33,6 @@ DEFECTS: Final = (
 DEFAULT_RATE: Final = 0.03
 SPOT_RADIUS_MM: Final = 30.0
 """Spectral spot: Ø 60 mm disc on the sensor axis (domain.md §3 aperture tube, §7)."""
-
-
-def tne_g(qn_g: float) -> float:
-    """Tolerable negative error, Directive 76/211/EEC Annex I (domain.md §2)."""
-    if qn_g <= 50:
-        return 0.09 * qn_g
-    if qn_g <= 100:
-        return 4.5
-    if qn_g <= 200:
-        return 0.045 * qn_g
-    if qn_g <= 300:
-        return 9.0
-    if qn_g <= 500:
-        return 0.03 * qn_g
-    if qn_g <= 1000:
-        return 15.0
-    return 0.015 * qn_g
 
 
 @dataclass(frozen=True)

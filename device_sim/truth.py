@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from device_sim.geometry import zone_k, zone_offsets
 from device_sim.model import ProductModel, lin, ratio_indices
-from device_sim.trays import tne_g
+from sqal.profiles import tne_g
 
 F64 = NDArray[np.float64]
 

@@ -28,6 +28,34 @@ NonNeg = Annotated[float, Field(ge=0)]
 Frac = Annotated[float, Field(ge=0, le=1)]
 
 
+def tne_g(nominal_g: float) -> float:
+    """Tolerable negative error of Directive 76/211/EEC Annex I for a nominal quantity (g).
+
+    One definition for the analyzer (underfill), the simulator (its truth) and the dashboards.
+
+    The table is continuous at its bounds (50 g: 9 % = 4.5 g, ...), so bound inclusion does not
+    matter.
+    """
+    q = nominal_g
+    if q <= 50:
+        return 0.09 * q
+    if q <= 100:
+        return 4.5
+    if q <= 200:
+        return 0.045 * q
+    if q <= 300:
+        return 9.0
+    if q <= 500:
+        return 0.03 * q
+    if q <= 1000:
+        return 15.0
+    if q <= 10_000:
+        return 0.015 * q
+    if q <= 15_000:
+        return 150.0
+    return 0.01 * q
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -69,3 +69,13 @@ def test_extends_cycle_is_an_error(tmp_path: Path) -> None:
     write(tmp_path, "b", {"extends": "a"})
     with pytest.raises(ConfigError, match="extends itself"):
         load_profile("a", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("qn_g", "tne"),
+    [(40, 3.6), (50, 4.5), (80, 4.5), (150, 6.75), (300, 9.0), (400, 12.0), (800, 15.0)],
+)
+def test_tne_follows_directive_76_211(qn_g: float, tne: float) -> None:
+    from sqal.profiles import tne_g
+
+    assert tne_g(qn_g) == pytest.approx(tne)

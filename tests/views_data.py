@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from storage.boards import ProfileTarget, tne_g
+from sqal.profiles import tne_g
+from storage.boards import ProfileTarget
 from storage.migrate import migrate
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ the builder.
 from __future__ import annotations
 
 from sqal.profiles import profile_names
-from storage.boards.common import ProfileTarget, tne_g
+from storage.boards.common import ProfileTarget
 from storage.boards.fleet import fleet
 from storage.boards.line import line_overview
 from storage.boards.quality import quality

@@ -16,19 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqal.profiles import load_profile
+from sqal.profiles import load_profile, tne_g
 from storage.dashboards import Variable
-
-
-def tne_g(nominal_g: float) -> float:
-    """Tolerable negative error (g), Directive 76/211/EEC Annex I (domain.md §2)."""
-    q = nominal_g
-    for upper, tne in ((50, 0.09 * q), (100, 4.5), (200, 0.045 * q), (300, 9.0), (500, 0.03 * q)):
-        if q <= upper:
-            return tne
-    if q <= 1000:
-        return 15.0
-    return 0.015 * q if q <= 10_000 else (150.0 if q <= 15_000 else 0.01 * q)
 
 
 @dataclass(frozen=True, slots=True)
