@@ -26,8 +26,13 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The long chaos form: 4,000 samples per scenario, PostgreSQL down 60 s, the broker frozen 10 s,
+# 10,000 hostile payloads (make test runs the same suite short).
+soak: setup
+	$(PY) -m pytest tests/chaos -m chaos --samples 4000 --outage-s 60 --freeze-s 10 --fuzz-count 10000
+
 bench: setup
-	$(PY) -m bench.codec
+	$(PY) -m bench.pipeline
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

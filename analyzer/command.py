@@ -15,6 +15,7 @@ import typer
 from sqal.errors import ConfigError
 from sqal.metrics import MetricsServer
 from sqal.settings import load_settings, parse_broker_url
+from sqal.wire import ID_PATTERN, is_valid_id
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,15 @@ def analyzer_command(
             help="MQTT client id; the persistent session (queued frames) is found by it.",
         ),
     ] = "sqal-analyzer",
+    lines: Annotated[
+        str | None,
+        typer.Option(
+            "--lines",
+            metavar="L1,L2",
+            help="Only these lines (comma-separated). Split analyzers by line so both frames of "
+            "a sample meet in one; give each its own --client-id.",
+        ),
+    ] = None,
 ) -> None:
     """Score ToF + spectral frames from the broker and publish results (QoS 1)."""
     from analyzer.service import AnalyzerConfig, AnalyzerService
@@ -57,12 +67,17 @@ def analyzer_command(
     settings = load_settings(broker=broker)
     parse_broker_url(settings.broker)
     load_profile(profile)  # fail fast, one line, on an unknown --profile
+    line_ids = tuple(x.strip() for x in lines.split(",")) if lines is not None else ()
+    bad = [x for x in line_ids if not is_valid_id(x) or x == "_dead"]
+    if lines is not None and (bad or not line_ids):
+        raise ConfigError(f"--lines {lines!r}: expected line ids like L1,L2 ({ID_PATTERN})")
     cfg = AnalyzerConfig(
         broker=settings.broker,
         profile=profile,
         client_id=client_id,
         join_timeout_s=join_timeout,
         metrics_port=metrics_port or None,
+        lines=line_ids,
     )
     service = AnalyzerService(cfg)
     server = MetricsServer(service.registry, metrics_port).start() if metrics_port else None

@@ -50,8 +50,16 @@ def connect(
     )
 
 
-def subscribe(client: paho.Client, kinds: Sequence[Kind], timeout_s: float = 10.0) -> None:
+def subscribe(
+    client: paho.Client,
+    kinds: Sequence[Kind],
+    timeout_s: float = 10.0,
+    lines: Sequence[str] = (),
+) -> None:
     """Subscribe to ``sqal/v1/+/+/{kind}`` for each kind at QoS 1 and wait for the SUBACK.
+
+    With ``lines``, one ``sqal/v1/{line}/+/{kind}`` filter per line instead: analyzers split by
+    line still see both frames of each of their samples (same line, same device).
 
     Raises:
         BrokerError: no SUBACK in time, or a filter was refused.
@@ -64,7 +72,7 @@ def subscribe(client: paho.Client, kinds: Sequence[Kind], timeout_s: float = 10.
         acked.set()
 
     client.on_subscribe = on_subscribe
-    client.subscribe([(subscription(k), 1) for k in kinds])
+    client.subscribe([(subscription(k, line=ln), 1) for k in kinds for ln in (lines or ["+"])])
     if not acked.wait(timeout_s):
         raise BrokerError(f"no SUBACK within {timeout_s:g} s")
     bad = [c for c in codes if getattr(c, "is_failure", False)]
@@ -72,7 +80,7 @@ def subscribe(client: paho.Client, kinds: Sequence[Kind], timeout_s: float = 10.
         raise BrokerError(f"subscription refused: {bad[0]}", getattr(bad[0], "value", None))
 
 
-def fetch_retained_configs(url: str) -> list[tuple[str, DeviceConfig]]:
+def fetch_retained_configs(url: str, lines: Sequence[str] = ()) -> list[tuple[str, DeviceConfig]]:
     """Every retained device config, read on a throwaway clean session.
 
     Undecodable configs are skipped here (the main subscription dead-letters them).
@@ -95,7 +103,7 @@ def fetch_retained_configs(url: str) -> list[tuple[str, DeviceConfig]]:
         persistent=False,
     )  # fmt: skip
     try:
-        subscribe(client, [Kind.CONFIG])
+        subscribe(client, [Kind.CONFIG], lines=lines)
         start = last[0] = time.monotonic()
         while (
             time.monotonic() - last[0] < CONFIG_QUIET_S and time.monotonic() - start < CONFIG_MAX_S

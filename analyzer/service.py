@@ -79,6 +79,8 @@ class AnalyzerConfig:
     join_timeout_s: float = 2.0
     max_pending: int = 50_000
     metrics_port: int | None = None
+    lines: tuple[str, ...] = ()
+    """Only these lines (``--lines``); empty: every line."""
     batch_max: int = BATCH_MAX
 
 
@@ -162,7 +164,7 @@ class AnalyzerService:
         # otherwise arrive (and be scored with the default profile) before the re-subscription
         # brings the retained configs again.
         sys.setswitchinterval(GIL_SWITCH_S)
-        for device, config in mqtt_io.fetch_retained_configs(self.cfg.broker):
+        for device, config in mqtt_io.fetch_retained_configs(self.cfg.broker, self.cfg.lines):
             with contextlib.suppress(PayloadError):  # logged; the subscription dead-letters it
                 self._apply_config(device, config)
         self._client = mqtt_io.connect(
@@ -173,7 +175,9 @@ class AnalyzerService:
             receive_maximum=RECEIVE_MAXIMUM,
         )
         try:
-            mqtt_io.subscribe(self._client, [Kind.CONFIG, Kind.TOF, Kind.SPECTRAL])
+            mqtt_io.subscribe(
+                self._client, [Kind.CONFIG, Kind.TOF, Kind.SPECTRAL], lines=self.cfg.lines
+            )
             self.ready.set()
             log.info("analyzer subscribed", extra={"client_id": self.cfg.client_id})
             while not self._stop.is_set():

@@ -110,6 +110,26 @@ class Link:
             why = self._refused or f"no CONNACK/SUBACK within {timeout_s:g} s"
             raise BrokerError(f"broker {self._broker}: {why}")
 
+    def restart(self, timeout_s: float = 10.0) -> None:
+        """Disconnect and connect again, so the broker resends what is unacknowledged.
+
+        The cure for messages the inbox had to drop: they stay in flight at the broker, which
+        resends them only on a new connection (MQTT 5 §4.4).
+
+        Raises:
+            BrokerError: the broker did not take us back.
+        """
+        self._subscribed.clear()
+        self._client.disconnect()
+        self._client.loop_stop()
+        try:
+            self._client.reconnect()
+        except OSError as exc:
+            raise BrokerError(f"cannot reach broker {self._broker} ({exc})") from None
+        self._client.loop_start()
+        if not self._subscribed.wait(timeout_s) or self._refused:
+            raise BrokerError(f"broker {self._broker}: {self._refused or 'no SUBACK'}")
+
     def stop(self) -> None:
         """Disconnect; the broker keeps the session and queues for it."""
         self._client.disconnect()
@@ -167,7 +187,13 @@ class Link:
         codes: list[ReasonCode],
         props: Properties | None,
     ) -> None:
-        bad = [f"{f}: {c}" for f, c in zip(self._filters, codes, strict=False) if c.is_failure]
+        bad = []
+        for f, c in zip(self._filters, codes, strict=False):
+            if c.is_failure and f.startswith("$SYS/"):
+                # Broker statistics are optional: an ACL without `$SYS` read costs only them.
+                log.warning("broker statistics %s not readable (%s); not stored", f, c)
+            elif c.is_failure:
+                bad.append(f"{f}: {c}")
         if bad:
             self._refused = f"subscription refused ({'; '.join(bad)})"
         self._subscribed.set()

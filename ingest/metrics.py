@@ -36,6 +36,17 @@ class IngestMetrics:
         self.dropped = r.counter(
             "inbox_dropped_total", "Messages dropped unacked because the inbox was full."
         )
+        self.seq_gaps = r.counter(
+            "seq_gaps_total",
+            "ToF seq numbers a device skipped (lost samples), confirmed past the reorder window.",
+        )
+        self.broker_dropped = r.gauge(
+            "broker_dropped",
+            "The broker's $SYS/broker/publish/messages/dropped (since it started).",
+        )
+        self.broker_stats = r.counter(
+            "broker_stats_total", "Broker $SYS counter readings stored.", "counter"
+        )
         r.gauge("queue_depth", "Messages received and not yet in a batch.", queue_depth)
         r.gauge("broker_connected", "1 while connected to the broker.", connected)
         self.db_ok = r.gauge("db_ok", "1 when the last database write succeeded.")

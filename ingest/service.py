@@ -29,13 +29,16 @@ from ingest.inbox import Inbound, Inbox
 from ingest.link import Link
 from ingest.metrics import IngestMetrics
 from ingest.rows import to_row
-from sqal.errors import PayloadError, StorageError
+from ingest.seqgaps import SeqTracker
+from sqal.errors import BrokerError, PayloadError, StorageError
 from sqal.metrics import MetricsServer
 from sqal.wire import (
     DEAD_ROOT,
     DeadLetter,
     DeadReason,
     Kind,
+    TofFrame,
+    dead_letter,
     dead_letter_topic,
     decode,
     decode_as,
@@ -44,7 +47,7 @@ from sqal.wire import (
     parse_topic,
     subscription,
 )
-from storage.writer import BatchWriter, DeadRow, PendingRow, Refusal, WriteReport
+from storage.writer import BatchWriter, BrokerStat, DeadRow, PendingRow, Refusal, WriteReport
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,17 @@ INBOX_FACTOR = 4
 """Inbox bound in Receive Maximums. One would do if the broker honoured the limit exactly; after
 a reconnect Mosquitto 2.0 resends the old in-flight messages besides a fresh window (seen in
 tests/test_ingest_faults.py), and the old connection's copies may still be queued."""
+
+BROKER_COUNTERS = {
+    "$SYS/broker/publish/messages/dropped": "publish_dropped",
+    "$SYS/broker/publish/messages/received": "publish_received",
+    "$SYS/broker/publish/messages/sent": "publish_sent",
+    "$SYS/broker/store/messages/count": "stored_messages",
+}
+"""Mosquitto 2.0's ``$SYS`` counters ingest stores in ``broker_stats`` (every ``sys_interval``,
+10 s by default). ``publish/messages/dropped`` counts QoS 1/2 messages the broker threw away
+because a client's queue was full (``max_queued_messages``): loss no subscriber can see
+otherwise. Subscribed without ``$share`` (each worker reads them; rows are keyed by time)."""
 
 LOG_EVERY_S = 10.0
 """A repeating condition (database down, dead letters of one reason) is logged this often."""
@@ -106,6 +120,7 @@ class _Prepared:
     rows: list[PendingRow]
     dead: list[DeadRow]
     published: list[DeadLetter]
+    stats: list[BrokerStat]
 
 
 class IngestService:
@@ -118,7 +133,7 @@ class IngestService:
         self.link = Link(
             cfg.broker,
             cfg.client_id,
-            subscription_filters(cfg.shared_group, cfg.dead_topics),
+            [*subscription_filters(cfg.shared_group, cfg.dead_topics), *BROKER_COUNTERS],
             self.inbox,
             RECEIVE_MAXIMUM,
         )
@@ -129,6 +144,7 @@ class IngestService:
         )
         self.metrics.registry.healthy = self._health
         self.backoff = Backoff()
+        self.seq = SeqTracker()
         self._last_db_log: float | None = None
         self._last_dead_log: dict[str, float] = {}
         self._dead_topic = dead_letter_topic(STAGE)
@@ -158,16 +174,36 @@ class IngestService:
                 self.cfg.batch_rows,
                 self.cfg.flush_s * 1000,
             )
+            healed = 0
             while not stop.is_set():
                 batch = self.inbox.take(self.cfg.batch_rows, self.cfg.flush_s)
                 self.metrics.dropped.inc(self.inbox.dropped - self.metrics.dropped.total())
                 if batch:
                     self.process(batch, stop)
+                elif self.inbox.dropped > healed:
+                    healed = self._heal_drops()
         finally:
             if server is not None:
                 server.stop()
             self.link.stop()
             self.writer.close()
+
+    def _heal_drops(self) -> int:
+        """Reconnect once the inbox is empty so the broker resends the messages it dropped.
+
+        Seen with Mosquitto 2.0.11 resuming a session with a backlog beyond 65,535 messages: it
+        sent more than the Receive Maximum. Dropped messages stay in flight at the broker,
+        unacknowledged, and would block its window until the next connection.
+        """
+        dropped = self.inbox.dropped
+        log.warning(
+            "inbox overflowed (%d messages dropped); reconnecting to get them back", dropped
+        )
+        try:
+            self.link.restart()
+        except BrokerError as exc:
+            log.warning("reconnect failed, paho keeps retrying: %s", exc)
+        return dropped
 
     def process(self, batch: Sequence[Inbound], stop: threading.Event) -> WriteReport | None:
         """Store one batch and ack it; ``None`` when stopped before it committed (no ack)."""
@@ -187,7 +223,9 @@ class IngestService:
         attempt = 0
         while True:
             try:
-                report = self.writer.write(prepared.rows, prepared.dead, refused_to_dead)
+                report = self.writer.write(
+                    prepared.rows, prepared.dead, refused_to_dead, prepared.stats
+                )
                 break
             except StorageError as exc:
                 self.metrics.db_retries.inc()
@@ -219,8 +257,12 @@ class IngestService:
         return report
 
     def _prepare(self, batch: Sequence[Inbound], now: datetime) -> _Prepared:
-        out = _Prepared([], [], [])
+        out = _Prepared([], [], [], [])
         for i, item in enumerate(batch):
+            counter = BROKER_COUNTERS.get(item.topic)
+            if counter is not None:
+                self._broker_stat(counter, item.payload, now, out)
+                continue
             if item.topic == self._dead_topic:
                 # Our own dead letters, already stored: the sqal/v1/_dead/+ subscription sees
                 # them too. Never decode them, or a too-large one would feed itself.
@@ -240,10 +282,23 @@ class IngestService:
             except PayloadError as err:
                 out.dead.append(self._dead(item, err, out))
                 continue
+            if isinstance(frame, TofFrame):
+                self.metrics.seq_gaps.inc(self.seq.observe(frame.device_id, frame.seq))
             row = to_row(topic, frame, now)
             if row is not None:
                 out.rows.append(PendingRow(row[0], row[1], i))
         return out
+
+    def _broker_stat(self, counter: str, payload: bytes, now: datetime, out: _Prepared) -> None:
+        """A ``$SYS`` reading: a number in ASCII (Mosquitto's format); anything else is skipped."""
+        try:
+            value = float(payload.decode("ascii").split()[0])
+        except (UnicodeDecodeError, ValueError, IndexError):
+            return
+        if counter == "publish_dropped":
+            self.metrics.broker_dropped.set(value)
+        self.metrics.broker_stats.inc(label=counter)
+        out.stats.append(BrokerStat(now, counter, value))
 
     def _dead(self, item: Inbound, err: PayloadError, out: _Prepared) -> DeadRow:
         """A dead letter of ingest's own: its row, counted and queued for publishing."""
@@ -276,16 +331,9 @@ class IngestService:
         if log_due(self._last_dead_log.get(reason), mono, LOG_EVERY_S):
             self._last_dead_log[reason] = mono
             log.warning("dead letter (%s) on %s: %s", reason, item.topic, err.detail)
-        out.published.append(
-            DeadLetter(
-                stage=STAGE,
-                topic=item.topic,
-                reason=err.reason,
-                detail=err.detail,
-                payload_b64=base64.b64encode(item.payload).decode("ascii"),
-                received_at=now,
-            )
-        )
+        # The published copy may be cut (sqal.wire.codec.MAX_DEAD_PAYLOAD_BYTES); the row
+        # stored in dead_letters keeps the whole payload.
+        out.published.append(dead_letter(STAGE, item.topic, item.payload, err, now))
 
     def _foreign_dead(self, item: Inbound, now: datetime, out: _Prepared) -> None:
         """Store another stage's dead letter; ingest's own are already stored."""

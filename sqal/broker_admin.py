@@ -98,6 +98,7 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
         AclRule("read", subscription(Kind.CONFIG)),
         AclRule("read", f"{DEAD_ROOT}/+"),
         AclRule("write", dead_letter_topic("ingest")),
+        AclRule("read", "$SYS/broker/#"),  # dropped-message counters (tests/chaos)
     ),
     # Everything SQAL, nothing else a shared broker may carry.
     Service.RECORD: (AclRule("read", f"{ROOT}/#"),),

@@ -115,6 +115,20 @@ class DeadRow:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerStat:
+    """A ``broker_stats`` row: one reading of a broker counter (``$SYS``) at ingest's clock."""
+
+    ts: datetime
+    counter: str
+    value: float
+
+
+_INSERT_STATS = sql.SQL(
+    "INSERT INTO broker_stats (ts, counter, value) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """A row the database refused: the row's tag, the SQLSTATE and the server's message."""
 
@@ -218,6 +232,7 @@ class BatchWriter:
         rows: Sequence[PendingRow],
         dead: Sequence[DeadRow],
         refused_to_dead: Callable[[Refusal], DeadRow],
+        stats: Sequence[BrokerStat] = (),
     ) -> WriteReport:
         """Write one batch in one transaction.
 
@@ -225,6 +240,7 @@ class BatchWriter:
             rows: table rows; duplicates of stored rows are skipped.
             dead: dead letters decided before the write (bad payloads).
             refused_to_dead: builds the dead letter of a row the database refused.
+            stats: broker counter readings (``broker_stats``, migration 0004).
 
         Raises:
             StorageError: the database is unreachable or failed for a reason not tied to one
@@ -239,10 +255,11 @@ class BatchWriter:
                 with conn.transaction():
                     inserted = self._write_rows(conn, rows, isolating=False)
                     self._copy_dead(conn, dead)
+                    self._insert_stats(conn, stats)
                 return WriteReport(inserted, offered, (), len(dead))
             except ROW_ERRORS as exc:
                 log.info("batch of %d rows refused (%s); isolating the bad rows", len(rows), exc)
-            return self._write_isolated(conn, rows, dead, refused_to_dead, offered)
+            return self._write_isolated(conn, rows, dead, refused_to_dead, offered, stats)
         except psycopg.Error as exc:
             self.close()
             err = storage_error(exc, "cannot write batch")
@@ -263,6 +280,7 @@ class BatchWriter:
         dead: Sequence[DeadRow],
         refused_to_dead: Callable[[Refusal], DeadRow],
         offered: dict[str, int],
+        stats: Sequence[BrokerStat] = (),
     ) -> WriteReport:
         inserted: dict[str, int] = {}
         refused: list[Refusal] = []
@@ -280,6 +298,7 @@ class BatchWriter:
                     inserted[k] = inserted.get(k, 0) + n
             more = [refused_to_dead(r) for r in refused]
             self._copy_dead(conn, [*dead, *more])
+            self._insert_stats(conn, stats)
         return WriteReport(inserted, offered, tuple(refused), len(dead) + len(more))
 
     def _write_rows(
@@ -385,6 +404,12 @@ class BatchWriter:
                 if per_defect:
                     cur.execute(UPSERT_DEFECTS, defect_params(per_defect))
         return len(fresh)
+
+    @staticmethod
+    def _insert_stats(conn: psycopg.Connection, stats: Sequence[BrokerStat]) -> None:
+        if stats:
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT_STATS, [(b.ts, b.counter, b.value) for b in stats])
 
     def _copy_dead(self, conn: psycopg.Connection, dead: Sequence[DeadRow]) -> None:
         if not dead:

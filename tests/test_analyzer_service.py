@@ -155,10 +155,10 @@ def test_every_sample_gets_exactly_one_result_and_bad_input_is_dead_lettered(
         send(publisher, device_topic(line, dev, Kind.CONFIG), b"", retain=True)
 
 
-def start_service(broker: Mosquitto, cid: str, port: int) -> subprocess.Popen[bytes]:
+def start_service(broker: Mosquitto, cid: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [sys.executable, "-m", "analyzer", "--broker", broker.url, "--client-id", cid]
-    args += ["--metrics-port", str(port), "--join-timeout", "0.5"]
+    args += ["--metrics-port", str(port), "--join-timeout", "0.5", *extra]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -215,3 +215,24 @@ def test_metrics_and_health_are_served(broker: Mosquitto) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_an_analyzer_split_by_line_scores_only_its_lines(
+    broker: Mosquitto, publisher: paho.Client
+) -> None:
+    mine, other = f"ln{uuid.uuid4().hex[:6]}", f"lo{uuid.uuid4().hex[:6]}"
+    ours, theirs = Collector(broker, mine), Collector(broker, other)
+    proc = start_service(broker, f"an-lines-{mine}", free_port(), "--lines", mine)
+    try:
+        for line in (mine, other):
+            tof, spec = frames("d1", 1)
+            send(publisher, device_topic(line, "d1", Kind.TOF), tof)
+            send(publisher, device_topic(line, "d1", Kind.SPECTRAL), spec)
+        ours.wait({sample_id("d1", 1)})
+        time.sleep(1.0)  # the other line's sample had every chance to be scored
+        assert theirs.results == {}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        ours.close()
+        theirs.close()

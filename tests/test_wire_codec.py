@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -221,3 +222,14 @@ def test_spectral_encode_decode_round_trip(counts: list[int], gain: float, atime
     assert isinstance(decoded, SpectralFrame)
     assert decoded == frame
     assert decoded.channels.as_tuple() == tuple(counts)
+
+
+def test_dead_letter_of_a_huge_message_stays_under_the_broker_limit() -> None:
+    from sqal.wire.codec import MAX_DEAD_PAYLOAD_BYTES, MAX_MESSAGE_BYTES
+
+    payload = b"x" * (MAX_MESSAGE_BYTES - 100)
+    err = PayloadError(DeadReason.TOO_LARGE, "too big", TOF_TOPIC)
+    letter = dead_letter("analyzer", TOF_TOPIC, payload, err)
+    assert len(encode(letter)) < MAX_MESSAGE_BYTES
+    assert letter.payload_bytes == len(payload)
+    assert len(base64.b64decode(letter.payload_b64)) == MAX_DEAD_PAYLOAD_BYTES

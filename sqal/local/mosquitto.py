@@ -13,6 +13,7 @@ from pathlib import Path
 from sqal.errors import ServiceError
 from sqal.local.ports import LOOPBACK, port_is_free, wait_for_port
 from sqal.local.process import ServiceProcess
+from sqal.wire.codec import MAX_MESSAGE_BYTES
 
 MAX_INFLIGHT_MESSAGES = 1000
 """Unacknowledged QoS 1 messages the broker sends one client before waiting for PUBACKs.
@@ -74,6 +75,7 @@ def render_config(port: int, data_dir: Path, host: str = LOOPBACK) -> str:
             f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
             "max_queued_bytes 0",
+            f"message_size_limit {MAX_MESSAGE_BYTES}",
             "set_tcp_nodelay true",
             f"log_dest file {data_dir}/mosquitto.log",
             "log_type error",

@@ -33,6 +33,19 @@ from sqal.wire.topics import DeviceTopic, parse_topic
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Largest payload accepted. An 8x8 ToF frame with its CNH histogram is about 12 KiB."""
 
+MAX_MESSAGE_BYTES = 256 * 1024
+"""The brokers' ``message_size_limit`` (``mosquitto/*.conf``, the embedded broker): anything
+larger never reaches a service."""
+
+MAX_DEAD_LETTER_BYTES = 512 * 1024
+"""Largest dead letter accepted (context plus the refused message in base64)."""
+
+MAX_DEAD_PAYLOAD_BYTES = 128 * 1024
+"""A published dead letter carries at most this much of the refused message (171 KiB in
+base64), so it stays under the broker's ``message_size_limit``: a bigger one would be refused
+and get its publisher disconnected. Nothing is lost by the cut: ingest receives the original
+message too and stores it whole in ``dead_letters``."""
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -82,10 +95,9 @@ def decode_as(model: type[M], payload: bytes, topic: str | None = None) -> M:
         PayloadError: ``too_large``, ``not_utf8``, ``bad_json``, ``not_object``,
             ``unsupported_version`` or ``schema``.
     """
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(
-            DeadReason.TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}", topic
-        )
+    limit = MAX_DEAD_LETTER_BYTES if model is DeadLetter else MAX_PAYLOAD_BYTES
+    if len(payload) > limit:
+        raise PayloadError(DeadReason.TOO_LARGE, f"{len(payload)} bytes > {limit}", topic)
     try:
         obj = model.model_validate_json(payload)
     except ValidationError as exc:
@@ -142,13 +154,18 @@ def decode_spectral(payload: bytes, topic: str | None = None) -> SpectralFrame:
 def dead_letter(
     stage: str, topic: str, payload: bytes, error: PayloadError, now: datetime | None = None
 ) -> DeadLetter:
-    """Wrap an unusable message for ``sqal/v1/_dead/{stage}``; the payload travels as base64."""
+    """Wrap an unusable message for ``sqal/v1/_dead/{stage}``; the payload travels as base64.
+
+    A payload over :data:`MAX_DEAD_PAYLOAD_BYTES` is cut to that size; ``payload_bytes`` keeps
+    its real size.
+    """
     return DeadLetter(
         stage=stage,
         topic=topic,
         reason=error.reason,
         detail=error.detail,
-        payload_b64=base64.b64encode(payload).decode("ascii"),
+        payload_b64=base64.b64encode(payload[:MAX_DEAD_PAYLOAD_BYTES]).decode("ascii"),
+        payload_bytes=len(payload),
         received_at=now or datetime.now(UTC),
     )
 

@@ -361,6 +361,8 @@ class DeadLetter(BaseModel):
     reason: DeadReason
     detail: str
     payload_b64: str
+    payload_bytes: Annotated[int, Field(ge=0)] | None = None
+    """Size of the refused message; more than the decoded ``payload_b64`` when it was cut."""
     received_at: AwareDatetime
 
 

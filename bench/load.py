@@ -1,0 +1,264 @@
+"""Offered load for the pipeline benchmark: a pre-rendered frame pool, publishers, a result tap.
+
+The simulator renders only ~400-500 samples/s per core (README, "Device simulator"), far below
+the loads the pipeline is pushed to, so the frames are rendered once (``device_sim`` batch
+render, fixed seeds, no transport faults) and replayed on an absolute schedule. Each offered
+sample gets a run-unique ``sample_id`` by rewriting the last 8 digits of the template's id
+(``{device}-{boot}-{seq:08d}``, same length, so a byte ``replace`` on the encoded payload is
+enough); everything else in the frame stays as rendered.
+
+Publishers and the result tap run in their own processes (``spawn``), as the devices and the
+line gate would: in the orchestrating process they would share its GIL and measure it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+
+from device_sim.device import SimDevice
+from device_sim.fleet import config_payload
+from device_sim.trays import DEFECTS
+from sqal.mqtt import client_id, paho_client
+from sqal.wire import Kind, subscription
+
+START = datetime(2030, 1, 1, tzinfo=UTC)
+SID_DIGITS = 8
+MAX_INFLIGHT = 1000
+"""Unacknowledged publishes per publisher (paho's default of 20 caps it at 20 round trips)."""
+ACK_WAIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Template:
+    """One rendered sample: both frames, encoded, and the id to rewrite."""
+
+    line: str
+    device: str
+    sid: bytes
+    tof_topic: str
+    tof: bytes
+    spectral_topic: str
+    spectral: bytes
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Rendered samples in publish order (devices interleaved) and each device's retained config."""
+
+    templates: list[Template]
+    configs: list[tuple[str, bytes]]
+
+    @property
+    def lines(self) -> list[str]:
+        return sorted({t.line for t in self.templates})
+
+
+def render_pool(
+    lines: int, devices_per_line: int, per_device: int, seed: int = 7,
+    profile: str = "foie_gras_lobe_400g",
+) -> Pool:  # fmt: skip
+    """Render ``per_device`` samples for each of ``lines × devices_per_line`` simulated nodes."""
+    by_device: list[list[Template]] = []
+    configs: list[tuple[str, bytes]] = []
+    rates = dict.fromkeys(DEFECTS, 0.03)
+    index = 0
+    for li in range(1, lines + 1):
+        for di in range(1, devices_per_line + 1):
+            line, dev_id = f"L{li}", f"L{li}-node{di:02d}"
+            dev = SimDevice(line, dev_id, index, seed, profile, 0.1, START, rates=rates)
+            index += 1
+            configs.append((dev.topic(Kind.CONFIG), config_payload(dev, START)))
+            out, _ = dev.produce(per_device)
+            tof = [m for m in out if m.topic.endswith("/tof")]
+            spec = [m for m in out if m.topic.endswith("/spectral")]
+            mine = []
+            for t, s in zip(tof, spec, strict=True):
+                start = t.payload.index(b'"sample_id":"') + len(b'"sample_id":"')
+                sid = t.payload[start : t.payload.index(b'"', start)]
+                mine.append(Template(line, dev_id, sid, t.topic, t.payload, s.topic, s.payload))
+            by_device.append(mine)
+    order = [t for group in zip(*by_device, strict=True) for t in group]
+    return Pool(order, configs)
+
+
+def sample_id(t: Template, uid: int) -> bytes:
+    """The template's id with its sequence digits replaced by ``uid`` (run-unique)."""
+    return t.sid[:-SID_DIGITS] + b"%08d" % uid
+
+
+def uid_of(sid: bytes | str) -> int:
+    return int(sid[-SID_DIGITS:])
+
+
+# --- publisher process -------------------------------------------------------------------
+def publish_step(
+    client: paho.Client, acked: threading.Semaphore, pool: Pool, rate: float, n: int,
+    uid_base: int, t0_wall: float, index: int, n_pub: int, counter: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Publish samples ``index, index + n_pub, …`` of ``n`` at ``t0 + k / rate`` (absolute).
+
+    Returns uids, the wall time right after each sample's last frame was handed to paho, and the
+    lateness against the schedule (ms). Waits for every PUBACK before returning.
+    """
+    ks = range(index, n, n_pub)
+    uids = np.empty(len(ks), np.int64)
+    t_pub = np.empty(len(ks), np.float64)
+    late_ms = np.empty(len(ks), np.float32)
+    t0 = time.monotonic() + (t0_wall - time.time())
+    templates = pool.templates
+    for i, k in enumerate(ks):
+        due = t0 + k / rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+            now = time.monotonic()
+        t = templates[k % len(templates)]
+        new = sample_id(t, uid_base + k)
+        client.publish(t.tof_topic, t.tof.replace(t.sid, new, 1), qos=1)
+        client.publish(t.spectral_topic, t.spectral.replace(t.sid, new, 1), qos=1)
+        t_pub[i] = time.time()
+        uids[i] = uid_base + k
+        late_ms[i] = (now - due) * 1000.0
+        counter.value += 2
+    deadline = time.monotonic() + ACK_WAIT_S
+    for _ in range(2 * len(ks)):
+        if not acked.acquire(timeout=max(0.001, deadline - time.monotonic())):
+            raise RuntimeError("publisher: broker did not acknowledge every frame")
+    return {"uids": uids, "t_pub": t_pub, "late_ms": late_ms}
+
+
+def _publisher_main(conn: Connection, pool: Pool, index: int, n_pub: int, counter: Any) -> None:
+    client: paho.Client | None = None
+    acked = threading.Semaphore(0)
+    while True:
+        cmd, args = conn.recv()
+        if cmd == "connect":
+            if client is not None:
+                client.disconnect()
+                client.loop_stop()
+            client = paho_client(args, client_id(f"bench-pub{index}"), persistent=False,
+                                 max_inflight=MAX_INFLIGHT)  # fmt: skip
+            client.on_publish = lambda *_a: acked.release()
+            conn.send("ok")
+        elif cmd == "step":
+            assert client is not None
+            rate, n, uid_base, t0_wall = args
+            conn.send(
+                publish_step(client, acked, pool, rate, n, uid_base, t0_wall, index, n_pub, counter)
+            )
+        else:
+            if client is not None:
+                client.disconnect()
+                client.loop_stop()
+            conn.send("bye")
+            return
+
+
+# --- result tap process ------------------------------------------------------------------
+def _tap_main(conn: Connection) -> None:
+    """Subscribe to every result; remember the first arrival (wall time) per sample uid."""
+    got: dict[int, float] = {}
+    lock = threading.Lock()
+    key = b'"sample_id":"'
+
+    def on_message(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        now = time.time()
+        p = bytes(msg.payload)
+        start = p.find(key) + len(key)
+        uid = uid_of(p[start : p.find(b'"', start)])
+        with lock:
+            got.setdefault(uid, now)
+
+    client: paho.Client | None = None
+    while True:
+        cmd, args = conn.recv()
+        if cmd == "connect":
+            if client is not None:
+                client.disconnect()
+                client.loop_stop()
+            client = paho_client(args, client_id("bench-tap"), persistent=False,
+                                 on_message=on_message)  # fmt: skip
+            client.subscribe(subscription(Kind.RESULT), qos=1)
+            time.sleep(0.3)
+            conn.send("ok")
+        elif cmd == "collect":
+            lo, hi = args
+            with lock:
+                mine = {u: t for u, t in got.items() if lo <= u < hi}
+                for u in mine:
+                    del got[u]
+            conn.send((np.fromiter(mine.keys(), np.int64), np.fromiter(mine.values(), np.float64)))
+        else:
+            if client is not None:
+                client.disconnect()
+                client.loop_stop()
+            conn.send("bye")
+            return
+
+
+class Load:
+    """``n_pub`` publisher processes and one result tap, driven step by step."""
+
+    def __init__(self, pool: Pool, n_pub: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.counters = [ctx.Value("q", 0, lock=False) for _ in range(n_pub)]
+        self._pubs: list[tuple[Any, Connection]] = []
+        for i in range(n_pub):
+            here, there = ctx.Pipe()
+            p = ctx.Process(target=_publisher_main, args=(there, pool, i, n_pub, self.counters[i]))
+            p.start()
+            self._pubs.append((p, here))
+        here, there = ctx.Pipe()
+        self._tap = ctx.Process(target=_tap_main, args=(there,))
+        self._tap.start()
+        self._tap_conn = here
+
+    @property
+    def pids(self) -> dict[str, list[int]]:
+        return {"publishers": [p.pid for p, _ in self._pubs], "tap": [self._tap.pid]}
+
+    def published(self) -> int:
+        """Frames handed to paho so far, all publishers."""
+        return sum(int(c.value) for c in self.counters)
+
+    def connect(self, broker_url: str) -> None:
+        for _, c in [*self._pubs, (None, self._tap_conn)]:
+            c.send(("connect", broker_url))
+        for _, c in [*self._pubs, (None, self._tap_conn)]:
+            c.recv()
+
+    def run_step(self, rate: float, n: int, uid_base: int, lead_s: float = 0.3) -> dict[str, Any]:
+        """Publish ``n`` samples at ``rate``/s starting ``lead_s`` from now; merged timings."""
+        t0 = time.time() + lead_s
+        for _, c in self._pubs:
+            c.send(("step", (rate, n, uid_base, t0)))
+        parts = [c.recv() for _, c in self._pubs]
+        out = {k: np.concatenate([p[k] for p in parts]) for k in ("uids", "t_pub", "late_ms")}
+        order = np.argsort(out["uids"])
+        return {"t0": t0, **{k: v[order] for k, v in out.items()}}
+
+    def collect(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(uids, wall arrival times) of results seen by the tap for uids in [lo, hi)."""
+        self._tap_conn.send(("collect", (lo, hi)))
+        uids, times = self._tap_conn.recv()
+        return uids, times
+
+    def close(self) -> None:
+        for proc, c in [*self._pubs, (self._tap, self._tap_conn)]:
+            try:
+                c.send(("stop", None))
+                c.recv()
+            except (EOFError, OSError):
+                pass
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
