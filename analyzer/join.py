@@ -162,6 +162,16 @@ class Joiner(Generic[H]):
         self._forget(now)
         return out
 
+    def postpone(self, dt_s: float) -> None:
+        """Move every waiting sample's deadline ``dt_s`` later.
+
+        While the broker is away the other half cannot arrive, so the outage must not count
+        against the join timeout (a broker restart would otherwise release halves as partial
+        results: tests/chaos, "partial").
+        """
+        for pend in self._pending.values():
+            pend.since_s += dt_s
+
     def next_deadline(self) -> float | None:
         """When the oldest waiting sample times out (same clock as ``now``), or None."""
         if not self._pending:

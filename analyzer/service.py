@@ -95,6 +95,13 @@ class _Msg:
 
 
 @dataclass(frozen=True)
+class _Back:
+    """The broker connection is back after ``away_s`` seconds."""
+
+    away_s: float
+
+
+@dataclass(frozen=True)
 class _Puback:
     mid: int
 
@@ -125,13 +132,14 @@ class AnalyzerService:
         self.device_params: dict[str, ScoringParams] = {}
         self.joiner: Joiner[_Msg] = Joiner(cfg.join_timeout_s, cfg.max_pending)
         self.ledger = AckLedger()
-        self.inbox: queue.SimpleQueue[_Msg | _Puback | None] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[_Msg | _Puback | _Back | None] = queue.SimpleQueue()
         self.registry = registry or Registry(STAGE)
         self.metrics = Metrics(self.registry, lambda: float(len(self.joiner)))
         self._awaiting: dict[int, tuple[tuple[int, ...], bool, float]] = {}
         self._stop = threading.Event()
         self._seq = 0
         self._client: paho.Client | None = None
+        self._away_since: float | None = None
         self.ready = threading.Event()
         self.registry.healthy = self._health
 
@@ -142,6 +150,15 @@ class AnalyzerService:
 
     def _on_publish(self, client: paho.Client, userdata: object, mid: int, *rest: object) -> None:
         self.inbox.put(_Puback(mid))
+
+    def _on_disconnect(self, client: paho.Client, *rest: object) -> None:
+        if self._away_since is None:
+            self._away_since = time.monotonic()
+
+    def _on_connect(self, client: paho.Client, *rest: object) -> None:
+        since, self._away_since = self._away_since, None
+        if since is not None:
+            self.inbox.put(_Back(time.monotonic() - since))
 
     def _health(self) -> tuple[bool, str]:
         c = self._client
@@ -174,6 +191,8 @@ class AnalyzerService:
             on_publish=self._on_publish,
             receive_maximum=RECEIVE_MAXIMUM,
         )
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect = self._on_connect
         try:
             mqtt_io.subscribe(
                 self._client, [Kind.CONFIG, Kind.TOF, Kind.SPECTRAL], lines=self.cfg.lines
@@ -201,9 +220,9 @@ class AnalyzerService:
 
     # --- the worker ------------------------------------------------------------------
     def _round(self) -> None:
-        deadline = self.joiner.next_deadline()
+        deadline = None if self._away_since is not None else self.joiner.next_deadline()
         wait_s = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-        events: list[_Msg | _Puback] = []
+        events: list[_Msg | _Puback | _Back] = []
         try:
             first = self.inbox.get(timeout=wait_s)
             if first is not None:
@@ -218,9 +237,12 @@ class AnalyzerService:
         for ev in events:
             if isinstance(ev, _Puback):
                 self._on_puback(ev.mid)
+            elif isinstance(ev, _Back):
+                self.joiner.postpone(ev.away_s)
             else:
                 ready += self._on_frame(ev)
-        ready += self.joiner.expire(time.monotonic())
+        if self._away_since is None:  # no half can arrive while the broker is away
+            ready += self.joiner.expire(time.monotonic())
         if ready:
             self._score(ready)
         self.metrics.unacked.set(self.ledger.unacked)

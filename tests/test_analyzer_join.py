@@ -109,3 +109,13 @@ def test_drain_releases_everything_on_shutdown() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         Joiner(max_pending=0)
+
+
+def test_postpone_moves_every_deadline() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    j.offer("L1", tof(1), "t1", now=100.0)
+    j.offer("L1", tof(2), "t2", now=101.0)
+    j.postpone(30.0)  # the broker was away 30 s: no half could arrive
+    assert j.expire(131.9) == []
+    assert [r.sample_id for r in j.expire(132.0)] == ["dev1-abc123-00000001"]
+    assert j.next_deadline() == 133.0
