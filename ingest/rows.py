@@ -14,6 +14,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from sqal.wire import (
+    DeviceConfig,
     DeviceStatus,
     DeviceTopic,
     Frame,
@@ -21,9 +22,10 @@ from sqal.wire import (
     SpectralFrame,
     TofFrame,
 )
-from storage.tables import RESULTS, SPECTRAL, STATUS, TOF
+from storage.tables import CONFIG, RESULTS, SPECTRAL, STATUS, TOF
 
 STATUS_SAMPLE_ID = "status"
+CONFIG_SAMPLE_ID = "config"
 """``sample_id`` of ``device_status`` rows: a status message belongs to no sample."""
 
 
@@ -147,6 +149,24 @@ def status_row(topic: DeviceTopic, st: DeviceStatus, received_at: datetime) -> t
     )
 
 
+def config_row(topic: DeviceTopic, cfg: DeviceConfig, received_at: datetime) -> tuple[object, ...]:
+    """A ``device_config`` row: settings and the calibration block kept whole (audits)."""
+    cal = cfg.calibration
+    return (
+        cfg.ts or received_at,
+        topic.line,
+        cfg.device_id,
+        CONFIG_SAMPLE_ID,
+        cfg.v,
+        cfg.profile,
+        cal.id if cal else None,
+        cal.ts if cal else None,
+        Jsonb(cfg.tof.model_dump(mode="json")),
+        Jsonb(cfg.spectral.model_dump(mode="json")),
+        Jsonb(cal.model_dump(mode="json", exclude_none=True)) if cal else None,
+    )
+
+
 def to_row(
     topic: DeviceTopic, frame: Frame, received_at: datetime
 ) -> tuple[str, tuple[object, ...]] | None:
@@ -159,4 +179,6 @@ def to_row(
         return RESULTS.name, result_row(topic, frame)
     if isinstance(frame, DeviceStatus):
         return STATUS.name, status_row(topic, frame, received_at)
+    if isinstance(frame, DeviceConfig):
+        return CONFIG.name, config_row(topic, frame, received_at)
     return None

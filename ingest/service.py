@@ -52,7 +52,7 @@ from storage.writer import BatchWriter, BrokerStat, DeadRow, PendingRow, Refusal
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
-STORED_KINDS = (Kind.TOF, Kind.SPECTRAL, Kind.RESULT, Kind.STATUS)
+STORED_KINDS = (Kind.TOF, Kind.SPECTRAL, Kind.RESULT, Kind.STATUS, Kind.CONFIG)
 INBOX_FACTOR = 4
 """Inbox bound in Receive Maximums. One would do if the broker honoured the limit exactly; after
 a reconnect Mosquitto 2.0 resends the old in-flight messages besides a fresh window (seen in

@@ -173,6 +173,20 @@ STATUS = Table(
     ),
 )
 
+CONFIG = Table(
+    "device_config",
+    (
+        *_KEY,
+        ("v", "int2"),
+        ("profile", "text"),
+        ("calibration_id", "text"),
+        ("calibration_ts", "timestamptz"),
+        ("tof", "jsonb"),
+        ("spectral", "jsonb"),
+        ("calibration", "jsonb"),
+    ),
+)
+
 DEAD_LETTERS = Table(
     "dead_letters",
     (
@@ -188,7 +202,9 @@ DEAD_LETTERS = Table(
     keyed=False,
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (TOF, SPECTRAL, RESULTS, STATUS, DEAD_LETTERS)}
+TABLES: dict[str, Table] = {
+    t.name: t for t in (TOF, SPECTRAL, RESULTS, STATUS, CONFIG, DEAD_LETTERS)
+}
 """Every table ingest writes, by name."""
 
 ROLLUP_TABLES = ("results_1m", "defects_1m")

@@ -245,3 +245,29 @@ def test_shared_workers_split_the_load_and_store_everything_once(
             stop.set()
             t.join(10)
             drop_session(broker.url, cid)
+
+
+def test_configs_are_stored_so_results_trace_to_their_calibration(
+    ingest: Running, broker: Mosquitto
+) -> None:
+    from sqal.wire import Calibration, DeviceConfig
+
+    dev, line = "dev-cal", ingest.line
+    cal = Calibration(id="cal-dev-cal-1", ts=T0, d0_mm=259.5)
+    cfg = DeviceConfig(device_id=dev, profile="foie_gras_lobe_400g", ts=T0, calibration=cal)
+    res = result(dev, 1, Grade.A, 0.9, []).model_copy(update={"calibration_id": cal.id})
+    msgs = [
+        (device_topic(line, dev, Kind.CONFIG), encode(cfg)),
+        (device_topic(line, dev, Kind.CONFIG), encode(cfg)),  # the same config again
+        (device_topic(line, dev, Kind.RESULT), encode(res)),
+    ]
+    publish_all(broker.url, msgs)
+    dsn = ingest.dsn
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM results") == 1)
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM device_config") == 1)
+    traced = count(
+        dsn,
+        "SELECT count(*) FROM results r JOIN device_config c USING (device_id, calibration_id)"
+        " WHERE (c.calibration->>'d0_mm')::float = 259.5",
+    )
+    assert traced == 1
