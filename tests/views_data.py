@@ -279,6 +279,18 @@ def _rollups(results: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str
     )
 
 
+def _broker_stats(shift: Shift) -> list[dict[str, Any]]:
+    """$SYS readings every 10 s over the shift: a few drops, a small stored backlog."""
+    times = sorted(r["ts"] for r in shift.results)
+    rows, t, dropped = [], times[0], 0.0
+    while t <= times[-1]:
+        dropped += 1.0 if t.minute % 17 == 0 and t.second == times[0].second else 0.0
+        rows.append({"ts": t, "counter": "publish_dropped", "value": dropped})
+        rows.append({"ts": t, "counter": "stored_messages", "value": float(t.second % 7)})
+        t += timedelta(seconds=10)
+    return rows
+
+
 def fill(dsn: str, shift: Shift) -> None:
     """Migrate the database at ``dsn`` and write ``shift`` into it."""
     zeros = [0.0] * 64
@@ -337,6 +349,7 @@ def fill(dsn: str, shift: Shift) -> None:
         )
         _copy(conn, "device_status", shift.status, {"v": 1})
         _copy(conn, "dead_letters", shift.dead, {})
+        _copy(conn, "broker_stats", _broker_stats(shift), {})
         for table, rows in _rollups(shift.results):
             _copy(conn, table, rows, {})
         conn.commit()

@@ -159,6 +159,21 @@ def fleet() -> Board:
         8,
     )
     b.add(
+        # Issue 9, "loss made visible": what the broker itself discarded or held, from the
+        # $SYS counters ingest stores (cumulative since the broker started).
+        series_panel("Broker: dropped and stored messages ($SYS)", "short"),
+        q(
+            "SELECT $__timeGroupAlias(ts, $__interval), counter AS metric,\n"
+            "  max(value) AS messages\nFROM broker_stats\n"
+            "WHERE $__timeFilter(ts) AND counter IN ('publish_dropped', 'stored_messages')\n"
+            "GROUP BY 1, 2 ORDER BY 1",
+            "time_series",
+            ("time", "metric", "messages"),
+        ),
+        12,
+        8,
+    )
+    b.add(
         series_panel("Dead letters by reason", "short", bars=True, stacked=True),
         q(
             sql(
