@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqal.local import free_port
+from sqal.local.process import ServiceProcess
 from sqal.mqtt import paho_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,13 +122,7 @@ class Service:
         return scrape(self.metrics_port)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        ServiceProcess(self.name, self.proc.pid, signal.SIGTERM, self.proc).stop(20)
 
 
 def start_service(name: str, argv: list[str], log_dir: Path, src: Path | None = None) -> Service:

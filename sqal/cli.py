@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ import typer
 
 from sqal import __version__
 from sqal.errors import ConfigError, SqalError
-from sqal.settings import DEFAULT_MQTT_PORT, DEFAULT_PG_PORT, load_settings
+from sqal.settings import DEFAULT_MQTT_PORT, DEFAULT_PG_PORT, load_settings, parse_aware_time
 
 
 def _app(help_text: str) -> typer.Typer:
@@ -288,23 +287,11 @@ def eval_(
     elif db is not None:
         from storage.queries import results_for_eval
 
-        docs = results_for_eval(db, _aware_time(since, "--since") if since else None)
+        docs = results_for_eval(db, parse_aware_time(since, "--since") if since else None)
     else:
         docs = _results_from_capture(capture or [])
     report = evaluate(docs, read_jsonl(truth, "--truth"))
     typer.echo(json.dumps(report.as_dict()) if as_json else format_report(report))
-
-
-def _aware_time(text: str, flag: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"{flag} {text!r}: expected an ISO time, e.g. 2026-11-27T08:00Z"
-        ) from None
-    if value.tzinfo is None:
-        raise ConfigError(f"{flag} {text!r}: give a UTC offset, e.g. 2026-11-27T08:00+00:00")
-    return value
 
 
 def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:

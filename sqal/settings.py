@@ -7,6 +7,7 @@ they outrank the environment. Services take it as an argument; nothing builds it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -86,3 +87,21 @@ def parse_broker_url(url: str) -> BrokerUrl:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )
+
+
+def parse_aware_time(
+    text: str, flag: str, expected: str = "an ISO time, e.g. 2026-11-27T08:00+00:00"
+) -> datetime:
+    """An ISO 8601 time with its UTC offset, as given for ``flag``.
+
+    Raises:
+        ConfigError: not an ISO time, or no offset (a shift report or an eval window must not
+            depend on the machine's time zone).
+    """
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected {expected}") from None
+    if value.tzinfo is None:
+        raise ConfigError(f"{flag} {text!r}: add a UTC offset, e.g. {text}+00:00")
+    return value

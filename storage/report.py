@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from sqal.errors import ConfigError
 from sqal.profiles import profile_names
+from sqal.settings import parse_aware_time
 from storage.boards import ProfileTarget
 from storage.connection import storage_error
 
@@ -89,15 +90,7 @@ def parse_instant(text: str, now: datetime, flag: str) -> datetime:
 
     if text and text[-1] in "smhdw" and text[:-1].isdigit():
         return now - parse_age(text, flag)
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"{flag} {text!r}: give an age like 8h or a time like 2026-03-02T06:00:00+00:00"
-        ) from None
-    if t.tzinfo is None:
-        raise ConfigError(f"{flag} {text!r}: add a UTC offset, e.g. {text}+00:00")
-    return t
+    return parse_aware_time(text, flag, "an age like 8h or a time like 2026-03-02T06:00:00+00:00")
 
 
 def bucket_for(span: timedelta) -> timedelta:

@@ -21,6 +21,7 @@ import pytest
 from ingest.service import IngestConfig, IngestService
 from sqal.errors import ConfigError
 from sqal.local import Mosquitto, Postgres, free_port, start_mosquitto, start_postgres
+from sqal.local.process import ServiceProcess
 from sqal.wire import Kind, device_topic, encode
 from tests.fix_pg import FAST
 from tests.test_ingest_frames import (
@@ -84,13 +85,8 @@ class _Ingest:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        if self.proc is not None:
+            ServiceProcess("ingest", self.proc.pid, signal.SIGTERM, self.proc).stop(15)
 
 
 def test_kill_9_mid_stream_then_restart_stores_every_frame_once(

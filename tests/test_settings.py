@@ -61,3 +61,17 @@ def test_broker_urls(url: str, expected: BrokerUrl) -> None:
 def test_bad_broker_urls(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_broker_url(url)
+
+
+def test_times_need_a_utc_offset() -> None:
+    from datetime import UTC, datetime
+
+    from sqal.settings import parse_aware_time
+
+    assert parse_aware_time("2026-11-27T08:00+00:00", "--since") == datetime(
+        2026, 11, 27, 8, tzinfo=UTC
+    )
+    with pytest.raises(ConfigError, match="add a UTC offset"):
+        parse_aware_time("2026-11-27T08:00", "--since")
+    with pytest.raises(ConfigError, match="--until 'soon': expected an age"):
+        parse_aware_time("soon", "--until", "an age like 8h")

@@ -25,6 +25,7 @@ import psycopg
 
 from sqal.errors import ServiceError
 from sqal.local import Mosquitto, Postgres, free_port, start_mosquitto, start_postgres
+from sqal.local.process import ServiceProcess
 from storage.migrate import migrate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,14 +124,8 @@ class Service:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        if self.proc is not None:
+            ServiceProcess(self.name, self.proc.pid, signal.SIGTERM, self.proc).stop(15)
 
 
 class Stack:
