@@ -12,18 +12,19 @@ Who may do what (DESIGN.md, "MQTT contract"); verified against Mosquitto 2.0.11 
 - A denied PUBLISH is acknowledged (MQTT 5: reason 0x87) and dropped; a denied subscription is
   granted but nothing is delivered on it (Mosquitto checks ``read`` per message). A last will on
   a topic its client may not write is not published.
-- Passwords are hashed by ``mosquitto_passwd`` (PBKDF2-SHA512 in 2.0), fed on stdin so the
-  password never appears in a process list. ``kill -HUP`` makes the broker re-read the password
-  and ACL files and disconnect clients whose credentials no longer match.
+- Passwords are stored as Mosquitto 2.0's PBKDF2-SHA512 hash (``$7$`` lines, what
+  ``mosquitto_passwd`` writes), computed here so no ``mosquitto_passwd`` binary is needed where
+  the file is made (the compose stack's init container). ``kill -HUP`` makes the broker re-read
+  the password and ACL files and disconnect clients whose credentials no longer match.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import secrets
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -33,7 +34,7 @@ from urllib.parse import quote
 import typer
 
 from sqal.devices import Target
-from sqal.errors import ConfigError, ServiceError
+from sqal.errors import ConfigError
 from sqal.wire.enums import Kind
 from sqal.wire.topics import DEAD_ROOT, ROOT, dead_letter_topic, subscription
 
@@ -42,6 +43,12 @@ DEFAULT_ACL_FILE = Path("/etc/mosquitto/sqal/acl")
 MIN_PASSWORD_CHARS = 12
 GENERATED_PASSWORD_BYTES = 24
 """192 random bits, 32 URL-safe characters: typed once into a device's provisioning."""
+PBKDF2_ITERATIONS = 1000
+"""Mosquitto checks a password once per CONNECT; ``mosquitto_passwd`` 2.0 uses 101. At 1,000 a
+check costs ~1.3 ms of CPU (hashlib, a 2-core box): a fleet reconnecting at once stays cheap."""
+PBKDF2_SALT_BYTES = 12
+PBKDF2_HASH_ID = 7
+"""Mosquitto's id for PBKDF2-SHA512 (``$7$``); 6 is a single SHA512, which it still reads."""
 
 SQAL_COMMENT = "# sqal:"
 """Comments this module writes start so; they are regenerated, never accumulated."""
@@ -56,6 +63,8 @@ class Service(StrEnum):
     INGEST = "ingest"
     RECORD = "record"
     CONFIG = "config"
+    SIMULATOR = "simulator"
+    MONITOR = "monitor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,16 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
     Service.RECORD: (AclRule("read", f"{ROOT}/#"),),
     # `sqal config set` reads the retained config (to keep a calibration) before publishing.
     Service.CONFIG: (AclRule("readwrite", subscription(Kind.CONFIG)),),
+    # `sqal sim`: a whole simulated fleet through one user, each device as a real one behaves
+    # (its frames, status and last will out; its retained config, which it also seeds, in).
+    Service.SIMULATOR: (
+        AclRule("write", subscription(Kind.TOF)),
+        AclRule("write", subscription(Kind.SPECTRAL)),
+        AclRule("write", subscription(Kind.STATUS)),
+        AclRule("readwrite", subscription(Kind.CONFIG)),
+    ),
+    # Health checks and exporters: the broker's own counters, no SQAL traffic.
+    Service.MONITOR: (AclRule("read", "$SYS/broker/#"),),
 }
 
 
@@ -226,59 +245,63 @@ def update_acl(acl_file: Path, service: Service | None) -> list[str]:
     return removed
 
 
-def mosquitto_passwd_binary() -> str:
-    """Path of ``mosquitto_passwd`` (Debian package ``mosquitto``).
-
-    Raises:
-        ServiceError: it is not installed.
-    """
-    found = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    if not Path(found).exists():
-        raise ServiceError("mosquitto_passwd is not installed; apt-get install mosquitto")
-    return found
-
-
-def check_password(password: str) -> None:
-    """Raises ConfigError naming ``--password`` when it cannot be a broker password."""
+def check_password(password: str, source: str = "--password") -> None:
+    """Raises ConfigError naming ``source`` when ``password`` cannot be a broker password."""
     if len(password) < MIN_PASSWORD_CHARS:
-        raise ConfigError(f"--password must have at least {MIN_PASSWORD_CHARS} characters")
+        raise ConfigError(f"{source} must have at least {MIN_PASSWORD_CHARS} characters")
     if any(c in password for c in "\r\n\0"):
-        raise ConfigError("--password must not contain a line break or NUL")
+        raise ConfigError(f"{source} must not contain a line break or NUL")
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """Mosquitto 2.0's password hash: ``$7$ITERATIONS$SALT$PBKDF2-SHA512``, base64 parts."""
+    salt = secrets.token_bytes(PBKDF2_SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS, 64)
+    b64 = base64.b64encode
+    return f"${PBKDF2_HASH_ID}${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def password_matches(hashed: str, password: str) -> bool:
+    """Whether ``password`` is the one behind a ``$7$`` hash (ours or ``mosquitto_passwd``'s)."""
+    try:
+        _, kind, iterations, salt, digest = hashed.split("$")
+        want = base64.b64decode(digest, validate=True)
+        got = hashlib.pbkdf2_hmac(
+            "sha512", password.encode(), base64.b64decode(salt, validate=True),
+            int(iterations), len(want),
+        )  # fmt: skip
+    except ValueError:
+        return False
+    return kind == str(PBKDF2_HASH_ID) and secrets.compare_digest(got, want)
 
 
 def set_password(password_file: Path, username: str, password: str) -> None:
-    """Add or replace ``username`` in ``password_file`` with ``mosquitto_passwd``.
+    """Add or replace ``username``'s line in ``password_file``; other lines stay as they are.
 
-    A new file is created with mode 0600. The password goes to ``mosquitto_passwd``'s stdin
-    (its prompt and confirmation), not its argv, which any local user could read in /proc.
+    The file is replaced atomically with mode 0600, so the broker, re-reading it on SIGHUP,
+    never sees half of it.
 
     Raises:
-        ConfigError: the file cannot be created, or ``mosquitto_passwd`` refused.
-        ServiceError: ``mosquitto_passwd`` is missing or hung.
+        ConfigError: the user name cannot be in the file, or the file cannot be read or written.
     """
-    binary = mosquitto_passwd_binary()
-    if not password_file.exists():
-        try:
-            password_file.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except OSError as exc:
-            raise ConfigError(
-                f"--password-file {password_file}: cannot create ({exc.strerror})"
-            ) from None
+    if ":" in username or any(c.isspace() for c in username):
+        raise ConfigError(f"user name {username!r} must not hold ':' or white space")
     try:
-        done = subprocess.run(
-            [binary, str(password_file), username],
-            input=f"{password}\n{password}\n",
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ServiceError(f"mosquitto_passwd did not finish on {password_file}") from None
-    if done.returncode != 0:
-        why = (done.stderr or done.stdout).strip().splitlines()
-        raise ConfigError(f"--password-file {password_file}: {why[-1] if why else 'refused'}")
+        lines = password_file.read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    except OSError as exc:
+        raise ConfigError(
+            f"--password-file {password_file}: cannot read ({exc.strerror})"
+        ) from None
+    kept = [line for line in lines if line.split(":", 1)[0] != username]
+    text = "\n".join([*kept, f"{username}:{hash_password(password)}"]) + "\n"
+    try:
+        write_atomic(password_file, text, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"--password-file {password_file}: cannot write ({exc.strerror})"
+        ) from None
 
 
 def _credentials(username: str, password_file: Path, password: str | None) -> tuple[str, bool]:
@@ -322,7 +345,7 @@ def _report(
 
 PasswordFileOption = Annotated[
     Path,
-    typer.Option("--password-file", help="Mosquitto password file (created 0600 if missing)."),
+    typer.Option("--password-file", help="Mosquitto password file (written 0600)."),
 ]
 AclFileOption = Annotated[
     Path, typer.Option("--acl-file", help="Mosquitto ACL file (created if missing).")
@@ -354,7 +377,8 @@ def mosquitto_add_device_command(
 
 def mosquitto_add_service_command(
     service: Annotated[
-        Service, typer.Argument(help="Service user: analyzer|ingest|record|config.")
+        Service,
+        typer.Argument(help="Service user: analyzer|ingest|record|config|simulator|monitor."),
     ],
     password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
     acl_file: AclFileOption = DEFAULT_ACL_FILE,

@@ -318,6 +318,7 @@ def _register() -> None:
     from ingest.command import ingest_command
     from sqal.broker_admin import mosquitto_add_device_command, mosquitto_add_service_command
     from sqal.broker_certs import mosquitto_certs_command
+    from sqal.broker_init import mosquitto_init_command
     from storage.command import db_migrate_command, db_retention_command, db_status_command
     from storage.views_command import grafana_build_command, grafana_push_command, report_command
 
@@ -346,6 +347,7 @@ def _register() -> None:
     mosquitto_app.command("add-device")(mosquitto_add_device_command)
     mosquitto_app.command("add-service")(mosquitto_add_service_command)
     mosquitto_app.command("certs")(mosquitto_certs_command)
+    mosquitto_app.command("init")(mosquitto_init_command)
 
 
 _register()

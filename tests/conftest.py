@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fix_mqtt", "tests.fix_pg", "tests.chaos.plugin"]
+pytest_plugins = ["tests.fix_mqtt", "tests.fix_pg", "tests.broker_conf", "tests.chaos.plugin"]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

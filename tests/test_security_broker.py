@@ -6,17 +6,16 @@ rewritten into a temp folder, so what is tested is what the plant runs.
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -26,30 +25,28 @@ import pytest
 import typer
 from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
 from sqal.broker_admin import (
     SQAL_COMMENT,
     Service,
     full_acl,
+    hash_password,
     mosquitto_add_device_command,
     mosquitto_add_service_command,
     parse_acl,
+    password_matches,
     set_password,
     update_acl,
 )
 from sqal.broker_certs import CertFiles, make_certs, mosquitto_certs_command
-from sqal.errors import BrokerError
+from sqal.errors import BrokerError, ConfigError
 from sqal.local import free_port
-from sqal.local.mosquitto import mosquitto_binary
-from sqal.local.ports import wait_for_port
 from sqal.local.process import ServiceProcess
 from sqal.mqtt import paho_client
+from tests.broker_conf import ACCEPTED, NOT_AUTHORIZED, Peer, connect, running
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_AUTHORIZED = 135  # MQTT 5 reason code 0x87, in CONNACK and PUBACK
-ACCEPTED = (0, 16)  # PUBACK "Success" and "No matching subscribers" (MQTT 5 section 3.4.2.1)
 PASSWORDS = {
     "L1/devA": "password-of-device-a",
     "L1/devB": "password-of-device-b",
@@ -77,32 +74,6 @@ class SecureBroker:
         )
 
 
-def localize(conf: str, folder: Path, port: int, tls_port: int, certs: CertFiles) -> str:
-    """production.conf with its files in ``folder`` and its listeners on loopback test ports."""
-    rewrite = {
-        r"password_file \S+": f"password_file {folder / 'passwd'}",
-        r"acl_file \S+": f"acl_file {folder / 'acl'}",
-        r"listener 8883": f"listener {tls_port} 127.0.0.1",
-        r"cafile \S+": f"cafile {certs.ca_cert}",
-        r"certfile \S+": f"certfile {certs.server_cert}",
-        r"keyfile \S+": f"keyfile {certs.server_key}",
-        r"listener 1883 127\.0\.0\.1": f"listener {port} 127.0.0.1",
-        r"persistence_location \S+": f"persistence_location {folder}/",
-        r"log_dest syslog": f"log_dest file {folder / 'mosquitto.log'}",
-    }
-    out = []
-    for line in conf.splitlines():
-        for pattern, new in rewrite.items():
-            if re.fullmatch(pattern, line):
-                rewrite[pattern] = ""  # each directive is expected once
-                line = new
-                break
-        out.append(line)
-    assert not [p for p, v in rewrite.items() if v], f"production.conf lacks {rewrite}"
-    # Started as root, Mosquitto would drop to the `mosquitto` user, who cannot read the folder.
-    return "\n".join([*out, f"user {getpass.getuser()}", ""])
-
-
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     folder = tmp_path_factory.mktemp("secure-mqtt")
@@ -112,84 +83,8 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     for service in Service:
         update_acl(folder / "acl", service)
     port, tls_port = free_port(), free_port()
-    conf = folder / "mosquitto.conf"
-    conf.write_text(
-        localize((ROOT / "mosquitto/production.conf").read_text(), folder, port, tls_port, certs)
-    )
-    popen = subprocess.Popen(
-        [mosquitto_binary(), "-c", str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    proc = ServiceProcess("mosquitto", popen.pid, signal.SIGTERM, popen)
-    try:
-        for p in (port, tls_port):
-            assert wait_for_port(p, timeout_s=10, alive=proc.alive), (
-                folder / "mosquitto.log"
-            ).read_text()
+    with running(ROOT / "mosquitto/production.conf", folder, port, tls_port) as proc:
         yield SecureBroker(folder, port, tls_port, certs, proc)
-    finally:
-        proc.stop()
-
-
-@dataclass
-class Peer:
-    """A connected client with what it received and the PUBACK reason codes it got."""
-
-    client: paho.Client
-    received: list[tuple[str, bytes]] = field(default_factory=list)
-    pubacks: dict[int, int] = field(default_factory=dict)
-    cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def wait_for(self, topic: str, payload: bytes, timeout_s: float = 5.0) -> None:
-        with self.cond:
-            ok = self.cond.wait_for(lambda: (topic, payload) in self.received, timeout_s)
-        assert ok, f"{topic} {payload!r} never arrived; got {self.received}"
-
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
-        """Publish at QoS 1 and return the PUBACK's reason code."""
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        info.wait_for_publish(5)
-        with self.cond:
-            assert self.cond.wait_for(lambda: info.mid in self.pubacks, 5)
-            return self.pubacks[info.mid]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def peers() -> Iterator[list[Peer]]:
-    made: list[Peer] = []
-    yield made
-    for p in made:
-        p.close()
-
-
-def connect(peers: list[Peer], url: str, *subscriptions: str) -> Peer:
-    peer = Peer(paho.Client(CallbackAPIVersion.VERSION2))
-
-    def on_message(c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
-        with peer.cond:
-            peer.received.append((msg.topic, bytes(msg.payload)))
-            peer.cond.notify_all()
-
-    def on_publish(c: paho.Client, u: object, mid: int, rc: ReasonCode, p: object) -> None:
-        with peer.cond:
-            peer.pubacks[mid] = rc.value
-            peer.cond.notify_all()
-
-    peer.client = paho_client(
-        url, f"t{len(peers)}-{time.monotonic_ns()}", persistent=False,
-        on_message=on_message, on_publish=on_publish,
-    )  # fmt: skip
-    peers.append(peer)
-    for sub in subscriptions:
-        peer.client.subscribe(sub, qos=1)
-    return peer
 
 
 def settle(recorder: Peer, device: Peer) -> None:
@@ -348,7 +243,7 @@ def test_add_device_generates_a_password_shown_once_and_keeps_the_acl_exact(
 ) -> None:
     passwd, acl = tmp_path / "passwd", tmp_path / "acl"
     acl.write_text(
-        "# plant: our own monitoring user\nuser monitor\ntopic read $SYS/#\n"
+        "# plant: our own monitoring user\nuser nagios\ntopic read $SYS/#\n"
         "pattern readwrite sqal/v1/+/%u/#\n"
     )
     args = ["--password-file", str(passwd), "--acl-file", str(acl)]
@@ -360,7 +255,7 @@ def test_add_device_generates_a_password_shown_once_and_keeps_the_acl_exact(
     assert len(shown[0]) >= 32
     assert "removed foreign pattern" in first.output
     assert passwd.stat().st_mode & 0o777 == 0o600
-    assert passwd.read_text().startswith("L1/dev-01:$7$")  # mosquitto_passwd's PBKDF2 hash
+    assert passwd.read_text().startswith("L1/dev-01:$7$")  # Mosquitto 2.0's PBKDF2 hash
     assert shown[0] not in passwd.read_text()
     again = runner.invoke(_cli(), ["add-device", "L1/dev-01", *args, "--password", "p" * 12])
     assert again.exit_code == 0, again.output
@@ -368,7 +263,7 @@ def test_add_device_generates_a_password_shown_once_and_keeps_the_acl_exact(
     assert "p" * 12 not in again.output
     assert len(passwd.read_text().splitlines()) == 1  # replaced, not added
     parsed = parse_acl(acl.read_text())
-    assert parsed.users == {"monitor": ["# plant: our own monitoring user", "topic read $SYS/#"]}
+    assert parsed.users == {"nagios": ["# plant: our own monitoring user", "topic read $SYS/#"]}
     assert parsed.patterns == parse_acl(full_acl()).patterns
     assert acl.read_text().count(SQAL_COMMENT) == full_acl().count(SQAL_COMMENT)
     bad = runner.invoke(_cli(), ["add-device", "L1/dev-01", *args, "--password", "short"])
@@ -410,3 +305,31 @@ def test_certs_keeps_keys_private_and_the_ca_across_renewals(tmp_path: Path) -> 
     bad = CliRunner().invoke(_cli(), [*args, "--days", "0"])
     assert bad.exit_code != 0
     assert "--days" in str(bad.exception)
+
+
+def test_our_password_hash_is_mosquitto_passwd_s(tmp_path: Path) -> None:
+    """Both ways: we verify what mosquitto_passwd wrote, and the broker (above) accepts ours."""
+    binary = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    theirs = tmp_path / "theirs"
+    theirs.touch()
+    subprocess.run([binary, "-b", str(theirs), "u1", "secret-password-1"], check=True)
+    line = theirs.read_text().strip()
+    assert password_matches(line.split(":", 1)[1], "secret-password-1")
+    assert not password_matches(line.split(":", 1)[1], "secret-password-2")
+    ours = hash_password("secret-password-1", salt=bytes(12))
+    assert ours.startswith("$7$1000$AAAAAAAAAAAAAAAA$")
+    assert password_matches(ours, "secret-password-1")
+    assert not password_matches("$6$garbage", "secret-password-1")
+
+
+def test_set_password_keeps_other_users_and_refuses_a_colon(tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    set_password(passwd, "analyzer", "first-password-1")
+    set_password(passwd, "L1/dev-01", "device-password-1")
+    set_password(passwd, "analyzer", "second-password-2")
+    users = dict(line.split(":", 1) for line in passwd.read_text().splitlines())
+    assert list(users) == ["L1/dev-01", "analyzer"]
+    assert password_matches(users["analyzer"], "second-password-2")
+    assert password_matches(users["L1/dev-01"], "device-password-1")
+    with pytest.raises(ConfigError, match="must not hold"):
+        set_password(passwd, "a:b", "first-password-1")
