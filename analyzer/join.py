@@ -149,12 +149,19 @@ class Joiner(Generic[H]):
         self.stats.joined += 1
         return Outcome.JOINED, [self._release(key, pend, Release.JOINED, now)]
 
-    def expire(self, now: float) -> list[Ready[H]]:
-        """Release every sample that waited ``join_timeout_s`` or longer, oldest first."""
+    def expire(self, now: float, settled: float | None = None) -> list[Ready[H]]:
+        """Release every sample that waited ``join_timeout_s`` or longer, oldest first.
+
+        Args:
+            now: the clock's time, stamped on what is released.
+            settled: count waiting only up to this time (default ``now``): the analyzer passes
+                the last moment the broker was seen working (:mod:`analyzer.liveness`).
+        """
+        until = now if settled is None else min(now, settled)
         out = []
         while self._pending:
             key, pend = next(iter(self._pending.items()))
-            if now - pend.since_s < self.join_timeout_s:
+            if until - pend.since_s < self.join_timeout_s:
                 break
             del self._pending[key]
             self.stats.timed_out += 1

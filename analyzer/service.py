@@ -30,6 +30,7 @@ from analyzer.acks import AckLedger
 from analyzer.arrays import stack_spectral, stack_tof
 from analyzer.fusion import score_batch
 from analyzer.join import Joiner, Outcome, Ready
+from analyzer.liveness import PROBE_FILTER, BrokerLiveness
 from analyzer.params import ScoringParams, build_params
 from analyzer.results import SampleMeta, to_results
 from sqal.errors import ConfigError, PayloadError
@@ -104,6 +105,18 @@ class _Back:
 @dataclass(frozen=True)
 class _Puback:
     mid: int
+    received_s: float
+
+
+@dataclass(frozen=True)
+class _Unsuback:
+    """The broker answered an UNSUBSCRIBE: a liveness probe's answer (analyzer.liveness)."""
+
+    mid: int
+    received_s: float
+
+
+_Event = _Msg | _Puback | _Unsuback | _Back
 
 
 class Metrics:
@@ -121,6 +134,9 @@ class Metrics:
         self.latency = registry.histogram(
             "processing_seconds", "Last frame received to result published."
         )
+        self.stalls = registry.counter(
+            "broker_stalls_total", "Silences of the broker that paused join timeouts."
+        )
 
 
 class AnalyzerService:
@@ -132,7 +148,8 @@ class AnalyzerService:
         self.device_params: dict[str, ScoringParams] = {}
         self.joiner: Joiner[_Msg] = Joiner(cfg.join_timeout_s, cfg.max_pending)
         self.ledger = AckLedger()
-        self.inbox: queue.SimpleQueue[_Msg | _Puback | _Back | None] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[_Event | None] = queue.SimpleQueue()
+        self.liveness = BrokerLiveness()
         self.registry = registry or Registry(STAGE)
         self.metrics = Metrics(self.registry, lambda: float(len(self.joiner)))
         self._awaiting: dict[int, tuple[tuple[int, ...], bool, float]] = {}
@@ -149,7 +166,10 @@ class AnalyzerService:
         self.inbox.put(_Msg(seq, msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.monotonic()))
 
     def _on_publish(self, client: paho.Client, userdata: object, mid: int, *rest: object) -> None:
-        self.inbox.put(_Puback(mid))
+        self.inbox.put(_Puback(mid, time.monotonic()))
+
+    def _on_unsubscribe(self, client: paho.Client, u: object, mid: int, *rest: object) -> None:
+        self.inbox.put(_Unsuback(mid, time.monotonic()))
 
     def _on_disconnect(self, client: paho.Client, *rest: object) -> None:
         if self._away_since is None:
@@ -193,6 +213,7 @@ class AnalyzerService:
         )
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect = self._on_connect
+        self._client.on_unsubscribe = self._on_unsubscribe
         try:
             mqtt_io.subscribe(
                 self._client, [Kind.CONFIG, Kind.TOF, Kind.SPECTRAL], lines=self.cfg.lines
@@ -220,11 +241,9 @@ class AnalyzerService:
 
     # --- the worker ------------------------------------------------------------------
     def _round(self) -> None:
-        deadline = None if self._away_since is not None else self.joiner.next_deadline()
-        wait_s = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-        events: list[_Msg | _Puback | _Back] = []
+        events: list[_Event] = []
         try:
-            first = self.inbox.get(timeout=wait_s)
+            first = self.inbox.get(timeout=self._wait_s(time.monotonic()))
             if first is not None:
                 events.append(first)
             while len(events) < self.cfg.batch_max:
@@ -235,17 +254,63 @@ class AnalyzerService:
             pass
         ready: list[Ready[_Msg]] = []
         for ev in events:
-            if isinstance(ev, _Puback):
-                self._on_puback(ev.mid)
-            elif isinstance(ev, _Back):
-                self.joiner.postpone(ev.away_s)
-            else:
+            if isinstance(ev, _Msg):
+                self._saw(ev.received_s)
                 ready += self._on_frame(ev)
+            elif isinstance(ev, _Puback):
+                self._saw(ev.received_s)
+                self._on_puback(ev.mid)
+            elif isinstance(ev, _Unsuback):
+                self.liveness.answered(ev.mid, ev.received_s)
+                self._saw(ev.received_s)
+            else:
+                self.liveness.reset_probe()
+                self.joiner.postpone(ev.away_s)
         if self._away_since is None:  # no half can arrive while the broker is away
-            ready += self.joiner.expire(time.monotonic())
+            now = time.monotonic()
+            settled = self.liveness.settled()
+            if settled is not None:  # None: the broker has not yet been seen working
+                ready += self.joiner.expire(now, settled)
+            self._probe(now)
         if ready:
             self._score(ready)
         self.metrics.unacked.set(self.ledger.unacked)
+
+    def _due_s(self) -> float | None:
+        """When the oldest waiting half may time out, given the broker's grace."""
+        deadline = self.joiner.next_deadline()
+        return None if deadline is None else deadline + self.liveness.grace_s
+
+    def _wait_s(self, now: float) -> float:
+        """How long the worker may sleep: until a half is due or a probe should go out."""
+        due = None if self._away_since is not None else self._due_s()
+        if due is None:
+            return 0.5
+        probe = self.liveness.next_probe_s(due)
+        wake = [t for t in (due if now < due else None, probe) if t is not None]
+        return min(0.5, max(0.0, min(wake, default=now + 0.5) - now))
+
+    def _saw(self, t: float) -> None:
+        gap = self.liveness.saw(t)
+        if gap > self.liveness.stall_gap_s and len(self.joiner):
+            # Keep-alive probes fill every shorter silence while a half waits: the broker's.
+            self.metrics.stalls.inc()
+            log.warning(
+                "broker silent for %.1f s while %d samples waited for a half; "
+                "their join timeouts paused meanwhile",
+                gap,
+                len(self.joiner),
+            )
+
+    def _probe(self, now: float) -> None:
+        """Ask the broker for a sign of life (analyzer.liveness)."""
+        at = self.liveness.next_probe_s(self._due_s())
+        if at is None or now < at:
+            return
+        assert self._client is not None
+        rc, mid = self._client.unsubscribe(PROBE_FILTER)
+        if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
+            self.liveness.probed(mid, now)
 
     def _on_frame(self, m: _Msg) -> list[Ready[_Msg]]:
         self.ledger.register(m.seq, m.mid, m.qos)

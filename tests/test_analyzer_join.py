@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analyzer.join import Joiner, Outcome, Release
+from analyzer.liveness import BrokerLiveness
 from sqal.wire import SpectralFrame, TofFrame
 from tests.test_analyzer_support import spectral_payload, tof_payload
 
@@ -119,3 +120,59 @@ def test_postpone_moves_every_deadline() -> None:
     assert j.expire(131.9) == []
     assert [r.sample_id for r in j.expire(132.0)] == ["dev1-abc123-00000001"]
     assert j.next_deadline() == 133.0
+
+
+def test_a_silent_broker_pauses_the_timeout_and_its_waking_gets_a_grace() -> None:
+    """SIGSTOP on the broker: the half waits out the freeze and meets its partner after it."""
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    live = BrokerLiveness(stall_gap_s=0.5, grace_s=0.25)
+    live.saw(9.0)
+    live.saw(10.0)  # a gap of 1 s: the working period starts again here
+    j.offer("L1", tof(1), "t1", now=10.0)
+    assert live.settled() is None  # working for less than the grace
+    live.saw(10.3)
+    assert live.settled() == pytest.approx(10.05)
+    # frozen from 10.3 to 20.0: wall-clock time passes, evidence does not
+    assert j.expire(now=15.0, settled=live.settled()) == []
+    assert j.expire(now=20.0, settled=live.settled()) == []
+    assert live.saw(20.0) == pytest.approx(9.7)  # the first message after waking
+    assert live.settled() is None  # the service expires nothing until it is not
+    outcome, _ = j.offer("L1", spec(1), "s1", now=20.001)  # held in the broker, delivered now
+    assert outcome is Outcome.JOINED
+
+
+def test_a_lone_half_times_out_once_the_broker_shows_work_past_the_deadline() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    live = BrokerLiveness(stall_gap_s=0.5, grace_s=0.25)
+    for t in (10.0, 10.2, 10.4, 10.6, 10.8, 11.0, 11.2, 11.4, 11.6, 11.8, 12.0, 12.2):
+        live.saw(t)
+    assert j.offer("L1", tof(1), "t1", now=10.0)[0] is Outcome.WAITING
+    assert j.expire(now=12.2, settled=live.settled()) == []  # settled 11.95 < deadline 12.0
+    live.saw(12.25)
+    (r,) = j.expire(now=12.3, settled=live.settled())
+    assert r.release is Release.TIMEOUT
+    assert r.last_offer_s == 12.3  # stamped with the clock, not the settled time
+
+
+def test_probes_keep_a_waiting_half_company_and_chase_a_due_one() -> None:
+    live = BrokerLiveness(stall_gap_s=0.5, grace_s=0.25, keepalive_s=0.2, probe_every_s=0.1)
+    assert live.next_probe_s(None) is None  # nothing waits: no probe
+    live.saw(10.0)
+    assert live.next_probe_s(12.25) == pytest.approx(10.2)  # keep-alive after 0.2 s silence
+    live.probed(1, 10.2)
+    assert live.next_probe_s(12.25) is None  # one outstanding at a time
+    assert not live.answered(7, 10.21)  # not ours
+    assert live.answered(1, 10.21)
+    assert live.last_s == pytest.approx(10.21)
+    assert live.next_probe_s(12.25) == pytest.approx(10.41)
+    # due at 12.25 with the last evidence at 12.2: chase it at once, then every 0.1 s
+    live.saw(12.2)
+    live.probed(2, 12.2)
+    live.answered(2, 12.201)
+    assert live.next_probe_s(12.25) == pytest.approx(12.3)  # paced by probe_every_s
+    live.saw(12.6)
+    assert live.settled() == pytest.approx(12.35)
+    assert live.next_probe_s(12.25) == pytest.approx(12.8)  # settled: keep-alive only
+    live.probed(3, 12.8)
+    live.reset_probe()  # the connection dropped; its answer will never come
+    assert live.next_probe_s(12.25) is not None

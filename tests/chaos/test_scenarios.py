@@ -141,6 +141,9 @@ def test_fault_loses_and_doubles_no_sample(stack: Stack, options: Options, name:
     )  # fmt: skip
     assert caught_up
     assert (found.lost, found.duplicated, found.seq_gaps) == (0, 0, 0), found
+    # Both frames of every sample were sent: a partial result would be a join given up early
+    # (a frozen broker: analyzer.liveness).
+    assert found.partial == 0, found
     assert stack.analyzer is not None
     assert stack.analyzer.healthy()
     assert stack.ingest is not None

@@ -1,0 +1,110 @@
+"""Join timeouts counted in time the broker was seen working, not in wall-clock time.
+
+A frozen broker (SIGSTOP, a stalled disk, a paused VM) keeps its TCP connections open; paho
+notices only when keep-alive runs out, a minute later. Meanwhile the other half of a waiting
+sample may sit inside the broker, and a wall-clock join timeout would release the first half
+as a partial result although both frames exist (tests/chaos, "SIGSTOP mosquitto": 3 partial
+results of 240 before this module).
+
+So a half times out only once the broker has *shown* that it is working past the deadline:
+
+- **Evidence** is anything that arrives from the broker (a message, a PUBACK, the answer to a
+  probe), stamped by paho's network thread and seen by the worker in arrival order, so a frame
+  still in the worker's inbox is never overtaken by later evidence.
+- A **stall** is a gap of more than ``stall_gap_s`` between pieces of evidence. The broker's
+  working period restarts at the first evidence after it: a broker that wakes up delivers, in
+  its first moments, the frames it held when it froze.
+- **Settled** time is ``last evidence − grace_s``, defined once the current working period is
+  ``grace_s`` old: everything the broker held at that moment has had ``grace_s`` to reach us.
+  The joiner expires samples against it.
+- While a half waits and the broker has been silent for ``keepalive_s``, and when a half is
+  due with no evidence past its deadline, the worker sends a **probe**: an
+  UNSUBSCRIBE of a filter nobody uses (:data:`PROBE_FILTER`). The broker answers UNSUBACK (MQTT 5
+  reason 0x11, "no subscription existed"); no message is published, no ACL rule is needed, and
+  no other client sees it. One probe is outstanding at a time, at most one per ``probe_every_s``.
+
+A partial result therefore costs ``join_timeout_s + grace_s`` (plus a probe's round trip on a
+quiet line) instead of ``join_timeout_s``; joined samples are released as before, at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROBE_FILTER = "sqal/v1/_probe"
+"""Filter the analyzer unsubscribes from as a liveness probe; nothing is ever published on it."""
+
+
+@dataclass
+class BrokerLiveness:
+    """Evidence that the broker works, and the settled time derived from it (monotonic clock).
+
+    Attributes:
+        stall_gap_s: a longer gap between two pieces of evidence is a stall (while a half
+            waits, keep-alive probes fill every shorter silence).
+        grace_s: how long after waking up the broker gets to deliver what it held.
+        keepalive_s: silence, while a half waits, after which a probe goes out.
+        probe_every_s: the least time between two probes.
+    """
+
+    stall_gap_s: float = 0.5
+    grace_s: float = 0.25
+    keepalive_s: float = 0.2
+    probe_every_s: float = 0.1
+    last_s: float | None = None
+    since_s: float | None = None
+    probe_mid: int | None = None
+    probe_sent_s: float = float("-inf")
+
+    def saw(self, t: float) -> float:
+        """Record evidence stamped ``t``; returns the gap it closed (0.0 for the first one)."""
+        if self.last_s is None:
+            self.last_s = self.since_s = t
+            return 0.0
+        gap = t - self.last_s
+        if gap > self.stall_gap_s:
+            self.since_s = t
+        if t > self.last_s:
+            self.last_s = t
+        return max(gap, 0.0)
+
+    def settled(self) -> float | None:
+        """The latest time whose frames have surely reached us, or None while the broker has
+        not been seen working for ``grace_s`` since its last stall."""
+        if self.last_s is None or self.since_s is None:
+            return None
+        if self.last_s - self.since_s < self.grace_s:
+            return None
+        return self.last_s - self.grace_s
+
+    def answered(self, mid: int, t: float) -> bool:
+        """The broker answered a probe ``mid`` at ``t``; False if it is not the outstanding one."""
+        if mid != self.probe_mid:
+            return False
+        self.probe_mid = None
+        self.saw(t)
+        return True
+
+    def reset_probe(self) -> None:
+        """Forget the outstanding probe (the connection it went out on is gone)."""
+        self.probe_mid = None
+
+    def next_probe_s(self, due_s: float | None) -> float | None:
+        """When the next probe should go out, or None (nothing waits, or one is outstanding).
+
+        While a half waits (``due_s`` is not None): a keep-alive probe once the broker has been
+        silent for ``keepalive_s``, so that a longer silence is the broker's and not the line's;
+        and, once the half is due, probes until evidence past ``due_s`` settles it.
+        """
+        if due_s is None or self.probe_mid is not None:
+            return None
+        earliest = self.probe_sent_s + self.probe_every_s
+        quiet = earliest if self.last_s is None else self.last_s + self.keepalive_s
+        settled = self.settled()
+        if settled is None or settled < due_s:
+            quiet = min(quiet, due_s)
+        return max(earliest, quiet)
+
+    def probed(self, mid: int, now: float) -> None:
+        self.probe_mid = mid
+        self.probe_sent_s = now
