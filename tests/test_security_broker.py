@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
+from analyzer.liveness import PROBE_FILTER
 from sqal.broker_admin import (
     SQAL_COMMENT,
     Service,
@@ -333,3 +335,15 @@ def test_set_password_keeps_other_users_and_refuses_a_colon(tmp_path: Path) -> N
     assert password_matches(users["L1/dev-01"], "device-password-1")
     with pytest.raises(ConfigError, match="must not hold"):
         set_password(passwd, "a:b", "first-password-1")
+
+
+def test_the_analyzer_s_liveness_probe_is_answered_under_the_acl(
+    secure: SecureBroker, peers: list[Peer]
+) -> None:
+    """analyzer.liveness: an UNSUBSCRIBE needs no ACL rule, and its UNSUBACK always comes."""
+    answered = threading.Event()
+    analyzer = connect(peers, secure.url("analyzer"))
+    analyzer.client.on_unsubscribe = lambda *args: answered.set()
+    rc, _ = analyzer.client.unsubscribe(PROBE_FILTER)
+    assert rc == paho.MQTT_ERR_SUCCESS
+    assert answered.wait(5)
