@@ -1,11 +1,11 @@
 """Ingest's MQTT connection: manual acks, a persistent session, acks only to the live connection.
 
-Built like :func:`sqal.mqtt.paho_client` (MQTT 5, QoS 1, ``clean_start=False`` with a session
-expiry, the Receive Maximum announced) with one difference that matters here: the callbacks
-are set *before* CONNECT. With a persistent session the broker sends the queued backlog right
-after CONNACK; a message arriving before ``on_message`` is set would be dropped by paho
-without an ack, and with manual acks it would then sit unacknowledged until the next
-reconnect.
+The client is :func:`sqal.mqtt.new_paho`'s (MQTT 5, the URL's credentials and TLS), connected
+like :func:`sqal.mqtt.paho_client` (QoS 1, ``clean_start=False`` with a session expiry, the
+Receive Maximum announced, callbacks set before CONNECT) but kept by this class for its whole
+life: it subscribes again in ``on_connect`` after every reconnect, reports refused
+subscriptions, and numbers connections so that an ack never goes to a connection other than
+the one that delivered the message.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import time
 from collections.abc import Sequence
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.inbox import Inbound, Inbox
 from sqal.errors import BrokerError
-from sqal.mqtt import KEEPALIVE_S, SESSION_EXPIRY_S, connect_properties
+from sqal.mqtt import KEEPALIVE_S, SESSION_EXPIRY_S, connect_properties, new_paho
 from sqal.settings import parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -60,17 +59,8 @@ class Link:
         self._refused: str | None = None
         self.broker_receive_maximum: int | None = None
         self.reconnects = 0
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=paho.MQTTv5,
-            manual_ack=True,
-        )
+        self._client = new_paho(self._broker, client_id, manual_ack=True)
         self._props = connect_properties(SESSION_EXPIRY_S, receive_maximum)
-        if self._broker.username:
-            self._client.username_pw_set(self._broker.username, self._broker.password)
-        if self._broker.tls:
-            self._client.tls_set()
         self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

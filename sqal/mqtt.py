@@ -44,6 +44,21 @@ def connect_properties(session_expiry_s: int, receive_maximum: int | None = None
     return props
 
 
+def new_paho(broker: BrokerUrl, cid: str, *, manual_ack: bool = False) -> paho.Client:
+    """An unconnected MQTT 5 paho client with the URL's credentials and TLS (server verified)."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=cid,
+        protocol=paho.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if broker.username:
+        client.username_pw_set(broker.username, broker.password)
+    if broker.tls:
+        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    return client
+
+
 def paho_client(
     url: str | BrokerUrl,
     cid: str,
@@ -73,20 +88,11 @@ def paho_client(
         BrokerError: the broker is unreachable or refused the connection.
     """
     broker = url if isinstance(url, BrokerUrl) else parse_broker_url(url)
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=cid,
-        protocol=paho.MQTTv5,
-        manual_ack=manual_ack,
-    )
+    client = new_paho(broker, cid, manual_ack=manual_ack)
     if max_inflight is not None:
         client.max_inflight_messages_set(max_inflight)
     client.on_message = on_message
     client.on_publish = on_publish
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password)
-    if broker.tls:
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
     connected = threading.Event()
     result: dict[str, object] = {}
 
