@@ -1,4 +1,4 @@
-"""Join timeouts counted in time the broker was seen working, not in wall-clock time.
+"""Join timeouts that end only once the broker has shown it works past them.
 
 A frozen broker (SIGSTOP, a stalled disk, a paused VM) keeps its TCP connections open; paho
 notices only when keep-alive runs out, a minute later. Meanwhile the other half of a waiting
@@ -11,9 +11,11 @@ So a half times out only once the broker has *shown* that it is working past the
 - **Evidence** is anything that arrives from the broker (a message, a PUBACK, the answer to a
   probe), stamped by paho's network thread and seen by the worker in arrival order, so a frame
   still in the worker's inbox is never overtaken by later evidence.
-- A **stall** is a gap of more than ``stall_gap_s`` between pieces of evidence. The broker's
-  working period restarts at the first evidence after it: a broker that wakes up delivers, in
-  its first moments, the frames it held when it froze.
+- A **stall** is a gap between pieces of evidence longer than :meth:`BrokerLiveness.stall_s`
+  (the keep-alive silence plus the larger of ``stall_gap_s`` and four usual probe round trips,
+  so a slow but working broker is no stall). The broker's working period restarts at the first
+  evidence after it: a broker that wakes up delivers, in its first moments, the frames it held
+  when it froze.
 - **Settled** time is ``last evidence − grace_s``, defined once the current working period is
   ``grace_s`` old: everything the broker held at that moment has had ``grace_s`` to reach us.
   The joiner expires samples against it.
@@ -24,7 +26,8 @@ So a half times out only once the broker has *shown* that it is working past the
   no other client sees it. One probe is outstanding at a time, at most one per ``probe_every_s``.
 
 A partial result therefore costs ``join_timeout_s + grace_s`` (plus a probe's round trip on a
-quiet line) instead of ``join_timeout_s``; joined samples are released as before, at once.
+quiet line) instead of ``join_timeout_s``; joined samples are released as before, at once. The
+service caps the wait (``analyzer.service.MAX_HOLD_S``) for a broker that never settles.
 """
 
 from __future__ import annotations
@@ -40,21 +43,27 @@ class BrokerLiveness:
     """Evidence that the broker works, and the settled time derived from it (monotonic clock).
 
     Attributes:
-        stall_gap_s: a longer gap between two pieces of evidence is a stall (while a half
-            waits, keep-alive probes fill every shorter silence).
+        stall_gap_s: silence beyond the expected one that makes a stall (see :meth:`stall_s`).
         grace_s: how long after waking up the broker gets to deliver what it held.
         keepalive_s: silence, while a half waits, after which a probe goes out.
         probe_every_s: the least time between two probes.
+        rtt_s: the probes' usual round trip (moving average of those that were not stalls).
     """
 
     stall_gap_s: float = 0.5
     grace_s: float = 0.25
     keepalive_s: float = 0.2
     probe_every_s: float = 0.1
+    rtt_s: float | None = None
     last_s: float | None = None
     since_s: float | None = None
     probe_mid: int | None = None
     probe_sent_s: float = float("-inf")
+
+    def stall_s(self) -> float:
+        """A gap longer than this is a stall: the keep-alive silence, plus the larger of
+        ``stall_gap_s`` and four usual round trips (a slow but working broker is no stall)."""
+        return self.keepalive_s + max(self.stall_gap_s, 4.0 * (self.rtt_s or 0.0))
 
     def saw(self, t: float) -> float:
         """Record evidence stamped ``t``; returns the gap it closed (0.0 for the first one)."""
@@ -62,7 +71,7 @@ class BrokerLiveness:
             self.last_s = self.since_s = t
             return 0.0
         gap = t - self.last_s
-        if gap > self.stall_gap_s:
+        if gap > self.stall_s():
             self.since_s = t
         if t > self.last_s:
             self.last_s = t
@@ -78,11 +87,15 @@ class BrokerLiveness:
         return self.last_s - self.grace_s
 
     def answered(self, mid: int, t: float) -> bool:
-        """The broker answered a probe ``mid`` at ``t``; False if it is not the outstanding one."""
+        """Whether ``mid`` is the outstanding probe, answered at ``t`` (then it is no longer
+        outstanding, and its round trip feeds :attr:`rtt_s` unless it took a stall's time).
+        The caller records ``t`` as evidence with :meth:`saw`, like any other."""
         if mid != self.probe_mid:
             return False
         self.probe_mid = None
-        self.saw(t)
+        rtt = t - self.probe_sent_s
+        if rtt <= self.stall_s():
+            self.rtt_s = rtt if self.rtt_s is None else self.rtt_s + 0.2 * (rtt - self.rtt_s)
         return True
 
     def reset_probe(self) -> None:
@@ -105,6 +118,7 @@ class BrokerLiveness:
             quiet = min(quiet, due_s)
         return max(earliest, quiet)
 
-    def probed(self, mid: int, now: float) -> None:
+    def probed(self, mid: int | None, now: float) -> None:
+        """A probe went out at ``now`` (``mid`` None: it could not be sent; try again later)."""
         self.probe_mid = mid
         self.probe_sent_s = now

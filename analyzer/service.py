@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import sys
 import threading
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
 
 from analyzer import mqtt_io
 from analyzer.acks import AckLedger
@@ -68,6 +70,9 @@ runs ~1,000 small numpy calls per batch without releasing the GIL, so paho's net
 woken by a frame or by our own publish, waited up to 5 ms for it before reading the socket or
 writing the result: that wait was most of the latency tail at 200 samples/s (bench.analyzer)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MAX_HOLD_S = 30.0
+"""Longest a lone half waits past its join timeout for the broker to show it works (a frozen
+broker is dropped by paho's keep-alive, 30 s, within about twice that; away, timeouts pause)."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,11 @@ class AnalyzerService:
         if self._away_since is None:
             self._away_since = time.monotonic()
 
-    def _on_connect(self, client: paho.Client, *rest: object) -> None:
+    def _on_connect(
+        self, client: paho.Client, userdata: object, flags: object, rc: ReasonCode, *rest: object
+    ) -> None:
+        if rc.is_failure:  # refused: still away, paho tries again
+            return
         since, self._away_since = self._away_since, None
         if since is not None:
             self.inbox.put(_Back(time.monotonic() - since))
@@ -262,15 +271,18 @@ class AnalyzerService:
                 self._on_puback(ev.mid)
             elif isinstance(ev, _Unsuback):
                 self.liveness.answered(ev.mid, ev.received_s)
-                self._saw(ev.received_s)
+                self._saw(ev.received_s)  # after: the answer's round trip is known
             else:
                 self.liveness.reset_probe()
                 self.joiner.postpone(ev.away_s)
         if self._away_since is None:  # no half can arrive while the broker is away
             now = time.monotonic()
+            # Join timeouts count up to the settled time (None: the broker has not yet been seen
+            # working), but no half waits longer than MAX_HOLD_S past its timeout: a broker that
+            # answers too slowly to ever settle must not hold acks (and the line) for good.
             settled = self.liveness.settled()
-            if settled is not None:  # None: the broker has not yet been seen working
-                ready += self.joiner.expire(now, settled)
+            until = max(now - MAX_HOLD_S, -math.inf if settled is None else settled)
+            ready += self.joiner.expire(now, until)
             self._probe(now)
         if ready:
             self._score(ready)
@@ -291,8 +303,9 @@ class AnalyzerService:
         return min(0.5, max(0.0, min(wake, default=now + 0.5) - now))
 
     def _saw(self, t: float) -> None:
+        stall_s = self.liveness.stall_s()
         gap = self.liveness.saw(t)
-        if gap > self.liveness.stall_gap_s and len(self.joiner):
+        if gap > stall_s and len(self.joiner):
             # Keep-alive probes fill every shorter silence while a half waits: the broker's.
             self.metrics.stalls.inc()
             log.warning(
@@ -309,8 +322,8 @@ class AnalyzerService:
             return
         assert self._client is not None
         rc, mid = self._client.unsubscribe(PROBE_FILTER)
-        if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
-            self.liveness.probed(mid, now)
+        # Stamped even when it could not go out (connection just lost): no retry storm.
+        self.liveness.probed(mid if rc == paho.MQTT_ERR_SUCCESS else None, now)
 
     def _on_frame(self, m: _Msg) -> list[Ready[_Msg]]:
         self.ledger.register(m.seq, m.mid, m.qos)

@@ -21,10 +21,12 @@ Who may do what (DESIGN.md, "MQTT contract"); verified against Mosquitto 2.0.11 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -212,15 +214,26 @@ def full_acl() -> str:
 
 
 def write_atomic(path: Path, text: str, mode: int) -> None:
+    """Replace ``path`` with ``text`` in one step (a reader, such as the broker on SIGHUP, sees
+    the old file or the new one), with ``mode``, keeping an existing file's owner and group
+    where we may (root): the broker reads its files as its own user after dropping root."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = Path(name)
     try:
-        os.fchmod(fd, mode)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+        try:
+            os.fchmod(fd, mode)
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                old = path.stat()
+                os.fchown(fd, old.st_uid, old.st_gid)
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def update_acl(acl_file: Path, service: Service | None) -> list[str]:
@@ -234,14 +247,14 @@ def update_acl(acl_file: Path, service: Service | None) -> list[str]:
     except FileNotFoundError:
         text = ""
     except OSError as exc:
-        raise ConfigError(f"--acl-file {acl_file}: cannot read ({exc.strerror})") from None
+        raise ConfigError(f"ACL file {acl_file}: cannot read ({exc.strerror})") from None
     acl, removed = with_device_rules(parse_acl(text))
     if service is not None:
         acl = with_service(acl, service)
     try:
         write_atomic(acl_file, render_acl(acl), 0o644)  # no secret in an ACL
     except OSError as exc:
-        raise ConfigError(f"--acl-file {acl_file}: cannot write ({exc.strerror})") from None
+        raise ConfigError(f"ACL file {acl_file}: cannot write ({exc.strerror})") from None
     return removed
 
 
@@ -291,17 +304,13 @@ def set_password(password_file: Path, username: str, password: str) -> None:
     except FileNotFoundError:
         lines = []
     except OSError as exc:
-        raise ConfigError(
-            f"--password-file {password_file}: cannot read ({exc.strerror})"
-        ) from None
+        raise ConfigError(f"password file {password_file}: cannot read ({exc.strerror})") from None
     kept = [line for line in lines if line.split(":", 1)[0] != username]
     text = "\n".join([*kept, f"{username}:{hash_password(password)}"]) + "\n"
     try:
         write_atomic(password_file, text, 0o600)
     except OSError as exc:
-        raise ConfigError(
-            f"--password-file {password_file}: cannot write ({exc.strerror})"
-        ) from None
+        raise ConfigError(f"password file {password_file}: cannot write ({exc.strerror})") from None
 
 
 def _credentials(username: str, password_file: Path, password: str | None) -> tuple[str, bool]:

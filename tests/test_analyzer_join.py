@@ -163,12 +163,14 @@ def test_probes_keep_a_waiting_half_company_and_chase_a_due_one() -> None:
     assert live.next_probe_s(12.25) is None  # one outstanding at a time
     assert not live.answered(7, 10.21)  # not ours
     assert live.answered(1, 10.21)
-    assert live.last_s == pytest.approx(10.21)
+    assert live.rtt_s == pytest.approx(0.01)
+    live.saw(10.21)
     assert live.next_probe_s(12.25) == pytest.approx(10.41)
     # due at 12.25 with the last evidence at 12.2: chase it at once, then every 0.1 s
     live.saw(12.2)
     live.probed(2, 12.2)
     live.answered(2, 12.201)
+    live.saw(12.201)
     assert live.next_probe_s(12.25) == pytest.approx(12.3)  # paced by probe_every_s
     live.saw(12.6)
     assert live.settled() == pytest.approx(12.35)
@@ -176,3 +178,44 @@ def test_probes_keep_a_waiting_half_company_and_chase_a_due_one() -> None:
     live.probed(3, 12.8)
     live.reset_probe()  # the connection dropped; its answer will never come
     assert live.next_probe_s(12.25) is not None
+
+
+def _quiet_line(live: BrokerLiveness, rtt_s: float, due_s: float, until_s: float) -> float | None:
+    """A lone half due at ``due_s`` and no traffic but probes, each answered ``rtt_s`` later, as
+    the analyzer's worker drives them; the time the half may expire, or None by ``until_s``."""
+    t, answer_at, mid = 0.0, None, 0
+    live.saw(0.0)  # the half itself
+    while t < until_s:
+        if answer_at is not None and t >= answer_at:
+            live.answered(mid, answer_at)
+            live.saw(answer_at)
+            answer_at = None
+        settled = live.settled()
+        if settled is not None and settled >= due_s:
+            return t
+        at = live.next_probe_s(due_s)
+        if at is not None and t >= at:
+            mid += 1
+            live.probed(mid, t)
+            answer_at = t + rtt_s
+        t = round(t + 0.01, 6)
+    return None
+
+
+@pytest.mark.parametrize("rtt_s", [0.001, 0.1, 0.3, 0.55, 0.65])
+def test_a_slow_but_working_broker_still_settles_a_lone_half(rtt_s: float) -> None:
+    """Probe answers slower than the stall gap must not pass for stalls forever (review)."""
+    live = BrokerLiveness()
+    released = _quiet_line(live, rtt_s, due_s=2.25, until_s=10.0)
+    assert released is not None
+    assert released <= 2.25 + live.grace_s + 2 * (rtt_s + live.keepalive_s) + 0.1
+
+
+def test_silence_ended_by_a_probe_answer_is_a_stall() -> None:
+    live = BrokerLiveness()
+    live.saw(0.0)
+    live.probed(1, 0.2)
+    assert live.answered(1, 9.8)  # frozen meanwhile
+    assert live.rtt_s is None  # a stall's round trip teaches nothing about the usual one
+    assert live.saw(9.8) > live.stall_s()
+    assert live.settled() is None  # the working period starts again at the answer

@@ -347,3 +347,16 @@ def test_the_analyzer_s_liveness_probe_is_answered_under_the_acl(
     rc, _ = analyzer.client.unsubscribe(PROBE_FILTER)
     assert rc == paho.MQTT_ERR_SUCCESS
     assert answered.wait(5)
+
+
+def test_rewriting_a_broker_file_keeps_its_owner_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    """As root, `add-device` must not hand the broker's password file to root (review)."""
+    passwd = tmp_path / "passwd"
+    set_password(passwd, "analyzer", "first-password-1")
+    if os.geteuid() == 0:
+        os.chown(passwd, 1883, 1883)
+    owner = (passwd.stat().st_uid, passwd.stat().st_gid)
+    set_password(passwd, "L1/dev-01", "device-password-1")
+    assert (passwd.stat().st_uid, passwd.stat().st_gid) == owner
+    assert passwd.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd"]
