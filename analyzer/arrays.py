@@ -137,7 +137,9 @@ def stack_spectral(frames: Sequence[SpectralFrame | None]) -> SpectralArrays:
 
 def effective_gain(gain: NDArray[np.float64]) -> NDArray[np.float64]:
     """g_eff for an array of nominal gains (domain.md §3)."""
-    nominal = np.asarray(AS7341_GAINS, dtype=np.float64)
-    effective = np.asarray([G_EFF[g] for g in AS7341_GAINS], dtype=np.float64)
-    idx = np.clip(np.searchsorted(nominal, gain), 0, len(nominal) - 1)
-    return np.asarray(effective[idx])
+    idx = np.minimum(np.searchsorted(_NOMINAL_GAINS, gain), len(_NOMINAL_GAINS) - 1)
+    return np.asarray(_EFFECTIVE_GAINS[idx])
+
+
+_NOMINAL_GAINS = np.asarray(AS7341_GAINS, dtype=np.float64)
+_EFFECTIVE_GAINS = np.asarray([G_EFF[g] for g in AS7341_GAINS], dtype=np.float64)

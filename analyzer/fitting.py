@@ -6,6 +6,8 @@ masked (medians), so no Python loop runs per sample.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -23,16 +25,22 @@ def masked_median(values: F64, mask: B) -> F64:
     Returns:
         (...) medians (mean of the two middle values for an even count).
     """
-    filled = np.where(mask, values, np.inf)
-    ordered = np.sort(filled, axis=-1)
-    count = mask.sum(axis=-1)
-    lo = np.clip((count - 1) // 2, 0, None)
-    hi = np.clip(count // 2, 0, values.shape[-1] - 1)
-    a = np.take_along_axis(ordered, lo[..., None], axis=-1)[..., 0]
-    b = np.take_along_axis(ordered, hi[..., None], axis=-1)[..., 0]
+    m = values.shape[-1]
+    ordered = np.sort(np.where(mask, values, np.inf), axis=-1).reshape(-1, m)
+    count = mask.sum(axis=-1).reshape(-1)
+    rows = np.arange(count.size)
+    a = ordered[rows, np.maximum((count - 1) // 2, 0)]
+    b = ordered[rows, np.minimum(count // 2, m - 1)]
     with np.errstate(invalid="ignore"):
         med = 0.5 * (a + b)
-    return np.asarray(np.where(count > 0, med, np.nan))
+    return np.asarray(np.where(count > 0, med, np.nan).reshape(mask.shape[:-1]))
+
+
+@functools.cache
+def _eye(p: int) -> NDArray[np.bool_]:
+    eye = np.eye(p, dtype=bool)
+    eye.flags.writeable = False
+    return eye
 
 
 def weighted_lstsq(design: F64, target: F64, weight: F64, active: B) -> F64:
@@ -57,7 +65,7 @@ def weighted_lstsq(design: F64, target: F64, weight: F64, active: B) -> F64:
     normal = awt @ a
     rhs = (awt @ target[..., None])[..., 0]
     p = design.shape[-1]
-    eye = np.eye(p, dtype=bool)
+    eye = _eye(p)
     off = ~active
     # Inactive parameter: identity row/column, zero right-hand side → β = 0.
     normal = np.where(off[:, :, None] | off[:, None, :], 0.0, normal)
@@ -66,10 +74,10 @@ def weighted_lstsq(design: F64, target: F64, weight: F64, active: B) -> F64:
     # Jacobi scaling gives a unit diagonal, so the determinant measures collinearity only
     # (it is 1 for orthogonal columns, 0 for dependent ones), whatever the units.
     diag = np.einsum("npp->np", normal)
-    ok_diag = np.all(diag > 0, axis=1)
+    ok_diag = (diag > 0).all(axis=1)
     d = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
     scaled = normal * d[:, :, None] * d[:, None, :]
     solvable = ok_diag & (np.abs(np.linalg.det(scaled)) > 1e-9)
-    safe = np.where(solvable[:, None, None], scaled, np.eye(p)[None])
+    safe = np.where(solvable[:, None, None], scaled, eye[None])
     gamma = np.linalg.solve(safe, (rhs * d)[..., None])[..., 0]
     return np.asarray(np.where(solvable[:, None], gamma * d, np.nan))

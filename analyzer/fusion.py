@@ -19,7 +19,9 @@ from analyzer.grading import (
     MINOR,
     REJECT,
     cap,
+    clamp,
     grade_from_score,
+    zero_nan,
 )
 from analyzer.params import ScoringParams
 from analyzer.spectral import SpectralScores, score_spectral
@@ -66,12 +68,12 @@ def fuse(tof: TofScores, spectral: SpectralScores, p: ScoringParams) -> FusionSc
     grading = p.profile.grading
     w_t, w_s = p.profile.fusion.tof, p.profile.fusion.spectral
     c_t, c_s = tof.confidence, spectral.confidence
-    q_t, q_s = np.nan_to_num(tof.quality_score), np.nan_to_num(spectral.quality_score)
+    q_t, q_s = zero_nan(tof.quality_score), zero_nan(spectral.quality_score)
     den = w_t * c_t + w_s * c_s
     with np.errstate(invalid="ignore", divide="ignore"):
         final = (w_t * c_t * q_t + w_s * c_s * q_s) / den
-    final = np.where(den > 0, np.clip(final, 0.0, 1.0), np.nan)
-    confidence = np.clip(den / (w_t + w_s), 0.0, 1.0)
+    final = np.where(den > 0, clamp(final, 0.0, 1.0), np.nan)
+    confidence = clamp(den / (w_t + w_s), 0.0, 1.0)
 
     defects = np.maximum(tof.defects, spectral.defects)
     defects[:, CODE_INDEX[DefectCode.MISSING_TOF]] = np.where(~tof.present, MINOR, 0)

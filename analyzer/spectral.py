@@ -16,11 +16,13 @@ from numpy.typing import NDArray
 from analyzer.arrays import SpectralArrays, effective_gain
 from analyzer.grading import (
     apply_defects,
+    clamp,
     defect_matrix,
     grade_from_score,
     lin,
     severity,
     weighted_score,
+    zero_nan,
 )
 from analyzer.params import ScoringParams
 from sqal.wire import DefectCode
@@ -79,7 +81,7 @@ def lab_from_xyz(xyz: F64) -> F64:
 
 def kubelka_munk(r: F64) -> F64:
     """K/S = (1 − R)²/(2R), R clipped to [0.01, 1] (domain.md §4)."""
-    c = np.clip(r, 0.01, 1.0)
+    c = clamp(r, 0.01, 1.0)
     return np.asarray((1.0 - c) ** 2 / (2.0 * c))
 
 
@@ -136,7 +138,7 @@ def score_spectral(
     f = r[:, :8]
     f_ok: B = np.asarray(~np.isnan(f).any(axis=1))
     if p.color_matrix is not None:
-        xyz = np.nan_to_num(f) @ p.color_matrix[:, :8].T + p.color_matrix[:, 8]
+        xyz = zero_nan(f) @ p.color_matrix[:, :8].T + p.color_matrix[:, 8]
         lab = np.where(f_ok[:, None], lab_from_xyz(xyz), np.nan)
     else:
         lab = np.full((n, 3), np.nan)
@@ -156,9 +158,9 @@ def score_spectral(
     heme = np.ones(n) if sp.w_heme == 0 else 1.0 - sp.w_heme * met
     freshness = heme * (1.0 - lin(delta_e, sp.de.ok, sp.de.bad))
     if sp.w_m == 0:
-        oxidation = np.clip(brown, 0.0, 1.0)
+        oxidation = clamp(brown, 0.0, 1.0)
     else:
-        oxidation = np.clip(sp.w_m * met + (1.0 - sp.w_m) * brown, 0.0, 1.0)
+        oxidation = clamp(sp.w_m * met + (1.0 - sp.w_m) * brown, 0.0, 1.0)
     # NIR ratio: a drift detector against the reference. No NIR light (channel below raw_min)
     # leaves 1 − y; a saturated NIR makes the index null (its input is invalid).
     nir_term = 1.0 - lin(np.abs(nr - nr_ref), *sp.nr_tol)
@@ -207,7 +209,7 @@ def score_spectral(
     if w.freshness + w.fat_quality + w.oxidation == 0:
         coverage = np.ones(n)
     raw_f = arrays.raw[:, :8].min(axis=1)
-    conf = np.clip(raw_f / CONF_RAW_COUNTS, CONF_FLOOR, 1.0)
+    conf = clamp(raw_f / CONF_RAW_COUNTS, CONF_FLOOR, 1.0)
     conf = conf * np.where(sat_used, CONF_SATURATED, 1.0)
     conf = conf * np.where(arrays.flicker, CONF_FLICKER, 1.0)
     conf = np.where(present & ~np.isnan(quality), conf * coverage, 0.0)
@@ -219,8 +221,8 @@ def score_spectral(
         delta_b=delta_b,
         met_fraction=met,
         browning=brown,
-        freshness_index=np.clip(freshness, 0.0, 1.0),
-        fat_quality_index=np.clip(fat, 0.0, 1.0),
+        freshness_index=clamp(freshness, 0.0, 1.0),
+        fat_quality_index=clamp(fat, 0.0, 1.0),
         oxidation_index=oxidation,
         color_uniformity=uniformity,
         quality_score=quality,

@@ -16,12 +16,14 @@ from analyzer.fitting import masked_median, weighted_lstsq
 from analyzer.grading import (
     apply_defects,
     band_score,
+    clamp,
     defect_matrix,
     grade_from_score,
     lin,
     lower_better,
     severity,
     weighted_score,
+    zero_nan,
 )
 from analyzer.params import MIN_NEIGHBOURS_FILL, SIGMA_FLOOR_MM, ScoringParams
 from sqal.wire import DefectCode
@@ -140,20 +142,26 @@ def _fits(
     w_tilt = np.where(vr, w * np.where(status == MIXED_STATUS, 0.5, 1.0), 0.0)
     plane = np.zeros((n, 6), dtype=bool)
     plane[:, :3] = True
-    beta_t = weighted_lstsq(design, h, w_tilt, plane)
-    a_mm, b_mm = beta_t[:, 1] / scale, beta_t[:, 2] / scale
-    tilt = np.degrees(np.arctan(np.hypot(a_mm, b_mm)))
-    direction = np.degrees(np.arctan2(b_mm, a_mm))
     # Surface: 1/σ²-weighted quadric over P (plane below 12 zones); residuals on interior zones.
     n_prod = prod.sum(axis=1)
     active = np.ones((n, 6), dtype=bool)
     active[:, 3:] = (n_prod >= QUADRIC_MIN_ZONES)[:, None]
-    beta_q = weighted_lstsq(design, h, np.where(prod, w, 0.0), active)
-    fitted = ((design * active[:, None, :]) @ np.nan_to_num(beta_q)[..., None])[..., 0]
+    # Both fits in one batch of 2n systems: half the fixed cost of the solver calls.
+    beta = weighted_lstsq(
+        np.concatenate([design, design]),
+        np.concatenate([h, h]),
+        np.concatenate([w_tilt, np.where(prod, w, 0.0)]),
+        np.concatenate([plane, active]),
+    )
+    beta_t, beta_q = beta[:n], beta[n:]
+    a_mm, b_mm = beta_t[:, 1] / scale, beta_t[:, 2] / scale
+    tilt = np.degrees(np.arctan(np.hypot(a_mm, b_mm)))
+    direction = np.degrees(np.arctan2(b_mm, a_mm))
+    fitted = ((design * active[:, None, :]) @ zero_nan(beta_q)[..., None])[..., 0]
     n_int = interior.sum(axis=1)
     e2 = _masked_mean((h - fitted) ** 2, interior)
     s2 = _masked_mean(sig**2, interior)
-    rough = np.sqrt(np.clip(e2 - s2, 0.0, None))
+    rough = np.sqrt(clamp(e2 - s2, 0.0))
     ok = (n_int >= INTERIOR_MIN_ZONES) & ~np.isnan(beta_q[:, 0])
     r2 = np.where(ok, rough**2, np.inf)[:, None]  # no R: no shrinkage (raw heights)
     with np.errstate(invalid="ignore"):
@@ -183,7 +191,7 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     valid = (
         present[:, None]
         & finite
-        & np.isin(status, p.valid_status)
+        & (status[:, :, None] == p.valid_status).any(axis=2)  # np.isin, ~20x faster here
         & (sigma <= tof.max_sigma_mm)
         & (signal >= tof.min_signal_kcps)
         & (dist >= 10)
@@ -193,7 +201,7 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     # h_i = d0_i − distance_i with the per-zone empty-tray distance (removes each zone's fixed
     # offset, domain.md §1), clipped; small negatives kept (dropping them biases volume up).
     # z_i = d0 − h_i puts the surface on the common base plane for the frustum and the fits.
-    h = np.clip(d0_zone - np.where(finite, dist, d0_zone), -10.0, tray.depth_mm + 20.0)
+    h = clamp(d0_zone - np.where(finite, dist, d0_zone), -10.0, tray.depth_mm + 20.0)
     z = p.d0_mm - h
     sig = np.maximum(np.where(finite, sigma, tof.max_sigma_mm), SIGMA_FLOOR_MM)
     vr = valid & roi
@@ -213,7 +221,7 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     # dome-edge zones read the nearer product, +5 % on V̂) [D]; 1 when b_m is the density.
     scale = mm.b_g_per_cm3 / product.density_g_cm3
     avg_h = _masked_mean(h, prod)
-    var_h = _masked_mean((h - np.nan_to_num(avg_h)[:, None]) ** 2, prod)
+    var_h = _masked_mean((h - zero_nan(avg_h)[:, None]) ** 2, prod)
     tilt, direction, rough, h_denoised = _fits(p, h, z, sig, status, vr, prod)
     # max_height: the max of noisy zones overshoots the surface by ~2σ (an order statistic of
     # ~24 zones: +1.2 mm on the foie gras dome, +2.4 mm on flat pâté), which put good lobes past
@@ -225,7 +233,7 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
 
     clean = prod & (status != MIXED_STATUS) & np.isfinite(refl)
     mean_r = _masked_mean(refl, clean)
-    std_r = np.sqrt(_masked_mean((refl - np.nan_to_num(mean_r)[:, None]) ** 2, clean))
+    std_r = np.sqrt(_masked_mean((refl - zero_nan(mean_r)[:, None]) ** 2, clean))
     with np.errstate(invalid="ignore", divide="ignore"):
         cv = std_r / mean_r
     cv = np.where((clean.sum(axis=1) >= CV_MIN_ZONES) & (mean_r > 0), cv, np.nan)
