@@ -169,15 +169,16 @@ class Joiner(Generic[H]):
         self._forget(now)
         return out
 
-    def postpone(self, dt_s: float) -> None:
-        """Move every waiting sample's deadline ``dt_s`` later.
+    def restart_waits(self, now: float) -> None:
+        """Every waiting sample waits a whole join timeout again, from ``now``.
 
-        While the broker is away the other half cannot arrive, so the outage must not count
-        against the join timeout (a broker restart would otherwise release halves as partial
-        results: tests/chaos, "partial").
+        Called when the broker is back after an outage. While it was away the other half could
+        not arrive, and the devices reconnect about when we do, each after its own backoff, then
+        resend what they could not deliver: counting the time before the outage against the
+        timeout released halves as partial results (tests/chaos, "restart mosquitto").
         """
         for pend in self._pending.values():
-            pend.since_s += dt_s
+            pend.since_s = max(pend.since_s, now)
 
     def next_deadline(self) -> float | None:
         """When the oldest waiting sample times out (same clock as ``now``), or None."""

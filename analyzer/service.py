@@ -274,7 +274,7 @@ class AnalyzerService:
                 self._saw(ev.received_s)  # after: the answer's round trip is known
             else:
                 self.liveness.reset_probe()
-                self.joiner.postpone(ev.away_s)
+                self.joiner.restart_waits(time.monotonic())
         if self._away_since is None:  # no half can arrive while the broker is away
             now = time.monotonic()
             # Join timeouts count up to the settled time (None: the broker has not yet been seen

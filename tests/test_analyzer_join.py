@@ -112,14 +112,15 @@ def test_bad_limits_are_refused() -> None:
         Joiner(max_pending=0)
 
 
-def test_postpone_moves_every_deadline() -> None:
+def test_after_an_outage_every_waiting_half_waits_a_whole_timeout_again() -> None:
     j: Joiner[str] = Joiner(join_timeout_s=2.0)
     j.offer("L1", tof(1), "t1", now=100.0)
-    j.offer("L1", tof(2), "t2", now=101.0)
-    j.postpone(30.0)  # the broker was away 30 s: no half could arrive
-    assert j.expire(131.9) == []
-    assert [r.sample_id for r in j.expire(132.0)] == ["dev1-abc123-00000001"]
+    j.offer("L1", tof(2), "t2", now=101.9)
+    j.restart_waits(131.0)  # the broker was away; we are back at 131 s, devices about now too
+    assert j.expire(132.9) == []
     assert j.next_deadline() == 133.0
+    released = j.expire(133.0)
+    assert [r.sample_id for r in released] == ["dev1-abc123-00000001", "dev1-abc123-00000002"]
 
 
 def test_a_silent_broker_pauses_the_timeout_and_its_waking_gets_a_grace() -> None:
