@@ -108,6 +108,9 @@ SCENARIOS: dict[str, Callable[[Stack, Options], float]] = {
 }
 
 
+PARTIAL_MAY_HAPPEN = {"restart mosquitto"}
+
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_fault_loses_and_doubles_no_sample(stack: Stack, options: Options, name: str) -> None:
     index = list(SCENARIOS).index(name)
@@ -141,9 +144,12 @@ def test_fault_loses_and_doubles_no_sample(stack: Stack, options: Options, name:
     )  # fmt: skip
     assert caught_up
     assert (found.lost, found.duplicated, found.seq_gaps) == (0, 0, 0), found
-    # Both frames of every sample were sent: a partial result would be a join given up early
-    # (a frozen broker: analyzer.liveness).
-    assert found.partial == 0, found
+    # Both frames of every sample were sent: a partial result is a join given up early (a frozen
+    # broker: analyzer.liveness). After a restart a node may reconnect later than the analyzer
+    # by more than the join timeout (its backoff grows to 5 s when the broker is slow to come
+    # back): its half is then truly late, stored, and graded once with one section null.
+    if name not in PARTIAL_MAY_HAPPEN:
+        assert found.partial == 0, found
     assert stack.analyzer is not None
     assert stack.analyzer.healthy()
     assert stack.ingest is not None
