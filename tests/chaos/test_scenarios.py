@@ -147,7 +147,8 @@ def test_fault_loses_and_doubles_no_sample(stack: Stack, options: Options, name:
     # Both frames of every sample were sent: a partial result is a join given up early (a frozen
     # broker: analyzer.liveness). After a restart a node may reconnect later than the analyzer
     # by more than the join timeout (its backoff grows to 5 s when the broker is slow to come
-    # back): its half is then truly late, stored, and graded once with one section null.
+    # back; seen once, README "Reliability"): its half is then truly late, stored, and the
+    # sample graded once with one section null.
     if name not in PARTIAL_MAY_HAPPEN:
         assert found.partial == 0, found
     assert stack.analyzer is not None
