@@ -12,7 +12,12 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 10, 50, 100, 200, 500, 1000)
 class IngestMetrics:
     """Everything ``/metrics`` shows for ingest."""
 
-    def __init__(self, queue_depth: Callable[[], float], connected: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        queue_depth: Callable[[], float],
+        connected: Callable[[], float],
+        write_age: Callable[[], float],
+    ) -> None:
         r = self.registry = Registry("ingest")
         self.received = r.counter("received_total", "Messages received, by topic kind.", "kind")
         self.rows_written = r.counter(
@@ -49,5 +54,10 @@ class IngestMetrics:
         )
         r.gauge("queue_depth", "Messages received and not yet in a batch.", queue_depth)
         r.gauge("broker_connected", "1 while connected to the broker.", connected)
+        r.gauge(
+            "write_in_progress_seconds",
+            "How long the batch write in progress has been running (0 when none is).",
+            write_age,
+        )
         self.db_ok = r.gauge("db_ok", "1 when the last database write succeeded.")
         self.db_ok.set(1.0)

@@ -52,6 +52,9 @@ from storage.writer import BatchWriter, BrokerStat, DeadRow, PendingRow, Refusal
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
+WRITE_STALL_S = 30.0
+"""A batch write running longer than this makes ``/healthz`` fail (the database is frozen or
+overloaded); a dead database host errors out by then (storage.connection.DEAD_PEER)."""
 STORED_KINDS = (Kind.TOF, Kind.SPECTRAL, Kind.RESULT, Kind.STATUS, Kind.CONFIG)
 INBOX_FACTOR = 4
 """Inbox bound in Receive Maximums. One would do if the broker honoured the limit exactly; after
@@ -138,9 +141,11 @@ class IngestService:
             RECEIVE_MAXIMUM,
         )
         self.writer = BatchWriter(cfg.dsn)
+        self._write_since: float | None = None
         self.metrics = IngestMetrics(
             queue_depth=lambda: float(self.inbox.depth()),
             connected=lambda: 1.0 if self.link.connected else 0.0,
+            write_age=self._write_age,
         )
         self.metrics.registry.healthy = self._health
         self.backoff = Backoff()
@@ -149,11 +154,20 @@ class IngestService:
         self._last_dead_log: dict[str, float] = {}
         self._dead_topic = dead_letter_topic(STAGE)
 
+    def _write_age(self) -> float:
+        since = self._write_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _health(self) -> tuple[bool, str]:
         if not self.link.connected:
             return False, "broker disconnected"
         if self.metrics.db_ok.value() < 1.0:
             return False, "database unavailable"
+        age = self._write_age()
+        if age > WRITE_STALL_S:
+            # A frozen or overloaded server: nothing is lost (unacked messages wait at the
+            # broker), but the backlog grows toward the broker's queue limit.
+            return False, f"database write stalled for {age:.0f} s"
         return True, "ok"
 
     def run(self, stop: threading.Event) -> None:
@@ -222,6 +236,7 @@ class IngestService:
 
         attempt = 0
         while True:
+            self._write_since = time.monotonic()
             try:
                 report = self.writer.write(
                     prepared.rows, prepared.dead, refused_to_dead, prepared.stats
@@ -241,9 +256,11 @@ class IngestService:
                         delay,
                         exc,
                     )
-                if stop.wait(delay):
-                    return None
-                attempt += 1
+            finally:
+                self._write_since = None
+            if stop.wait(delay):
+                return None
+            attempt += 1
         if attempt:
             log.info("database back after %d retries; batch stored", attempt)
             self._last_db_log = None

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from sqal.errors import StorageError
 
 CONNECT_TIMEOUT_S = 5
 """How long a connection attempt waits; ingest retries on its own schedule after that."""
+
+DEAD_PEER = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""libpq settings that turn a database host gone silent (power loss, a network partition, a
+failed-over primary) into an error within ~30 s instead of the kernel's ~15 min of
+retransmissions: TCP keep-alives probe an idle or waiting connection, and ``tcp_user_timeout``
+(ms) bounds how long sent data may stay unacknowledged. A server that is alive but slow or
+frozen (its kernel still acknowledges) is waited for: no data is lost either way, and ingest's
+health check reports a write that takes too long. Settings in the DSN itself take precedence."""
 
 
 def storage_error(exc: psycopg.Error, what: str) -> StorageError:
@@ -28,8 +43,9 @@ def connect(
         StorageError: the server is unreachable or refused the login.
     """
     try:
+        given = conninfo_to_dict(dsn)  # the DSN's own settings win
         return psycopg.connect(
-            dsn,
+            make_conninfo(dsn, **{k: v for k, v in DEAD_PEER.items() if k not in given}),
             autocommit=autocommit,
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name=application_name,

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from ingest.service import IngestConfig, IngestService
 from sqal.errors import ConfigError
 from sqal.local import Mosquitto, Postgres, free_port, start_mosquitto, start_postgres
 from sqal.local.process import ServiceProcess
 from sqal.wire import Kind, device_topic, encode
+from storage.connection import DEAD_PEER, connect
 from tests.fix_pg import FAST
 from tests.test_ingest_frames import (
     count,
@@ -172,6 +174,78 @@ def test_postgres_stopped_mid_stream_then_back_loses_nothing(
         drop_session(broker.url, cfg.client_id)
         if restarted is not None:
             restarted.stop()
+
+
+def cluster_pids(postmaster: int) -> list[int]:
+    """The postmaster and its children (each backend is its own session, so no killpg)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+    return [*children, postmaster]
+
+
+def signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def test_a_frozen_database_fails_the_health_check_and_loses_nothing(
+    broker: Mosquitto, own_pg: tuple[Postgres, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP on every process of the PostgreSQL cluster: its kernel still acknowledges, so the
+    write waits rather than fails; /healthz says so, and nothing is lost once it thaws."""
+    pg, _ = own_pg
+    dsn = migrated(pg.dsn())
+    monkeypatch.setattr("ingest.service.WRITE_STALL_S", 1.0)
+    n, line = 1000, "pgfrozen"
+    cfg = IngestConfig(
+        broker=broker.url, dsn=dsn, batch_rows=200, flush_s=0.05, client_id="test-ingest-frozen"
+    )
+    svc = IngestService(cfg)
+    stop = threading.Event()
+    t = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+    t.start()
+    assert wait_until(lambda: svc.link.connected, 10)
+    msgs = _frames(line, n)  # 200 frames/s for 5 s: the freeze comes mid-stream
+    pub = threading.Thread(target=_publish_paced, args=(broker.url, msgs, 10, 0.05))
+    cluster = cluster_pids(pg.process.pid)
+    frozen = False
+    try:
+        pub.start()
+        assert wait_until(lambda: count(dsn, "SELECT count(*) FROM tof_frames") >= 100, 30)
+        signal_all(cluster, signal.SIGSTOP)
+        frozen = True
+        assert wait_until(lambda: not svc.metrics.registry.healthy()[0], 10)
+        why = svc.metrics.registry.healthy()[1]
+        assert why.startswith("database write stalled for"), why
+        time.sleep(2.0)
+        signal_all(cluster, signal.SIGCONT)
+        frozen = False
+        pub.join(60)
+        assert wait_until(lambda: count(dsn, "SELECT count(*) FROM tof_frames") >= n, 60)
+        assert count(dsn, "SELECT count(*) FROM tof_frames") == n
+        assert wait_until(lambda: svc.metrics.registry.healthy() == (True, "ok"), 10)
+    finally:
+        if frozen:
+            signal_all(cluster, signal.SIGCONT)
+        stop.set()
+        t.join(15)
+        pub.join(60)
+        drop_session(broker.url, cfg.client_id)
+
+
+def test_connections_detect_a_silent_database_host_unless_the_dsn_says_otherwise(
+    pg: Postgres,
+) -> None:
+    with connect(pg.url) as conn:
+        params = conninfo_to_dict(conn.info.dsn)
+    assert {k: int(params[k]) for k in DEAD_PEER} == DEAD_PEER  # type: ignore[arg-type]
+    with connect(pg.url + "?keepalives_idle=3") as conn:
+        assert conninfo_to_dict(conn.info.dsn)["keepalives_idle"] == "3"
 
 
 def _restart_pg(folder: Path, port: int) -> Postgres:
