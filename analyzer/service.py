@@ -70,6 +70,8 @@ runs ~1,000 small numpy calls per batch without releasing the GIL, so paho's net
 woken by a frame or by our own publish, waited up to 5 ms for it before reading the socket or
 writing the result: that wait was most of the latency tail at 200 samples/s (bench.analyzer)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BROKER_SILENT_S = 10.0
+"""A liveness probe unanswered this long fails ``/healthz``: the broker is connected but frozen."""
 MAX_HOLD_S = 30.0
 """Longest a lone half waits past its join timeout for the broker to show it works (a frozen
 broker is dropped by paho's keep-alive, 30 s, within about twice that; away, timeouts pause)."""
@@ -193,6 +195,11 @@ class AnalyzerService:
         c = self._client
         if c is None or not c.is_connected():
             return False, "not connected to the broker"
+        live = self.liveness
+        waited = time.monotonic() - live.probe_sent_s
+        if live.probe_mid is not None and waited > BROKER_SILENT_S:
+            # Connected but frozen (analyzer.liveness): halves wait, no result goes out.
+            return False, f"broker silent for {waited:.0f} s (liveness probe unanswered)"
         return True, "ok"
 
     # --- lifecycle ---------------------------------------------------------------------

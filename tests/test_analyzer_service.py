@@ -12,7 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -236,3 +236,50 @@ def test_an_analyzer_split_by_line_scores_only_its_lines(
         proc.wait(10)
         ours.close()
         theirs.close()
+
+
+def test_a_frozen_broker_fails_the_health_check_and_counts_a_stall(
+    private_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP on the broker while a half waits: the unanswered probe fails /healthz; after
+    SIGCONT the silence is counted as a stall and health comes back (analyzer.liveness)."""
+    monkeypatch.setattr("analyzer.service.BROKER_SILENT_S", 0.5)
+    line, dev = f"L{uuid.uuid4().hex[:6]}", "devF"
+    service = AnalyzerService(
+        AnalyzerConfig(private_broker.url, client_id=f"an-{uuid.uuid4().hex[:8]}")
+    )
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    pub = paho_client(private_broker.url, f"pub-{uuid.uuid4().hex[:6]}", persistent=False)
+    frozen = False
+    try:
+        assert service.ready.wait(10)
+        tof, _ = frames(dev, 1)
+        send(pub, device_topic(line, dev, Kind.TOF), tof)  # its spectral half never comes
+        assert wait_for(lambda: len(service.joiner) == 1, 5)
+        os.kill(private_broker.process.pid, signal.SIGSTOP)
+        frozen = True
+        assert wait_for(lambda: not service.registry.healthy()[0], 10)
+        assert "broker silent" in service.registry.healthy()[1]
+        time.sleep(1.5)  # longer than a stall's least silence (BrokerLiveness.stall_s)
+        os.kill(private_broker.process.pid, signal.SIGCONT)
+        frozen = False
+        assert wait_for(lambda: service.registry.healthy() == (True, "ok"), 10)
+        assert wait_for(lambda: service.metrics.stalls.total() == 1, 5)
+        assert wait_for(lambda: len(service.joiner) == 0, 10)  # then released, as partial
+    finally:
+        if frozen:
+            os.kill(private_broker.process.pid, signal.SIGCONT)
+        service.stop()
+        worker.join(15)
+        pub.disconnect()
+        pub.loop_stop()
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
