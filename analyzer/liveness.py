@@ -59,6 +59,8 @@ class BrokerLiveness:
     since_s: float | None = None
     probe_mid: int | None = None
     probe_sent_s: float = float("-inf")
+    outstanding: tuple[int, float] | None = None
+    """(mid, sent_s) of the unanswered probe, as one value for readers in other threads."""
 
     def stall_s(self) -> float:
         """A gap longer than this is a stall: the keep-alive silence, plus the larger of
@@ -93,6 +95,7 @@ class BrokerLiveness:
         if mid != self.probe_mid:
             return False
         self.probe_mid = None
+        self.outstanding = None
         rtt = t - self.probe_sent_s
         if rtt <= self.stall_s():
             self.rtt_s = rtt if self.rtt_s is None else self.rtt_s + 0.2 * (rtt - self.rtt_s)
@@ -101,6 +104,7 @@ class BrokerLiveness:
     def reset_probe(self) -> None:
         """Forget the outstanding probe (the connection it went out on is gone)."""
         self.probe_mid = None
+        self.outstanding = None
 
     def next_probe_s(self, due_s: float | None) -> float | None:
         """When the next probe should go out, or None (nothing waits, or one is outstanding).
@@ -122,3 +126,4 @@ class BrokerLiveness:
         """A probe went out at ``now`` (``mid`` None: it could not be sent; try again later)."""
         self.probe_mid = mid
         self.probe_sent_s = now
+        self.outstanding = None if mid is None else (mid, now)

@@ -104,9 +104,10 @@ class _Msg:
 
 @dataclass(frozen=True)
 class _Back:
-    """The broker connection is back after ``away_s`` seconds."""
+    """The broker connection is back, since ``at_s`` (stamped in paho's thread, before any
+    message of the new connection)."""
 
-    away_s: float
+    at_s: float
 
 
 @dataclass(frozen=True)
@@ -189,15 +190,16 @@ class AnalyzerService:
             return
         since, self._away_since = self._away_since, None
         if since is not None:
-            self.inbox.put(_Back(time.monotonic() - since))
+            self.liveness.reset_probe()  # its answer went with the old connection
+            self.inbox.put(_Back(time.monotonic()))
 
     def _health(self) -> tuple[bool, str]:
         c = self._client
         if c is None or not c.is_connected():
             return False, "not connected to the broker"
-        live = self.liveness
-        waited = time.monotonic() - live.probe_sent_s
-        if live.probe_mid is not None and waited > BROKER_SILENT_S:
+        probe = self.liveness.outstanding  # one read: (mid, sent_s) as one value
+        waited = 0.0 if probe is None else time.monotonic() - probe[1]
+        if waited > BROKER_SILENT_S:
             # Connected but frozen (analyzer.liveness): halves wait, no result goes out.
             return False, f"broker silent for {waited:.0f} s (liveness probe unanswered)"
         return True, "ok"
@@ -280,8 +282,7 @@ class AnalyzerService:
                 self.liveness.answered(ev.mid, ev.received_s)
                 self._saw(ev.received_s)  # after: the answer's round trip is known
             else:
-                self.liveness.reset_probe()
-                self.joiner.restart_waits(time.monotonic())
+                self.joiner.restart_waits(ev.at_s)
         if self._away_since is None:  # no half can arrive while the broker is away
             now = time.monotonic()
             # Join timeouts count up to the settled time (None: the broker has not yet been seen

@@ -21,8 +21,10 @@ DEAD_PEER = {
 failed-over primary) into an error within ~30 s instead of the kernel's ~15 min of
 retransmissions: TCP keep-alives probe an idle or waiting connection, and ``tcp_user_timeout``
 (ms) bounds how long sent data may stay unacknowledged. A server that is alive but slow or
-frozen (its kernel still acknowledges) is waited for: no data is lost either way, and ingest's
-health check reports a write that takes too long. Settings in the DSN itself take precedence."""
+frozen (its kernel still acknowledges) is waited for, and ingest's health check reports a write
+that takes too long; should its receive window stay closed, Linux applies the same timeout to
+the zero-window probes, so after ~30 s the batch is retried on a new connection. No data is
+lost either way. Settings in the DSN itself take precedence."""
 
 
 def storage_error(exc: psycopg.Error, what: str) -> StorageError:
@@ -40,10 +42,14 @@ def connect(
     """Connect to PostgreSQL.
 
     Raises:
-        StorageError: the server is unreachable or refused the login.
+        StorageError: the DSN is malformed, or the server is unreachable or refused the login.
     """
     try:
         given = conninfo_to_dict(dsn)  # the DSN's own settings win
+    except psycopg.ProgrammingError:
+        # libpq's message quotes the whole DSN, password included: say less.
+        raise StorageError("malformed database DSN (a libpq URI or key=value string)") from None
+    try:
         return psycopg.connect(
             make_conninfo(dsn, **{k: v for k, v in DEAD_PEER.items() if k not in given}),
             autocommit=autocommit,

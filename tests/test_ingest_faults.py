@@ -20,7 +20,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from ingest.service import IngestConfig, IngestService
-from sqal.errors import ConfigError
+from sqal.errors import ConfigError, StorageError
 from sqal.local import Mosquitto, Postgres, free_port, start_mosquitto, start_postgres
 from sqal.local.process import ServiceProcess
 from sqal.wire import Kind, device_topic, encode
@@ -176,15 +176,17 @@ def test_postgres_stopped_mid_stream_then_back_loses_nothing(
             restarted.stop()
 
 
-def cluster_pids(postmaster: int) -> list[int]:
-    """The postmaster and its children (each backend is its own session, so no killpg)."""
+def freeze_cluster(postmaster: int) -> list[int]:
+    """SIGSTOP the postmaster (so it forks no more), then each of its children: every backend
+    is its own session, so killpg would not reach them. Returns the PIDs stopped."""
+    os.kill(postmaster, signal.SIGSTOP)
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == postmaster:
+        with contextlib.suppress(OSError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
                 children.append(int(stat.parent.name))
-    return [*children, postmaster]
+    signal_all(children, signal.SIGSTOP)
+    return [postmaster, *children]
 
 
 def signal_all(pids: list[int], sig: signal.Signals) -> None:
@@ -212,26 +214,23 @@ def test_a_frozen_database_fails_the_health_check_and_loses_nothing(
     assert wait_until(lambda: svc.link.connected, 10)
     msgs = _frames(line, n)  # 200 frames/s for 5 s: the freeze comes mid-stream
     pub = threading.Thread(target=_publish_paced, args=(broker.url, msgs, 10, 0.05))
-    cluster = cluster_pids(pg.process.pid)
-    frozen = False
+    cluster: list[int] = []
     try:
         pub.start()
         assert wait_until(lambda: count(dsn, "SELECT count(*) FROM tof_frames") >= 100, 30)
-        signal_all(cluster, signal.SIGSTOP)
-        frozen = True
+        cluster = freeze_cluster(pg.process.pid)
         assert wait_until(lambda: not svc.metrics.registry.healthy()[0], 10)
         why = svc.metrics.registry.healthy()[1]
         assert why.startswith("database write stalled for"), why
         time.sleep(2.0)
         signal_all(cluster, signal.SIGCONT)
-        frozen = False
+        cluster = []
         pub.join(60)
         assert wait_until(lambda: count(dsn, "SELECT count(*) FROM tof_frames") >= n, 60)
         assert count(dsn, "SELECT count(*) FROM tof_frames") == n
         assert wait_until(lambda: svc.metrics.registry.healthy() == (True, "ok"), 10)
     finally:
-        if frozen:
-            signal_all(cluster, signal.SIGCONT)
+        signal_all(cluster, signal.SIGCONT)
         stop.set()
         t.join(15)
         pub.join(60)
@@ -246,6 +245,10 @@ def test_connections_detect_a_silent_database_host_unless_the_dsn_says_otherwise
     assert {k: int(params[k]) for k in DEAD_PEER} == DEAD_PEER  # type: ignore[arg-type]
     with connect(pg.url + "?keepalives_idle=3") as conn:
         assert conninfo_to_dict(conn.info.dsn)["keepalives_idle"] == "3"
+    with pytest.raises(StorageError) as bad:
+        connect("postgresql://sqal:s3cret-pw@[broken/sqal")
+    assert "s3cret" not in str(bad.value)
+    assert "malformed" in str(bad.value)
 
 
 def _restart_pg(folder: Path, port: int) -> Postgres:

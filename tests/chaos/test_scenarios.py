@@ -149,8 +149,10 @@ def test_fault_loses_and_doubles_no_sample(stack: Stack, options: Options, name:
     # by more than the join timeout (its backoff grows to 5 s when the broker is slow to come
     # back; seen once, README "Reliability"): its half is then truly late, stored, and the
     # sample graded once with one section null.
-    if name not in PARTIAL_MAY_HAPPEN:
-        assert found.partial == 0, found
+    # Bounded there at 2 % of the run (seen: 1 and 2 of 240, in two CI runs).
+    assert found.partial <= (max(3, found.samples // 50) if name in PARTIAL_MAY_HAPPEN else 0), (
+        found
+    )
     assert stack.analyzer is not None
     assert stack.analyzer.healthy()
     assert stack.ingest is not None
