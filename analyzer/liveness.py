@@ -61,6 +61,10 @@ class BrokerLiveness:
     probe_sent_s: float = float("-inf")
     outstanding: tuple[int, float] | None = None
     """(mid, sent_s) of the unanswered probe, as one value for readers in other threads."""
+    heard_s: float = float("-inf")
+    """When anything last *arrived* from the broker (written by paho's thread). Under a backlog
+    the worker sees evidence seconds after it arrived: probing then would only queue the answer
+    behind the backlog, so probes are paced on arrivals, and settling on what was processed."""
 
     def stall_s(self) -> float:
         """A gap longer than this is a stall: the keep-alive silence, plus the larger of
@@ -87,6 +91,13 @@ class BrokerLiveness:
         if self.last_s - self.since_s < self.grace_s:
             return None
         return self.last_s - self.grace_s
+
+    def heard(self, t: float, mid: int | None = None) -> None:
+        """Something arrived at ``t`` (paho's thread); ``mid``: an UNSUBACK's packet id."""
+        self.heard_s = t
+        probe = self.outstanding
+        if mid is not None and probe is not None and probe[0] == mid:
+            self.outstanding = None  # answered, though the worker may not know it yet
 
     def answered(self, mid: int, t: float) -> bool:
         """Whether ``mid`` is the outstanding probe, answered at ``t`` (then it is no longer
@@ -116,11 +127,14 @@ class BrokerLiveness:
         if due_s is None or self.probe_mid is not None:
             return None
         earliest = self.probe_sent_s + self.probe_every_s
-        quiet = earliest if self.last_s is None else self.last_s + self.keepalive_s
-        settled = self.settled()
-        if settled is None or settled < due_s:
-            quiet = min(quiet, due_s)
-        return max(earliest, quiet)
+        heard = self.heard_s if self.last_s is None else max(self.last_s, self.heard_s)
+        at = heard + self.keepalive_s
+        # The evidence that settles the half: from ``due_s`` on, in a working period at least
+        # ``grace_s`` old. Chase it only if it has not arrived (it may wait in the inbox).
+        need = due_s if self.since_s is None else max(due_s, self.since_s + self.grace_s)
+        if heard < need:
+            at = min(at, need)
+        return max(earliest, at)
 
     def probed(self, mid: int | None, now: float) -> None:
         """A probe went out at ``now`` (``mid`` None: it could not be sent; try again later)."""

@@ -171,13 +171,19 @@ class AnalyzerService:
     # --- paho's network thread: enqueue only -------------------------------------------
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         seq, self._seq = self._seq, self._seq + 1
-        self.inbox.put(_Msg(seq, msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.monotonic()))
+        now = time.monotonic()
+        self.liveness.heard(now)
+        self.inbox.put(_Msg(seq, msg.topic, bytes(msg.payload), msg.mid, msg.qos, now))
 
     def _on_publish(self, client: paho.Client, userdata: object, mid: int, *rest: object) -> None:
-        self.inbox.put(_Puback(mid, time.monotonic()))
+        now = time.monotonic()
+        self.liveness.heard(now)
+        self.inbox.put(_Puback(mid, now))
 
     def _on_unsubscribe(self, client: paho.Client, u: object, mid: int, *rest: object) -> None:
-        self.inbox.put(_Unsuback(mid, time.monotonic()))
+        now = time.monotonic()
+        self.liveness.heard(now, mid)
+        self.inbox.put(_Unsuback(mid, now))
 
     def _on_disconnect(self, client: paho.Client, *rest: object) -> None:
         if self._away_since is None:

@@ -167,16 +167,21 @@ def test_probes_keep_a_waiting_half_company_and_chase_a_due_one() -> None:
     assert live.rtt_s == pytest.approx(0.01)
     live.saw(10.21)
     assert live.next_probe_s(12.25) == pytest.approx(10.41)
-    # due at 12.25 with the last evidence at 12.2: chase it at once, then every 0.1 s
+    # due at 12.25; the silence since 10.21 was a stall, so the working period starts at 12.2
+    # and the settling evidence must come from 12.45 on: a keep-alive at 12.401 is sooner
     live.saw(12.2)
     live.probed(2, 12.2)
     live.answered(2, 12.201)
     live.saw(12.201)
-    assert live.next_probe_s(12.25) == pytest.approx(12.3)  # paced by probe_every_s
+    assert live.next_probe_s(12.25) == pytest.approx(12.401)
+    live.probed(3, 12.401)
+    live.answered(3, 12.402)
+    live.saw(12.402)
+    assert live.next_probe_s(12.25) == pytest.approx(12.501)  # chased, paced by probe_every_s
     live.saw(12.6)
     assert live.settled() == pytest.approx(12.35)
     assert live.next_probe_s(12.25) == pytest.approx(12.8)  # settled: keep-alive only
-    live.probed(3, 12.8)
+    live.probed(4, 12.8)
     live.reset_probe()  # the connection dropped; its answer will never come
     assert live.next_probe_s(12.25) is not None
 
@@ -220,3 +225,19 @@ def test_silence_ended_by_a_probe_answer_is_a_stall() -> None:
     assert live.rtt_s is None  # a stall's round trip teaches nothing about the usual one
     assert live.saw(9.8) > live.stall_s()
     assert live.settled() is None  # the working period starts again at the answer
+
+
+def test_a_backlog_in_the_inbox_is_evidence_enough_to_wait_for() -> None:
+    """Arrivals the worker has not processed yet (a backlog) need no probe, and an answer that
+    arrived clears the outstanding probe for /healthz at once (review: false "broker silent")."""
+    live = BrokerLiveness()
+    live.saw(10.0)
+    live.saw(10.3)
+    live.probed(1, 10.5)
+    live.heard(10.6, mid=1)  # arrived; the worker is 20 s behind
+    assert live.outstanding is None
+    assert live.probe_mid == 1  # the worker's own view changes when it gets there
+    assert live.answered(1, 10.6)
+    for t in (10.7, 11.0, 12.0, 12.5):
+        live.heard(t)  # frames keep arriving, unprocessed
+    assert live.next_probe_s(12.25) == pytest.approx(12.7)  # keep-alive from the arrivals
