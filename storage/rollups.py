@@ -79,6 +79,22 @@ def rollup(
     return per_minute, per_defect
 
 
+MERGE_MINUTES = sql.SQL(
+    """ON CONFLICT (line_id, device_id, bucket) DO UPDATE SET
+    n_total = r.n_total + excluded.n_total, n_a = r.n_a + excluded.n_a,
+    n_b = r.n_b + excluded.n_b, n_c = r.n_c + excluded.n_c,
+    n_reject = r.n_reject + excluded.n_reject,
+    score_sum = r.score_sum + excluded.score_sum,
+    score_count = r.score_count + excluded.score_count"""
+)
+"""How counts for a minute already in ``results_1m AS r`` add up; shared with the set-based
+roll-up in :mod:`storage.writer`."""
+
+MERGE_DEFECTS = sql.SQL(
+    "ON CONFLICT (line_id, device_id, defect, bucket) DO UPDATE SET n = d.n + excluded.n"
+)
+"""The same for ``defects_1m AS d``."""
+
 UPSERT_MINUTES = sql.SQL(
     """
 INSERT INTO results_1m AS r
@@ -86,23 +102,18 @@ INSERT INTO results_1m AS r
 SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
                      %s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::bigint[])
 ORDER BY 2, 3, 1  -- one lock order for concurrent workers: no deadlocks
-ON CONFLICT (line_id, device_id, bucket) DO UPDATE SET
-    n_total = r.n_total + excluded.n_total, n_a = r.n_a + excluded.n_a,
-    n_b = r.n_b + excluded.n_b, n_c = r.n_c + excluded.n_c,
-    n_reject = r.n_reject + excluded.n_reject,
-    score_sum = r.score_sum + excluded.score_sum,
-    score_count = r.score_count + excluded.score_count
+{merge}
 """
-)
+).format(merge=MERGE_MINUTES)
 
 UPSERT_DEFECTS = sql.SQL(
     """
 INSERT INTO defects_1m AS d (bucket, line_id, device_id, defect, n)
 SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::bigint[])
 ORDER BY 2, 3, 4, 1
-ON CONFLICT (line_id, device_id, defect, bucket) DO UPDATE SET n = d.n + excluded.n
+{merge}
 """
-)
+).format(merge=MERGE_DEFECTS)
 
 
 def minute_params(per_minute: dict[Key, MinuteCounts]) -> tuple[list[object], ...]:

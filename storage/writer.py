@@ -32,6 +32,8 @@ from sqal.errors import StorageError
 from storage.arrays import OutOfRangeError, prepack, register_array_dumpers
 from storage.connection import connect, storage_error
 from storage.rollups import (
+    MERGE_DEFECTS,
+    MERGE_MINUTES,
     UPSERT_DEFECTS,
     UPSERT_MINUTES,
     defect_params,
@@ -170,19 +172,14 @@ WITH ins AS (
            coalesce(sum(final_score), 0), count(final_score)
     FROM ins GROUP BY 1, 2, 3
     ORDER BY 2, 3, 1  -- one lock order for concurrent workers: no deadlocks
-    ON CONFLICT (line_id, device_id, bucket) DO UPDATE SET
-        n_total = r.n_total + excluded.n_total, n_a = r.n_a + excluded.n_a,
-        n_b = r.n_b + excluded.n_b, n_c = r.n_c + excluded.n_c,
-        n_reject = r.n_reject + excluded.n_reject,
-        score_sum = r.score_sum + excluded.score_sum,
-        score_count = r.score_count + excluded.score_count
+    {merge_minutes}
     RETURNING 1
 ), per_defect AS (
     INSERT INTO defects_1m AS d (bucket, line_id, device_id, defect, n)
     SELECT time_bucket('1 minute', ts), line_id, device_id, defect, count(*)
     FROM ins, unnest(defects) AS defect GROUP BY 1, 2, 3, 4
     ORDER BY 2, 3, 4, 1
-    ON CONFLICT (line_id, device_id, defect, bucket) DO UPDATE SET n = d.n + excluded.n
+    {merge_defects}
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM per_minute),
@@ -346,7 +343,14 @@ class BatchWriter:
                 for v in prepack(table, values):
                     copy.write_row(v)
             if table is RESULTS:
-                cur.execute(_ROLLUP_RESULTS.format(cols=table.column_list, stage=stage))
+                cur.execute(
+                    _ROLLUP_RESULTS.format(
+                        cols=table.column_list,
+                        stage=stage,
+                        merge_minutes=MERGE_MINUTES,
+                        merge_defects=MERGE_DEFECTS,
+                    )
+                )
                 row = cur.fetchone()
                 return int(row[0]) if row else 0
             cur.execute(
