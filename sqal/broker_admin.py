@@ -236,8 +236,8 @@ def write_atomic(path: Path, text: str, mode: int) -> None:
         raise
 
 
-def update_acl(acl_file: Path, service: Service | None) -> list[str]:
-    """Ensure the device patterns (and ``service``'s block) in ``acl_file``; create it if absent.
+def update_acl(acl_file: Path, *services: Service) -> list[str]:
+    """Ensure the device patterns (and ``services``' blocks) in ``acl_file``; create it if absent.
 
     Returns:
         Pattern lines removed because they were not SQAL's.
@@ -249,7 +249,7 @@ def update_acl(acl_file: Path, service: Service | None) -> list[str]:
     except OSError as exc:
         raise ConfigError(f"ACL file {acl_file}: cannot read ({exc.strerror})") from None
     acl, removed = with_device_rules(parse_acl(text))
-    if service is not None:
+    for service in services:
         acl = with_service(acl, service)
     try:
         write_atomic(acl_file, render_acl(acl), 0o644)  # no secret in an ACL
@@ -289,24 +289,31 @@ def password_matches(hashed: str, password: str) -> bool:
 
 
 def set_password(password_file: Path, username: str, password: str) -> None:
-    """Add or replace ``username``'s line in ``password_file``; other lines stay as they are.
+    """Add or replace ``username``'s line in ``password_file`` (see :func:`set_passwords`)."""
+    set_passwords(password_file, {username: password})
+
+
+def set_passwords(password_file: Path, passwords: dict[str, str]) -> None:
+    """Add or replace each user's line in ``password_file``; other lines stay as they are.
 
     The file is replaced atomically with mode 0600, so the broker, re-reading it on SIGHUP,
     never sees half of it.
 
     Raises:
-        ConfigError: the user name cannot be in the file, or the file cannot be read or written.
+        ConfigError: a user name cannot be in the file, or the file cannot be read or written.
     """
-    if ":" in username or any(c.isspace() for c in username):
-        raise ConfigError(f"user name {username!r} must not hold ':' or white space")
+    for username in passwords:
+        if ":" in username or any(c.isspace() for c in username):
+            raise ConfigError(f"user name {username!r} must not hold ':' or white space")
     try:
         lines = password_file.read_text().splitlines()
     except FileNotFoundError:
         lines = []
     except OSError as exc:
         raise ConfigError(f"password file {password_file}: cannot read ({exc.strerror})") from None
-    kept = [line for line in lines if line.split(":", 1)[0] != username]
-    text = "\n".join([*kept, f"{username}:{hash_password(password)}"]) + "\n"
+    kept = [line for line in lines if line.split(":", 1)[0] not in passwords]
+    new = [f"{user}:{hash_password(password)}" for user, password in passwords.items()]
+    text = "\n".join([*kept, *new]) + "\n"
     try:
         write_atomic(password_file, text, 0o600)
     except OSError as exc:
@@ -380,7 +387,7 @@ def mosquitto_add_device_command(
     dev = Target.parse(target)
     username = f"{dev.line}/{dev.device}"
     secret, generated = _credentials(username, password_file, password)
-    removed = update_acl(acl_file, None)
+    removed = update_acl(acl_file)
     _report(username, secret, generated, password_file, acl_file, removed, as_json)
 
 

@@ -27,7 +27,7 @@ from typing import Annotated
 
 import typer
 
-from sqal.broker_admin import JsonOption, Service, check_password, set_password, update_acl
+from sqal.broker_admin import JsonOption, Service, check_password, set_passwords, update_acl
 from sqal.broker_certs import CA_DAYS, make_certs
 from sqal.errors import ConfigError
 
@@ -73,10 +73,10 @@ def init_broker_folder(
         if password:
             check_password(password, password_env(service))
     folder.mkdir(parents=True, exist_ok=True)
-    for service, password in passwords.items():
-        if password:
-            set_password(folder / "passwd", service.value, password)
-        update_acl(folder / "acl", service)
+    given = {s.value: p for s, p in passwords.items() if p}
+    if given:
+        set_passwords(folder / "passwd", given)
+    update_acl(folder / "acl", *Service)
     certs = make_certs(folder / "certs", hosts, days, [], now or datetime.now(UTC))
     if owner is not None:
         for path in [folder, *folder.rglob("*")]:

@@ -39,6 +39,7 @@ from sqal.broker_admin import (
     parse_acl,
     password_matches,
     set_password,
+    set_passwords,
     update_acl,
 )
 from sqal.broker_certs import CertFiles, make_certs, mosquitto_certs_command
@@ -80,10 +81,8 @@ class SecureBroker:
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     folder = tmp_path_factory.mktemp("secure-mqtt")
     certs = make_certs(folder / "certs", ["localhost", "127.0.0.1"], 30, [], datetime.now(UTC))
-    for user, password in PASSWORDS.items():
-        set_password(folder / "passwd", user, password)
-    for service in Service:
-        update_acl(folder / "acl", service)
+    set_passwords(folder / "passwd", PASSWORDS)
+    update_acl(folder / "acl", *Service)
     port, tls_port = free_port(), free_port()
     with running(ROOT / "mosquitto/production.conf", folder, port, tls_port) as proc:
         yield SecureBroker(folder, port, tls_port, certs, proc)
