@@ -136,15 +136,19 @@ def publish_step(
     return {"uids": uids, "t_pub": t_pub, "late_ms": late_ms}
 
 
+def _close(client: paho.Client | None) -> None:
+    if client is not None:
+        client.disconnect()
+        client.loop_stop()
+
+
 def _publisher_main(conn: Connection, pool: Pool, index: int, n_pub: int, counter: Any) -> None:
     client: paho.Client | None = None
     acked = threading.Semaphore(0)
     while True:
         cmd, args = conn.recv()
         if cmd == "connect":
-            if client is not None:
-                client.disconnect()
-                client.loop_stop()
+            _close(client)
             client = paho_client(args, client_id(f"bench-pub{index}"), persistent=False,
                                  max_inflight=MAX_INFLIGHT)  # fmt: skip
             client.on_publish = lambda *_a: acked.release()
@@ -156,9 +160,7 @@ def _publisher_main(conn: Connection, pool: Pool, index: int, n_pub: int, counte
                 publish_step(client, acked, pool, rate, n, uid_base, t0_wall, index, n_pub, counter)
             )
         else:
-            if client is not None:
-                client.disconnect()
-                client.loop_stop()
+            _close(client)
             conn.send("bye")
             return
 
@@ -182,9 +184,7 @@ def _tap_main(conn: Connection) -> None:
     while True:
         cmd, args = conn.recv()
         if cmd == "connect":
-            if client is not None:
-                client.disconnect()
-                client.loop_stop()
+            _close(client)
             client = paho_client(args, client_id("bench-tap"), persistent=False,
                                  on_message=on_message)  # fmt: skip
             client.subscribe(subscription(Kind.RESULT), qos=1)
@@ -198,9 +198,7 @@ def _tap_main(conn: Connection) -> None:
                     del got[u]
             conn.send((np.fromiter(mine.keys(), np.int64), np.fromiter(mine.values(), np.float64)))
         else:
-            if client is not None:
-                client.disconnect()
-                client.loop_stop()
+            _close(client)
             conn.send("bye")
             return
 
