@@ -11,6 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY sqal ./sqal
+COPY app ./app
+COPY broker ./broker
+COPY embedded ./embedded
+COPY views ./views
 COPY device_sim ./device_sim
 COPY analyzer ./analyzer
 COPY ingest ./ingest

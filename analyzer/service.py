@@ -36,8 +36,8 @@ from analyzer.liveness import PROBE_FILTER, BrokerLiveness
 from analyzer.params import ScoringParams, build_params
 from analyzer.results import SampleMeta, to_results
 from sqal.errors import ConfigError, PayloadError
-from sqal.local.mosquitto import MAX_INFLIGHT_MESSAGES
 from sqal.metrics import Registry
+from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.profiles import load_profile
 from sqal.wire import (
     DeadReason,
@@ -58,9 +58,9 @@ log = logging.getLogger(__name__)
 STAGE = "analyzer"
 BATCH_MAX = 256
 """Most messages the worker takes per round; a backlog is scored in batches of this size."""
-RECEIVE_MAXIMUM = MAX_INFLIGHT_MESSAGES
+RECEIVE_MAXIMUM = INFLIGHT_WINDOW
 """Unacknowledged messages the broker may send us (MQTT 5 Receive Maximum), equal to the
-broker's ``max_inflight_messages`` (sqal.local.mosquitto, mosquitto/). Acks are held until a
+broker's ``max_inflight_messages`` (embedded.mosquitto, mosquitto/). Acks are held until a
 sample's result is out, at most ``join_timeout`` for a lone half: at 200 samples/s and a 2 s
 timeout that is 800 messages, inside the window; past it the broker waits (no loss)."""
 SHUTDOWN_GRACE_S = 3.0

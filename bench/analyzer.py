@@ -30,7 +30,7 @@ import paho.mqtt.client as paho  # noqa: E402
 
 from analyzer import build_params, score_batch, stack_spectral, stack_tof  # noqa: E402
 from bench.common import header, rate  # noqa: E402
-from sqal.local import free_port, start_mosquitto  # noqa: E402
+from embedded import free_port, start_mosquitto  # noqa: E402
 from sqal.mqtt import paho_client  # noqa: E402
 from sqal.profiles import load_profile  # noqa: E402
 from sqal.wire import DeviceConfig, Kind, SpectralFrame, TofFrame, device_topic, encode  # noqa: E402

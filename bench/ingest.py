@@ -36,9 +36,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 
 from bench.common import header
+from embedded import free_port, start_mosquitto, start_postgres
 from ingest.batching import DEFAULT_BATCH_ROWS
 from ingest.rows import to_row
-from sqal.local import free_port, start_mosquitto, start_postgres
 from sqal.wire import Grade, Kind, decode, device_topic, encode, parse_topic
 from storage.arrays import prepack, register_array_dumpers
 from storage.migrate import migrate

@@ -16,7 +16,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from bench.common import header
-from sqal.local import free_port, start_mosquitto
+from embedded import free_port, start_mosquitto
 from sqal.mqtt import client_id, paho_client
 
 PAYLOAD_BYTES = 1300

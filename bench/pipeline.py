@@ -5,7 +5,7 @@ In one run, against a private Mosquitto and PostgreSQL + TimescaleDB:
 1. Limits (the denominators): one-hop QoS 1 messages/s (``bench.onehop``, 1.3 KB) and raw
    binary COPY rows/s of ToF, spectral and result rows into the same hypertables
    (``bench.ingest.raw_copy``, the writer's encoders, no idempotency).
-2. Sweep: ``python -m sqal analyzer`` and ``python -m sqal ingest`` as subprocesses, offered
+2. Sweep: ``python -m app analyzer`` and ``python -m app ingest`` as subprocesses, offered
    loads rising to ``--max-load`` from pre-rendered frames (``bench.load``), ``--repeats``
    times each; per step the figures of ``bench.sweep``. The sustainable capacity is the
    highest load whose every repeat lost nothing and kept the DB p99 under ``--lag-bound-s``.
@@ -45,7 +45,7 @@ from bench.common import cpu_name, git_sha, header  # noqa: E402
 from bench.load import Load, Pool, render_pool  # noqa: E402
 from bench.pipeline_report import aggregate, plot, pyspy_start, pyspy_top, table  # noqa: E402
 from bench.sweep import Rig, run_step  # noqa: E402
-from sqal.local import free_port, start_mosquitto, start_postgres  # noqa: E402
+from embedded import free_port, start_mosquitto, start_postgres  # noqa: E402
 from sqal.mqtt import client_id, paho_client  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"

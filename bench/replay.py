@@ -15,7 +15,7 @@ from bench.common import header
 from bench.onehop import PAYLOAD_BYTES, onehop_rate
 from capture.fileformat import CaptureWriter, Record
 from capture.replay import replay
-from sqal.local import free_port, start_mosquitto
+from embedded import free_port, start_mosquitto
 
 
 def write_capture(path: Path, seconds: float, rate_per_s: float) -> int:

@@ -18,8 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqal.local import free_port
-from sqal.local.process import ServiceProcess
+from embedded import free_port
+from embedded.process import ServiceProcess
 from sqal.mqtt import paho_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def scrape(port: int) -> dict[str, float]:
 
 @dataclass
 class Service:
-    """One ``python -m sqal …`` (or bench shim) process with its metrics port and log."""
+    """One ``python -m app …`` (or bench shim) process with its metrics port and log."""
 
     name: str
     proc: subprocess.Popen[bytes]
@@ -149,7 +149,7 @@ def analyzer(
 ) -> Service:
     """``sqal analyzer``; with ``lines``, subscribed to those lines only (``--lines``)."""
     cid = f"bench-{name}-{os.getpid()}"
-    argv = ["-m", "sqal", "analyzer", "--broker", broker]
+    argv = ["-m", "app", "analyzer", "--broker", broker]
     if lines:
         argv += ["--lines", ",".join(lines)]
     service = start_service(name, [*argv, "--client-id", cid], log_dir, src)
@@ -161,7 +161,7 @@ def ingest(
     name: str, broker: str, dsn: str, log_dir: Path, shared: str | None = None,
     src: Path | None = None,
 ) -> Service:  # fmt: skip
-    argv = ["-m", "sqal", "ingest", "--broker", broker, "--db", dsn]
+    argv = ["-m", "app", "ingest", "--broker", broker, "--db", dsn]
     cid = f"bench-{name}-{os.getpid()}"
     argv += ["--client-id", cid]
     if shared:

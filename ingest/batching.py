@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqal.errors import ConfigError
+from sqal.mqtt import INFLIGHT_WINDOW
 
-RECEIVE_MAXIMUM = 1000
+RECEIVE_MAXIMUM = INFLIGHT_WINDOW
 """Unacknowledged QoS 1 messages ingest lets the broker send it (MQTT 5 Receive Maximum).
 
 Ingest acks only after commit, so a batch can never hold more messages than this. It equals
 ``max_inflight_messages`` in ``mosquitto/*.conf`` and in the embedded broker
-(``sqal.local.mosquitto.MAX_INFLIGHT_MESSAGES``), which Mosquitto announces to MQTT 5 clients as
+(``embedded.mosquitto.MAX_INFLIGHT_MESSAGES``), which Mosquitto announces to MQTT 5 clients as
 its own receive maximum and applies to MQTT 3.1.1 subscribers; a test checks they agree.
 """
 

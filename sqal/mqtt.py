@@ -30,6 +30,16 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 
 KEEPALIVE_S = 30
 
+INFLIGHT_WINDOW = 1000
+"""SQAL's one inflight window: unacknowledged QoS 1 messages between the broker and a service.
+
+Both services announce it as their MQTT 5 Receive Maximum, and every broker configuration SQAL
+ships sets ``max_inflight_messages`` to it (``mosquitto/*.conf``, the embedded broker; a test
+checks they agree), which Mosquitto also announces back in its CONNACK. Ingest acks a message
+only after its batch committed, so ``--batch-rows`` must stay within it; the analyzer holds a
+frame's ack until its sample's result is out. Mosquitto's default is 20.
+"""
+
 
 def client_id(prefix: str) -> str:
     """A client id unique to this process: ``prefix-host-random``."""

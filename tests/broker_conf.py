@@ -22,9 +22,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sqal.local.mosquitto import mosquitto_binary
-from sqal.local.ports import wait_for_port
-from sqal.local.process import ServiceProcess
+from embedded.mosquitto import mosquitto_binary
+from embedded.ports import wait_for_port
+from embedded.process import ServiceProcess
 from sqal.mqtt import paho_client
 
 NOT_AUTHORIZED = 135  # MQTT 5 reason code 0x87, in CONNACK and PUBACK

@@ -10,8 +10,8 @@ pytest_plugins = ["tests.fix_mqtt", "tests.fix_pg", "tests.broker_conf", "tests.
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    from embedded import mosquitto_version, postgres_versions
     from sqal.errors import SqalError
-    from sqal.local import mosquitto_version, postgres_versions
 
     try:
         pg, ts = postgres_versions()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sqal.local import Mosquitto, free_port, start_mosquitto
+from embedded import Mosquitto, free_port, start_mosquitto
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sqal.local import Postgres, free_port, start_postgres
+from embedded import Postgres, free_port, start_postgres
 
 FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 _names = itertools.count()

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from analyzer.evaluation import evaluate
+from app.cli import main
 from capture.fileformat import CaptureWriter, Record
-from sqal.cli import main
 
 
 def truth(

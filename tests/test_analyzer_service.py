@@ -19,8 +19,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from analyzer.service import RECEIVE_MAXIMUM, AnalyzerConfig, AnalyzerService
-from sqal.local import Mosquitto, free_port
-from sqal.local.mosquitto import MAX_INFLIGHT_MESSAGES
+from embedded import Mosquitto, free_port
+from embedded.mosquitto import MAX_INFLIGHT_MESSAGES
 from sqal.mqtt import paho_client
 from sqal.wire import (
     DeadLetter,

@@ -16,7 +16,7 @@ from bench.load import Load, render_pool, sample_id, uid_of
 from bench.pipeline import publish_configs, start_single, stop_services, write_outputs
 from bench.pipeline_report import aggregate, pyspy_top, table
 from bench.sweep import Rig, run_step
-from sqal.local import Mosquitto, Postgres
+from embedded import Mosquitto, Postgres
 from sqal.wire import Kind, SpectralFrame, TofFrame, decode, parse_topic
 from storage.migrate import migrate
 

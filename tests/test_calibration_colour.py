@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from analyzer.calibration import chart_reflectance, fit_colour_matrix
-from sqal.cli import main
+from app.cli import main
+from embedded import Mosquitto
 from sqal.devices import Target, fetch_configs, publish_config
 from sqal.errors import CalibrationError
-from sqal.local import Mosquitto
 from sqal.wire import Calibration, DeviceConfig
 
 DARK = np.linspace(0.5, 1.5, 10)

@@ -18,16 +18,16 @@ from analyzer.arrays import stack_spectral, stack_tof
 from analyzer.calibrate import calibrate
 from analyzer.fusion import score_batch
 from analyzer.params import build_params
+from embedded import Mosquitto
 from sqal.devices import Target, fetch_configs
 from sqal.errors import CalibrationError
-from sqal.local import Mosquitto
 from sqal.mqtt import client_id, paho_client
 from sqal.profiles import load_profile
 from sqal.wire import DeviceConfig, Result, SpectralFrame, TofFrame, decode
 
 DEVICE = Target("line1", "line1-node01")
 PROFILE = "pate_terrine_300g"
-SQAL = [sys.executable, "-m", "sqal"]
+SQAL = [sys.executable, "-m", "app"]
 
 
 def sim(broker: Mosquitto, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,8 +15,8 @@ import pytest
 from capture.fileformat import CaptureReader, CaptureWriter, Record
 from capture.record import record, rotated_path
 from capture.replay import Remap, remap_topic, replay
+from embedded import Mosquitto
 from sqal.errors import BrokerError, ConfigError
-from sqal.local import Mosquitto
 from sqal.mqtt import client_id, paho_client
 
 
@@ -125,7 +125,7 @@ def test_replay_to_unreachable_broker_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "c.sqalcap"
     CaptureWriter(path, {}, 0.0).close()
     done = subprocess.run(
-        [sys.executable, "-m", "sqal", "replay", str(path), "--broker", "mqtt://127.0.0.1:1"],
+        [sys.executable, "-m", "app", "replay", str(path), "--broker", "mqtt://127.0.0.1:1"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 1
@@ -139,12 +139,12 @@ def test_capture_info_cli(tmp_path: Path) -> None:
     for i in range(3):
         w.write(Record(float(i), 0.0, "a/b", b"12345"))
     w.close()
-    done = subprocess.run([sys.executable, "-m", "sqal", "capture", "info", str(path), "--json"],
+    done = subprocess.run([sys.executable, "-m", "app", "capture", "info", str(path), "--json"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     info = json.loads(done.stdout)
     assert info["messages"] == 3
     assert info["topics"] == {"a/b": {"messages": 3, "bytes": 15}}
-    bad = subprocess.run([sys.executable, "-m", "sqal", "capture", "info", __file__],
+    bad = subprocess.run([sys.executable, "-m", "app", "capture", "info", __file__],
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 1
     assert bad.stderr.strip().endswith("is not a SQAL capture file")

@@ -14,12 +14,12 @@ import psycopg
 import pytest
 import typer
 
-from sqal.cli import app, main
-from sqal.local import free_port
-from sqal.local.process import pid_alive
+from app.cli import app, main
+from embedded import free_port
+from embedded.process import pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent
-SQAL = [sys.executable, "-m", "sqal"]
+SQAL = [sys.executable, "-m", "app"]
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.cli import main
+from embedded import Mosquitto
 from sqal import devices
-from sqal.cli import main
-from sqal.local import Mosquitto
 from sqal.wire import Calibration, DeviceConfig
 
 

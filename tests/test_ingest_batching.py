@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from embedded.mosquitto import MAX_INFLIGHT_MESSAGES, MAX_QUEUED_MESSAGES
 from ingest.batching import (
     DEFAULT_BATCH_ROWS,
     RECEIVE_MAXIMUM,
@@ -17,7 +18,6 @@ from ingest.batching import (
 )
 from ingest.service import subscription_filters
 from sqal.errors import ConfigError
-from sqal.local.mosquitto import MAX_INFLIGHT_MESSAGES, MAX_QUEUED_MESSAGES
 
 MOSQUITTO = Path(__file__).resolve().parents[1] / "mosquitto"
 

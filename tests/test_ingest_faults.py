@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from embedded import Mosquitto, Postgres, free_port, start_mosquitto, start_postgres
+from embedded.process import ServiceProcess
 from ingest.service import IngestConfig, IngestService
 from sqal.errors import ConfigError, StorageError
-from sqal.local import Mosquitto, Postgres, free_port, start_mosquitto, start_postgres
-from sqal.local.process import ServiceProcess
 from sqal.wire import Kind, device_topic, encode
 from storage.connection import DEAD_PEER, connect
 from tests.fix_pg import FAST

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from embedded import Mosquitto, free_port
 from ingest.service import IngestConfig, IngestService
-from sqal.local import Mosquitto, free_port
 from sqal.wire import Grade, Kind, device_topic, encode
 from tests.test_ingest_frames import (
     T0,

@@ -1,20 +1,34 @@
-"""The layout of DESIGN.md: the services meet only on the wire, and sqal/ imports none of them."""
+"""The layout (docs/architecture.md): every import arrow points toward the core.
+
+``sqal/`` is the core every part shares (wire contract, errors, settings, profiles, the MQTT
+client and subscriber, metrics, logging) and imports nothing else of SQAL. The services meet
+only on the wire, so no service imports another; ``app/`` (the CLI and the demo) is the one
+composition root allowed to import everything.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("sqal", "device_sim", "analyzer", "ingest", "storage", "capture")
+CORE = "sqal"
 ALLOWED: dict[str, set[str]] = {
-    "sqal": set(),
-    "device_sim": {"sqal"},
-    "analyzer": {"sqal"},
-    "ingest": {"sqal", "storage"},
-    "storage": {"sqal"},
-    "capture": {"sqal"},
-}
+    CORE: set(),
+    "device_sim": {CORE},
+    "analyzer": {CORE},
+    "ingest": {CORE, "storage"},
+    "storage": {CORE},
+    "views": {CORE, "storage"},
+    "capture": {CORE},
+    "broker": {CORE},
+    "embedded": {CORE},
+    "app": {"device_sim", "analyzer", "ingest", "storage", "views", "capture", "broker",
+            "embedded", CORE},
+}  # fmt: skip
+PACKAGES = tuple(ALLOWED)
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -28,19 +42,34 @@ def imported_packages(path: Path) -> set[str]:
     return found & set(PACKAGES)
 
 
-def test_packages_import_only_what_design_allows() -> None:
+def test_every_package_of_the_tree_has_rules() -> None:
+    """A new top-level package must be placed in the layout before it can import anything."""
+    found = {
+        p.name
+        for p in ROOT.iterdir()
+        if (p / "__init__.py").is_file() and p.name not in {"tests", "bench"}
+    }
+    assert found == set(ALLOWED)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_packages_import_only_toward_the_core(package: str) -> None:
     wrong = []
-    for package, allowed in ALLOWED.items():
-        for path in sorted((ROOT / package).rglob("*.py")):
-            if package == "sqal" and path.name == "cli.py":
-                continue  # the CLI wires every part together
-            extra = imported_packages(path) - allowed - {package}
-            if extra:
-                wrong.append(f"{path.relative_to(ROOT)} imports {sorted(extra)}")
+    for path in sorted((ROOT / package).rglob("*.py")):
+        extra = imported_packages(path) - ALLOWED[package] - {package}
+        if extra:
+            wrong.append(f"{path.relative_to(ROOT)} imports {sorted(extra)}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_services_never_import_each_other() -> None:
+    services = {"analyzer", "ingest", "device_sim", "capture"}
+    for s in services:
+        assert not ALLOWED[s] & services, s
 
 
 def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "worker.py"
-    bad.write_text("from analyzer.fusion import fuse\nimport ingest.batch\n")
-    assert imported_packages(bad) == {"analyzer", "ingest"}
+    bad.write_text("from analyzer.fusion import fuse\nimport ingest.batch\nfrom app import cli\n")
+    assert imported_packages(bad) == {"analyzer", "ingest", "app"}
+    assert imported_packages(bad) - ALLOWED["sqal"]

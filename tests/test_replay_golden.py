@@ -72,7 +72,7 @@ def test_replayed_capture_gives_identical_results(
     thread.start()
     assert ready.wait(15)
     subprocess.run(
-        [sys.executable, "-m", "sqal", "sim", "--broker", original.url, "--devices", str(NODES),
+        [sys.executable, "-m", "app", "sim", "--broker", original.url, "--devices", str(NODES),
          "--rate", "600", "--count", str(TRAYS_PER_NODE), "--seed", "9", "--faults", "none",
          "--profile", "pate_terrine_300g"],
         check=True, capture_output=True, timeout=120,

@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
 from analyzer.liveness import PROBE_FILTER
-from sqal.broker_admin import (
+from broker.admin import (
     SQAL_COMMENT,
     Service,
     full_acl,
@@ -42,10 +42,10 @@ from sqal.broker_admin import (
     set_passwords,
     update_acl,
 )
-from sqal.broker_certs import CertFiles, make_certs, mosquitto_certs_command
+from broker.certs import CertFiles, make_certs, mosquitto_certs_command
+from embedded import free_port
+from embedded.process import ServiceProcess
 from sqal.errors import BrokerError, ConfigError
-from sqal.local import free_port
-from sqal.local.process import ServiceProcess
 from sqal.mqtt import paho_client
 from tests.broker_conf import ACCEPTED, NOT_AUTHORIZED, Peer, connect, running
 

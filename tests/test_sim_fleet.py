@@ -24,8 +24,8 @@ from device_sim.fleet import Counters, run_fleet
 from device_sim.model import product_model
 from device_sim.render import RENDER_CHUNK, Shot, device_optics, render_batch
 from device_sim.trays import draw_tray
+from embedded import free_port
 from sqal.errors import BrokerError
-from sqal.local import free_port
 from sqal.mqtt import aiomqtt_client
 from sqal.wire import (
     DeviceConfig,

@@ -87,7 +87,7 @@ def test_a_refused_row_becomes_a_dead_letter_and_its_batch_commits(fresh_db: str
 
 
 def test_an_unreachable_database_raises_storage_error() -> None:
-    from sqal.local import free_port
+    from embedded import free_port
 
     w = BatchWriter(f"postgresql://sqal@127.0.0.1:{free_port()}/sqal")
     with pytest.raises(StorageError, match="cannot connect to the database") as info:

@@ -20,13 +20,13 @@ import yaml
 from typer.testing import CliRunner
 
 from analyzer.command import analyzer_command
+from app.cli import app
+from broker.admin import Service
+from broker.init import mosquitto_init_command, password_env
 from device_sim.command import sim_command
+from embedded import free_port
 from ingest.command import ingest_command
-from sqal.broker_admin import Service
-from sqal.broker_init import mosquitto_init_command, password_env
-from sqal.cli import app
 from sqal.errors import BrokerError
-from sqal.local import free_port
 from sqal.mqtt import paho_client
 from sqal.settings import Settings
 from storage.command import db_migrate_command

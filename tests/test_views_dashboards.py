@@ -20,11 +20,11 @@ import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from sqal.local import Postgres
-from storage.boards import build_boards
-from storage.dashboards import DATASOURCE_UID, Board, PanelQuery
+from embedded import Postgres
 from tests import grafana_macros as gm
 from tests.views_data import END, START, Shift, build_shift, fill
+from views.boards import build_boards
+from views.dashboards import DATASOURCE_UID, Board, PanelQuery
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARDS = build_boards()
@@ -241,7 +241,7 @@ def test_grafana_build_writes_the_files_and_check_finds_stale_ones(tmp_path: Pat
     import typer
     from typer.testing import CliRunner
 
-    from storage.views_command import grafana_build_command
+    from views.command import grafana_build_command
 
     app = typer.Typer()
     app.command()(grafana_build_command)

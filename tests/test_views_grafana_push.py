@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from sqal.local import free_port
-from storage.boards import build_boards
-from storage.views_command import GrafanaPushError, push_dashboards
+from embedded import free_port
+from views.boards import build_boards
+from views.command import GrafanaPushError, push_dashboards
 
 # Read at import: the autouse fixture in conftest.py clears SQAL_* before each test.
 GRAFANA_URL = os.environ.get("SQAL_TEST_GRAFANA_URL", "")

@@ -15,10 +15,10 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from sqal.errors import ConfigError
-from storage.boards import ProfileTarget
-from storage.report import bucket_for, parse_instant
-from storage.views_command import report_command
 from tests.views_data import END, START, build_shift, fill
+from views.boards import ProfileTarget
+from views.command import report_command
+from views.report import bucket_for, parse_instant
 
 needs_poppler = pytest.mark.skipif(
     shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,

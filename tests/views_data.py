@@ -26,8 +26,8 @@ import numpy as np
 import psycopg
 
 from sqal.profiles import tne_g
-from storage.boards import ProfileTarget
 from storage.migrate import migrate
+from views.boards import ProfileTarget
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 END = START + timedelta(hours=2)

@@ -1,8 +1,8 @@
 """The chaos harness: a private broker and database, the analyzer and ingest as child processes.
 
-Everything here is started by this process and stopped by PID (sqal.local.ServiceProcess for
+Everything here is started by this process and stopped by PID (embedded.ServiceProcess for
 the servers, Popen handles for the services). The services run exactly as in production
-(``python -m sqal analyzer|ingest``) with fixed client ids, so their persistent sessions
+(``python -m app analyzer|ingest``) with fixed client ids, so their persistent sessions
 survive a kill and the broker queues for them while they are down (DESIGN.md, "Reliability").
 """
 
@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from embedded import Mosquitto, Postgres, free_port, start_mosquitto, start_postgres
+from embedded.process import ServiceProcess
 from sqal.errors import ServiceError
-from sqal.local import Mosquitto, Postgres, free_port, start_mosquitto, start_postgres
-from sqal.local.process import ServiceProcess
 from storage.migrate import migrate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,13 +66,13 @@ def rss_kib(pid: int) -> int:
 
 
 class Service:
-    """``python -m sqal NAME …`` as a child process with a /healthz port."""
+    """``python -m app NAME …`` as a child process with a /healthz port."""
 
     def __init__(self, name: str, args: list[str], log: Path) -> None:
         self.name = name
         self.metrics_port = free_port()
         self.args = [
-            sys.executable, "-m", "sqal", name, *args, "--metrics-port", str(self.metrics_port),
+            sys.executable, "-m", "app", name, *args, "--metrics-port", str(self.metrics_port),
         ]  # fmt: skip
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None

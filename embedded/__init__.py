@@ -4,10 +4,10 @@
 package, on loopback only, and stop them by PID.
 """
 
-from sqal.local.mosquitto import Mosquitto, mosquitto_version, start_mosquitto
-from sqal.local.ports import free_port, port_is_free, wait_for_port
-from sqal.local.postgres import Postgres, postgres_versions, start_postgres
-from sqal.local.process import ServiceProcess
+from embedded.mosquitto import Mosquitto, mosquitto_version, start_mosquitto
+from embedded.ports import free_port, port_is_free, wait_for_port
+from embedded.postgres import Postgres, postgres_versions, start_postgres
+from embedded.process import ServiceProcess
 
 __all__ = [
     "Mosquitto",

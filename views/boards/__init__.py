@@ -1,17 +1,17 @@
 """The three operator dashboards: Line overview, Quality, Fleet and pipeline health.
 
-See :mod:`storage.boards.common` for what their SQL assumes, and :mod:`storage.dashboards` for
+See :mod:`views.boards.common` for what their SQL assumes, and :mod:`views.dashboards` for
 the builder.
 """
 
 from __future__ import annotations
 
 from sqal.profiles import profile_names
-from storage.boards.common import ProfileTarget
-from storage.boards.fleet import fleet
-from storage.boards.line import line_overview
-from storage.boards.quality import quality
-from storage.dashboards import Board
+from views.boards.common import ProfileTarget
+from views.boards.fleet import fleet
+from views.boards.line import line_overview
+from views.boards.quality import quality
+from views.dashboards import Board
 
 __all__ = ["ProfileTarget", "build_boards", "fleet", "line_overview", "quality", "tne_g"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from storage.boards.common import DEVICE, LINE, sql
-from storage.dashboards import (
+from views.boards.common import DEVICE, LINE, sql
+from views.dashboards import (
     Board,
     PanelQuery,
     fixed_color,

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from sqal.profiles import load_profile, tne_g
-from storage.dashboards import Variable
+from views.dashboards import Variable
 
 
 @dataclass(frozen=True, slots=True)

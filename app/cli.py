@@ -53,7 +53,7 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
 @app.command()
 def version(as_json: JsonFlag = False) -> None:
     """Print SQAL's version and the versions of the servers it runs."""
-    from sqal.local import mosquitto_version, postgres_versions
+    from embedded import mosquitto_version, postgres_versions
     from sqal.wire import SCHEMA_VERSION
 
     info: dict[str, str] = {"sqal": __version__, "contract": f"v{SCHEMA_VERSION}"}
@@ -80,7 +80,7 @@ def services_up(
     as_json: JsonFlag = False,
 ) -> None:
     """Start the broker and the database (initialised on first use); print their URLs."""
-    from sqal.local import stack
+    from embedded import stack
 
     settings = load_settings(data_dir=data_dir)
     running = stack.up(settings.data_dir, mqtt_port, pg_port)
@@ -92,7 +92,7 @@ def services_up(
 @services_app.command("status")
 def services_status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
     """Show what runs under the data directory. Exit 1 if anything recorded is down."""
-    from sqal.local import stack
+    from embedded import stack
 
     settings = load_settings(data_dir=data_dir)
     rows = stack.status(settings.data_dir)
@@ -108,7 +108,7 @@ def services_status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None
 @services_app.command("down")
 def services_down(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
     """Stop the broker and the database by PID; their data stays."""
-    from sqal.local import stack
+    from embedded import stack
 
     settings = load_settings(data_dir=data_dir)
     stopped = stack.down(settings.data_dir)
@@ -239,7 +239,7 @@ def demo(
     """Run the whole pipeline here: broker, database, analyzer, ingest and a simulated fleet."""
     from rich.console import Console
 
-    from sqal.demo import DemoOptions, run_demo
+    from app.demo import DemoOptions, run_demo
     from sqal.profiles import load_profile
 
     settings = load_settings(data_dir=data_dir)
@@ -313,14 +313,14 @@ def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:
 def _register() -> None:
     """Wire the parts' commands in; each lives beside the code it runs."""
     from analyzer.command import analyzer_command, calibrate_command
+    from broker.admin import mosquitto_add_device_command, mosquitto_add_service_command
+    from broker.certs import mosquitto_certs_command
+    from broker.init import mosquitto_init_command
     from capture.command import capture_info_command, record_command, replay_command
     from device_sim.command import sim_command
     from ingest.command import ingest_command
-    from sqal.broker_admin import mosquitto_add_device_command, mosquitto_add_service_command
-    from sqal.broker_certs import mosquitto_certs_command
-    from sqal.broker_init import mosquitto_init_command
     from storage.command import db_migrate_command, db_retention_command, db_status_command
-    from storage.views_command import grafana_build_command, grafana_push_command, report_command
+    from views.command import grafana_build_command, grafana_push_command, report_command
 
     app.command("sim")(sim_command)
     app.command("analyzer")(analyzer_command)

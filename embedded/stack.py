@@ -11,11 +11,11 @@ import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from embedded.mosquitto import start_mosquitto
+from embedded.ports import LOOPBACK
+from embedded.postgres import DATABASE, SUPERUSER, start_postgres
+from embedded.process import ServiceProcess, pid_runs
 from sqal.errors import ServiceError
-from sqal.local.mosquitto import start_mosquitto
-from sqal.local.ports import LOOPBACK
-from sqal.local.postgres import DATABASE, SUPERUSER, start_postgres
-from sqal.local.process import ServiceProcess, pid_runs
 
 STATE_FILE = "services.json"
 STOP_SIGNALS = {"mosquitto": signal.SIGTERM, "postgres": signal.SIGINT}

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sqal.broker_admin import JsonOption, write_atomic
+from broker.admin import JsonOption, write_atomic
 from sqal.errors import ConfigError
 
 CA_DAYS = 3650

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.boards.common import (
+from views.boards.common import (
     DEVICE,
     LINE,
     PROFILE,
@@ -12,7 +12,7 @@ from storage.boards.common import (
     targets_cte,
     with_targets,
 )
-from storage.dashboards import (
+from views.dashboards import (
     Board,
     PanelQuery,
     Variable,

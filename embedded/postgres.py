@@ -21,9 +21,9 @@ from pathlib import Path
 
 import psycopg
 
+from embedded.ports import LOOPBACK, port_is_free, wait_for_port
+from embedded.process import ServiceProcess
 from sqal.errors import ServiceError
-from sqal.local.ports import LOOPBACK, port_is_free, wait_for_port
-from sqal.local.process import ServiceProcess
 
 DATABASE = "sqal"
 SUPERUSER = "sqal"

@@ -4,7 +4,7 @@ The SDK gives typed builders for dashboards, panels, variables and field config,
 for the PostgreSQL data source's query (``rawSql``/``format``), so :class:`PanelQuery` is that
 query as an SDK ``Dataquery`` variant. Every panel has exactly one query and names the columns it
 reads, so ``tests/test_views_dashboards.py`` can run each one against a filled database and check
-them. The boards themselves (panels and their SQL) live in :mod:`storage.boards`.
+them. The boards themselves (panels and their SQL) live in :mod:`views.boards`.
 
 ``sqal grafana build`` writes ``grafana/dashboards/*.json`` (committed; a test keeps it in sync);
 Grafana's file provider loads them; ``sqal grafana push`` uploads them over the HTTP API.

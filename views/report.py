@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from sqal.errors import ConfigError
 from sqal.profiles import profile_names
 from sqal.settings import parse_aware_time
-from storage.boards import ProfileTarget
 from storage.connection import storage_error
+from views.boards import ProfileTarget
 
 # TrueType fonts keep the PDF's text extractable (pdftotext, copy-paste); Type 3 would not.
 mpl.rcParams.update({"pdf.fonttype": 42, "font.size": 9})

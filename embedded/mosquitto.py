@@ -10,18 +10,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedded.ports import LOOPBACK, port_is_free, wait_for_port
+from embedded.process import ServiceProcess
 from sqal.errors import ServiceError
-from sqal.local.ports import LOOPBACK, port_is_free, wait_for_port
-from sqal.local.process import ServiceProcess
+from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.wire.codec import MAX_MESSAGE_BYTES
 
-MAX_INFLIGHT_MESSAGES = 1000
-"""Unacknowledged QoS 1 messages the broker sends one client before waiting for PUBACKs.
-
-Ingest acks a message only after its batch committed, so its ``--batch-rows`` must stay below
-this (and below the Receive Maximum it announces); see ``mosquitto/`` and the ingest issue.
-Mosquitto's default is 20.
-"""
+MAX_INFLIGHT_MESSAGES = INFLIGHT_WINDOW
+"""The broker's ``max_inflight_messages``: SQAL's one inflight window (:mod:`sqal.mqtt`)."""
 
 MAX_QUEUED_MESSAGES = 500_000
 """QoS 1 messages queued for one offline client with a persistent session.

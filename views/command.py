@@ -35,8 +35,8 @@ def grafana_build_command(
     as_json: JsonOption = False,
 ) -> None:
     """Generate the Grafana dashboards (Line overview, Quality, Fleet) from code."""
-    from storage.boards import build_boards
-    from storage.dashboards import write_dashboards
+    from views.boards import build_boards
+    from views.dashboards import write_dashboards
 
     boards = build_boards()
     if check:
@@ -76,7 +76,7 @@ def grafana_push_command(
     as_json: JsonOption = False,
 ) -> None:
     """Upload the dashboards to a running Grafana (folder SQAL), replacing older versions."""
-    from storage.boards import build_boards
+    from views.boards import build_boards
 
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"--url {url!r}: give an http:// or https:// URL")
@@ -101,7 +101,7 @@ def push_dashboards(url: str, token: str, docs: list[dict[str, Any]]) -> tuple[l
     from grafana_client.api import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
 
-    from storage.dashboards import DATASOURCE_UID
+    from views.dashboards import DATASOURCE_UID
 
     # An empty token lets credentials in the URL (http://user:pass@host) through.
     api = GrafanaApi.from_url(url, credential=token or None, timeout=10.0)
@@ -161,7 +161,7 @@ def report_command(
     """Write a printable shift report: grades, rejects, defects, volumes, devices, dead letters."""
     from sqal.wire import is_valid_id
     from storage.connection import connect
-    from storage.report import load_shift, parse_instant, write_report
+    from views.report import load_shift, parse_instant, write_report
 
     if not is_valid_id(line):
         raise ConfigError(f"--line {line!r}: a line id is 1-64 of A-Z a-z 0-9 _ -")

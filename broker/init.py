@@ -27,8 +27,8 @@ from typing import Annotated
 
 import typer
 
-from sqal.broker_admin import JsonOption, Service, check_password, set_passwords, update_acl
-from sqal.broker_certs import CA_DAYS, make_certs
+from broker.admin import JsonOption, Service, check_password, set_passwords, update_acl
+from broker.certs import CA_DAYS, make_certs
 from sqal.errors import ConfigError
 
 PASSWORD_ENV_PREFIX = "MQTT_PASSWORD_"

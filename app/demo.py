@@ -6,7 +6,7 @@ the ``sqal`` CLI, shows a live summary, and at the end prints the evaluation aga
 simulator's ground truth, where the data lives and example queries. Every process it started is
 stopped by PID, on Ctrl-C too; the data stays.
 
-Only the CLI runs the parts: this module starts ``python -m sqal <command>`` processes and
+Only the CLI runs the parts: this module starts ``python -m app <command>`` processes and
 reads the broker and the database, so it imports none of the other packages.
 """
 
@@ -32,9 +32,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from embedded import free_port, port_is_free, stack
+from embedded.process import ServiceProcess
 from sqal.errors import ServiceError, SqalError
-from sqal.local import free_port, port_is_free, stack
-from sqal.local.process import ServiceProcess
 from sqal.mqtt import aiomqtt_client, client_id
 from sqal.settings import DEFAULT_MQTT_PORT, DEFAULT_PG_PORT
 
@@ -95,7 +95,7 @@ def _spawn(name: str, args: list[str], logs: Path) -> ServiceProcess:
     logs.mkdir(parents=True, exist_ok=True)
     out = (logs / f"{name}.log").open("ab")
     popen = subprocess.Popen(
-        [sys.executable, "-m", "sqal", *args],
+        [sys.executable, "-m", "app", *args],
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -106,7 +106,7 @@ def _spawn(name: str, args: list[str], logs: Path) -> ServiceProcess:
 
 
 def _run_sqal(args: list[str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "sqal", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True,
                           check=False)  # fmt: skip
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["failed"])[-1]

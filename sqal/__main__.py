@@ -1,5 +1,0 @@
-"""``python -m sqal`` runs the CLI."""
-
-from sqal.cli import main
-
-main()
