@@ -3,9 +3,9 @@
 Threads: paho's network thread only enqueues (messages and PUBACKs of our own publishes); one
 worker thread decodes, joins, scores in batches, publishes, and acknowledges.
 
-No sample is lost to a crash (issue 4): frames arrive with QoS 1 on a persistent session and
-``manual_ack``; a frame is acknowledged only once the result (or dead letter) it contributed
-to got its PUBACK from the broker, in arrival order (:mod:`analyzer.acks`). A ``kill -9`` at
+No sample is lost to a crash: frames arrive with QoS 1 on a persistent session and manual acks
+(:class:`sqal.subscriber.Subscriber`); a frame is done only once the result (or dead letter) it
+contributed to got its PUBACK from the broker, and acks go out in arrival order. A ``kill -9`` at
 any moment leaves every unfinished frame unacknowledged, and the broker sends it again when the
 analyzer reconnects with the same client id. A result may then be published twice (allowed);
 none is missing.
@@ -24,21 +24,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.reasoncodes import ReasonCode
-
-from analyzer import mqtt_io
-from analyzer.acks import AckLedger
 from analyzer.arrays import stack_spectral, stack_tof
 from analyzer.fusion import score_batch
 from analyzer.join import Joiner, Outcome, Ready
 from analyzer.liveness import PROBE_FILTER, BrokerLiveness
 from analyzer.params import ScoringParams, build_params
 from analyzer.results import SampleMeta, to_results
+from analyzer.retained import fetch_retained_configs
 from sqal.errors import ConfigError, PayloadError
 from sqal.metrics import Registry
-from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.profiles import load_profile
+from sqal.subscriber import Delivery, Subscriber
 from sqal.wire import (
     DeadReason,
     DeviceConfig,
@@ -51,6 +47,7 @@ from sqal.wire import (
     device_topic,
     encode,
     parse_topic,
+    subscription,
 )
 
 log = logging.getLogger(__name__)
@@ -58,11 +55,6 @@ log = logging.getLogger(__name__)
 STAGE = "analyzer"
 BATCH_MAX = 256
 """Most messages the worker takes per round; a backlog is scored in batches of this size."""
-RECEIVE_MAXIMUM = INFLIGHT_WINDOW
-"""Unacknowledged messages the broker may send us (MQTT 5 Receive Maximum), equal to the
-broker's ``max_inflight_messages`` (embedded.mosquitto, mosquitto/). Acks are held until a
-sample's result is out, at most ``join_timeout`` for a lone half: at 200 samples/s and a 2 s
-timeout that is 800 messages, inside the window; past it the broker waits (no loss)."""
 SHUTDOWN_GRACE_S = 3.0
 GIL_SWITCH_S = 0.0005
 """How long a thread may hold the GIL while another waits (CPython's default: 5 ms). The worker
@@ -93,16 +85,6 @@ class AnalyzerConfig:
 
 
 @dataclass(frozen=True)
-class _Msg:
-    seq: int
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    received_s: float
-
-
-@dataclass(frozen=True)
 class _Back:
     """The broker connection is back, since ``at_s`` (stamped in paho's thread, before any
     message of the new connection)."""
@@ -124,7 +106,7 @@ class _Unsuback:
     received_s: float
 
 
-_Event = _Msg | _Puback | _Unsuback | _Back
+_Event = Delivery | _Puback | _Unsuback | _Back
 
 
 class Metrics:
@@ -154,45 +136,47 @@ class AnalyzerService:
         self.cfg = cfg
         self.default_params = build_params(load_profile(cfg.profile))
         self.device_params: dict[str, ScoringParams] = {}
-        self.joiner: Joiner[_Msg] = Joiner(cfg.join_timeout_s, cfg.max_pending)
-        self.ledger = AckLedger()
+        self.joiner: Joiner[Delivery] = Joiner(cfg.join_timeout_s, cfg.max_pending)
         self.inbox: queue.SimpleQueue[_Event | None] = queue.SimpleQueue()
         self.liveness = BrokerLiveness()
         self.registry = registry or Registry(STAGE)
         self.metrics = Metrics(self.registry, lambda: float(len(self.joiner)))
-        self._awaiting: dict[int, tuple[tuple[int, ...], bool, float]] = {}
+        self._awaiting: dict[int, tuple[tuple[Delivery, ...], bool, float]] = {}
         self._stop = threading.Event()
-        self._seq = 0
-        self._client: paho.Client | None = None
         self._away_since: float | None = None
+        kinds = (Kind.CONFIG, Kind.TOF, Kind.SPECTRAL)
+        self.sub = Subscriber(
+            cfg.broker,
+            cfg.client_id,
+            [subscription(k, line=ln) for k in kinds for ln in (cfg.lines or ["+"])],
+            self._on_message,
+            on_puback=self._on_puback_mid,
+            on_unsuback=self._on_unsuback_mid,
+            on_link=self._on_link,
+        )
         self.ready = threading.Event()
         self.registry.healthy = self._health
 
     # --- paho's network thread: enqueue only -------------------------------------------
-    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        seq, self._seq = self._seq, self._seq + 1
-        now = time.monotonic()
-        self.liveness.heard(now)
-        self.inbox.put(_Msg(seq, msg.topic, bytes(msg.payload), msg.mid, msg.qos, now))
+    def _on_message(self, d: Delivery) -> bool:
+        self.liveness.heard(d.arrived_s)
+        self.inbox.put(d)
+        return True
 
-    def _on_publish(self, client: paho.Client, userdata: object, mid: int, *rest: object) -> None:
+    def _on_puback_mid(self, mid: int) -> None:
         now = time.monotonic()
         self.liveness.heard(now)
         self.inbox.put(_Puback(mid, now))
 
-    def _on_unsubscribe(self, client: paho.Client, u: object, mid: int, *rest: object) -> None:
+    def _on_unsuback_mid(self, mid: int) -> None:
         now = time.monotonic()
         self.liveness.heard(now, mid)
         self.inbox.put(_Unsuback(mid, now))
 
-    def _on_disconnect(self, client: paho.Client, *rest: object) -> None:
-        if self._away_since is None:
-            self._away_since = time.monotonic()
-
-    def _on_connect(
-        self, client: paho.Client, userdata: object, flags: object, rc: ReasonCode, *rest: object
-    ) -> None:
-        if rc.is_failure:  # refused: still away, paho tries again
+    def _on_link(self, up: bool) -> None:
+        if not up:
+            if self._away_since is None:
+                self._away_since = time.monotonic()
             return
         since, self._away_since = self._away_since, None
         if since is not None:
@@ -200,8 +184,7 @@ class AnalyzerService:
             self.inbox.put(_Back(time.monotonic()))
 
     def _health(self) -> tuple[bool, str]:
-        c = self._client
-        if c is None or not c.is_connected():
+        if not self.sub.connected:
             return False, "not connected to the broker"
         probe = self.liveness.outstanding  # one read: (mid, sent_s) as one value
         waited = 0.0 if probe is None else time.monotonic() - probe[1]
@@ -225,31 +208,18 @@ class AnalyzerService:
         # otherwise arrive (and be scored with the default profile) before the re-subscription
         # brings the retained configs again.
         sys.setswitchinterval(GIL_SWITCH_S)
-        for device, config in mqtt_io.fetch_retained_configs(self.cfg.broker, self.cfg.lines):
+        for device, config in fetch_retained_configs(self.cfg.broker, self.cfg.lines):
             with contextlib.suppress(PayloadError):  # logged; the subscription dead-letters it
                 self._apply_config(device, config)
-        self._client = mqtt_io.connect(
-            self.cfg.broker,
-            self.cfg.client_id,
-            on_message=self._on_message,
-            on_publish=self._on_publish,
-            receive_maximum=RECEIVE_MAXIMUM,
-        )
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_connect = self._on_connect
-        self._client.on_unsubscribe = self._on_unsubscribe
         try:
-            mqtt_io.subscribe(
-                self._client, [Kind.CONFIG, Kind.TOF, Kind.SPECTRAL], lines=self.cfg.lines
-            )
+            self.sub.start()
             self.ready.set()
             log.info("analyzer subscribed", extra={"client_id": self.cfg.client_id})
             while not self._stop.is_set():
                 self._round()
             self._finish_in_flight()
         finally:
-            self._client.disconnect()
-            self._client.loop_stop()
+            self.sub.stop()
 
     def _finish_in_flight(self) -> None:
         """On shutdown: wait for PUBACKs of what was published and ack; leave waiting halves
@@ -276,10 +246,10 @@ class AnalyzerService:
                     events.append(ev)
         except queue.Empty:
             pass
-        ready: list[Ready[_Msg]] = []
+        ready: list[Ready[Delivery]] = []
         for ev in events:
-            if isinstance(ev, _Msg):
-                self._saw(ev.received_s)
+            if isinstance(ev, Delivery):
+                self._saw(ev.arrived_s)
                 ready += self._on_frame(ev)
             elif isinstance(ev, _Puback):
                 self._saw(ev.received_s)
@@ -300,7 +270,7 @@ class AnalyzerService:
             self._probe(now)
         if ready:
             self._score(ready)
-        self.metrics.unacked.set(self.ledger.unacked)
+        self.metrics.unacked.set(self.sub.unacked)
 
     def _due_s(self) -> float | None:
         """When the oldest waiting half may time out, given the broker's grace."""
@@ -334,20 +304,17 @@ class AnalyzerService:
         at = self.liveness.next_probe_s(self._due_s())
         if at is None or now < at:
             return
-        assert self._client is not None
-        rc, mid = self._client.unsubscribe(PROBE_FILTER)
         # Stamped even when it could not go out (connection just lost): no retry storm.
-        self.liveness.probed(mid if rc == paho.MQTT_ERR_SUCCESS else None, now)
+        self.liveness.probed(self.sub.unsubscribe(PROBE_FILTER), now)
 
-    def _on_frame(self, m: _Msg) -> list[Ready[_Msg]]:
-        self.ledger.register(m.seq, m.mid, m.qos)
+    def _on_frame(self, m: Delivery) -> list[Ready[Delivery]]:
         try:
             topic = parse_topic(m.topic)
             self.metrics.received.inc(label=topic.kind.value)
             frame = decode(topic, m.payload)
             if isinstance(frame, DeviceConfig):
                 self._apply_config(topic.device, frame)
-                self._done((m.seq,))
+                self._done((m,))
                 return []
             if not isinstance(frame, TofFrame | SpectralFrame):
                 raise PayloadError(DeadReason.BAD_TOPIC, "not a frame topic", m.topic)
@@ -362,11 +329,11 @@ class AnalyzerService:
         except PayloadError as exc:
             self._dead_letter(m, exc)
             return []
-        outcome, released = self.joiner.offer(topic.line, frame, m, now=m.received_s)
+        outcome, released = self.joiner.offer(topic.line, frame, m, now=m.arrived_s)
         if outcome in (Outcome.HELD, Outcome.DUPLICATE, Outcome.LATE):
             self.metrics.join.inc(label=outcome.value)
         if outcome in (Outcome.DUPLICATE, Outcome.LATE):
-            self._done((m.seq,))  # nothing will be published for it: ack (in order) now
+            self._done((m,))  # nothing will be published for it: ack (in order) now
         for r in released:
             if r.release.value != "joined":
                 self.metrics.join.inc(label=r.release.value)
@@ -381,8 +348,8 @@ class AnalyzerService:
         self.device_params[device] = params
         log.info("device %s scored with profile %s", device, cfg.profile)
 
-    def _score(self, ready: list[Ready[_Msg]]) -> None:
-        groups: dict[int, list[Ready[_Msg]]] = defaultdict(list)
+    def _score(self, ready: list[Ready[Delivery]]) -> None:
+        groups: dict[int, list[Ready[Delivery]]] = defaultdict(list)
         params_by_id: dict[int, ScoringParams] = {}
         for r in ready:
             p = self.device_params.get(r.device_id, self.default_params)
@@ -413,42 +380,31 @@ class AnalyzerService:
                 continue
             self.metrics.batch.observe(len(group))
             self.metrics.scored.inc(len(group))
-            assert self._client is not None
             for r, res in zip(group, results, strict=True):
-                info = self._client.publish(
-                    device_topic(r.line, r.device_id, Kind.RESULT), encode(res), qos=1
-                )
-                self._awaiting[info.mid] = (
-                    tuple(m.seq for m in r.handles),
-                    True,
-                    r.last_offer_s,
-                )
+                mid = self.sub.publish(device_topic(r.line, r.device_id, Kind.RESULT), encode(res))
+                self._awaiting[mid] = (tuple(r.handles), True, r.last_offer_s)
 
-    def _dead_letter(self, m: _Msg, exc: PayloadError) -> None:
+    def _dead_letter(self, m: Delivery, exc: PayloadError) -> None:
         self.metrics.dead.inc(label=exc.reason.value)
         letter = dead_letter(STAGE, m.topic, m.payload, exc)
-        assert self._client is not None
-        info = self._client.publish(dead_letter_topic(STAGE), encode(letter), qos=1)
-        self._awaiting[info.mid] = ((m.seq,), False, m.received_s)
+        mid = self.sub.publish(dead_letter_topic(STAGE), encode(letter))
+        self._awaiting[mid] = ((m,), False, m.arrived_s)
 
     def _on_puback(self, mid: int) -> None:
         entry = self._awaiting.pop(mid, None)
         if entry is None:
             return
-        seqs, is_result, since_s = entry
+        handles, is_result, since_s = entry
         if is_result:
             self.metrics.published.inc()
             self.metrics.latency.observe(time.monotonic() - since_s)
-        self._done(seqs)
+        self._done(handles)
 
-    def _done(self, seqs: tuple[int, ...]) -> None:
-        assert self._client is not None
-        for mid, qos in self.ledger.finish(seqs):
-            if qos > 0:
-                self._client.ack(mid, qos)
+    def _done(self, handles: tuple[Delivery, ...]) -> None:
+        self.sub.done(handles)
 
 
-def _sample_ts(r: Ready[_Msg]) -> Any:
+def _sample_ts(r: Ready[Delivery]) -> Any:
     """A result's ``ts`` is the ToF capture time, else the spectral one."""
     frame = r.tof if r.tof is not None else r.spectral
     assert frame is not None

@@ -16,9 +16,6 @@ from sqal.errors import ServiceError
 from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.wire.codec import MAX_MESSAGE_BYTES
 
-MAX_INFLIGHT_MESSAGES = INFLIGHT_WINDOW
-"""The broker's ``max_inflight_messages``: SQAL's one inflight window (:mod:`sqal.mqtt`)."""
-
 MAX_QUEUED_MESSAGES = 500_000
 """QoS 1 messages queued for one offline client with a persistent session.
 
@@ -68,7 +65,7 @@ def render_config(port: int, data_dir: Path, host: str = LOOPBACK) -> str:
             "persistence_file mosquitto.db",
             f"autosave_interval {AUTOSAVE_INTERVAL_S}",
             f"persistent_client_expiration {PERSISTENT_CLIENT_EXPIRATION}",
-            f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+            f"max_inflight_messages {INFLIGHT_WINDOW}",
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
             "max_queued_bytes 0",
             f"message_size_limit {MAX_MESSAGE_BYTES}",

@@ -11,17 +11,10 @@ from dataclasses import dataclass
 from sqal.errors import ConfigError
 from sqal.mqtt import INFLIGHT_WINDOW
 
-RECEIVE_MAXIMUM = INFLIGHT_WINDOW
-"""Unacknowledged QoS 1 messages ingest lets the broker send it (MQTT 5 Receive Maximum).
-
-Ingest acks only after commit, so a batch can never hold more messages than this. It equals
-``max_inflight_messages`` in ``mosquitto/*.conf`` and in the embedded broker
-(``embedded.mosquitto.MAX_INFLIGHT_MESSAGES``), which Mosquitto announces to MQTT 5 clients as
-its own receive maximum and applies to MQTT 3.1.1 subscribers; a test checks they agree.
-"""
-
-DEFAULT_BATCH_ROWS = 500
-"""Half of :data:`RECEIVE_MAXIMUM`: the next batch fills while this one commits."""
+DEFAULT_BATCH_ROWS = INFLIGHT_WINDOW // 2
+"""Half of the inflight window (:data:`sqal.mqtt.INFLIGHT_WINDOW`, ingest's Receive Maximum):
+the next batch fills while this one commits. Ingest acks only after commit, so a batch can
+never hold more messages than the window."""
 
 DEFAULT_FLUSH_MS = 200
 """A batch is cut at this age even if not full, bounding the store latency at low rates."""

@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from ingest.batching import DEFAULT_BATCH_ROWS, DEFAULT_FLUSH_MS, RECEIVE_MAXIMUM, check_batch_fits
+from ingest.batching import DEFAULT_BATCH_ROWS, DEFAULT_FLUSH_MS, check_batch_fits
 from ingest.service import IngestConfig, IngestService, default_client_id
 from sqal.errors import ConfigError
+from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.settings import load_settings
 from sqal.wire import is_valid_id
 
@@ -28,7 +29,7 @@ def ingest_command(
         int,
         typer.Option(
             "--batch-rows",
-            help=f"Cut a batch at this many messages (at most {RECEIVE_MAXIMUM}, the broker's "
+            help=f"Cut a batch at this many messages (at most {INFLIGHT_WINDOW}, the broker's "
             "inflight limit).",
         ),
     ] = DEFAULT_BATCH_ROWS,
@@ -65,7 +66,7 @@ def ingest_command(
 ) -> None:
     """Store frames, results and device status from MQTT in TimescaleDB, nothing lost or doubled."""
     settings = load_settings(broker=broker, db=db)
-    check_batch_fits(batch_rows, RECEIVE_MAXIMUM)
+    check_batch_fits(batch_rows, INFLIGHT_WINDOW)
     if flush_ms < 1:
         raise ConfigError(f"--flush-ms {flush_ms}: must be at least 1")
     if shared is not None and not is_valid_id(shared):

@@ -12,38 +12,19 @@ from __future__ import annotations
 
 import queue
 import time
-from dataclasses import dataclass
 
 from ingest.batching import batch_due
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One received message.
-
-    Attributes:
-        generation: which connection delivered it; acks go only to the current one, since
-            after a reconnect the broker redelivers what was unacked (MQTT 5 §4.4) and a stale
-            packet id may already name another message.
-        arrived_s: ``time.monotonic()`` at receipt; a batch is cut by the age of its oldest.
-    """
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int
-    arrived_s: float
+from sqal.subscriber import Delivery
 
 
 class Inbox:
-    """A bounded FIFO of :class:`Inbound` that hands out batches."""
+    """A bounded FIFO of :class:`Delivery` that hands out batches."""
 
     def __init__(self, maxsize: int) -> None:
-        self._q: queue.Queue[Inbound] = queue.Queue(maxsize)
+        self._q: queue.Queue[Delivery] = queue.Queue(maxsize)
         self.dropped = 0
 
-    def offer(self, item: Inbound) -> bool:
+    def offer(self, item: Delivery) -> bool:
         """Enqueue without blocking; False (and counted) when full."""
         try:
             self._q.put_nowait(item)
@@ -55,7 +36,7 @@ class Inbox:
     def depth(self) -> int:
         return self._q.qsize()
 
-    def take(self, batch_rows: int, flush_s: float, poll_s: float = 0.25) -> list[Inbound]:
+    def take(self, batch_rows: int, flush_s: float, poll_s: float = 0.25) -> list[Delivery]:
         """The next batch, cut at ``batch_rows`` messages or when its oldest is ``flush_s`` old.
 
         Returns an empty list after ``poll_s`` without a message, so the caller can check

@@ -24,14 +24,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ingest.batching import RECEIVE_MAXIMUM, Backoff, check_batch_fits, log_due
-from ingest.inbox import Inbound, Inbox
-from ingest.link import Link
+from ingest.batching import Backoff, check_batch_fits, log_due
+from ingest.inbox import Inbox
 from ingest.metrics import IngestMetrics
 from ingest.rows import to_row
 from ingest.seqgaps import SeqTracker
 from sqal.errors import BrokerError, PayloadError, StorageError
 from sqal.metrics import MetricsServer
+from sqal.mqtt import INFLIGHT_WINDOW
+from sqal.subscriber import Delivery, Subscriber
 from sqal.wire import (
     DEAD_ROOT,
     DeadLetter,
@@ -130,15 +131,16 @@ class IngestService:
     """One ingest worker."""
 
     def __init__(self, cfg: IngestConfig) -> None:
-        check_batch_fits(cfg.batch_rows, RECEIVE_MAXIMUM)
+        check_batch_fits(cfg.batch_rows, INFLIGHT_WINDOW)
         self.cfg = cfg
-        self.inbox = Inbox(INBOX_FACTOR * RECEIVE_MAXIMUM)
-        self.link = Link(
+        self.inbox = Inbox(INBOX_FACTOR * INFLIGHT_WINDOW)
+        self.link = Subscriber(
             cfg.broker,
             cfg.client_id,
-            [*subscription_filters(cfg.shared_group, cfg.dead_topics), *BROKER_COUNTERS],
-            self.inbox,
-            RECEIVE_MAXIMUM,
+            subscription_filters(cfg.shared_group, cfg.dead_topics),
+            self.inbox.offer,
+            # Broker statistics are optional: an ACL without `$SYS` read costs only them.
+            optional_filters=list(BROKER_COUNTERS),
         )
         self.writer = BatchWriter(cfg.dsn)
         self._write_since: float | None = None
@@ -180,7 +182,7 @@ class IngestService:
         self.link.start()
         server = None
         try:
-            check_batch_fits(self.cfg.batch_rows, RECEIVE_MAXIMUM, self.link.broker_receive_maximum)
+            check_batch_fits(self.cfg.batch_rows, INFLIGHT_WINDOW, self.link.broker_receive_maximum)
             if self.cfg.metrics_port is not None:
                 server = MetricsServer(self.metrics.registry, self.cfg.metrics_port).start()
             log.info(
@@ -214,12 +216,12 @@ class IngestService:
             "inbox overflowed (%d messages dropped); reconnecting to get them back", dropped
         )
         try:
-            self.link.restart()
+            self.link.reconnect()
         except BrokerError as exc:
             log.warning("reconnect failed, paho keeps retrying: %s", exc)
         return dropped
 
-    def process(self, batch: Sequence[Inbound], stop: threading.Event) -> WriteReport | None:
+    def process(self, batch: Sequence[Delivery], stop: threading.Event) -> WriteReport | None:
         """Store one batch and ack it; ``None`` when stopped before it committed (no ack)."""
         cut = time.monotonic()
         prepared = self._prepare(batch, datetime.now(UTC))
@@ -269,11 +271,11 @@ class IngestService:
             self._note_dead(batch[r.tag], refusal_error(r), datetime.now(UTC), prepared)
         for dl in prepared.published:
             self.link.publish(self._dead_topic, encode(dl))
-        self.metrics.acked.inc(self.link.ack(batch))
+        self.metrics.acked.inc(self.link.done(batch))
         self._count(batch, report, time.monotonic() - cut)
         return report
 
-    def _prepare(self, batch: Sequence[Inbound], now: datetime) -> _Prepared:
+    def _prepare(self, batch: Sequence[Delivery], now: datetime) -> _Prepared:
         out = _Prepared([], [], [], [])
         for i, item in enumerate(batch):
             counter = BROKER_COUNTERS.get(item.topic)
@@ -317,14 +319,14 @@ class IngestService:
         self.metrics.broker_stats.inc(label=counter)
         out.stats.append(BrokerStat(now, counter, value))
 
-    def _dead(self, item: Inbound, err: PayloadError, out: _Prepared) -> DeadRow:
+    def _dead(self, item: Delivery, err: PayloadError, out: _Prepared) -> DeadRow:
         """A dead letter of ingest's own: its row, counted and queued for publishing."""
         now = datetime.now(UTC)
         self._note_dead(item, err, now, out)
         return self._dead_row(item, err, now)
 
     @staticmethod
-    def _dead_row(item: Inbound, err: PayloadError, now: datetime) -> DeadRow:
+    def _dead_row(item: Delivery, err: PayloadError, now: datetime) -> DeadRow:
         line = device = None
         parts = item.topic.split("/")
         if len(parts) == 5 and is_valid_id(parts[2]) and is_valid_id(parts[3]):
@@ -340,7 +342,7 @@ class IngestService:
             item.payload,
         )
 
-    def _note_dead(self, item: Inbound, err: PayloadError, now: datetime, out: _Prepared) -> None:
+    def _note_dead(self, item: Delivery, err: PayloadError, now: datetime, out: _Prepared) -> None:
         """Count, log (once per reason per interval) and queue the message for ``_dead``."""
         reason = err.reason.value
         self.metrics.dead_letters.inc(label=reason)
@@ -352,7 +354,7 @@ class IngestService:
         # stored in dead_letters keeps the whole payload.
         out.published.append(dead_letter(STAGE, item.topic, item.payload, err, now))
 
-    def _foreign_dead(self, item: Inbound, now: datetime, out: _Prepared) -> None:
+    def _foreign_dead(self, item: Delivery, now: datetime, out: _Prepared) -> None:
         """Store another stage's dead letter; ingest's own are already stored."""
         self.metrics.received.inc(label="dead")
         try:
@@ -380,7 +382,7 @@ class IngestService:
             )
         )
 
-    def _count(self, batch: Sequence[Inbound], report: WriteReport, latency_s: float) -> None:
+    def _count(self, batch: Sequence[Delivery], report: WriteReport, latency_s: float) -> None:
         m = self.metrics
         m.batches.inc()
         m.batch_latency.observe(latency_s)

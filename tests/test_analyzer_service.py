@@ -18,10 +18,9 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from analyzer.service import RECEIVE_MAXIMUM, AnalyzerConfig, AnalyzerService
+from analyzer.service import AnalyzerConfig, AnalyzerService
 from embedded import Mosquitto, free_port
-from embedded.mosquitto import MAX_INFLIGHT_MESSAGES
-from sqal.mqtt import paho_client
+from sqal.mqtt import INFLIGHT_WINDOW, paho_client
 from sqal.wire import (
     DeadLetter,
     DeviceConfig,
@@ -96,8 +95,14 @@ def sample_id(device: str, seq: int) -> str:
     return f"{device}-abc123-{seq:08d}"
 
 
-def test_receive_maximum_fits_the_brokers_inflight_window() -> None:
-    assert RECEIVE_MAXIMUM <= MAX_INFLIGHT_MESSAGES
+def test_the_broker_grants_the_analyzer_its_inflight_window(broker: Mosquitto) -> None:
+    """The broker's CONNACK announces the window the analyzer holds acks in (no less)."""
+    service = AnalyzerService(AnalyzerConfig(broker.url, client_id=f"an-{uuid.uuid4().hex[:8]}"))
+    service.sub.start()
+    try:
+        assert service.sub.broker_receive_maximum == INFLIGHT_WINDOW
+    finally:
+        service.sub.stop()
 
 
 def test_every_sample_gets_exactly_one_result_and_bad_input_is_dead_lettered(

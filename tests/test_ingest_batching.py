@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from embedded.mosquitto import MAX_INFLIGHT_MESSAGES, MAX_QUEUED_MESSAGES
+from embedded.mosquitto import MAX_QUEUED_MESSAGES
 from ingest.batching import (
     DEFAULT_BATCH_ROWS,
-    RECEIVE_MAXIMUM,
     Backoff,
     batch_due,
     check_batch_fits,
@@ -18,6 +17,7 @@ from ingest.batching import (
 )
 from ingest.service import subscription_filters
 from sqal.errors import ConfigError
+from sqal.mqtt import INFLIGHT_WINDOW
 
 MOSQUITTO = Path(__file__).resolve().parents[1] / "mosquitto"
 
@@ -45,13 +45,13 @@ def test_log_due_at_most_once_per_interval() -> None:
 
 
 def test_batch_must_fit_the_receive_maximum_and_the_broker() -> None:
-    check_batch_fits(DEFAULT_BATCH_ROWS, RECEIVE_MAXIMUM, MAX_INFLIGHT_MESSAGES)
+    check_batch_fits(DEFAULT_BATCH_ROWS, INFLIGHT_WINDOW, INFLIGHT_WINDOW)
     with pytest.raises(ConfigError, match=r"^--batch-rows 1001 exceeds ingest's receive maximum"):
-        check_batch_fits(1001, RECEIVE_MAXIMUM)
+        check_batch_fits(1001, INFLIGHT_WINDOW)
     with pytest.raises(ConfigError, match=r"broker's max_inflight_messages 20"):
-        check_batch_fits(500, RECEIVE_MAXIMUM, 20)
+        check_batch_fits(500, INFLIGHT_WINDOW, 20)
     with pytest.raises(ConfigError, match="at least 1"):
-        check_batch_fits(0, RECEIVE_MAXIMUM)
+        check_batch_fits(0, INFLIGHT_WINDOW)
 
 
 def _setting(conf: Path, key: str) -> int:
@@ -63,7 +63,7 @@ def _setting(conf: Path, key: str) -> int:
 @pytest.mark.parametrize("name", ["dev.conf", "test.conf", "production.conf"])
 def test_broker_configs_match_ingest_and_the_embedded_broker(name: str) -> None:
     conf = MOSQUITTO / name
-    assert _setting(conf, "max_inflight_messages") == RECEIVE_MAXIMUM == MAX_INFLIGHT_MESSAGES
+    assert _setting(conf, "max_inflight_messages") == INFLIGHT_WINDOW
     assert _setting(conf, "max_queued_messages") == MAX_QUEUED_MESSAGES
     assert _setting(conf, "max_inflight_messages") >= DEFAULT_BATCH_ROWS
 

@@ -1,0 +1,373 @@
+"""The one subscriber of SQAL's services: manual acks in receive order on a persistent session.
+
+The analyzer and ingest both take QoS 1 messages that must survive their own death between
+receiving and finishing a message (storing it, or publishing the result it fed). Both use this
+class:
+
+- **Persistent session, manual acks.** ``clean_start=False`` with a session expiry and paho's
+  ``manual_ack``: a message is acknowledged only when the service says it is done with it, so
+  whatever was unfinished at a ``kill -9`` is sent again when the service comes back.
+- **Acks in receive order** (MQTT 5 §4.6: a receiver sends PUBACKs in the order the PUBLISH
+  packets arrived). A service may finish messages out of order (the analyzer holds a lone
+  half for its join timeout while later samples complete); :class:`AckLedger` holds each ack
+  until every earlier message is done too.
+- **Reconnect generations.** Every successful CONNACK starts a generation. An ack goes only to
+  the connection that delivered the message: after a reconnect the broker sends again whatever
+  was unacknowledged (MQTT 5 §4.4), and on a session the broker lost, an old packet id may
+  already name another message.
+- **Subscribed on every connect.** With ``retainHandling=1`` a reconnect that finds its session
+  gets no retained replay, and one whose session is gone (taken over, or a broker that lost
+  its persistence file) subscribes again and goes on receiving.
+- **One inflight window** (:data:`sqal.mqtt.INFLIGHT_WINDOW`) announced as the Receive Maximum,
+  and our own publishes kept within the broker's Receive Maximum from its CONNACK.
+
+paho's network thread runs every callback: they record and hand off, never block. What a
+service does with a message (batches, joins, liveness probes) stays in the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from sqal.errors import BrokerError
+from sqal.mqtt import INFLIGHT_WINDOW, KEEPALIVE_S, SESSION_EXPIRY_S, connect_properties, new_paho
+from sqal.settings import BrokerUrl, parse_broker_url
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One received message.
+
+    Attributes:
+        seq: arrival number within its connection (0, 1, 2, …), the order acks go out in.
+        generation: which connection delivered it (see the module's docstring).
+        arrived_s: ``time.monotonic()`` at receipt, stamped in paho's network thread.
+    """
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    seq: int
+    arrived_s: float
+
+
+@dataclass
+class AckLedger:
+    """Arrival-ordered messages awaiting their acknowledgement (pure bookkeeping).
+
+    Each message is registered with its arrival number, packet id and QoS; :meth:`finish` marks
+    messages done and returns the ``(mid, qos)`` pairs that may be acknowledged now, in order.
+    """
+
+    _next: int = 0
+    _entries: dict[int, tuple[int, int]] = field(default_factory=dict)
+    _finished: set[int] = field(default_factory=set)
+
+    def register(self, seq: int, mid: int, qos: int) -> None:
+        self._entries[seq] = (mid, qos)
+
+    def forget(self, seq: int) -> None:
+        """A message the service refused to take: never acked here, it blocks nothing.
+
+        It stays unacknowledged at the broker, which sends it again on a next connection.
+        """
+        self._entries.pop(seq, None)
+        self.finish((seq,))
+
+    def finish(self, seqs: Iterable[int]) -> list[tuple[int, int]]:
+        """Mark messages done; return the acks now due, in arrival order."""
+        self._finished.update(seqs)
+        due = []
+        while self._next in self._finished:
+            self._finished.discard(self._next)
+            entry = self._entries.pop(self._next, None)
+            if entry is not None:
+                due.append(entry)
+            self._next += 1
+        return due
+
+    @property
+    def unacked(self) -> int:
+        """Messages registered and not yet acknowledged (the broker's inflight window use)."""
+        return len(self._entries)
+
+
+class Subscriber:
+    """A connected MQTT 5 subscriber for one service (see the module's docstring).
+
+    Args:
+        url: the broker URL.
+        client_id: stable across restarts, so the broker finds the persistent session again.
+        filters: subscription filters (already ``$share/…`` when sharing); a refusal of any of
+            them fails :meth:`start`.
+        deliver: called in paho's thread with each message; returns False when the service
+            cannot take it (the message then stays unacknowledged at the broker).
+        optional_filters: filters whose refusal is only logged (e.g. ``$SYS`` statistics an ACL
+            may not grant).
+        receive_maximum: the Receive Maximum announced, and the most of our own QoS 1
+            publishes in flight (lowered to the broker's own Receive Maximum).
+        on_puback, on_unsuback: the packet id of a PUBACK / UNSUBACK, in paho's thread.
+        on_link: ``True`` after each successful CONNACK (before any message of that
+            connection), ``False`` when the connection is lost; in paho's thread.
+    """
+
+    def __init__(
+        self,
+        url: str | BrokerUrl,
+        client_id: str,
+        filters: Sequence[str],
+        deliver: Callable[[Delivery], bool],
+        *,
+        optional_filters: Sequence[str] = (),
+        receive_maximum: int = INFLIGHT_WINDOW,
+        on_puback: Callable[[int], None] | None = None,
+        on_unsuback: Callable[[int], None] | None = None,
+        on_link: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._broker = url if isinstance(url, BrokerUrl) else parse_broker_url(url)
+        self.client_id = client_id
+        self._filters = [*filters, *optional_filters]
+        self._optional = set(optional_filters)
+        self._deliver = deliver
+        self._receive_maximum = receive_maximum
+        self._on_puback = on_puback
+        self._on_unsuback = on_unsuback
+        self._on_link = on_link
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._seq = 0
+        self._ledger = AckLedger()
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._refused: str | None = None
+        self.broker_receive_maximum: int | None = None
+        """The Receive Maximum in the broker's last CONNACK (``None``: it announced none)."""
+        self.session_present: bool | None = None
+        self.reconnects = 0
+        self._client = new_paho(self._broker, client_id, manual_ack=True)
+        self._client.max_inflight_messages_set(receive_maximum)
+        self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._client.on_unsubscribe = self._on_unsubscribe
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def generation(self) -> int:
+        with self._lock:
+            return self._generation
+
+    @property
+    def unacked(self) -> int:
+        """Messages of the current connection received and not yet acknowledged."""
+        with self._lock:
+            return self._ledger.unacked
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connect, subscribe, and run paho's network loop (which reconnects by itself).
+
+        Messages of a persistent session may be delivered before this returns.
+
+        Raises:
+            BrokerError: unreachable, refused, no CONNACK/SUBACK in time, or a required
+                subscription was refused.
+        """
+        try:
+            self._client.connect(
+                self._broker.host,
+                self._broker.port,
+                keepalive=KEEPALIVE_S,
+                clean_start=False,
+                properties=connect_properties(SESSION_EXPIRY_S, self._receive_maximum),
+            )
+        except OSError as exc:
+            raise BrokerError(
+                f"cannot reach broker {self._broker} ({exc.strerror or exc}); is mosquitto running?"
+            ) from None
+        self._client.loop_start()
+        self._await_subscribed(timeout_s)
+
+    def reconnect(self, timeout_s: float = 15.0) -> None:
+        """Drop the connection and let paho's loop connect again (after its reconnect delay).
+
+        The broker then sends again whatever is unacknowledged (MQTT 5 §4.4), and paho resends
+        our own unacknowledged publishes: nothing in flight is lost either way.
+
+        Raises:
+            BrokerError: the broker did not take us back in ``timeout_s``.
+        """
+        generation = self.generation
+        self._subscribed.clear()
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket | ssl.SSLSocket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout_s
+        while self.generation == generation and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._await_subscribed(max(0.0, deadline - time.monotonic()), stop_on_failure=False)
+
+    def _await_subscribed(self, timeout_s: float, *, stop_on_failure: bool = True) -> None:
+        if self._subscribed.wait(timeout_s) and not self._refused:
+            return
+        if stop_on_failure:
+            self._client.loop_stop()
+        why = self._refused or f"no CONNACK/SUBACK within {timeout_s:g} s"
+        raise BrokerError(f"broker {self._broker}: {why}")
+
+    def stop(self) -> None:
+        """Disconnect; the broker keeps the session and queues for it."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- the service's side ------------------------------------------------------------
+    def done(self, deliveries: Iterable[Delivery]) -> int:
+        """The service is finished with these messages: acknowledge, in receive order.
+
+        A message's ack waits for every earlier message of its connection; a message of an
+        earlier connection is never acknowledged (the broker sent it again).
+
+        Returns:
+            how many acknowledgements went out now.
+        """
+        with self._lock:
+            gen = self._generation
+            due = self._ledger.finish([d.seq for d in deliveries if d.generation == gen])
+            acks = [(mid, qos) for mid, qos in due if qos > 0]
+            for mid, qos in acks:
+                self._client.ack(mid, qos)
+        return len(acks)
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """Publish at QoS 1 without waiting (paho queues it while disconnected).
+
+        Returns:
+            the packet id :paramref:`on_puback` will be called with.
+        """
+        return self._client.publish(topic, payload, qos=1).mid
+
+    def unsubscribe(self, topic_filter: str) -> int | None:
+        """Send an UNSUBSCRIBE; its packet id, or ``None`` when it could not go out."""
+        rc, mid = self._client.unsubscribe(topic_filter)
+        return mid if rc == paho.MQTT_ERR_SUCCESS else None
+
+    # --- paho's network thread: record, hand off, never block ---------------------------
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        rc: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if rc.is_failure:
+            self._refused = f"connection refused: {rc}"
+            self._subscribed.set()
+            return
+        with self._lock:
+            self._generation += 1
+            if self._generation > 1:
+                self.reconnects += 1
+            self._seq = 0
+            self._ledger = AckLedger()
+        value = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        self.broker_receive_maximum = int(value) if value is not None else None
+        # Our QoS 1 publishes in flight stay within the broker's Receive Maximum (a broker that
+        # gets more disconnects us, MQTT 5 §3.3.4). paho neither reads it from the CONNACK nor
+        # lets the public setter run on a live connection, so the limit is set where paho's
+        # publish path reads it.
+        limit = min(self._receive_maximum, self.broker_receive_maximum or self._receive_maximum)
+        client._max_inflight_messages = limit
+        self.session_present = bool(flags.session_present)
+        self._connected.set()
+        if self._on_link is not None:
+            self._on_link(True)
+        opts = SubscribeOptions(qos=1, retainHandling=1)
+        client.subscribe([(f, opts) for f in self._filters])
+        log.info(
+            "connected to %s as %s (session present: %s)",
+            self._broker,
+            self.client_id,
+            self.session_present,
+        )
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        codes: list[ReasonCode],
+        props: Properties | None,
+    ) -> None:
+        bad = []
+        for f, c in zip(self._filters, codes, strict=False):
+            if c.is_failure and f in self._optional:
+                log.warning("optional subscription %s refused (%s); going on without it", f, c)
+            elif c.is_failure:
+                bad.append(f"{f}: {c}")
+        if bad:
+            self._refused = f"subscription refused ({'; '.join(bad)})"
+        self._subscribed.set()
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        rc: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        self._connected.clear()
+        if self._on_link is not None:
+            self._on_link(False)
+        if rc.is_failure:
+            log.warning("lost broker %s (%s); reconnecting", self._broker, rc)
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        now = time.monotonic()
+        with self._lock:
+            seq, self._seq = self._seq, self._seq + 1
+            d = Delivery(
+                msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation, seq, now
+            )
+            self._ledger.register(seq, msg.mid, msg.qos)
+        if not self._deliver(d):
+            with self._lock:
+                if d.generation == self._generation:
+                    self._ledger.forget(seq)
+
+    def _on_publish(self, client: paho.Client, userdata: object, mid: int, *rest: object) -> None:
+        if self._on_puback is not None:
+            self._on_puback(mid)
+
+    def _on_unsubscribe(
+        self, client: paho.Client, userdata: object, mid: int, *rest: object
+    ) -> None:
+        if self._on_unsuback is not None:
+            self._on_unsuback(mid)

@@ -1,0 +1,157 @@
+"""The one subscriber (sqal.subscriber) on a real broker: ordered acks, generations, sessions."""
+
+from __future__ import annotations
+
+import queue
+import uuid
+
+import pytest
+
+from embedded import Mosquitto
+from sqal.mqtt import INFLIGHT_WINDOW, client_id, paho_client
+from sqal.subscriber import AckLedger, Delivery, Subscriber
+from tests.test_ingest_frames import wait_until
+
+TIMEOUT_S = 10.0
+
+
+def test_the_ledger_releases_acks_in_arrival_order() -> None:
+    ledger = AckLedger()
+    for seq, mid in enumerate((11, 12, 13, 14)):
+        ledger.register(seq, mid, 1)
+    assert ledger.finish([2, 1]) == []  # 0 is still open: nothing may overtake it
+    assert ledger.unacked == 4
+    assert ledger.finish([0]) == [(11, 1), (12, 1), (13, 1)]
+    ledger.forget(3)  # refused by the service: never acked, blocks nothing
+    assert ledger.unacked == 0
+    ledger.register(4, 15, 1)
+    assert ledger.finish([4]) == [(15, 1)]
+
+
+class Sink:
+    """Collects deliveries; refuses them while ``accepting`` is False."""
+
+    def __init__(self) -> None:
+        self.got: queue.Queue[Delivery] = queue.Queue()
+        self.accepting = True
+
+    def __call__(self, d: Delivery) -> bool:
+        if self.accepting:
+            self.got.put(d)
+        return self.accepting
+
+    def take(self, n: int) -> list[Delivery]:
+        return [self.got.get(timeout=TIMEOUT_S) for _ in range(n)]
+
+    def nothing_more(self, wait_s: float = 0.5) -> bool:
+        try:
+            self.got.get(timeout=wait_s)
+        except queue.Empty:
+            return True
+        return False
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"sqal/v1/T{uuid.uuid4().hex[:8]}/dev/tof"
+
+
+def publish(broker: Mosquitto, topic: str, payloads: list[bytes]) -> None:
+    pub = paho_client(broker.url, client_id("test-pub"), persistent=False)
+    try:
+        for p in payloads:
+            pub.publish(topic, p, qos=1).wait_for_publish(TIMEOUT_S)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+
+
+def test_messages_not_done_are_sent_again_and_done_ones_are_not(
+    broker: Mosquitto, topic: str
+) -> None:
+    cid = f"sub-{uuid.uuid4().hex[:8]}"
+    sink = Sink()
+    sub = Subscriber(broker.url, cid, [topic], sink)
+    sub.start()
+    assert sub.broker_receive_maximum == INFLIGHT_WINDOW
+    publish(broker, topic, [b"0", b"1", b"2", b"3"])
+    first = sink.take(4)
+    assert [d.payload for d in first] == [b"0", b"1", b"2", b"3"]
+    assert sub.done([first[2]]) == 0  # 0 and 1 are open: 2's ack waits
+    assert sub.done([first[0]]) == 1
+    assert sub.unacked == 3
+    sub.stop()  # 1, 2 and 3 were never acknowledged
+
+    again = Sink()
+    sub2 = Subscriber(broker.url, cid, [topic], again)
+    sub2.start()
+    try:
+        assert sub2.session_present
+        back = again.take(3)
+        assert sorted(d.payload for d in back) == [b"1", b"2", b"3"]
+        assert {d.generation for d in back} == {1}
+        sub2.done(back)
+        assert sub2.unacked == 0
+        assert again.nothing_more()
+    finally:
+        sub2.stop()
+
+
+def test_a_refused_delivery_stays_at_the_broker_and_blocks_no_ack(
+    broker: Mosquitto, topic: str
+) -> None:
+    sink = Sink()
+    sub = Subscriber(broker.url, f"sub-{uuid.uuid4().hex[:8]}", [topic], sink)
+    sub.start()
+    try:
+        sink.accepting = False
+        publish(broker, topic, [b"refused"])
+        sink.accepting = True
+        publish(broker, topic, [b"taken"])
+        (taken,) = sink.take(1)
+        assert taken.payload == b"taken"
+        assert sub.done([taken]) == 1  # the refused one before it does not hold this ack
+        sub.reconnect()  # a new connection: the broker sends the unacknowledged one again
+        (back,) = sink.take(1)
+        assert back.payload == b"refused"
+        assert back.generation == taken.generation + 1
+    finally:
+        sub.stop()
+
+
+def test_a_lost_session_is_subscribed_again(broker: Mosquitto, topic: str) -> None:
+    """Another login with the service's client id and a clean start deletes its session; the
+    subscriber reconnects, finds no session, subscribes again and goes on receiving."""
+    cid = f"sub-{uuid.uuid4().hex[:8]}"
+    sink = Sink()
+    sub = Subscriber(broker.url, cid, [topic], sink)
+    sub.start()
+    try:
+        first_gen = sub.generation
+        intruder = paho_client(broker.url, cid, persistent=False)
+        intruder.disconnect()
+        intruder.loop_stop()
+        assert wait_until(lambda: sub.connected and sub.generation > first_gen, TIMEOUT_S)
+        assert sub.session_present is False
+        publish(broker, topic, [b"after"])
+        (d,) = sink.take(1)
+        assert d.payload == b"after"
+        assert d.generation == sub.generation
+    finally:
+        sub.stop()
+
+
+def test_an_ack_never_goes_to_a_later_connection(broker: Mosquitto, topic: str) -> None:
+    sink = Sink()
+    sub = Subscriber(broker.url, f"sub-{uuid.uuid4().hex[:8]}", [topic], sink)
+    sub.start()
+    try:
+        publish(broker, topic, [b"x"])
+        (old,) = sink.take(1)
+        sub.reconnect()
+        (again,) = sink.take(1)  # unacknowledged: sent again on the new connection
+        assert again.payload == b"x"
+        assert sub.done([old]) == 0  # the old connection's copy: no ack
+        assert sub.done([again]) == 1
+    finally:
+        sub.stop()
