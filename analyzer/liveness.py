@@ -34,8 +34,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROBE_FILTER = "sqal/v1/_probe"
-"""Filter the analyzer unsubscribes from as a liveness probe; nothing is ever published on it."""
+from sqal.wire import PROBE_FILTER
+
+__all__ = ["PROBE_FILTER", "BrokerLiveness"]
 
 
 @dataclass

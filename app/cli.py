@@ -297,10 +297,11 @@ def eval_(
 def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:
     """Result payloads recorded on ``sqal/v1/+/+/result`` (other topics are passed over)."""
     from capture.fileformat import read_records
+    from sqal.wire import Kind, kind_of
 
     docs = []
     for _, rec in read_records(paths):
-        if rec.topic.startswith("sqal/v1/") and rec.topic.endswith("/result"):
+        if kind_of(rec.topic) is Kind.RESULT:
             try:
                 doc = json.loads(rec.payload)
             except ValueError:

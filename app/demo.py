@@ -37,6 +37,7 @@ from embedded.process import ServiceProcess
 from sqal.errors import ServiceError, SqalError
 from sqal.mqtt import aiomqtt_client, client_id
 from sqal.settings import DEFAULT_MQTT_PORT, DEFAULT_PG_PORT
+from sqal.wire import DEAD_LETTERS, Kind, is_dead_letter_topic, kind_of, subscription
 
 DRAIN_QUIET_S = 3.0
 """After the fleet stops, wait until no result came for this long (the last joins time out)."""
@@ -138,7 +139,7 @@ def _line(live: DemoState, phase: str) -> str:
     return (
         f"{phase}: {time.monotonic() - live.started:5.1f} s  {live.rate():5.1f} samples/s  "
         f"results {live.results}  A/B/C/REJECT "
-        + "/".join(str(live.grades[g]) for g in ("A", "B", "C", "REJECT"))
+        + "{}/{}/{}/{}".format(*(live.grades[g] for g in ("A", "B", "C", "REJECT")))
         + f"  reject {100 * live.grades['REJECT'] / total:.1f} %  "
         f"latency p50 {lat[0]:.1f} p99 {lat[1]:.1f} ms  dead {sum(live.dead.values())}  "
         f"db rows {live.db_rows}"
@@ -148,15 +149,15 @@ def _line(live: DemoState, phase: str) -> str:
 async def _watch(broker: str, live: DemoState, stop: asyncio.Event) -> None:
     """Follow frames, results and dead letters; latency = result arrival - last frame arrival."""
     async with aiomqtt_client(broker, client_id("sqal-demo")) as client:
-        for flt in ("sqal/v1/+/+/tof", "sqal/v1/+/+/spectral", "sqal/v1/+/+/result",
-                    "sqal/v1/_dead/+"):  # fmt: skip
+        for flt in (*(subscription(k) for k in (Kind.TOF, Kind.SPECTRAL, Kind.RESULT)),
+                    DEAD_LETTERS):  # fmt: skip
             await client.subscribe(flt, qos=0)
         async for msg in _until(client, stop):
             now = time.monotonic()
             topic = str(msg.topic)
             payload = msg.payload if isinstance(msg.payload, bytes) else b""
-            kind = topic.rsplit("/", 1)[-1]
-            if topic.startswith("sqal/v1/_dead/"):
+            kind = kind_of(topic)
+            if is_dead_letter_topic(topic):
                 with contextlib.suppress(ValueError, AttributeError):
                     live.dead[json.loads(payload).get("reason", "?")] += 1
                 continue
@@ -165,10 +166,10 @@ async def _watch(broker: str, live: DemoState, stop: asyncio.Event) -> None:
                 key = (str(doc["device_id"]), str(doc["sample_id"]))
             except (ValueError, KeyError, TypeError):
                 continue
-            if kind in ("tof", "spectral"):
+            if kind in (Kind.TOF, Kind.SPECTRAL):
                 live.frames += 1
                 live.frame_seen[key] = now
-            elif kind == "result":
+            elif kind is Kind.RESULT:
                 live.results += 1
                 live.last_result = now
                 live.recent.append(now)

@@ -38,7 +38,14 @@ import typer
 from sqal.devices import Target
 from sqal.errors import ConfigError
 from sqal.wire.enums import Kind
-from sqal.wire.topics import DEAD_ROOT, ROOT, dead_letter_topic, subscription
+from sqal.wire.topics import (
+    DEAD_LETTERS,
+    EVERYTHING,
+    ROOT,
+    dead_letter_topic,
+    device_acl_pattern,
+    subscription,
+)
 
 DEFAULT_PASSWORD_FILE = Path("/etc/mosquitto/sqal/passwd")
 DEFAULT_ACL_FILE = Path("/etc/mosquitto/sqal/acl")
@@ -82,7 +89,7 @@ class AclRule:
 
 def _own(kind: Kind) -> str:
     # %u is the device's whole user name, LINE/DEVICE: this is sqal/v1/LINE/DEVICE/kind.
-    return f"{ROOT}/%u/{kind.value}"
+    return device_acl_pattern(kind)
 
 
 DEVICE_RULES: tuple[AclRule, ...] = (
@@ -107,12 +114,12 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
         AclRule("read", subscription(Kind.RESULT)),
         AclRule("read", subscription(Kind.STATUS)),
         AclRule("read", subscription(Kind.CONFIG)),
-        AclRule("read", f"{DEAD_ROOT}/+"),
+        AclRule("read", DEAD_LETTERS),
         AclRule("write", dead_letter_topic("ingest")),
         AclRule("read", "$SYS/broker/#"),  # dropped-message counters (tests/chaos)
     ),
     # Everything SQAL, nothing else a shared broker may carry.
-    Service.RECORD: (AclRule("read", f"{ROOT}/#"),),
+    Service.RECORD: (AclRule("read", EVERYTHING),),
     # `sqal config set` reads the retained config (to keep a calibration) before publishing.
     Service.CONFIG: (AclRule("readwrite", subscription(Kind.CONFIG)),),
     # `sqal sim`: a whole simulated fleet through one user, each device as a real one behaves
@@ -180,7 +187,7 @@ def render_acl(acl: AclFile) -> str:
         *acl.anonymous,
         "",
         f"{SQAL_COMMENT} Devices: user name LINE/DEVICE; %u is substituted whole, so each line",
-        f"{SQAL_COMMENT} below grants sqal/v1/LINE/DEVICE/<kind> of the connected device only.",
+        f"{SQAL_COMMENT} below grants {ROOT}/LINE/DEVICE/<kind> of the connected device only.",
         *acl.patterns,
     ]
     for user, lines in acl.users.items():

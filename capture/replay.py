@@ -22,6 +22,7 @@ from paho.mqtt.properties import Properties
 from capture.fileformat import CaptureReader, Record
 from sqal.errors import ConfigError, SqalError
 from sqal.mqtt import client_id, paho_client
+from sqal.wire.topics import join_levels, topic_levels
 
 PUBLISH_PROPERTIES = (
     "PayloadFormatIndicator",
@@ -51,7 +52,7 @@ class Remap:
             raise ConfigError(f"--remap {text!r}: expected OLD=NEW (topic levels)")
         if any(c in old + new for c in "+#"):
             raise ConfigError(f"--remap {text!r}: wildcards are not allowed")
-        return cls(tuple(old.split("/")), tuple(new.split("/")))
+        return cls(tuple(topic_levels(old)), tuple(topic_levels(new)))
 
     def apply(self, levels: list[str]) -> list[str]:
         n = len(self.old)
@@ -62,10 +63,10 @@ class Remap:
 
 
 def remap_topic(topic: str, remaps: list[Remap]) -> str:
-    levels = topic.split("/")
+    levels = topic_levels(topic)
     for r in remaps:
         levels = r.apply(levels)
-    return "/".join(levels)
+    return join_levels(levels)
 
 
 def publish_properties(doc: dict[str, Any]) -> Properties | None:

@@ -14,7 +14,7 @@ from ingest.service import IngestConfig, IngestService, default_client_id
 from sqal.errors import ConfigError
 from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.settings import load_settings
-from sqal.wire import is_valid_id
+from sqal.wire import DEAD_LETTERS, is_valid_id, shared
 
 
 def ingest_command(
@@ -41,7 +41,7 @@ def ingest_command(
         typer.Option(
             "--shared",
             metavar="GROUP",
-            help="Share the subscription with other workers ($share/GROUP/...).",
+            help=f"Share the subscription with other workers ({shared('...', 'GROUP')}).",
         ),
     ] = None,
     client_id: Annotated[
@@ -56,7 +56,7 @@ def ingest_command(
         bool,
         typer.Option(
             "--dead-topics/--no-dead-topics",
-            help="Also store other stages' dead letters (sqal/v1/_dead/+).",
+            help=f"Also store other stages' dead letters ({DEAD_LETTERS}).",
         ),
     ] = True,
     metrics_port: Annotated[

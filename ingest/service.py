@@ -34,7 +34,7 @@ from sqal.metrics import MetricsServer
 from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.subscriber import Delivery, Subscriber
 from sqal.wire import (
-    DEAD_ROOT,
+    DEAD_LETTERS,
     DeadLetter,
     DeadReason,
     Kind,
@@ -44,8 +44,10 @@ from sqal.wire import (
     decode,
     decode_as,
     encode,
-    is_valid_id,
+    is_dead_letter_topic,
+    line_and_device,
     parse_topic,
+    shared,
     subscription,
 )
 from storage.writer import BatchWriter, BrokerStat, DeadRow, PendingRow, Refusal, WriteReport
@@ -106,12 +108,10 @@ def subscription_filters(shared_group: str | None, dead_topics: bool) -> list[st
     """The filters ingest subscribes to, shared when ``shared_group`` is given."""
     filters = [subscription(k) for k in STORED_KINDS]
     if dead_topics:
-        filters.append(f"{DEAD_ROOT}/+")
+        filters.append(DEAD_LETTERS)
     if shared_group is None:
         return filters
-    if not is_valid_id(shared_group):
-        raise ValueError(f"shared group {shared_group!r} must match [A-Za-z0-9_-]{{1,64}}")
-    return [f"$share/{shared_group}/{f}" for f in filters]
+    return [shared(f, shared_group) for f in filters]
 
 
 def _clean(text: str) -> str:
@@ -286,7 +286,7 @@ class IngestService:
                 # Our own dead letters, already stored: the sqal/v1/_dead/+ subscription sees
                 # them too. Never decode them, or a too-large one would feed itself.
                 continue
-            if item.topic.startswith(DEAD_ROOT + "/"):
+            if is_dead_letter_topic(item.topic):
                 self._foreign_dead(item, now, out)
                 continue
             try:
@@ -327,10 +327,7 @@ class IngestService:
 
     @staticmethod
     def _dead_row(item: Delivery, err: PayloadError, now: datetime) -> DeadRow:
-        line = device = None
-        parts = item.topic.split("/")
-        if len(parts) == 5 and is_valid_id(parts[2]) and is_valid_id(parts[3]):
-            line, device = parts[2], parts[3]
+        line, device = line_and_device(item.topic) or (None, None)
         return DeadRow(
             now,
             STAGE,
@@ -367,15 +364,14 @@ class IngestService:
             bad = PayloadError(DeadReason.SCHEMA, f"payload_b64: {exc}", item.topic)
             out.dead.append(self._dead(item, bad, out))
             return
-        parts = dl.topic.split("/")
-        ok = len(parts) == 5 and is_valid_id(parts[2]) and is_valid_id(parts[3])
+        line, device = line_and_device(dl.topic) or (None, None)
         out.dead.append(
             DeadRow(
                 dl.received_at,
                 _clean(dl.stage),
                 _clean(dl.topic),
-                parts[2] if ok else None,
-                parts[3] if ok else None,
+                line,
+                device,
                 dl.reason.value,
                 _clean(dl.detail),
                 payload,

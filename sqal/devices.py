@@ -26,7 +26,8 @@ from sqal.errors import BrokerError, ConfigError, PayloadError
 from sqal.mqtt import aiomqtt_client, client_id
 from sqal.profiles import load_profile
 from sqal.settings import parse_broker_url
-from sqal.wire import DeviceConfig, Kind, decode, device_topic, encode, is_valid_id, subscription
+from sqal.wire import DeviceConfig, Kind, decode, device_topic, encode, subscription
+from sqal.wire.topics import parse_device_ref
 
 RETAINED_WAIT_S = 0.5
 """How long to wait for retained messages after subscribing (the broker sends them at once)."""
@@ -41,10 +42,10 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        line, sep, device = text.partition("/")
-        if not sep or not is_valid_id(line) or not is_valid_id(device) or line == "_dead":
+        ref = parse_device_ref(text)
+        if ref is None:
             raise ConfigError(f"{text!r}: expected LINE/DEVICE, ids of [A-Za-z0-9_-]{{1,64}}")
-        return cls(line, device)
+        return cls(*ref)
 
     @property
     def topic(self) -> str:

@@ -7,6 +7,10 @@ Rules, each checked in :func:`parse_topic`:
   file names, SQL identifiers' values and Grafana variables, and never contain MQTT wildcards.
 - ``kind`` is one of :class:`~sqal.wire.enums.Kind`.
 - Dead letters go to ``sqal/v1/_dead/{stage}``, so ``_dead`` is reserved and is no line id.
+- ``sqal/v1/_probe`` is the analyzer's liveness probe filter: nothing is ever published there.
+
+This module is the only place that formats or splits a topic (``tests/test_wire_topics.py``
+greps the other packages for it).
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ from sqal.wire.enums import DeadReason, Kind
 ROOT = "sqal/v1"
 RESERVED_LINE = "_dead"
 DEAD_ROOT = f"{ROOT}/{RESERVED_LINE}"
+DEAD_LETTERS = f"{DEAD_ROOT}/+"
+"""Every stage's dead letters."""
+EVERYTHING = f"{ROOT}/#"
+"""Every SQAL topic (``sqal record``'s default)."""
+PROBE_FILTER = f"{ROOT}/_probe"
+"""The filter the analyzer unsubscribes from as a liveness probe (analyzer.liveness); no client
+subscribes to it and nothing is published on it, so the broker's UNSUBACK is all that comes."""
 ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 _ID = re.compile(rf"\A{ID_PATTERN}\Z")
 _TOPIC = re.compile(
@@ -83,3 +94,66 @@ def parse_topic(topic: str) -> DeviceTopic:
     except ValueError:
         raise PayloadError(DeadReason.BAD_TOPIC, f"unknown kind {m['kind']!r}", topic) from None
     return DeviceTopic(m["line"], m["device"], kind)
+
+
+def shared(topic_filter: str, group: str) -> str:
+    """``$share/{group}/{filter}``: workers of one group split the messages (MQTT 5 §4.8.2).
+
+    Raises:
+        ValueError: ``group`` is not a valid id.
+    """
+    if not is_valid_id(group):
+        raise ValueError(f"shared group {group!r} must match {ID_PATTERN}")
+    return f"$share/{group}/{topic_filter}"
+
+
+def is_dead_letter_topic(topic: str) -> bool:
+    """True for ``sqal/v1/_dead/{stage}`` (any stage)."""
+    return topic.startswith(DEAD_ROOT + "/")
+
+
+def line_and_device(topic: str) -> tuple[str, str] | None:
+    """``(line, device)`` of a ``sqal/v1/{line}/{device}/{anything}`` topic, else ``None``.
+
+    Tolerant where :func:`parse_topic` is strict: the kind may be unknown, so a dead letter of
+    a bad kind still names the device that sent it.
+    """
+    levels = topic.split("/")
+    if len(levels) != 5 or "/".join(levels[:2]) != ROOT:
+        return None
+    line, device = levels[2], levels[3]
+    if line == RESERVED_LINE or not (is_valid_id(line) and is_valid_id(device)):
+        return None
+    return line, device
+
+
+def kind_of(topic: str) -> Kind | None:
+    """The kind of a valid device topic, else ``None`` (no error)."""
+    try:
+        return parse_topic(topic).kind
+    except PayloadError:
+        return None
+
+
+def device_acl_pattern(kind: Kind | str) -> str:
+    """Mosquitto ACL pattern of one kind for device users named ``{line}/{device}`` (``%u``)."""
+    return f"{ROOT}/%u/{Kind(kind).value}"
+
+
+def parse_device_ref(text: str) -> tuple[str, str] | None:
+    """``(line, device)`` of ``LINE/DEVICE`` (how the CLI names a device, and a device's broker
+    user name), else ``None``."""
+    line, sep, device = text.partition("/")
+    if not sep or line == RESERVED_LINE or not (is_valid_id(line) and is_valid_id(device)):
+        return None
+    return line, device
+
+
+def topic_levels(topic: str) -> list[str]:
+    """A topic's levels (``sqal replay --remap`` rewrites them)."""
+    return topic.split("/")
+
+
+def join_levels(levels: list[str] | tuple[str, ...]) -> str:
+    """The topic of ``levels``; the inverse of :func:`topic_levels`."""
+    return "/".join(levels)
