@@ -38,12 +38,12 @@ from psycopg import sql
 from bench.common import header
 from embedded import free_port, start_mosquitto, start_postgres
 from ingest.batching import DEFAULT_BATCH_ROWS
-from ingest.rows import to_row
 from sqal.wire import Grade, Kind, decode, device_topic, encode, parse_topic
-from storage.arrays import prepack, register_array_dumpers
+from storage.arrays import register_array_dumpers
 from storage.migrate import migrate
+from storage.rows import PendingRow, pending_row
 from storage.tables import TABLES
-from storage.writer import BatchWriter, DeadRow, PendingRow, Refusal
+from storage.writer import BatchWriter, copy_rows
 from tests.test_ingest_frames import T0, result, spectral_frame, tof_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,17 +79,18 @@ def new_db(admin_dsn: str, name: str) -> str:
     return dsn
 
 
-def _dead(r: Refusal) -> DeadRow:
-    raise AssertionError(f"bench rows must not be refused: {r}")
+def _write(w: BatchWriter, rows: list[PendingRow]) -> None:
+    report = w.write(rows, [])
+    assert not report.refused, f"bench rows must not be refused: {report.refused}"
 
 
 def decode_rows(msgs: list[tuple[str, bytes]]) -> list[PendingRow]:
     out = []
     for i, (t, p) in enumerate(msgs):
         topic = parse_topic(t)
-        row = to_row(topic, decode(topic, p), T0)
+        row = pending_row(topic, decode(topic, p), T0, p, i)
         assert row is not None
-        out.append(PendingRow(row[0], row[1], i))
+        out.append(row)
     return out
 
 
@@ -102,15 +103,7 @@ def raw_copy(dsn: str, rows: list[PendingRow], batch: int) -> float:
             chunk = rows[i : i + batch]
             with conn.transaction(), conn.cursor() as cur:
                 for name in sorted({r.table for r in chunk}):
-                    table = TABLES[name]
-                    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                        table.ident, table.column_list
-                    )
-                    mine = [r.values for r in chunk if r.table == name]
-                    with cur.copy(stmt) as copy:
-                        copy.set_types(table.copy_types)
-                        for v in prepack(table, mine):
-                            copy.write_row(v)
+                    copy_rows(cur, TABLES[name], [r.values for r in chunk if r.table == name])
     return time.perf_counter() - start
 
 
@@ -119,7 +112,7 @@ def writer_path(dsn: str, msgs: list[tuple[str, bytes]], batch: int) -> float:
     w = BatchWriter(dsn)
     start = time.perf_counter()
     for i in range(0, len(msgs), batch):
-        w.write(decode_rows(msgs[i : i + batch]), [], _dead)
+        _write(w, decode_rows(msgs[i : i + batch]))
     elapsed = time.perf_counter() - start
     w.close()
     return elapsed
@@ -130,7 +123,7 @@ def writer_rows(dsn: str, rows: list[PendingRow], batch: int) -> float:
     w = BatchWriter(dsn)
     start = time.perf_counter()
     for i in range(0, len(rows), batch):
-        w.write(rows[i : i + batch], [], _dead)
+        _write(w, rows[i : i + batch])
     elapsed = time.perf_counter() - start
     w.close()
     return elapsed

@@ -1,7 +1,8 @@
 """Ingest: MQTT → batches → TimescaleDB, acknowledged only after commit (DESIGN.md "Reliability").
 
 - :mod:`ingest.batching`: pure decisions (batch cuts, backoff, the inflight limit check).
-- :mod:`ingest.rows`: payload models → table rows (pure).
+- rows come from :mod:`storage.rows` and go to :class:`storage.writer.BatchWriter`, which
+  dead-letters the rows the database refuses itself.
 - :mod:`ingest.inbox`: the bounded hand-off from the subscriber (:mod:`sqal.subscriber`).
 - :mod:`ingest.service`: the worker loop; :mod:`ingest.command`: ``sqal ingest``.
 """

@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from ingest.batching import Backoff, check_batch_fits, log_due
 from ingest.inbox import Inbox
 from ingest.metrics import IngestMetrics
-from ingest.rows import to_row
 from ingest.seqgaps import SeqTracker
 from sqal.errors import BrokerError, PayloadError, StorageError
 from sqal.metrics import MetricsServer
@@ -50,7 +49,8 @@ from sqal.wire import (
     shared,
     subscription,
 )
-from storage.writer import BatchWriter, BrokerStat, DeadRow, PendingRow, Refusal, WriteReport
+from storage.rows import DeadRow, PendingRow, pending_row
+from storage.writer import BatchWriter, BrokerStat, WriteReport
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,6 @@ def subscription_filters(shared_group: str | None, dead_topics: bool) -> list[st
     return [shared(f, shared_group) for f in filters]
 
 
-def _clean(text: str) -> str:
-    # PostgreSQL text cannot hold NUL; a dead letter must never be refused itself.
-    return text.replace("\x00", "\\0")
-
-
 @dataclass(slots=True)
 class _Prepared:
     rows: list[PendingRow]
@@ -142,7 +137,7 @@ class IngestService:
             # Broker statistics are optional: an ACL without `$SYS` read costs only them.
             optional_filters=list(BROKER_COUNTERS),
         )
-        self.writer = BatchWriter(cfg.dsn)
+        self.writer = BatchWriter(cfg.dsn, stage=STAGE)
         self._write_since: float | None = None
         self.metrics = IngestMetrics(
             queue_depth=lambda: float(self.inbox.depth()),
@@ -225,24 +220,11 @@ class IngestService:
         """Store one batch and ack it; ``None`` when stopped before it committed (no ack)."""
         cut = time.monotonic()
         prepared = self._prepare(batch, datetime.now(UTC))
-
-        def refusal_error(r: Refusal) -> PayloadError:
-            return PayloadError(
-                DeadReason.PROCESSING,
-                f"database refused the row (sqlstate {r.sqlstate}): {r.detail}",
-                batch[r.tag].topic,
-            )
-
-        def refused_to_dead(r: Refusal) -> DeadRow:
-            return self._dead_row(batch[r.tag], refusal_error(r), datetime.now(UTC))
-
         attempt = 0
         while True:
             self._write_since = time.monotonic()
             try:
-                report = self.writer.write(
-                    prepared.rows, prepared.dead, refused_to_dead, prepared.stats
-                )
+                report = self.writer.write(prepared.rows, prepared.dead, prepared.stats)
                 break
             except StorageError as exc:
                 self.metrics.db_retries.inc()
@@ -267,8 +249,10 @@ class IngestService:
             log.info("database back after %d retries; batch stored", attempt)
             self._last_db_log = None
         self.metrics.db_ok.set(1.0)
-        for r in report.refused:
-            self._note_dead(batch[r.tag], refusal_error(r), datetime.now(UTC), prepared)
+        for r in report.refused:  # already stored as dead letters by the writer
+            item = batch[r.tag]
+            err = PayloadError(DeadReason.PROCESSING, r.dead_detail, item.topic)
+            self._note_dead(item, err, datetime.now(UTC), prepared)
         for dl in prepared.published:
             self.link.publish(self._dead_topic, encode(dl))
         self.metrics.acked.inc(self.link.done(batch))
@@ -303,9 +287,9 @@ class IngestService:
                 continue
             if isinstance(frame, TofFrame):
                 self.metrics.seq_gaps.inc(self.seq.observe(frame.device_id, frame.seq))
-            row = to_row(topic, frame, now)
+            row = pending_row(topic, frame, now, item.payload, i)
             if row is not None:
-                out.rows.append(PendingRow(row[0], row[1], i))
+                out.rows.append(row)
         return out
 
     def _broker_stat(self, counter: str, payload: bytes, now: datetime, out: _Prepared) -> None:
@@ -331,11 +315,11 @@ class IngestService:
         return DeadRow(
             now,
             STAGE,
-            _clean(item.topic),
+            item.topic,
             line,
             device,
             err.reason.value,
-            _clean(err.detail),
+            err.detail,
             item.payload,
         )
 
@@ -368,12 +352,12 @@ class IngestService:
         out.dead.append(
             DeadRow(
                 dl.received_at,
-                _clean(dl.stage),
-                _clean(dl.topic),
+                dl.stage,
+                dl.topic,
                 line,
                 device,
                 dl.reason.value,
-                _clean(dl.detail),
+                dl.detail,
                 payload,
             )
         )

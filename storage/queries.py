@@ -1,12 +1,19 @@
-"""Read-side queries the CLI uses (``sqal eval --db``, ``sqal demo``)."""
+"""Read-side queries: ``sqal eval --db``, ``sqal demo`` and the shift report (:mod:`views`).
+
+Each returns plain data; the SQL stays here (Grafana's panel queries excepted: they are panel
+definitions Grafana runs, in ``views/boards``).
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from sqal.wire import Grade
 from storage.connection import connect, storage_error
 
 _RESULTS = """
@@ -49,8 +56,6 @@ def count_rows(dsn: str, table: str) -> int:
     Raises:
         StorageError: unreachable, or no such table.
     """
-    from psycopg import sql
-
     with connect(dsn, "sqal-count") as conn:
         try:
             row = conn.execute(
@@ -59,3 +64,136 @@ def count_rows(dsn: str, table: str) -> int:
         except psycopg.Error as exc:
             raise storage_error(exc, f"cannot count {table}") from None
     return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftDevice:
+    """One device's shift: trays per grade, mean score, ToF seq gaps, latest presence.
+
+    Attributes:
+        grades: trays per grade, in :class:`~sqal.wire.Grade` order (A, B, C, REJECT).
+        missing_frames: ToF ``seq`` numbers missing within each boot.
+        state: the last status before the shift's end, ``unknown`` without one.
+    """
+
+    device_id: str
+    trays: int
+    grades: tuple[int, ...]
+    mean_score: float | None
+    missing_frames: int
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftFacts:
+    """A line's shift as stored, counted from ``results`` itself (exact at the edges).
+
+    Attributes:
+        grades: trays per grade value, every :class:`~sqal.wire.Grade` present.
+        mean_score: mean ``final_score``; ``None`` without trays.
+        reject_series: (bucket start, trays, rejects) per bucket, buckets aligned on ``since``.
+        defects: (defect, trays), most frequent first.
+        volumes_cm3: per profile, the ToF volumes of its trays, in time order.
+        devices: per device, by id.
+        dead_letters: (stage, reason, count), most frequent first; letters without a line
+            count too.
+    """
+
+    grades: dict[str, int]
+    mean_score: float | None
+    reject_series: list[tuple[datetime, int, int]]
+    defects: list[tuple[str, int]]
+    volumes_cm3: dict[str, list[float]]
+    devices: list[ShiftDevice]
+    dead_letters: list[tuple[str, str, int]]
+
+
+_WINDOW = sql.SQL("line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s")
+
+
+def _count_of(grade: Grade) -> sql.Composable:
+    """``count(*) FILTER (WHERE final_grade = 'A')`` for one grade."""
+    return sql.SQL("count(*) FILTER (WHERE final_grade = {})").format(sql.Literal(grade.value))
+
+
+_GRADE_NAMES = [sql.Identifier(f"n_{g.value}") for g in Grade]
+_PER_GRADE = sql.SQL(", ").join(
+    sql.SQL("{} AS {}").format(_count_of(g), name)
+    for g, name in zip(Grade, _GRADE_NAMES, strict=True)
+)
+"""One count per grade, in :class:`~sqal.wire.Grade` order, named by ``_GRADE_NAMES``."""
+
+
+# Per device: grades, mean score, ToF seq gaps within each boot, presence at the shift's end.
+_DEVICES = sql.SQL(
+    "WITH r AS (SELECT device_id, count(*) AS n, {grades}, avg(final_score) AS s"
+    " FROM results WHERE {window} GROUP BY 1),"
+    " g AS (SELECT device_id, sum(max_seq - min_seq + 1 - seqs) AS gaps FROM ("
+    "   SELECT device_id, max(seq) AS max_seq, min(seq) AS min_seq, count(DISTINCT seq) AS seqs"
+    "   FROM tof_frames WHERE {window}"
+    "   GROUP BY device_id, substring(sample_id FROM '-([0-9a-f]{{6}})-[0-9]+$')) x GROUP BY 1),"
+    " st AS (SELECT DISTINCT ON (device_id) device_id, state FROM device_status"
+    "   WHERE line_id = %(line)s AND ts < %(until)s ORDER BY device_id, ts DESC)"
+    " SELECT r.device_id, r.n, r.s, g.gaps, st.state, {grade_names}"
+    " FROM r LEFT JOIN g USING (device_id) LEFT JOIN st USING (device_id) ORDER BY 1"
+).format(
+    grades=_PER_GRADE,
+    window=_WINDOW,
+    grade_names=sql.SQL(", ").join(sql.SQL("r.{}").format(n) for n in _GRADE_NAMES),
+)
+
+
+def shift_facts(
+    conn: psycopg.Connection, line: str, since: datetime, until: datetime, bucket: timedelta
+) -> ShiftFacts:
+    """Read a line's shift, ``since`` included, ``until`` excluded.
+
+    Args:
+        bucket: the width of the reject series' buckets.
+
+    Raises:
+        StorageError: a query failed.
+    """
+    win = {"line": line, "since": since, "until": until}
+    try:
+        return _shift_facts(conn, win, bucket)
+    except psycopg.Error as exc:
+        raise storage_error(exc, "shift report query") from None
+
+
+def _shift_facts(conn: psycopg.Connection, win: dict[str, object], bucket: timedelta) -> ShiftFacts:
+    grades = {g.value: 0 for g in Grade}
+    q = sql.SQL("SELECT final_grade, count(*) FROM results WHERE {} GROUP BY 1").format(_WINDOW)
+    for grade, n in conn.execute(q, win):
+        grades[grade] = n
+    q = sql.SQL("SELECT avg(final_score) FROM results WHERE {}").format(_WINDOW)
+    row = conn.execute(q, win).fetchone()
+    mean_score = None if row is None or row[0] is None else float(row[0])
+    q = sql.SQL(
+        "SELECT time_bucket(%(bucket)s, ts, %(since)s), count(*), {} FROM results"
+        " WHERE {} GROUP BY 1 ORDER BY 1"
+    ).format(_count_of(Grade.REJECT), _WINDOW)
+    series = conn.execute(q, {**win, "bucket": bucket}).fetchall()
+    q = sql.SQL(
+        "SELECT d, count(*) FROM results, unnest(defects) AS d WHERE {}"
+        " GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).format(_WINDOW)
+    defects = conn.execute(q, win).fetchall()
+    volumes: dict[str, list[float]] = {}
+    q = sql.SQL(
+        "SELECT profile, tof_volume_mm3 / 1000.0 FROM results"
+        " WHERE {} AND tof_volume_mm3 IS NOT NULL ORDER BY profile, ts"
+    ).format(_WINDOW)
+    for profile, v in conn.execute(q, win):
+        volumes.setdefault(profile, []).append(float(v))
+    devices = [
+        ShiftDevice(d, n, tuple(grade_counts), s, int(gaps or 0), state or "unknown")
+        for d, n, s, gaps, state, *grade_counts in conn.execute(_DEVICES, win)
+    ]
+    dead = conn.execute(
+        "SELECT stage, reason, count(*) FROM dead_letters WHERE (line_id = %(line)s"
+        " OR line_id IS NULL) AND received_at >= %(since)s AND received_at < %(until)s"
+        " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+        win,
+    ).fetchall()
+    return ShiftFacts(grades, mean_score, series, defects, volumes, devices, dead)

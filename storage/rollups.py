@@ -1,23 +1,43 @@
-"""Per-minute roll-ups of results, computed from the rows a batch really inserted (pure part).
+"""Per-minute roll-ups of results, computed from the rows a batch really inserted.
 
-The writer's fast path knows exactly which ``results`` rows are new (it probed their keys and
-the COPY of them committed, or nothing did), so it can add their counts to ``results_1m`` and
-``defects_1m`` itself, in the same transaction: exact under redelivery (DESIGN.md,
-"Database"). The minute bucket equals TimescaleDB's ``time_bucket('1 minute', ts)``: the UTC
-minute.
+The writer knows exactly which ``results`` rows are new: on its fast path it probed their keys
+and the COPY of them commits or nothing does; row by row, ``INSERT … ON CONFLICT DO NOTHING
+RETURNING`` names them. Either way it hands those rows to :func:`add_rollups`, which adds their
+counts to ``results_1m`` and ``defects_1m`` in the same transaction: exact under redelivery
+(DESIGN.md, "Database"). The minute bucket equals TimescaleDB's ``time_bucket('1 minute',
+ts)``: the UTC minute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 from psycopg import sql
 
+from sqal.wire import Grade
 from storage.tables import RESULTS
 
-_COL = {name: i for i, name in enumerate(RESULTS.column_names)}
+ROLLUP_COLUMNS = ("ts", "line_id", "device_id", "final_grade", "final_score", "defects")
+"""The ``results`` columns a roll-up reads, in the order :func:`rollup` takes them."""
+
+GRADE_COLUMNS: dict[Grade, str] = {
+    Grade.A: "n_a",
+    Grade.B: "n_b",
+    Grade.C: "n_c",
+    Grade.REJECT: "n_reject",
+}
+"""The ``results_1m`` column counting each grade (``storage/migrations``)."""
+
+
+_GRADE_OF = {g.value: g for g in GRADE_COLUMNS}
+
+
+def _zero_grades() -> dict[Grade, int]:
+    return dict.fromkeys(GRADE_COLUMNS, 0)
 
 
 @dataclass(slots=True)
@@ -25,10 +45,7 @@ class MinuteCounts:
     """One ``results_1m`` increment."""
 
     n_total: int = 0
-    n_a: int = 0
-    n_b: int = 0
-    n_c: int = 0
-    n_reject: int = 0
+    grades: dict[Grade, int] = field(default_factory=_zero_grades)
     score_sum: float = 0.0
     score_count: int = 0
 
@@ -41,82 +58,73 @@ def minute(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(second=0, microsecond=0)
 
 
+def rollup_values(rows: Iterable[Sequence[object]]) -> list[tuple[object, ...]]:
+    """``results`` rows in :data:`storage.tables.RESULTS` column order → :data:`ROLLUP_COLUMNS`."""
+    at = [RESULTS.index(c) for c in ROLLUP_COLUMNS]
+    return [tuple(r[i] for i in at) for r in rows]
+
+
 def rollup(
-    rows: Sequence[tuple[object, ...]],
+    rows: Iterable[Sequence[object]],
 ) -> tuple[dict[Key, MinuteCounts], dict[tuple[datetime, str, str, str], int]]:
     """Counts per (minute, line, device) and defect counts per (minute, line, device, defect).
 
     Args:
-        rows: ``results`` rows in :data:`storage.tables.RESULTS` column order.
+        rows: the inserted ``results`` rows' :data:`ROLLUP_COLUMNS`.
     """
     per_minute: dict[Key, MinuteCounts] = {}
     per_defect: dict[tuple[datetime, str, str, str], int] = {}
-    i_ts, i_line, i_dev = _COL["ts"], _COL["line_id"], _COL["device_id"]
-    i_grade, i_score, i_def = _COL["final_grade"], _COL["final_score"], _COL["defects"]
-    for r in rows:
-        ts = r[i_ts]
+    for ts, line, device, grade, score, defects in rows:
         assert isinstance(ts, datetime)
-        key = (minute(ts), str(r[i_line]), str(r[i_dev]))
+        key = (minute(ts), str(line), str(device))
         c = per_minute.setdefault(key, MinuteCounts())
         c.n_total += 1
-        grade = r[i_grade]
-        if grade == "A":
-            c.n_a += 1
-        elif grade == "B":
-            c.n_b += 1
-        elif grade == "C":
-            c.n_c += 1
-        elif grade == "REJECT":
-            c.n_reject += 1
-        score = r[i_score]
+        g = _GRADE_OF.get(str(grade))
+        if g is not None:
+            c.grades[g] += 1
         if isinstance(score, int | float):
             c.score_sum += float(score)
             c.score_count += 1
-        defects = r[i_def]
         for d in defects if isinstance(defects, list) else []:
             dk = (*key, str(d))
             per_defect[dk] = per_defect.get(dk, 0) + 1
     return per_minute, per_defect
 
 
-MERGE_MINUTES = sql.SQL(
-    """ON CONFLICT (line_id, device_id, bucket) DO UPDATE SET
-    n_total = r.n_total + excluded.n_total, n_a = r.n_a + excluded.n_a,
-    n_b = r.n_b + excluded.n_b, n_c = r.n_c + excluded.n_c,
-    n_reject = r.n_reject + excluded.n_reject,
-    score_sum = r.score_sum + excluded.score_sum,
-    score_count = r.score_count + excluded.score_count"""
-)
-"""How counts for a minute already in ``results_1m AS r`` add up; shared with the set-based
-roll-up in :mod:`storage.writer`."""
-
-MERGE_DEFECTS = sql.SQL(
-    "ON CONFLICT (line_id, device_id, defect, bucket) DO UPDATE SET n = d.n + excluded.n"
-)
-"""The same for ``defects_1m AS d``."""
-
 UPSERT_MINUTES = sql.SQL(
     """
 INSERT INTO results_1m AS r
-    (bucket, line_id, device_id, n_total, n_a, n_b, n_c, n_reject, score_sum, score_count)
-SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
-                     %s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::bigint[])
+    (bucket, line_id, device_id, n_total, {grades}, score_sum, score_count)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::bigint[], {grade_arrays},
+                     %s::float8[], %s::bigint[])
 ORDER BY 2, 3, 1  -- one lock order for concurrent workers: no deadlocks
-{merge}
+ON CONFLICT (line_id, device_id, bucket) DO UPDATE SET
+    n_total = r.n_total + excluded.n_total, {merge_grades},
+    score_sum = r.score_sum + excluded.score_sum,
+    score_count = r.score_count + excluded.score_count
 """
-).format(merge=MERGE_MINUTES)
+).format(
+    grades=sql.SQL(", ").join(sql.Identifier(c) for c in GRADE_COLUMNS.values()),
+    grade_arrays=sql.SQL(", ").join(sql.SQL("%s::bigint[]") for _ in GRADE_COLUMNS),
+    merge_grades=sql.SQL(", ").join(
+        sql.SQL("{c} = r.{c} + excluded.{c}").format(c=sql.Identifier(c))
+        for c in GRADE_COLUMNS.values()
+    ),
+)
+"""Adds counts to ``results_1m``, a minute already there summed with the new counts."""
 
 UPSERT_DEFECTS = sql.SQL(
     """
 INSERT INTO defects_1m AS d (bucket, line_id, device_id, defect, n)
 SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::bigint[])
 ORDER BY 2, 3, 4, 1
-{merge}
+ON CONFLICT (line_id, device_id, defect, bucket) DO UPDATE SET n = d.n + excluded.n
 """
-).format(merge=MERGE_DEFECTS)
+)
+"""The same for ``defects_1m``."""
 
 
-def minute_params(per_minute: dict[Key, MinuteCounts]) -> tuple[list[object], ...]:
+def minute_params(per_minute: dict[Key, MinuteCounts]) -> tuple[list[Any], ...]:
     """Column arrays for :data:`UPSERT_MINUTES`."""
     keys = list(per_minute)
     cs = [per_minute[k] for k in keys]
@@ -125,10 +133,7 @@ def minute_params(per_minute: dict[Key, MinuteCounts]) -> tuple[list[object], ..
         [k[1] for k in keys],
         [k[2] for k in keys],
         [c.n_total for c in cs],
-        [c.n_a for c in cs],
-        [c.n_b for c in cs],
-        [c.n_c for c in cs],
-        [c.n_reject for c in cs],
+        *([c.grades[g] for c in cs] for g in GRADE_COLUMNS),
         [c.score_sum for c in cs],
         [c.score_count for c in cs],
     )
@@ -146,3 +151,19 @@ def defect_params(
         [k[3] for k in keys],
         [per_defect[k] for k in keys],
     )
+
+
+def add_rollups(cur: psycopg.Cursor[Any], rows: Iterable[Sequence[object]]) -> None:
+    """Add newly inserted ``results`` rows to ``results_1m`` and ``defects_1m``.
+
+    The one roll-up path of both write paths (:mod:`storage.writer`); run it in the transaction
+    that inserted the rows.
+
+    Args:
+        rows: the inserted rows' :data:`ROLLUP_COLUMNS`.
+    """
+    per_minute, per_defect = rollup(rows)
+    if per_minute:
+        cur.execute(UPSERT_MINUTES, minute_params(per_minute))
+    if per_defect:
+        cur.execute(UPSERT_DEFECTS, defect_params(per_defect))

@@ -1,32 +1,41 @@
-"""The columns ingest writes into each table, in COPY order, with their PostgreSQL types.
+"""The columns written into each table, in COPY order, with their PostgreSQL types.
 
-The DDL lives in ``storage/migrations/``; these lists name the subset ingest fills (defaults
-such as ``received_at`` are left to the server). ``tests/test_storage_schema.py`` checks every
-column here exists in the migrated schema with this type.
+The DDL lives in ``storage/migrations/``; these lists name the subset the writer fills
+(defaults such as ``received_at`` are left to the server). ``tests/test_storage_schema.py``
+checks every column here exists in the migrated schema with this type. Code that reads a row
+finds a column by name (:meth:`Table.index`, :meth:`Table.value`, :meth:`Table.key`), never by
+its position; :mod:`storage.rows` builds the rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from psycopg import sql
 
 _INT_BITS = {"int2": 16, "int4": 32, "int8": 64}
 
+KEY = ("device_id", "sample_id", "ts")
+"""The unique index of every keyed table (``storage/migrations``), in its column order."""
+
 
 @dataclass(frozen=True, slots=True)
 class Table:
-    """A table ingest writes.
+    """A table the writer fills.
 
     Attributes:
         name: the table's name.
         columns: ``(column, type)`` in COPY order; the type names what binary COPY sends.
-        keyed: True when a unique ``(device_id, sample_id, ts)`` index makes writes idempotent.
+        keyed: True when a unique :data:`KEY` index makes writes idempotent.
     """
 
     name: str
     columns: tuple[tuple[str, str], ...]
     keyed: bool = True
+
+    positions: dict[str, int] = field(init=False, repr=False, compare=False)
+    """Each column's position in a row."""
 
     int_ranges: tuple[tuple[int, str, int, int, bool], ...] = field(init=False)
     """``(index, column, low, high, is_array)`` of every integer column.
@@ -36,6 +45,9 @@ class Table:
     """
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "positions", {c: i for i, (c, _) in enumerate(self.columns)})
+        if self.keyed and not set(KEY) <= self.positions.keys():
+            raise ValueError(f"keyed table {self.name} lacks a key column of {KEY}")
         out = []
         for i, (name, typ) in enumerate(self.columns):
             base = typ.removesuffix("[]")
@@ -44,6 +56,22 @@ class Table:
                 lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
                 out.append((i, name, lo, hi, typ.endswith("[]")))
         object.__setattr__(self, "int_ranges", tuple(out))
+
+    def index(self, column: str) -> int:
+        """The position of ``column`` in this table's rows.
+
+        Raises:
+            KeyError: no such column.
+        """
+        return self.positions[column]
+
+    def value(self, row: Sequence[object], column: str) -> object:
+        """``column``'s value in ``row`` (a row in this table's COPY order)."""
+        return row[self.positions[column]]
+
+    def key(self, row: Sequence[object]) -> tuple[object, ...]:
+        """``row``'s unique key, in :data:`KEY` order."""
+        return tuple(row[self.positions[c]] for c in KEY)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -62,12 +90,18 @@ class Table:
         return sql.SQL(", ").join(sql.Identifier(c) for c in self.column_names)
 
 
-_KEY = (("ts", "timestamptz"), ("line_id", "text"), ("device_id", "text"), ("sample_id", "text"))
+_IDENTITY = (
+    ("ts", "timestamptz"),
+    ("line_id", "text"),
+    ("device_id", "text"),
+    ("sample_id", "text"),
+)
+"""The columns every keyed table starts with: the :data:`KEY` and the line."""
 
 TOF = Table(
     "tof_frames",
     (
-        *_KEY,
+        *_IDENTITY,
         ("seq", "int8"),
         ("v", "int2"),
         ("layout", "int2"),
@@ -94,7 +128,7 @@ TOF = Table(
 SPECTRAL = Table(
     "spectral_frames",
     (
-        *_KEY,
+        *_IDENTITY,
         ("seq", "int8"),
         ("v", "int2"),
         ("f1_415nm", "int4"),
@@ -122,7 +156,7 @@ SPECTRAL = Table(
 RESULTS = Table(
     "results",
     (
-        *_KEY,
+        *_IDENTITY,
         ("v", "int2"),
         ("profile", "text"),
         ("calibration_id", "text"),
@@ -162,7 +196,7 @@ RESULTS = Table(
 STATUS = Table(
     "device_status",
     (
-        *_KEY,
+        *_IDENTITY,
         ("v", "int2"),
         ("state", "text"),
         ("firmware", "text"),
@@ -176,7 +210,7 @@ STATUS = Table(
 CONFIG = Table(
     "device_config",
     (
-        *_KEY,
+        *_IDENTITY,
         ("v", "int2"),
         ("profile", "text"),
         ("calibration_id", "text"),

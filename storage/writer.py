@@ -7,39 +7,37 @@ nothing (DESIGN.md, "Database"):
   into the hypertable (one pass, no staging); for ``results`` the counts of exactly those rows
   are added to the per-minute roll-ups in the same transaction, so they stay exact;
 - a unique violation (another worker won a race) or a refused row makes the batch go again,
-  row by row under savepoints, through a staging table: binary COPY, then one statement
+  row by row under savepoints, through a staging table: binary COPY, then
   ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` whose really inserted rows feed the
-  roll-ups.
+  same roll-ups (:func:`storage.rollups.add_rollups`).
 
 A row the database refuses (a value out of range, a failed CHECK) must not fail its batch:
-the batch is retried row by row under savepoints, the refused rows become dead letters in the
-same transaction, and the rest commit. Losing the connection raises
-:class:`~sqal.errors.StorageError`; the caller keeps the batch and retries it whole.
+the batch is retried row by row under savepoints, each refused row becomes a dead letter
+(:class:`~storage.rows.DeadRow`, reason ``processing``, built from the topic and payload its
+:class:`~storage.rows.PendingRow` carries) in the same transaction, and the rest commit; the
+:class:`WriteReport` names the refused rows so the caller can tell (ingest publishes them).
+Losing the connection raises :class:`~sqal.errors.StorageError`; the caller keeps the batch and
+retries it whole.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from sqal.errors import StorageError
+from sqal.wire import DeadReason
 from storage.arrays import OutOfRangeError, prepack, register_array_dumpers
 from storage.connection import connect, storage_error
-from storage.rollups import (
-    MERGE_DEFECTS,
-    MERGE_MINUTES,
-    UPSERT_DEFECTS,
-    UPSERT_MINUTES,
-    defect_params,
-    minute_params,
-    rollup,
-)
+from storage.rollups import ROLLUP_COLUMNS, add_rollups, rollup_values
+from storage.rows import DeadRow, PendingRow
 from storage.tables import DEAD_LETTERS, RESULTS, TABLES, Table
 
 log = logging.getLogger(__name__)
@@ -63,6 +61,32 @@ def check_ranges(table: Table, values: tuple[object, ...]) -> None:
             raise OutOfRangeError(f"column {name}: {v!r} is outside {lo}..{hi}")
 
 
+def copy_rows(
+    cur: psycopg.Cursor[Any],
+    table: Table,
+    rows: Sequence[tuple[object, ...]],
+    into: sql.Composable | None = None,
+) -> None:
+    """Binary COPY of ``rows`` (in ``table``'s column order), integers range-checked first.
+
+    Args:
+        into: the relation to fill (a staging table shaped like ``table``); ``table`` itself
+            by default.
+
+    Raises:
+        OutOfRangeError: an integer does not fit its column.
+    """
+    for v in rows:
+        check_ranges(table, v)
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        table.ident if into is None else into, table.column_list
+    )
+    with cur.copy(stmt) as copy:
+        copy.set_types(table.copy_types)
+        for v in prepack(table, list(rows)):
+            copy.write_row(v)
+
+
 ROW_ERRORS: tuple[type[BaseException], ...] = (
     OutOfRangeError,
     psycopg.DataError,  # 22xxx: out of range, bad array, ...; also raised by client-side dumpers
@@ -72,48 +96,6 @@ ROW_ERRORS: tuple[type[BaseException], ...] = (
     struct.error,
 )
 """Errors a single row can cause; the batch is then isolated row by row."""
-
-
-@dataclass(frozen=True, slots=True)
-class PendingRow:
-    """A row for one of :data:`~storage.tables.TABLES`.
-
-    Attributes:
-        table: the table's name.
-        values: in the table's COPY column order.
-        tag: the caller's handle (ingest: the message's position in its batch), given back in
-            a :class:`Refusal`.
-    """
-
-    table: str
-    values: tuple[object, ...]
-    tag: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadRow:
-    """A ``dead_letters`` row."""
-
-    received_at: datetime
-    stage: str
-    topic: str
-    line_id: str | None
-    device_id: str | None
-    reason: str
-    detail: str
-    payload: bytes
-
-    def values(self) -> tuple[object, ...]:
-        return (
-            self.received_at,
-            self.stage,
-            self.topic,
-            self.line_id,
-            self.device_id,
-            self.reason,
-            self.detail,
-            self.payload,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +120,26 @@ class Refusal:
     sqlstate: str | None
     detail: str
 
+    @property
+    def dead_detail(self) -> str:
+        """The ``detail`` of the row's dead letter (reason ``processing``)."""
+        return f"database refused the row (sqlstate {self.sqlstate}): {self.detail}"
+
+    def dead_row(self, row: PendingRow, stage: str, now: datetime) -> DeadRow:
+        """The ``dead_letters`` row of the refused ``row``, line and device read from it."""
+        table = TABLES[row.table]
+        line, device = (table.value(row.values, c) for c in ("line_id", "device_id"))
+        return DeadRow(
+            now,
+            stage,
+            row.topic,
+            None if line is None else str(line),
+            None if device is None else str(device),
+            DeadReason.PROCESSING.value,
+            self.dead_detail,
+            row.payload,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class WriteReport:
@@ -146,7 +148,7 @@ class WriteReport:
     Attributes:
         inserted: rows really inserted, per table (duplicates excluded).
         offered: rows offered, per table.
-        refused: rows the database refused, now dead letters.
+        refused: rows the database refused, now dead letters (in ``rows`` order).
         dead_letters: dead-letter rows written (given plus refused).
     """
 
@@ -154,38 +156,6 @@ class WriteReport:
     offered: dict[str, int] = field(default_factory=dict)
     refused: tuple[Refusal, ...] = ()
     dead_letters: int = 0
-
-
-_ROLLUP_RESULTS = sql.SQL(
-    """
-WITH ins AS (
-    INSERT INTO results ({cols}) SELECT {cols} FROM {stage}
-    ON CONFLICT DO NOTHING
-    RETURNING ts, line_id, device_id, final_grade, final_score, defects
-), per_minute AS (
-    INSERT INTO results_1m AS r
-        (bucket, line_id, device_id, n_total, n_a, n_b, n_c, n_reject, score_sum, score_count)
-    SELECT time_bucket('1 minute', ts), line_id, device_id, count(*),
-           count(*) FILTER (WHERE final_grade = 'A'), count(*) FILTER (WHERE final_grade = 'B'),
-           count(*) FILTER (WHERE final_grade = 'C'),
-           count(*) FILTER (WHERE final_grade = 'REJECT'),
-           coalesce(sum(final_score), 0), count(final_score)
-    FROM ins GROUP BY 1, 2, 3
-    ORDER BY 2, 3, 1  -- one lock order for concurrent workers: no deadlocks
-    {merge_minutes}
-    RETURNING 1
-), per_defect AS (
-    INSERT INTO defects_1m AS d (bucket, line_id, device_id, defect, n)
-    SELECT time_bucket('1 minute', ts), line_id, device_id, defect, count(*)
-    FROM ins, unnest(defects) AS defect GROUP BY 1, 2, 3, 4
-    ORDER BY 2, 3, 4, 1
-    {merge_defects}
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM per_minute),
-       (SELECT count(*) FROM per_defect)
-"""
-)
 
 
 def _stage(table: Table) -> sql.Identifier:
@@ -198,11 +168,15 @@ class BatchWriter:
     Args:
         dsn: the database, as a role with ``sqal_ingest``'s grants.
         application_name: shown in ``pg_stat_activity``.
+        stage: the ``stage`` of the dead letters of refused rows.
     """
 
-    def __init__(self, dsn: str, application_name: str = "sqal-ingest") -> None:
+    def __init__(
+        self, dsn: str, application_name: str = "sqal-ingest", stage: str = "ingest"
+    ) -> None:
         self._dsn = dsn
         self._app = application_name
+        self._stage = stage
         self._conn: psycopg.Connection | None = None
 
     def close(self) -> None:
@@ -228,15 +202,14 @@ class BatchWriter:
         self,
         rows: Sequence[PendingRow],
         dead: Sequence[DeadRow],
-        refused_to_dead: Callable[[Refusal], DeadRow],
         stats: Sequence[BrokerStat] = (),
     ) -> WriteReport:
         """Write one batch in one transaction.
 
         Args:
-            rows: table rows; duplicates of stored rows are skipped.
+            rows: table rows; duplicates of stored rows are skipped, a row the database refuses
+                becomes a dead letter (:meth:`Refusal.dead_row`).
             dead: dead letters decided before the write (bad payloads).
-            refused_to_dead: builds the dead letter of a row the database refused.
             stats: broker counter readings (``broker_stats``, migration 0004).
 
         Raises:
@@ -256,7 +229,7 @@ class BatchWriter:
                 return WriteReport(inserted, offered, (), len(dead))
             except ROW_ERRORS as exc:
                 log.info("batch of %d rows refused (%s); isolating the bad rows", len(rows), exc)
-            return self._write_isolated(conn, rows, dead, refused_to_dead, offered, stats)
+            return self._write_isolated(conn, rows, dead, offered, stats)
         except psycopg.Error as exc:
             self.close()
             err = storage_error(exc, "cannot write batch")
@@ -275,12 +248,12 @@ class BatchWriter:
         conn: psycopg.Connection,
         rows: Sequence[PendingRow],
         dead: Sequence[DeadRow],
-        refused_to_dead: Callable[[Refusal], DeadRow],
         offered: dict[str, int],
         stats: Sequence[BrokerStat] = (),
     ) -> WriteReport:
         inserted: dict[str, int] = {}
         refused: list[Refusal] = []
+        more: list[DeadRow] = []
         with conn.transaction():
             for row in rows:
                 try:
@@ -289,11 +262,12 @@ class BatchWriter:
                 except ROW_ERRORS as exc:
                     state = getattr(exc, "sqlstate", None)
                     text = str(exc).strip().splitlines()
-                    refused.append(Refusal(row.tag, state, text[0] if text else type(exc).__name__))
+                    r = Refusal(row.tag, state, text[0] if text else type(exc).__name__)
+                    refused.append(r)
+                    more.append(r.dead_row(row, self._stage, datetime.now(UTC)))
                     continue
                 for k, n in counts.items():
                     inserted[k] = inserted.get(k, 0) + n
-            more = [refused_to_dead(r) for r in refused]
             self._copy_dead(conn, [*dead, *more])
             self._insert_stats(conn, stats)
         return WriteReport(inserted, offered, tuple(refused), len(dead) + len(more))
@@ -329,36 +303,23 @@ class BatchWriter:
                 " ON COMMIT DELETE ROWS"
             ).format(stage, table.ident)
         )
-        if isolating:
-            # Earlier savepoints of this transaction may have left rows in the staging table.
-            conn.execute(sql.SQL("TRUNCATE {}").format(stage))
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            stage, table.column_list
-        )
+        # Earlier savepoints of this transaction may have left rows in the staging table.
+        conn.execute(sql.SQL("TRUNCATE {}").format(stage))
         with conn.cursor() as cur:
-            for v in values:
-                check_ranges(table, v)
-            with cur.copy(copy_sql) as copy:
-                copy.set_types(table.copy_types)
-                for v in prepack(table, values):
-                    copy.write_row(v)
-            if table is RESULTS:
-                cur.execute(
-                    _ROLLUP_RESULTS.format(
-                        cols=table.column_list,
-                        stage=stage,
-                        merge_minutes=MERGE_MINUTES,
-                        merge_defects=MERGE_DEFECTS,
-                    )
-                )
-                row = cur.fetchone()
-                return int(row[0]) if row else 0
-            cur.execute(
-                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-                    table.ident, table.column_list, table.column_list, stage
-                )
+            copy_rows(cur, table, values, into=stage)
+            insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+                table.ident, table.column_list, table.column_list, stage
             )
-            return max(cur.rowcount, 0)
+            if table is not RESULTS:
+                cur.execute(insert)
+                return max(cur.rowcount, 0)
+            new = cur.execute(
+                sql.SQL("{} RETURNING {}").format(
+                    insert, sql.SQL(", ").join(map(sql.Identifier, ROLLUP_COLUMNS))
+                )
+            ).fetchall()
+            add_rollups(cur, new)
+            return len(new)
 
     def _copy_new(
         self, conn: psycopg.Connection, table: Table, values: list[tuple[object, ...]]
@@ -372,8 +333,7 @@ class BatchWriter:
         NOTHING``. For ``results`` the new rows' counts go to the roll-ups
         (:mod:`storage.rollups`) in the same transaction.
         """
-        # Key columns are (ts, line_id, device_id, sample_id) first in every keyed table.
-        keys = [(v[2], v[3], v[0]) for v in values]
+        keys = [table.key(v) for v in values]  # (device_id, sample_id, ts): storage.tables.KEY
         ts = [k[2] for k in keys]
         found = conn.execute(
             sql.SQL(
@@ -392,21 +352,10 @@ class BatchWriter:
                 fresh.append(v)
         if not fresh:
             return 0
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            table.ident, table.column_list
-        )
-        for v in fresh:
-            check_ranges(table, v)
         with conn.cursor() as cur:
-            with cur.copy(copy_sql) as copy:
-                copy.set_types(table.copy_types)
-                for v in prepack(table, fresh):
-                    copy.write_row(v)
+            copy_rows(cur, table, fresh)
             if table is RESULTS:
-                per_minute, per_defect = rollup(fresh)
-                cur.execute(UPSERT_MINUTES, minute_params(per_minute))
-                if per_defect:
-                    cur.execute(UPSERT_DEFECTS, defect_params(per_defect))
+                add_rollups(cur, rollup_values(fresh))
         return len(fresh)
 
     @staticmethod
@@ -415,13 +364,8 @@ class BatchWriter:
             with conn.cursor() as cur:
                 cur.executemany(_INSERT_STATS, [(b.ts, b.counter, b.value) for b in stats])
 
-    def _copy_dead(self, conn: psycopg.Connection, dead: Sequence[DeadRow]) -> None:
-        if not dead:
-            return
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            DEAD_LETTERS.ident, DEAD_LETTERS.column_list
-        )
-        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            copy.set_types(DEAD_LETTERS.copy_types)
-            for d in dead:
-                copy.write_row(d.values())
+    @staticmethod
+    def _copy_dead(conn: psycopg.Connection, dead: Sequence[DeadRow]) -> None:
+        if dead:
+            with conn.cursor() as cur:
+                copy_rows(cur, DEAD_LETTERS, [d.values() for d in dead])

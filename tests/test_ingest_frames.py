@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from ingest.rows import STATUS_SAMPLE_ID, to_row
 from sqal.wire import (
     AnalyzerInfo,
     DefectCode,
@@ -31,6 +30,7 @@ from sqal.wire import (
     device_topic,
     parse_topic,
 )
+from storage.rows import STATUS_SAMPLE_ID, to_row
 from storage.tables import RESULTS, SPECTRAL, STATUS, TOF
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

@@ -9,17 +9,16 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.rows import to_row
 from sqal.wire import Grade, Kind, device_topic, parse_topic
 from storage.migrate import migrate
-from storage.writer import BatchWriter, DeadRow, PendingRow, Refusal
+from storage.rows import DeadRow, pending_row
+from storage.writer import BatchWriter
 from tests.test_ingest_frames import T0, result
 
 _names = itertools.count()
@@ -80,10 +79,6 @@ def _refused(dsn: str, statement: str) -> bool:
     return False
 
 
-def _dead(r: Refusal) -> DeadRow:
-    return DeadRow(datetime.now(UTC), "ingest", "t", None, None, "processing", r.detail, b"")
-
-
 def test_the_ingest_role_writes_batches_but_cannot_change_or_drop_tables(
     logins: tuple[str, str, str],
 ) -> None:
@@ -91,14 +86,14 @@ def test_the_ingest_role_writes_batches_but_cannot_change_or_drop_tables(
     rows = []
     for seq, grade in enumerate([Grade.A, Grade.REJECT, Grade.B]):
         topic = parse_topic(device_topic("line-r", "d1", Kind.RESULT))
-        row = to_row(topic, result("d1", seq, grade, 0.5, ["underfill"]), T0)
+        row = pending_row(topic, result("d1", seq, grade, 0.5, ["underfill"]), T0, b"{}", seq)
         assert row is not None
-        rows.append(PendingRow(row[0], row[1], seq))
+        rows.append(row)
     dead = DeadRow(T0, "ingest", "sqal/v1/x", None, None, "bad_json", "test", b"{")
     writer = BatchWriter(ingest)  # COPY into temp staging, insert, roll-ups: ingest's real path
     try:
-        report = writer.write(rows, [dead], _dead)
-        again = writer.write(rows, [], _dead)
+        report = writer.write(rows, [dead])
+        again = writer.write(rows, [])
     finally:
         writer.close()
     assert report.inserted == {"results": 3}

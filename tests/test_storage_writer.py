@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
 import pytest
 
-from ingest.rows import to_row
 from sqal.errors import StorageError
 from sqal.wire import Frame, Grade, Kind, device_topic, parse_topic
-from storage.tables import RESULTS
-from storage.writer import BatchWriter, DeadRow, PendingRow, Refusal
+from storage.rows import PendingRow, pending_row
+from storage.tables import TABLES
+from storage.writer import BatchWriter
 from tests.test_ingest_frames import T0, migrated, result, tof_frame
 
 
@@ -21,14 +20,17 @@ def _rows(kind: Kind, frames: Sequence[Frame]) -> list[PendingRow]:
     out = []
     for i, f in enumerate(frames):
         topic = parse_topic(device_topic("line-w", f.device_id, kind))
-        row = to_row(topic, f, T0)
+        row = pending_row(topic, f, T0, f"payload {i}".encode(), i)
         assert row is not None
-        out.append(PendingRow(row[0], row[1], i))
+        out.append(row)
     return out
 
 
-def _dead(r: Refusal) -> DeadRow:
-    return DeadRow(datetime.now(UTC), "ingest", "t", None, None, "processing", r.detail, b"")
+def _replace(row: PendingRow, column: str, value: object) -> PendingRow:
+    """``row`` with one value changed (a value the database refuses)."""
+    values = list(row.values)
+    values[TABLES[row.table].index(column)] = value
+    return PendingRow(row.table, tuple(values), row.topic, row.payload, row.tag)
 
 
 def test_duplicates_in_and_across_batches_insert_once_and_count_once(fresh_db: str) -> None:
@@ -38,8 +40,8 @@ def test_duplicates_in_and_across_batches_insert_once_and_count_once(fresh_db: s
     w = BatchWriter(dsn)
     try:
         rows = _rows(Kind.RESULT, results)
-        first = w.write(rows + rows[:3], [], _dead)  # redelivered inside the batch too
-        second = w.write(rows, [], _dead)
+        first = w.write(rows + rows[:3], [])  # redelivered inside the batch too
+        second = w.write(rows, [])
     finally:
         w.close()
     assert first.inserted == {"results": 8}
@@ -64,12 +66,10 @@ def test_a_refused_row_becomes_a_dead_letter_and_its_batch_commits(fresh_db: str
     rng = np.random.default_rng(4)
     frames = [tof_frame("d2", s, rng) for s in range(20)]
     rows = _rows(Kind.TOF, frames)
-    bad = list(rows[7].values)
-    bad[7] = [40_000] * 64  # distance_mm beyond smallint
-    rows[7] = PendingRow(rows[7].table, tuple(bad), 7)
+    rows[7] = _replace(rows[7], "distance_mm", [40_000] * 64)  # beyond smallint
     w = BatchWriter(dsn)
     try:
-        report = w.write(rows, [], _dead)
+        report = w.write(rows, [])
     finally:
         w.close()
     assert report.inserted == {"tof_frames": 19}
@@ -80,10 +80,18 @@ def test_a_refused_row_becomes_a_dead_letter_and_its_batch_commits(fresh_db: str
     with psycopg.connect(dsn) as conn:
         stored = conn.execute("SELECT count(*), min(distance_mm[1]) FROM tof_frames").fetchone()
         dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+        letter = conn.execute(
+            "SELECT stage, topic, line_id, device_id, reason, detail, payload FROM dead_letters"
+        ).fetchone()
     assert stored is not None
     assert stored[0] == 19
     assert stored[1] > 0
     assert dead == (1,)
+    assert letter is not None
+    assert letter[:5] == ("ingest", rows[7].topic, "line-w", "d2", "processing")
+    assert letter[5] == f"database refused the row (sqlstate 22003): {report.refused[0].detail}"
+    assert letter[5] == report.refused[0].dead_detail
+    assert bytes(letter[6]) == b"payload 7"
 
 
 def test_an_unreachable_database_raises_storage_error() -> None:
@@ -91,7 +99,7 @@ def test_an_unreachable_database_raises_storage_error() -> None:
 
     w = BatchWriter(f"postgresql://sqal@127.0.0.1:{free_port()}/sqal")
     with pytest.raises(StorageError, match="cannot connect to the database") as info:
-        w.write([], [], _dead)
+        w.write([], [])
     assert info.value.sqlstate is None
 
 
@@ -100,7 +108,7 @@ def test_a_database_without_the_schema_raises_storage_error_with_sqlstate(fresh_
     w = BatchWriter(fresh_db)
     try:
         with pytest.raises(StorageError) as info:
-            w.write(rows, [], _dead)
+            w.write(rows, [])
     finally:
         w.close()
     assert info.value.sqlstate == "42P01"  # undefined_table: run sqal db migrate
@@ -111,7 +119,7 @@ def test_matrices_are_stored_flat_row_major_with_exact_values(fresh_db: str) -> 
     f = tof_frame("d4", 1, np.random.default_rng(8))
     w = BatchWriter(dsn)
     try:
-        w.write(_rows(Kind.TOF, [f]), [], _dead)
+        w.write(_rows(Kind.TOF, [f]), [])
     finally:
         w.close()
     with psycopg.connect(dsn) as conn:
@@ -132,11 +140,9 @@ def test_isolated_batch_of_results_keeps_the_rollups_exact(fresh_db: str) -> Non
     rows = _rows(Kind.RESULT, [result("d5", s, Grade.REJECT, 0.5, ["oxidation"]) for s in range(6)])
     w = BatchWriter(dsn)
     try:
-        w.write(rows[:2], [], _dead)  # two already stored: redelivered below
-        bad = list(rows[4].values)
-        bad[RESULTS.column_names.index("tof_valid_zones")] = 40_000  # beyond smallint
-        rows[4] = PendingRow(rows[4].table, tuple(bad), 4)
-        report = w.write(rows, [], _dead)
+        w.write(rows[:2], [])  # two already stored: redelivered below
+        rows[4] = _replace(rows[4], "tof_valid_zones", 40_000)  # beyond smallint
+        report = w.write(rows, [])
     finally:
         w.close()
     assert report.inserted == {"results": 3}

@@ -1,9 +1,9 @@
 """The shift report: what one line produced between two instants, as a printable PDF (and HTML).
 
-:func:`load_shift` reads the facts with a handful of queries (results, frames, status, dead
-letters); :func:`render_pdf` and :func:`render_html` draw them on bare matplotlib ``Figure``
-objects (no pyplot: no global figure state, no display). Counts come from ``results`` itself,
-not the roll-ups, so the report is exact to the second at the shift's edges.
+:func:`load_shift` reads the facts through :func:`storage.queries.shift_facts` (results,
+frames, status, dead letters); :func:`render_pdf` and :func:`render_html` draw them on bare
+matplotlib ``Figure`` objects (no pyplot: no global figure state, no display). Counts come from
+``results`` itself, not the roll-ups, so the report is exact to the second at the shift's edges.
 """
 
 from __future__ import annotations
@@ -25,27 +25,16 @@ from matplotlib.figure import Figure
 from sqal.errors import ConfigError
 from sqal.profiles import profile_names
 from sqal.settings import parse_aware_time
-from storage.connection import storage_error
+from sqal.wire import Grade
+from storage.queries import ShiftDevice, shift_facts
 from views.boards import ProfileTarget
 
 # TrueType fonts keep the PDF's text extractable (pdftotext, copy-paste); Type 3 would not.
 mpl.rcParams.update({"pdf.fonttype": 42, "font.size": 9})
 
-GRADES = ("A", "B", "C", "REJECT")
+GRADES = tuple(g.value for g in Grade)
 GRADE_COLORS = {"A": "#2e7d32", "B": "#1565c0", "C": "#ef6c00", "REJECT": "#c62828"}
 A4_LANDSCAPE_IN = (11.69, 8.27)
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRow:
-    """One device's shift: trays per grade, mean score, ToF seq gaps, latest presence."""
-
-    device_id: str
-    trays: int
-    grades: tuple[int, int, int, int]
-    mean_score: float | None
-    missing_frames: int
-    state: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +57,7 @@ class ShiftData:
     defects: list[tuple[str, int]]
     volumes_cm3: dict[str, list[float]]
     targets: dict[str, ProfileTarget]
-    devices: list[DeviceRow]
+    devices: list[ShiftDevice]
     dead_letters: list[tuple[str, str, int]]
 
     @property
@@ -109,100 +98,23 @@ def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: date
     if since >= until:
         raise ConfigError(f"--since {since.isoformat()} must be before --until {until.isoformat()}")
     bucket = bucket_for(until - since)
-    win = {"line": line, "since": since, "until": until}
-    try:
-        return _load(conn, line, since, until, bucket, win)
-    except psycopg.Error as exc:
-        raise storage_error(exc, "shift report query") from None
-
-
-def _load(
-    conn: psycopg.Connection,
-    line: str,
-    since: datetime,
-    until: datetime,
-    bucket: timedelta,
-    win: dict[str, object],
-) -> ShiftData:
-    grades = dict.fromkeys(GRADES, 0)
-    for grade, n in conn.execute(
-        "SELECT final_grade, count(*) FROM results"
-        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s GROUP BY 1",
-        win,
-    ):
-        grades[grade] = n
-    row = conn.execute(
-        "SELECT avg(final_score) FROM results"
-        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s",
-        win,
-    ).fetchone()
-    mean_score = None if row is None or row[0] is None else float(row[0])
-    series = conn.execute(
-        "SELECT time_bucket(%(bucket)s, ts, %(since)s), count(*),"
-        " count(*) FILTER (WHERE final_grade = 'REJECT') FROM results"
-        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s GROUP BY 1 ORDER BY 1",
-        {**win, "bucket": bucket},
-    ).fetchall()
-    defects = conn.execute(
-        "SELECT d, count(*) FROM results, unnest(defects) AS d"
-        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s"
-        " GROUP BY 1 ORDER BY 2 DESC, 1",
-        win,
-    ).fetchall()
-    volumes: dict[str, list[float]] = {}
-    for profile, v in conn.execute(
-        "SELECT profile, tof_volume_mm3 / 1000.0 FROM results"
-        " WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s"
-        " AND tof_volume_mm3 IS NOT NULL ORDER BY profile, ts",
-        win,
-    ):
-        volumes.setdefault(profile, []).append(float(v))
+    f = shift_facts(conn, line, since, until, bucket)
     known = set(profile_names())
-    targets = {p: ProfileTarget.load(p) for p in volumes if p in known}
-    devices = [
-        DeviceRow(d, n, (a, b, c, r), s, int(gaps or 0), state or "unknown")
-        for d, n, a, b, c, r, s, gaps, state in conn.execute(_DEVICES, win)
-    ]
-    dead = conn.execute(
-        "SELECT stage, reason, count(*) FROM dead_letters WHERE (line_id = %(line)s"
-        " OR line_id IS NULL) AND received_at >= %(since)s AND received_at < %(until)s"
-        " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
-        win,
-    ).fetchall()
+    targets = {p: ProfileTarget.load(p) for p in f.volumes_cm3 if p in known}
     return ShiftData(
         line,
         since,
         until,
         bucket,
-        grades,
-        mean_score,
-        series,
-        defects,
-        volumes,
+        f.grades,
+        f.mean_score,
+        f.reject_series,
+        f.defects,
+        f.volumes_cm3,
         targets,
-        devices,
-        dead,
+        f.devices,
+        f.dead_letters,
     )
-
-
-# Per device: grades, mean score, ToF seq gaps within each boot, presence at the shift's end.
-_DEVICES = (
-    "WITH r AS (SELECT device_id, count(*) AS n,"
-    " count(*) FILTER (WHERE final_grade = 'A') AS a,"
-    " count(*) FILTER (WHERE final_grade = 'B') AS b,"
-    " count(*) FILTER (WHERE final_grade = 'C') AS c,"
-    " count(*) FILTER (WHERE final_grade = 'REJECT') AS rej, avg(final_score) AS s"
-    " FROM results WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s"
-    " GROUP BY 1),"
-    " g AS (SELECT device_id, sum(max_seq - min_seq + 1 - seqs) AS gaps FROM ("
-    "   SELECT device_id, max(seq) AS max_seq, min(seq) AS min_seq, count(DISTINCT seq) AS seqs"
-    "   FROM tof_frames WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s"
-    "   GROUP BY device_id, substring(sample_id FROM '-([0-9a-f]{6})-[0-9]+$')) x GROUP BY 1),"
-    " st AS (SELECT DISTINCT ON (device_id) device_id, state FROM device_status"
-    "   WHERE line_id = %(line)s AND ts < %(until)s ORDER BY device_id, ts DESC)"
-    " SELECT r.device_id, r.n, r.a, r.b, r.c, r.rej, r.s, g.gaps, st.state"
-    " FROM r LEFT JOIN g USING (device_id) LEFT JOIN st USING (device_id) ORDER BY 1"
-)
 
 
 def _pct(x: float | None) -> str:

@@ -1,5 +1,8 @@
 """Payload models → table rows, in the COPY column order of :mod:`storage.tables` (pure).
 
+A :class:`PendingRow` is what :class:`storage.writer.BatchWriter` takes: the row and the
+message it came from, so a row the database refuses becomes its own :class:`DeadRow`.
+
 Matrices stay the nested ``layout × layout`` lists of the wire; the writer's numpy dumpers
 (:mod:`storage.arrays`) flatten them row-major (zone i = r·N + c, domain.md §1) into one-
 dimensional ``smallint[]`` / ``real[]``, and the ``layout`` column says how to fold them back.
@@ -8,6 +11,7 @@ Fields beyond the v1 contract (the models keep them, DESIGN.md "MQTT contract") 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,11 +26,58 @@ from sqal.wire import (
     SpectralFrame,
     TofFrame,
 )
-from storage.tables import CONFIG, RESULTS, SPECTRAL, STATUS, TOF
+from storage.tables import CONFIG, DEAD_LETTERS, RESULTS, SPECTRAL, STATUS, TOF
 
 STATUS_SAMPLE_ID = "status"
 CONFIG_SAMPLE_ID = "config"
 """``sample_id`` of ``device_status`` rows: a status message belongs to no sample."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A row for one of :data:`~storage.tables.TABLES`, with the message it came from.
+
+    Attributes:
+        table: the table's name.
+        values: in the table's COPY column order.
+        topic: the MQTT topic the message arrived on.
+        payload: the message as received; the dead letter of a refused row keeps it.
+        tag: the caller's handle (ingest: the message's position in its batch), given back in
+            a :class:`~storage.writer.Refusal`.
+    """
+
+    table: str
+    values: tuple[object, ...]
+    topic: str
+    payload: bytes
+    tag: int
+
+
+def _clean(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; a dead letter must never be refused itself.
+    return text.replace("\x00", "\\0")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRow:
+    """A ``dead_letters`` row; NUL in ``stage``, ``topic`` and ``detail`` is written ``\\0``."""
+
+    received_at: datetime
+    stage: str
+    topic: str
+    line_id: str | None
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("stage", "topic", "detail"):
+            object.__setattr__(self, name, _clean(getattr(self, name)))
+
+    def values(self) -> tuple[object, ...]:
+        """The row in :data:`~storage.tables.DEAD_LETTERS` column order."""
+        return tuple(getattr(self, c) for c in DEAD_LETTERS.column_names)
 
 
 def _extra(extra: dict[str, Any] | None, more: dict[str, Any] | None = None) -> Jsonb | None:
@@ -34,17 +85,24 @@ def _extra(extra: dict[str, Any] | None, more: dict[str, Any] | None = None) -> 
     return Jsonb(doc) if doc else None
 
 
+def _fields(section: object | None, *names: str) -> tuple[object, ...]:
+    """A section's fields in order; NULLs when the section is missing."""
+    if section is None:
+        return (None,) * len(names)
+    return tuple(getattr(section, n) for n in names)
+
+
+def _frame_head(topic: DeviceTopic, f: TofFrame | SpectralFrame) -> tuple[object, ...]:
+    """The columns a frame row starts with: ``ts, line_id, device_id, sample_id, seq, v``."""
+    return (f.ts, topic.line, f.device_id, f.sample_id, f.seq, f.v)
+
+
 def tof_row(topic: DeviceTopic, f: TofFrame) -> tuple[object, ...]:
     """A ``tof_frames`` row."""
     h = f.histogram
     hist_extra = {"histogram": h.model_extra} if h is not None and h.model_extra else None
     return (
-        f.ts,
-        topic.line,
-        f.device_id,
-        f.sample_id,
-        f.seq,
-        f.v,
+        *_frame_head(topic, f),
         f.layout,
         f.distance_mm,
         f.target_status,
@@ -69,12 +127,7 @@ def tof_row(topic: DeviceTopic, f: TofFrame) -> tuple[object, ...]:
 def spectral_row(topic: DeviceTopic, f: SpectralFrame) -> tuple[object, ...]:
     """A ``spectral_frames`` row; channels as columns in wire order (domain.md §3)."""
     return (
-        f.ts,
-        topic.line,
-        f.device_id,
-        f.sample_id,
-        f.seq,
-        f.v,
+        *_frame_head(topic, f),
         *f.channels.as_tuple(),
         f.gain,
         f.atime,
@@ -104,26 +157,24 @@ def result_row(topic: DeviceTopic, r: Result) -> tuple[object, ...]:
         r.fusion.confidence,
         [d.value for d in r.fusion.defects],
         t is not None,
-        t.volume_mm3 if t else None,
-        t.mass_g if t else None,
-        t.avg_height_mm if t else None,
-        t.max_height_mm if t else None,
-        t.height_variation_mm if t else None,
-        t.surface_uniformity if t else None,
-        t.tilt_deg if t else None,
-        t.fill_ratio if t else None,
-        t.valid_zones if t else None,
-        t.quality_score if t else None,
+        *_fields(
+            t,
+            "volume_mm3",
+            "mass_g",
+            "avg_height_mm",
+            "max_height_mm",
+            "height_variation_mm",
+            "surface_uniformity",
+            "tilt_deg",
+            "fill_ratio",
+            "valid_zones",
+            "quality_score",
+        ),
         t.grade.value if t else None,
         [d.value for d in t.defects] if t else None,
         s is not None,
-        s.freshness_index if s else None,
-        s.fat_quality_index if s else None,
-        s.oxidation_index if s else None,
-        s.color_uniformity if s else None,
-        lab.L if lab else None,
-        lab.a if lab else None,
-        lab.b if lab else None,
+        *_fields(s, "freshness_index", "fat_quality_index", "oxidation_index", "color_uniformity"),
+        *_fields(lab, "L", "a", "b"),
         s.quality_score if s else None,
         s.grade.value if s else None,
         [d.value for d in s.defects] if s else None,
@@ -170,7 +221,7 @@ def config_row(topic: DeviceTopic, cfg: DeviceConfig, received_at: datetime) -> 
 def to_row(
     topic: DeviceTopic, frame: Frame, received_at: datetime
 ) -> tuple[str, tuple[object, ...]] | None:
-    """``(table, values)`` for a decoded payload; ``None`` for kinds ingest does not store."""
+    """``(table, values)`` for a decoded payload; ``None`` for kinds that are not stored."""
     if isinstance(frame, TofFrame):
         return TOF.name, tof_row(topic, frame)
     if isinstance(frame, SpectralFrame):
@@ -182,3 +233,21 @@ def to_row(
     if isinstance(frame, DeviceConfig):
         return CONFIG.name, config_row(topic, frame, received_at)
     return None
+
+
+def pending_row(
+    topic: DeviceTopic, frame: Frame, received_at: datetime, payload: bytes, tag: int
+) -> PendingRow | None:
+    """The :class:`PendingRow` of a decoded message; ``None`` for kinds that are not stored.
+
+    Args:
+        topic: the topic it arrived on, parsed.
+        frame: its payload, decoded.
+        received_at: its arrival (stamps a status or config without ``ts``).
+        payload: the raw message.
+        tag: the caller's handle, given back in a :class:`~storage.writer.Refusal`.
+    """
+    row = to_row(topic, frame, received_at)
+    if row is None:
+        return None
+    return PendingRow(row[0], row[1], str(topic), payload, tag)
