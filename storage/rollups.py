@@ -2,7 +2,7 @@
 
 The writer's fast path knows exactly which ``results`` rows are new (it probed their keys and
 the COPY of them committed, or nothing did), so it can add their counts to ``results_1m`` and
-``defects_1m`` itself, in the same transaction: exact under redelivery (DESIGN.md,
+``defects_1m`` itself, in the same transaction: exact under redelivery (docs/architecture.md,
 "Database"). The minute bucket equals TimescaleDB's ``time_bucket('1 minute', ts)``: the UTC
 minute.
 """
