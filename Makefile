@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SQAL   := $(VENV)/bin/sqal
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint format bench soak clean
+.PHONY: setup test demo lint format docs bench soak clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,11 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# docs/cli.md: every command's --help, generated (tests/test_docs.py fails while it is stale).
+docs: setup
+	$(PY) -m app.cli_docs > docs/cli.md.tmp
+	mv docs/cli.md.tmp docs/cli.md
 
 # The long chaos form: 4,000 samples per scenario, PostgreSQL down 60 s, the broker frozen 10 s,
 # 10,000 hostile payloads (make test runs the same suite short).

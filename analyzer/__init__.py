@@ -1,6 +1,6 @@
 """The SQAL analyzer: per-sensor scoring, fusion, the ToF/spectral join, and its MQTT service.
 
-The scoring core (:func:`score_batch`) is pure and vectorised (domain.md §2, §4, §5); the join
+The scoring core (:func:`score_batch`) is pure and vectorised (docs/domain.md §2, §4, §5); the join
 (:class:`Joiner`) is pure and takes ``now``; :mod:`analyzer.service` is the thin MQTT shell.
 """
 

@@ -22,10 +22,10 @@ G_EFF: dict[float, float] = dict(
         strict=True,
     )
 )
-"""Effective AS7341 gain per nominal gain (domain.md §3, /tmp/interfaces.md)."""
+"""Effective AS7341 gain per nominal gain (docs/domain.md §3)."""
 
 NO_TARGET = 255
-"""ULD target_status when no target was detected (domain.md §1)."""
+"""ULD target_status when no target was detected (docs/domain.md §1)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +136,7 @@ def stack_spectral(frames: Sequence[SpectralFrame | None]) -> SpectralArrays:
 
 
 def effective_gain(gain: NDArray[np.float64]) -> NDArray[np.float64]:
-    """g_eff for an array of nominal gains (domain.md §3)."""
+    """g_eff for an array of nominal gains (docs/domain.md §3)."""
     idx = np.minimum(np.searchsorted(_NOMINAL_GAINS, gain), len(_NOMINAL_GAINS) - 1)
     return np.asarray(_EFFECTIVE_GAINS[idx])
 

@@ -1,4 +1,4 @@
-"""Calibration references from captured frames (domain.md §2, §3): pure, no I/O.
+"""Calibration references from captured frames (docs/domain.md §2, §3): pure, no I/O.
 
 ``sqal calibrate`` captures frames of a fixture and hands them here:
 
@@ -31,13 +31,14 @@ F64 = NDArray[np.float64]
 Step = Literal["empty", "dark", "white"]
 
 MIN_FRAMES: Final = 20
-"""Fewest frames a reference is computed from (domain.md §2: "ROI median of 20 frames")."""
+"""Fewest frames a reference is computed from (docs/domain.md §2: "ROI median of 20 frames")."""
 OUTLIER_MAD: Final = 3.0
 MIN_VALID_SHARE: Final = 0.9
 """An empty-tray capture whose ROI zones are valid less often than this is refused."""
 MAX_ZONE_DRIFT: Final = 2.5
 """Refuse when a zone's spread over the frames exceeds this many times its reported σ: the
-tray or the mount moved during the capture (reported σ is a 1σ noise estimate, domain.md §1)."""
+tray or the mount moved during the capture (reported σ is a 1σ noise estimate,
+docs/domain.md §1)."""
 MAX_CHANNEL_CV: Final = 0.05
 """Refuse a white capture whose counts vary more than 5 % between frames (LED warming, tile
 moving)."""
@@ -45,7 +46,7 @@ DARK_MAX_FS: Final = 0.10
 """A dark capture reading above 10 % of full scale in any channel is not dark: trap missing."""
 WHITE_MIN_FS: Final = 0.20
 """A white capture below 20 % of full scale in an F channel is too dim to be a reference
-(domain.md §3 sets gain so the white reads 60-80 % FS)."""
+(docs/domain.md §3 sets gain so the white reads 60-80 % FS)."""
 N_CAL_CHANNELS: Final = 10
 """F1-F8, Clear, NIR: Flicker is not a reflectance channel."""
 
@@ -128,7 +129,8 @@ def empty_reference(arrays: TofArrays, profile: Profile) -> EmptyReference:
 
 
 def basic_counts(arrays: SpectralArrays) -> F64:
-    """(n, 10) basic counts raw/(g_eff·t_int_ms) of channels F1-F8, Clear, NIR (domain.md §3)."""
+    """(n, 10) basic counts raw/(g_eff·t_int_ms) of channels F1-F8, Clear, NIR
+    (docs/domain.md §3)."""
     t_int_ms = (arrays.atime + 1) * (arrays.astep + 1) * 2.78e-3
     scale = effective_gain(arrays.gain) * t_int_ms
     return np.asarray(arrays.raw[:, :N_CAL_CHANNELS] / scale[:, None])
@@ -203,12 +205,12 @@ def spectral_reference(
 
 
 RIDGE_LAMBDA: Final = 1e-3
-"""Ridge weight of the colour-matrix fit (domain.md §3: λ ≈ 1e−3)."""
+"""Ridge weight of the colour-matrix fit (docs/domain.md §3: λ ≈ 1e−3)."""
 CHART_FOLDS: Final = 5
 MIN_PATCHES: Final = 24
-"""Colour chart + beige/pink/brown/yellow tiles (domain.md §3: ≥ 24 diffuse patches)."""
+"""Colour chart + beige/pink/brown/yellow tiles (docs/domain.md §3: ≥ 24 diffuse patches)."""
 MAX_HELD_OUT_DE: Final = 3.0
-"""Accept a fit whose held-out mean ΔE*ab is at most this (domain.md §3)."""
+"""Accept a fit whose held-out mean ΔE*ab is at most this (docs/domain.md §3)."""
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,7 @@ def chart_reflectance(bc: F64, dark_bc: F64, white_bc: F64, rho_white: F64) -> F
 
 def _ridge(r: F64, xyz: F64, lam: float) -> F64:
     x = np.hstack([r, np.ones((r.shape[0], 1))])
-    # Ridge least squares as an augmented system (domain.md §3): [X; √λ·I] Mᵀ ≈ [T; 0].
+    # Ridge least squares as an augmented system (docs/domain.md §3): [X; √λ·I] Mᵀ ≈ [T; 0].
     a = np.vstack([x, np.sqrt(lam) * np.eye(x.shape[1])])
     t = np.vstack([xyz, np.zeros((x.shape[1], 3))])
     mt, *_ = np.linalg.lstsq(a, t, rcond=None)

@@ -1,4 +1,4 @@
-"""``sqal eval``: analyzer results against simulator truth (domain.md §7 "Truth and eval").
+"""``sqal eval``: analyzer results against simulator truth (docs/domain.md §7 "Truth and eval").
 
 :func:`evaluate` is pure: result documents and truth records in, an :class:`EvalReport` out.
 Reading files is the only I/O here (:func:`read_jsonl`).

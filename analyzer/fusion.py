@@ -1,4 +1,4 @@
-"""Fusion of the two sensors and the whole-sample scoring entry point (domain.md §5).
+"""Fusion of the two sensors and the whole-sample scoring entry point (docs/domain.md §5).
 
 ``score_batch`` is the scoring core's one front door: n samples of one device configuration,
 ToF and spectral halves as arrays (either may be absent per sample), in; a frozen
@@ -57,7 +57,7 @@ class SampleScores:
 
 
 def fuse(tof: TofScores, spectral: SpectralScores, p: ScoringParams) -> FusionScores:
-    """Confidence-weighted fusion (domain.md §5).
+    """Confidence-weighted fusion (docs/domain.md §5).
 
     ``final_score = Σ W_s c_s Q_s / Σ W_s c_s`` over sensors with a score, ``confidence =
     Σ W_s c_s / Σ W_s``. A sensor that is missing, or present without any usable index, has

@@ -1,4 +1,4 @@
-"""Sub-scores, grades and defect severities (domain.md §5), vectorised over a batch.
+"""Sub-scores, grades and defect severities (docs/domain.md §5), vectorised over a batch.
 
 Conventions of the core: a null value is NaN inside arrays (converted to ``None`` at the wire);
 a grade is an int8 index into :data:`GRADES` (0 = A … 3 = REJECT); defects are an (n, D) int8
@@ -39,7 +39,7 @@ def zero_nan(x: F64) -> F64:
 
 
 def lin(x: F64, x0: float, x1: float) -> F64:
-    """``clip((x − x0)/(x1 − x0), 0, 1)`` (domain.md conventions); NaN stays NaN.
+    """``clip((x − x0)/(x1 − x0), 0, 1)`` (docs/domain.md conventions); NaN stays NaN.
 
     Equal anchors make the ramp a step at x0 (1 at or past it in the direction of x1 = x0, which
     we take as "≥"); profiles use equal anchors only where the index's weight is 0.
@@ -50,7 +50,7 @@ def lin(x: F64, x0: float, x1: float) -> F64:
 
 
 def smoothstep(u: F64) -> F64:
-    """S(u) = 3u² − 2u³ on clip(u, 0, 1) (domain.md §5)."""
+    """S(u) = 3u² − 2u³ on clip(u, 0, 1) (docs/domain.md §5)."""
     c = clamp(u, 0.0, 1.0)
     return np.asarray(c * c * (3.0 - 2.0 * c))
 

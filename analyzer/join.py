@@ -4,7 +4,7 @@ Pure and clock-free (STYLE.md): every call takes ``now`` (seconds, monotonic). T
 feeds it decoded frames with an opaque handle (what it must acknowledge once the sample's
 result is out) and acts on what comes back.
 
-Rules (issue 4, domain.md §7 "Timing"):
+Rules (issue 4, docs/domain.md §7 "Timing"):
 
 - The first half of a sample waits at most ``join_timeout_s`` for the other; then the sample
   is released with the missing half ``None`` (its result says ``missing_*``).

@@ -2,7 +2,7 @@
 
 Everything the scoring core needs comes from here: the product profile (sqal.profiles) with the
 device's calibration (sqal.wire.Calibration) laid over the profile's placeholders, as
-/tmp/interfaces.md "Config / calibration" decides. Build once per (device, config); the core
+docs/calibration.md decides. Build once per (device, config); the core
 never looks anything up.
 """
 
@@ -18,23 +18,23 @@ from sqal.profiles import Profile, tne_g
 from sqal.wire import Calibration
 
 FOV_DEG = 45.0
-"""VL53L8CH square field of view (domain.md §1); zone pitch k = 2·tan(FOV/2)/N."""
+"""VL53L8CH square field of view (docs/domain.md §1); zone pitch k = 2·tan(FOV/2)/N."""
 
 SPOT_HALF_ANGLE_DEG = 10.0
-"""Half angle of the spectral sensor's aperture tube (domain.md §3): the ToF zones whose centres
-fall inside this cone give the surface distance z_s of the spectral spot."""
+"""Half angle of the spectral sensor's aperture tube (docs/domain.md §3): the ToF zones whose
+centres fall inside this cone give the surface distance z_s of the spectral spot."""
 
 SIGMA_FLOOR_MM = 0.5
-"""Floor on a zone's reported σ before weighting by 1/σ² (domain.md §2 fits). The ULD reports σ
+"""Floor on a zone's reported σ before weighting by 1/σ² (docs/domain.md §2 fits). The ULD reports σ
 in 1/128 mm steps; a zone claiming 0.01 mm would otherwise carry the whole fit."""
 
 MIN_NEIGHBOURS_FILL = 3
 """An invalid ROI zone takes the median height of at least this many valid 8-neighbours
-(domain.md §2, volume_method ``integrate``), else 0."""
+(docs/domain.md §2, volume_method ``integrate``), else 0."""
 
 
 def zone_pitch_per_mm(layout: int) -> float:
-    """k of domain.md §1: zone pitch at distance z is k·z (0.10355 at 8x8, 0.20711 at 4x4)."""
+    """k of docs/domain.md §1: zone pitch at distance z is k·z (0.10355 at 8x8, 0.20711 at 4x4)."""
     return 2.0 * math.tan(math.radians(FOV_DEG / 2.0)) / layout
 
 
@@ -55,7 +55,7 @@ def _overlap_1d(
 
 
 def roi_mask(profile: Profile, d0_mm: float) -> NDArray[np.bool_]:
-    """The ROI of domain.md §2, (N, N) bool.
+    """The ROI of docs/domain.md §2, (N, N) bool.
 
     A zone belongs when its footprint on the base plane (a square of side k·d0 around
     (u·k·d0, v·k·d0)) lies at least ``min_inside`` inside the tray's inner rectangle (length
@@ -119,9 +119,9 @@ class ScoringParams:
         d0_mm: sensor-to-empty-tray-base distance (calibrated, else the mount distance); the
             base plane of the volume and fit geometry.
         d0_zone_mm: (N²,) per-zone empty-tray distance, row-major: the calibration's
-            ``d0_map_mm`` when present (it carries each zone's fixed range offset, domain.md §1),
-            else ``d0_mm`` everywhere. Heights are h_i = d0_zone_i − distance_i.
-        k: zone pitch per mm of distance (domain.md §1).
+            ``d0_map_mm`` when present (it carries each zone's fixed range offset,
+            docs/domain.md §1), else ``d0_mm`` everywhere. Heights are h_i = d0_zone_i − distance_i.
+        k: zone pitch per mm of distance (docs/domain.md §1).
         roi: (N, N) bool ROI; spot: (N, N) bool zones of the spectral spot.
         u, v: (N, N) zone offsets (columns, rows).
         dark_bc, white_bc, rho_white: (10,) channel references F1..F8, Clear, NIR, or None.

@@ -1,4 +1,4 @@
-"""Spectral scoring: AS7341 counts → reflectance → L*a*b* and indices (domain.md §3, §4, §5).
+"""Spectral scoring: AS7341 counts → reflectance → L*a*b* and indices (docs/domain.md §3, §4, §5).
 
 One vectorised pass over n readings of one device configuration. Channel arrays are (n, 10) in
 wire order F1..F8, Clear, NIR (Flicker is stored, not scored). A reflectance that cannot be
@@ -34,12 +34,12 @@ T_STEP_MS = 2.78e-3
 """AS7341 integration step: t_int = (ATIME+1)(ASTEP+1)·2.78 µs (datasheet DS000718)."""
 FULL_SCALE_MAX = 65535
 D65_WHITE = np.array([95.047, 100.0, 108.883])
-"""CIE 15:2004 D65/2° reference white (domain.md §3)."""
+"""CIE 15:2004 D65/2° reference white (docs/domain.md §3)."""
 USED = np.array([0, 1, 2, 3, 4, 5, 6, 7, 9])
 """Channels the indices read: F1..F8 and NIR (Clear is not used)."""
 CONF_RAW_COUNTS = 100.0
 CONF_FLOOR, CONF_SATURATED, CONF_FLICKER = 0.3, 0.2, 0.7
-"""c_spec = clip(min raw F1–F8/100, 0.3, 1), ×0.2 saturated, ×0.7 flicker (domain.md §5)."""
+"""c_spec = clip(min raw F1–F8/100, 0.3, 1), ×0.2 saturated, ×0.7 flicker (docs/domain.md §5)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +68,7 @@ class SpectralScores:
 
 
 def lab_from_xyz(xyz: F64) -> F64:
-    """CIE 15:2004 L*a*b* of (n, 3) XYZ against D65 (domain.md §3)."""
+    """CIE 15:2004 L*a*b* of (n, 3) XYZ against D65 (docs/domain.md §3)."""
     t = xyz / D65_WHITE
     eps = (6.0 / 29.0) ** 3
     f = np.where(t > eps, np.cbrt(t), t / (3.0 * (6.0 / 29.0) ** 2) + 4.0 / 29.0)
@@ -80,13 +80,13 @@ def lab_from_xyz(xyz: F64) -> F64:
 
 
 def kubelka_munk(r: F64) -> F64:
-    """K/S = (1 − R)²/(2R), R clipped to [0.01, 1] (domain.md §4)."""
+    """K/S = (1 − R)²/(2R), R clipped to [0.01, 1] (docs/domain.md §4)."""
     c = clamp(r, 0.01, 1.0)
     return np.asarray((1.0 - c) ** 2 / (2.0 * c))
 
 
 def reflectance(arrays: SpectralArrays, p: ScoringParams, z_s_mm: F64) -> tuple[F64, B, B]:
-    """White/dark reflectance with the distance factor (domain.md §3).
+    """White/dark reflectance with the distance factor (docs/domain.md §3).
 
     Args:
         z_s_mm: (n,) median ToF distance in the spot, NaN where unknown (then z_cal is used).
@@ -122,14 +122,14 @@ def reflectance(arrays: SpectralArrays, p: ScoringParams, z_s_mm: F64) -> tuple[
 def score_spectral(
     arrays: SpectralArrays, p: ScoringParams, z_s_mm: F64, reflectance_cv: F64
 ) -> SpectralScores:
-    """Score n spectral readings of one device configuration (domain.md §4, §5).
+    """Score n spectral readings of one device configuration (docs/domain.md §4, §5).
 
     Args:
         arrays: n readings (absent ones flagged in ``present``).
         p: the device's scoring parameters.
         z_s_mm: (n,) ToF distance of the spot, NaN without a ToF frame.
         reflectance_cv: (n,) CV of the ToF reflectance map over P, NaN when unknown; colour
-            uniformity comes from it (domain.md §4).
+            uniformity comes from it (docs/domain.md §4).
     """
     sp = p.profile.spectral
     n = arrays.n
@@ -202,7 +202,7 @@ def score_spectral(
     grade = apply_defects(grade_from_score(quality, grading), defects, grading)
     # Confidence scales with the share of the spectral weight the reading itself could judge
     # (colour uniformity comes from the ToF map, so it does not count): an uncalibrated node or
-    # a saturated reading says little, however bright it is. [D] extension of domain.md §5.
+    # a saturated reading says little, however bright it is. [D] extension of docs/domain.md §5.
     _, coverage = weighted_score(
         [freshness, fat, 1.0 - oxidation], [w.freshness, w.fat_quality, w.oxidation]
     )

@@ -1,4 +1,4 @@
-"""ToF scoring: height map → product metrics, defects, sub-scores (domain.md §1, §2, §5).
+"""ToF scoring: height map → product metrics, defects, sub-scores (docs/domain.md §1, §2, §5).
 
 One vectorised pass over n frames of one device configuration. Zones are flattened row-major
 (zone i = r·N + c, as on the wire), so every per-zone array is (n, N²).
@@ -32,14 +32,14 @@ F64 = NDArray[np.float64]
 B = NDArray[np.bool_]
 
 MIXED_STATUS = 9
-"""Large pulse, merged targets: valid at half weight, never a max height (domain.md §1)."""
+"""Large pulse, merged targets: valid at half weight, never a max height (docs/domain.md §1)."""
 QUADRIC_MIN_ZONES = 12
-"""Below this many product zones the surface fit is a plane (domain.md §2)."""
+"""Below this many product zones the surface fit is a plane (docs/domain.md §2)."""
 INTERIOR_MIN_ZONES = 4
 CV_MIN_ZONES = 6
-"""color_uniformity is null below this many product zones at status 5/6 (domain.md §4)."""
+"""color_uniformity is null below this many product zones at status 5/6 (docs/domain.md §4)."""
 CONF_V = (0.5, 0.9)
-"""c_tof = lin(v; 0.5, 0.9) (domain.md §5)."""
+"""c_tof = lin(v; 0.5, 0.9) (docs/domain.md §5)."""
 CONF_SIGMA_FACTOR = 0.8
 
 
@@ -84,7 +84,7 @@ def _masked_mean(x: F64, m: B) -> F64:
 
 
 def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B) -> tuple[F64, F64]:
-    """(V, σ_V) in mm³ by the profile's volume_method (domain.md §2)."""
+    """(V, σ_V) in mm³ by the profile's volume_method (docs/domain.md §2)."""
     tof, k, d0 = p.profile.tof, p.k, p.d0_mm
     n = h.shape[0]
     max_sigma = tof.max_sigma_mm
@@ -118,7 +118,7 @@ def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B) -> tuple[F64, F64
 def _fits(
     p: ScoringParams, h: F64, z: F64, sig: F64, status: NDArray[np.int64], vr: B, prod: B
 ) -> tuple[F64, F64, F64, F64]:
-    """(tilt_deg, tilt_direction_deg, R roughness in mm, denoised h) of domain.md §2, batched.
+    """(tilt_deg, tilt_direction_deg, R roughness in mm, denoised h) of docs/domain.md §2, batched.
 
     The denoised height (n, N²) is the quadric fit plus each zone's residual shrunk by
     R²/(R² + σ²) (the noise-corrected R of the uniformity: a Wiener estimate of the true
@@ -172,7 +172,7 @@ def _fits(
 
 
 def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
-    """Score n ToF frames of one device configuration (domain.md §2, §5).
+    """Score n ToF frames of one device configuration (docs/domain.md §2, §5).
 
     Args:
         arrays: n frames (absent ones flagged in ``present``).
@@ -199,7 +199,7 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     )
     roi = p.roi.ravel()[None, :]
     # h_i = d0_i − distance_i with the per-zone empty-tray distance (removes each zone's fixed
-    # offset, domain.md §1), clipped; small negatives kept (dropping them biases volume up).
+    # offset, docs/domain.md §1), clipped; small negatives kept (dropping them biases volume up).
     # z_i = d0 − h_i puts the surface on the common base plane for the frustum and the fits.
     h = clamp(d0_zone - np.where(finite, dist, d0_zone), -10.0, tray.depth_mm + 20.0)
     z = p.d0_mm - h
@@ -216,7 +216,7 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     mass = mm.a_g + mm.b_g_per_cm3 * volume / 1000.0
     sigma_m = np.sqrt((mm.b_g_per_cm3 * sigma_v / 1000.0) ** 2 + (mass * mm.sigma_frac) ** 2)
     fill = mass / product.nominal_mass_g
-    # Published volume: the weighed-tray refit (domain.md §2) sets b_m = ρ·(V/V̂), so
+    # Published volume: the weighed-tray refit (docs/domain.md §2) sets b_m = ρ·(V/V̂), so
     # V̂·b_m/ρ is the sensor's frustum volume with the scale it was refit on (foie gras: mixed
     # dome-edge zones read the nearer product, +5 % on V̂) [D]; 1 when b_m is the density.
     scale = mm.b_g_per_cm3 / product.density_g_cm3
@@ -226,7 +226,7 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     # max_height: the max of noisy zones overshoots the surface by ~2σ (an order statistic of
     # ~24 zones: +1.2 mm on the foie gras dome, +2.4 mm on flat pâté), which put good lobes past
     # the seal limit (critical overfill). The max is taken over the denoised heights instead
-    # (quadric fit + Wiener-shrunk residual, see _fits) [D, domain.md §2 max over P at 5/6].
+    # (quadric fit + Wiener-shrunk residual, see _fits) [D, docs/domain.md §2 max over P at 5/6].
     peak = prod & (status != MIXED_STATUS) & np.isfinite(h_denoised)
     max_h = np.where(peak.any(axis=1), np.where(peak, h_denoised, -np.inf).max(axis=1), np.nan)
     uniformity = np.exp(-rough / tof.surface_r0_mm)

@@ -318,7 +318,7 @@ REFIT_SEED_OFFSET = 1000
 
 
 def refit_mass_model(profile: str, trays: int, seed: int) -> tuple[float, float, float]:
-    """domain.md §2 mass model refit: weigh untouched trays, regress mass on the measured volume.
+    """docs/domain.md §2 mass model refit: weigh untouched trays, regress mass on measured volume.
 
     What an operator does on a real line with a checkweigher: run ``trays`` production trays
     (no injected defects) past the node, weigh each, and fit ``m = b_m·V̂`` (V̂ in cm³). a_m is

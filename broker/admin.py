@@ -1,6 +1,6 @@
 """``sqal mosquitto add-device|add-service``: credentials and ACL of the plant broker.
 
-Who may do what (DESIGN.md, "MQTT contract"); verified against Mosquitto 2.0.11 by
+Who may do what (docs/security.md); verified against Mosquitto 2.0.11 by
 ``tests/test_security_broker.py``:
 
 - A device's MQTT user name is ``LINE/DEVICE``. Mosquitto's ``pattern`` lines substitute the
@@ -182,7 +182,7 @@ def parse_acl(text: str) -> AclFile:
 def render_acl(acl: AclFile) -> str:
     """The ACL file's text; ``parse_acl(render_acl(a)) == a``."""
     out = [
-        f"{SQAL_COMMENT} Mosquitto ACL (DESIGN.md, 'MQTT contract'); kept by `sqal mosquitto",
+        f"{SQAL_COMMENT} Mosquitto ACL (docs/security.md); kept by `sqal mosquitto",
         f"{SQAL_COMMENT} add-device|add-service`. Reload the broker after an edit: kill -HUP PID.",
         *acl.anonymous,
         "",

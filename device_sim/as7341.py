@@ -1,9 +1,9 @@
-"""AS7341 spectral sensor model under the node's LEDs (domain.md §3, §7 "Spectra").
+"""AS7341 spectral sensor model under the node's LEDs (docs/domain.md §3, §7 "Spectra").
 
 ``raw_c = g_eff·t_int·G_c·∫R·L·T_c dλ·(z_cal/z_s)² + dark + N(0, √(0.5·raw) + 1.5)``, with T_c
 Gaussian filters of the datasheet centre/FWHM [V 9], L the white phosphor LED plus the NIR LED,
 G_c the channel throughput (normalised so a white tile at ``z_cal`` reads 70 % of full scale in
-its brightest F channel at the line settings: "gain so white reads 60-80 % FS", domain.md §3),
+its brightest F channel at the line settings: "gain so white reads 60-80 % FS", docs/domain.md §3),
 clipped at FS = min(65535, (ATIME+1)(ASTEP+1)) with the clipped channels listed in
 ``saturated``.
 
@@ -45,14 +45,14 @@ small. Chosen so Clear reads about as much as the brightest F channel on a white
 
 GAINS: Final = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 G_EFF: Final = (0.512, 1.024, 2.048, 4.16, 8.0, 16.0, 32.0, 64.0, 128.0, 252.8, 496.0)
-"""Effective gains for :data:`GAINS` (domain.md §3, interfaces.md)."""
+"""Effective gains for :data:`GAINS` (docs/domain.md §3)."""
 
 REF_GAIN, REF_ATIME, REF_ASTEP, REF_LED_MA = 16.0, 29, 199, 24
-"""Line settings at which G_c is normalised (domain.md §3, profile defaults)."""
+"""Line settings at which G_c is normalised (docs/domain.md §3, profile defaults)."""
 WHITE_TARGET_FS: Final = 0.70
 STRAY_FRAC: Final = 0.003
 """Stray LED light inside the hood, as a fraction of a white tile's signal [D]; what the dark
-trap (LED on) measures besides dark counts (domain.md §3)."""
+trap (LED on) measures besides dark counts (docs/domain.md §3)."""
 
 
 def g_eff(gain: float) -> float:
@@ -79,7 +79,7 @@ def led_spectrum_per_ma() -> F64:
     """(621,) relative spectral power of the LEDs per mA: violet-pumped white + 940 nm NIR [D].
 
     A violet-pumped (full-spectrum, high-CRI) white LED keeps light at 415 nm for F1, where a
-    blue-pumped one has almost none; its phosphors emit little past ~750 nm (domain.md §4),
+    blue-pumped one has almost none; its phosphors emit little past ~750 nm (docs/domain.md §4),
     hence the added 940 nm LED for the NIR channel.
     """
     violet = 3.2 * _gauss_fwhm(412.0, 20.0)

@@ -1,4 +1,4 @@
-"""A simulated device's calibration block (domain.md §2, §3; interfaces.md "Config/calibration").
+"""A simulated device's calibration block (docs/domain.md §2, §3; docs/contract.md "Config").
 
 The simulator calibrates each device the way an operator would on the line, with its own
 physics: 100 empty-tray frames (ROI median → ``d0_mm``; per-zone robust mean → ``d0_map_mm``,
@@ -30,14 +30,14 @@ F64 = NDArray[np.float64]
 EMPTY_FRAMES: Final = 100
 """Empty-tray frames (~7 s at 15 Hz). The per-zone map needs them: at σ ≈ 2.6 mm (empty PET
 base at 260 mm) a zone's mean of 20 frames still errs by 0.6-0.8 mm, as much as the N(0, 1 mm)
-offset it is meant to remove; 100 frames bring it to ~0.25 mm (domain.md §1, §2) [D]."""
+offset it is meant to remove; 100 frames bring it to ~0.25 mm (docs/domain.md §1, §2) [D]."""
 OUTLIER_MAD: Final = 3.0
 """A zone's reading farther than this many robust σ (1.4826·MAD) from its median is dropped
 before the mean (a stray 12/13 or a speck on the base)."""
 REFERENCE_FRAMES: Final = 10
 RIDGE_LAMBDA: Final = 1e-3
 CAL_UPTIME_S: Final = 1800.0
-"""Calibration runs on a warmed-up node (the 3 mm warm-up bias has decayed, domain.md §1)."""
+"""Calibration runs on a warmed-up node (the 3 mm warm-up bias has decayed, docs/domain.md §1)."""
 
 
 def capture(
@@ -133,7 +133,7 @@ def _training_spectra(model: ProductModel, rng: np.random.Generator, n: int) -> 
 def fit_color_matrix(model: ProductModel, rng: np.random.Generator) -> tuple[F64, float]:
     """Fit ``XYZ = M·[R_F1..R_F8, 1]`` by ridge least squares; return M (3, 9) and held-out ΔE.
 
-    ``argmin ‖X·Mᵀ − T‖² + λ‖M‖²`` solved as lstsq on the augmented system (domain.md §3); the
+    ``argmin ‖X·Mᵀ − T‖² + λ‖M‖²`` solved as lstsq on the augmented system (docs/domain.md §3); the
     channel reflectances carry 0.5 % measurement noise; M is scaled so R ≡ 1 gives Y = 100.
     """
     spectra = _training_spectra(model, rng, 240)

@@ -89,7 +89,9 @@ Duration = Annotated[float | None, _opt("--duration", "Seconds to run (count = r
 ProfileName = Annotated[str, _opt("--profile", "Product profile name (profiles/).")]
 Seed = Annotated[int, _opt("--seed", "Same seed: same trays and measurements.", min=0)]
 Truth = Annotated[Path | None, _opt("--truth", "Write the ground truth JSONL here.")]
-Faults = Annotated[str, _opt("--faults", "Transport faults: none or realistic (domain.md 7).")]
+Faults = Annotated[
+    str, _opt("--faults", "Transport faults: none or realistic (docs/domain.md §7).")
+]
 StartTime = Annotated[
     str | None, _opt("--start-time", "RFC 3339 start of the device clocks: byte-identical frames.")
 ]

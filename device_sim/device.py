@@ -23,7 +23,7 @@ from device_sim.trays import draw_tray
 from sqal.wire import Kind, SpectralSettings, TofSettings, device_topic, encode
 
 RESYNC_S: Final = 600.0
-"""Device clocks resync every 10 min (domain.md §7 "Timing"): drift accumulates, then steps."""
+"""Device clocks resync every 10 min (docs/domain.md §7 "Timing"): drift accumulates, then steps."""
 FIRMWARE: Final = "sqal-sim-1.0"
 
 
@@ -146,9 +146,9 @@ class SimDevice:
     def uptime_s(self, t_s: float) -> float:
         """Node uptime at true time ``t_s``: production starts once the node is calibrated.
 
-        The calibration block (domain.md §2/§3, redone each shift) is captured on a warmed-up node
-        at :data:`CAL_UPTIME_S`; trays follow it. Starting trays 5 s after boot while d0 was taken
-        at 30 min put the §1 warm-up bias (3 mm·e^(−t/300 s)) into every early height: −5 %
+        The calibration block (docs/domain.md §2/§3, redone each shift) is captured on a warmed-up
+        node at :data:`CAL_UPTIME_S`; trays follow it. Starting trays 5 s after boot while d0 was
+        taken at 30 min put the §1 warm-up bias (3 mm·e^(−t/300 s)) into every early height: −5 %
         volume over a 10-minute run, an artefact of the scenario, not of the sensor.
         """
         return CAL_UPTIME_S + max(0.0, t_s - self.phase_s)

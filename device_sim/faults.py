@@ -1,4 +1,4 @@
-"""Transport faults of a frame on its way to the broker (domain.md §7 "Transport").
+"""Transport faults of a frame on its way to the broker (docs/domain.md §7 "Transport").
 
 ``--faults realistic``: duplicate 1 % (same ``seq``), reorder 5 %, lognormal delay (median
 20 ms, p99 500 ms), one frame lost 0.5 %, malformed 0.1 % (→ dead letter). Default: none.

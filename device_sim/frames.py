@@ -1,6 +1,6 @@
 """Rendered samples → contract models (:mod:`sqal.wire`): ids, timestamps, validation.
 
-``sample_id = f"{device_id}-{boot_id}-{seq:08d}"`` (interfaces.md): ``boot_id`` is six hex
+``sample_id = f"{device_id}-{boot_id}-{seq:08d}"`` (docs/contract.md): ``boot_id`` is six hex
 characters drawn at device start, so ids stay unique across reboots.
 """
 

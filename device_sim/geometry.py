@@ -2,7 +2,7 @@
 
 Coordinates (mm): x along the tray's length (the sensor's columns), y along its width (rows),
 origin on the sensor axis, heights ``h`` upward from the tray base, perpendicular distances
-``z = d0 − h`` downward from the sensor (domain.md §1 "Geometry", §2).
+``z = d0 − h`` downward from the sensor (docs/domain.md §1 "Geometry", §2).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ F32 = NDArray[np.float32]
 HALF_FOV_DEG: Final = 22.5
 """Half of the VL53L8CH's 45° square field of view [V 3,4]."""
 SUB_RAYS: Final = 8
-"""Sub-rays per zone side: 8x8 = 64 per zone (domain.md §7 "ToF")."""
+"""Sub-rays per zone side: 8x8 = 64 per zone (docs/domain.md §7 "ToF")."""
 WALL_MM: Final = 1.5
 """Tray wall thickness seen from above [D]."""
 FLANGE_MM: Final = 8.0
-"""Sealing flange width (domain.md §7 "Surface")."""
+"""Sealing flange width (docs/domain.md §7 "Surface")."""
 CONVEYOR_H_MM: Final = -0.5
 """Belt surface relative to the tray base's top: the base's thickness [D]."""
 
@@ -58,7 +58,7 @@ class RayFan:
 
 
 def ray_fan(layout: int, sub: int = SUB_RAYS) -> RayFan:
-    """Uniform angular tiling of the FoV (domain.md §1 "Geometry", [D])."""
+    """Uniform angular tiling of the FoV (docs/domain.md §1 "Geometry", [D])."""
     k = zone_k(layout)
     centre = np.arange(layout) - (layout - 1) / 2.0
     off = (np.arange(sub) + 0.5) / sub - 0.5
@@ -70,7 +70,7 @@ def ray_fan(layout: int, sub: int = SUB_RAYS) -> RayFan:
 
 
 def zone_offsets(layout: int) -> tuple[F64, F64]:
-    """(Z,) zone-centre offsets u = c − (N−1)/2 and v = r − (N−1)/2 (domain.md §1)."""
+    """(Z,) zone-centre offsets u = c − (N−1)/2 and v = r − (N−1)/2 (docs/domain.md §1)."""
     centre = np.arange(layout) - (layout - 1) / 2.0
     v, u = np.meshgrid(centre, centre, indexing="ij")
     return u.reshape(-1), v.reshape(-1)
@@ -143,8 +143,8 @@ def roi_mask(
 ) -> NDArray[np.bool_]:
     """(Z,) True for zones whose base-plane footprint lies ≥ ``min_inside`` inside the tray.
 
-    domain.md §2 "ROI": the footprint of zone (u, v) at d0 is the square of side k·d0 centred on
-    (u·k·d0, v·k·d0); an explicit ``zone_mask`` wins.
+    docs/domain.md §2 "ROI": the footprint of zone (u, v) at d0 is the square of side k·d0 centred
+    on (u·k·d0, v·k·d0); an explicit ``zone_mask`` wins.
     """
     if roi.zone_mask is not None:
         return np.asarray(roi.zone_mask, dtype=bool).reshape(-1)

@@ -1,9 +1,9 @@
 """Optical properties of what the sensors look at: products, tray, conveyor, fixtures [D].
 
-Products are described by a K/S background and absorber concentrations (domain.md §7
+Products are described by a K/S background and absorber concentrations (docs/domain.md §7
 "Spectra"); their 940 nm reflectance, which the ToF sees, is read off the same spectrum, so the
 two sensors agree about one surface. The numbers are chosen so the fresh references land near
-the profiles' ``lab_ref`` (foie gras pale beige-pink, pâté pinkish brown, domain.md §6); the
+the profiles' ``lab_ref`` (foie gras pale beige-pink, pâté pinkish brown, docs/domain.md §6); the
 simulator recomputes anchors and ``lab_ref`` from them, so they need not match exactly.
 """
 

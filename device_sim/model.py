@@ -2,7 +2,7 @@
 
 Built once per profile (:func:`product_model`, cached by name) and shared by the renderer,
 the truth and the calibration. The spectral anchors and ``lab_ref`` are recomputed here from the
-simulator's fresh and degraded reference spectra (domain.md §6: "sqal sim recomputes them").
+simulator's fresh and degraded reference spectra (docs/domain.md §6: "sqal sim recomputes them").
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from sqal.profiles import Profile, load_profile
 F64 = NDArray[np.float64]
 
 NOMINAL_DOME = {"a_mm": 78.0, "b_mm": 52.0, "gamma": 0.35, "volume_mm3": 412e3}
-"""Nominal foie gras lobe (domain.md §7): a, b, γ and V = πabH/(γ+1) at H = 43.6 mm."""
+"""Nominal foie gras lobe (docs/domain.md §7): a, b, γ and V = πabH/(γ+1) at H = 43.6 mm."""
 
 
 def lin(x: F64 | float, x0: float, x1: float) -> F64:
-    """``clip((x − x0)/(x1 − x0), 0, 1)`` (domain.md notation); x0 > x1 is allowed."""
+    """``clip((x − x0)/(x1 − x0), 0, 1)`` (docs/domain.md notation); x0 > x1 is allowed."""
     return np.clip((np.asarray(x, dtype=np.float64) - x0) / (x1 - x0), 0.0, 1.0)
 
 
 def ratio_indices(ch: F64) -> tuple[F64, F64, F64]:
-    """MI, BR and NR of (n, 10) channel reflectances (domain.md §4).
+    """MI, BR and NR of (n, 10) channel reflectances (docs/domain.md §4).
 
     ``MI = KS(R572)/KS(R525)`` with ``R525 = 0.75·F4 + 0.25·F5``, ``R572 = 0.514·F5 + 0.486·F6``;
     ``BR = R_F2/R_F7``; ``NR = R_NIR/R_F8``.
@@ -86,7 +86,7 @@ class ProductModel:
         return self.profile.product.kind
 
     def oxidation_index(self, ch: F64) -> F64:
-        """(n,) true oxidation index ``clip(w_m·m + (1 − w_m)·β, 0, 1)`` (domain.md §4)."""
+        """(n,) true oxidation index ``clip(w_m·m + (1 − w_m)·β, 0, 1)`` (docs/domain.md §4)."""
         mi, br, _ = ratio_indices(ch)
         a, w_m = self.anchors, self.profile.spectral.w_m
         m = lin(mi, a.mi_fresh, a.mi_met)

@@ -46,7 +46,7 @@ class DeviceOptics:
     """What differs between two units of the same node design, fixed per device.
 
     Attributes:
-        zone_offset_mm: layout → (Z,) fixed per-zone ToF offsets, N(0, 1 mm) (domain.md §1).
+        zone_offset_mm: layout → (Z,) fixed per-zone ToF offsets, N(0, 1 mm) (docs/domain.md §1).
         ambient_kcps: ambient light at the node, 0-50 kcps/SPAD indoors.
         channel_gain: (10,) AS7341 channel throughput spread, N(1, 3 %) [D].
         temp_c: the node's temperature.
@@ -220,7 +220,7 @@ def _render_chunk(
         uniform=uniform,
     )
 
-    # Spectral: the spot mixes product, blood spot and tray base by area (domain.md §7).
+    # Spectral: the spot mixes product, blood spot and tray base by area (docs/domain.md §7).
     if fixture is None:
         f_prod, h_spot = _spot(model, product_h)
         f_blood = np.minimum(blood[:, 0], f_prod)

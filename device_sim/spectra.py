@@ -1,10 +1,10 @@
-"""Reflectance spectra of the products and CIE colour (domain.md §3, §4, §7 "Spectra").
+"""Reflectance spectra of the products and CIE colour (docs/domain.md §3, §4, §7 "Spectra").
 
 Every spectrum lives on :data:`WAVELENGTHS_NM`, 380-1000 nm per nm. A product's reflectance
 comes from Kubelka-Munk addition: ``KS = KS_base + Σ c_j·ε_j`` and ``R = 1 + KS − √(KS² + 2KS)``
-(the infinite-thickness K-M reflectance), with ε_j the named absorbers of domain.md §7 as
+(the infinite-thickness K-M reflectance), with ε_j the named absorbers of docs/domain.md §7 as
 Gaussian bands. Colour is CIE 1931 2° XYZ under D65 (tabulated at 10 nm, CIE 015:2004, linearly
-interpolated) converted to L*a*b* with the D65 white of domain.md §3.
+interpolated) converted to L*a*b* with the D65 white of docs/domain.md §3.
 
 Pure numpy: no I/O, no clock, no RNG.
 """
@@ -22,7 +22,7 @@ WAVELENGTHS_NM: Final = np.arange(380.0, 1001.0, 1.0)
 """(621,) the simulator's spectral grid, nm."""
 
 ABSORBERS: Final = ("oxy", "deoxy", "met", "carotenoid", "water", "browning")
-"""Order of the concentration vector ``c`` (domain.md §7)."""
+"""Order of the concentration vector ``c`` (docs/domain.md §7)."""
 
 
 def _band(centre_nm: float, sigma_nm: float) -> F64:
@@ -30,7 +30,7 @@ def _band(centre_nm: float, sigma_nm: float) -> F64:
 
 
 def _absorber_bands() -> F64:
-    """(6, 621) unit absorption spectra ε_j: the Gaussian bands named in domain.md §7.
+    """(6, 621) unit absorption spectra ε_j: the Gaussian bands named in docs/domain.md §7.
 
     Band widths are [D]: myoglobin α/β bands ~10-20 nm wide (the 542/580 doublet of MbO2 is
     resolved in meat spectra [V 15]); the 630 nm MetMb band is weak; carotenoids absorb at
@@ -56,7 +56,7 @@ def km_reflectance(ks: F64) -> F64:
 
 
 def ks_of(r: F64) -> F64:
-    """Kubelka-Munk ``KS(R) = (1 − R)²/(2R)`` with R clipped to [0.01, 1] (domain.md §4)."""
+    """Kubelka-Munk ``KS(R) = (1 − R)²/(2R)`` with R clipped to [0.01, 1] (docs/domain.md §4)."""
     r = np.clip(r, 0.01, 1.0)
     return (1.0 - r) ** 2 / (2.0 * r)
 
@@ -236,7 +236,7 @@ _D65 = (
 )
 
 D65_WHITE: Final = np.array([95.047, 100.0, 108.883])
-"""CIE D65/2° white point XYZ (domain.md §3)."""
+"""CIE D65/2° white point XYZ (docs/domain.md §3)."""
 
 
 def _xyz_weights() -> F64:
@@ -262,7 +262,7 @@ def xyz_of(r: F64) -> F64:
 
 
 def lab_of_xyz(xyz: F64) -> F64:
-    """CIE 1976 L*a*b* of (n, 3) XYZ against the D65 white (CIE 15:2004, domain.md §3)."""
+    """CIE 1976 L*a*b* of (n, 3) XYZ against the D65 white (CIE 15:2004, docs/domain.md §3)."""
     t = xyz / D65_WHITE
     d = 6.0 / 29.0
     f = np.where(t > d**3, np.cbrt(np.maximum(t, 0.0)), t / (3 * d * d) + 4.0 / 29.0)

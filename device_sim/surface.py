@@ -1,4 +1,4 @@
-"""True product surfaces on the tray's 1 mm grid (domain.md §7 "Surface").
+"""True product surfaces on the tray's 1 mm grid (docs/domain.md §7 "Surface").
 
 Foie gras: ``h = H·(1 − ρ²)^γ`` for ρ < 1, ρ² = (x'/a)² + (y'/b)² in a frame rotated by φ and
 shifted by (x0, y0); up to three lobes (fragments); a lobe groove ``−g·exp(−x'²/2w²)``; a smooth
@@ -27,7 +27,7 @@ F32 = NDArray[np.float32]
 
 FIELD_BANK_PX: Final = 384
 FIELD_CORR_MM: Final = (15.0, 20.0, 25.0)
-"""Correlation lengths of the smooth-field bank (domain.md §7: 15-25 mm)."""
+"""Correlation lengths of the smooth-field bank (docs/domain.md §7: 15-25 mm)."""
 _FIELD_BANK_SEED: Final = 0x5EA1
 """The bank is a fixed texture; each tray takes a seeded random window of it."""
 FILLET_MM: Final = 5.0
@@ -224,5 +224,6 @@ def _render(scene: TrayScene, kind: str, shapes: ProductShapes) -> F32:
 
 
 def dome_volume_mm3(a_mm: float, b_mm: float, height_mm: float, gamma: float) -> float:
-    """Closed form of ``∫ H(1 − ρ²)^γ`` over the ellipse: ``π·a·b·H/(γ + 1)`` (domain.md §7)."""
+    """Closed form of ``∫ H(1 − ρ²)^γ`` over the ellipse: ``π·a·b·H/(γ + 1)``
+    (docs/domain.md §7)."""
     return float(np.pi * a_mm * b_mm * height_mm / (gamma + 1.0))

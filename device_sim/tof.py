@@ -1,4 +1,5 @@
-"""VL53L8CH model: sub-ray casting into the scene and the per-zone ULD outputs (domain.md §1, §7).
+"""VL53L8CH model: sub-ray casting into the scene and the per-zone ULD outputs
+(docs/domain.md §1, §7).
 
 Per zone, 8x8 sub-rays find the surface (perpendicular distance z, VL53L8CH reports z, not the
 slant range [V 6]); the zone's distance is the sub-ray z weighted by return power ρ940/z²; the

@@ -1,6 +1,6 @@
 """What each tray is: a seeded draw of mass, shape, pose, spectral state and injected defects.
 
-domain.md §7: mass ~ N(1.02·Qn, 3 %), density ~ N(ρ, 1 %), offset N(0, 4 mm), φ ~ N(0, 5°);
+docs/domain.md §7: mass ~ N(1.02·Qn, 3 %), density ~ N(ρ, 1 %), offset N(0, 4 mm), φ ~ N(0, 5°);
 each defect injected at its rate (3 % by default) with the parameters of §7's table. Every
 tray has its own generator, seeded by (seed, device index, seq), so a tray is the same whatever
 the batch it is rendered in.
@@ -32,7 +32,7 @@ DEFECTS: Final = (
 )
 DEFAULT_RATE: Final = 0.03
 SPOT_RADIUS_MM: Final = 30.0
-"""Spectral spot: Ø 60 mm disc on the sensor axis (domain.md §3 aperture tube, §7)."""
+"""Spectral spot: Ø 60 mm disc on the sensor axis (docs/domain.md §3 aperture tube, §7)."""
 
 
 @dataclass(frozen=True)

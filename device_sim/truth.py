@@ -1,7 +1,7 @@
 """Ground truth: the §2/§4 metrics on the noise-free field, §5 defects and grade.
 
 Written independently of ``analyzer/`` (the simulator must be able to prove the analyzer
-wrong). Definitions, in the terms of domain.md:
+wrong). Definitions, in the terms of docs/domain.md:
 
 - ``volume_mm3``: exact 1 mm grid integral of the rendered product above the tray base;
   ``mass_g`` = true density × that volume; ``fill_ratio`` = mass/Qn.
@@ -32,7 +32,7 @@ F64 = NDArray[np.float64]
 
 @dataclass(frozen=True)
 class TofTruth:
-    """Noise-free ToF metrics of one tray (domain.md §2)."""
+    """Noise-free ToF metrics of one tray (docs/domain.md §2)."""
 
     avg_height_mm: float
     max_height_mm: float
@@ -218,7 +218,7 @@ def _weighted(parts: list[tuple[float, float | None]]) -> float | None:
 def grade(
     model: ProductModel, mass_g: float, tof: TofTruth, spec: dict[str, Any], saturated: bool
 ) -> tuple[list[str], str]:
-    """True defect codes (sorted) and grade: domain.md §2, §4 tables and §5."""
+    """True defect codes (sorted) and grade: docs/domain.md §2, §4 tables and §5."""
     p = model.profile
     qn, tne = p.product.nominal_mass_g, tne_g(p.product.nominal_mass_g)
     fill = mass_g / qn

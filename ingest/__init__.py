@@ -1,4 +1,4 @@
-"""Ingest: MQTT → batches → TimescaleDB, acknowledged only after commit (DESIGN.md "Reliability").
+"""Ingest: MQTT → batches → TimescaleDB, acknowledged only after commit (docs/reliability.md).
 
 - :mod:`ingest.batching`: pure decisions (batch cuts, backoff, the inflight limit check).
 - rows come from :mod:`storage.rows` and go to :class:`storage.writer.BatchWriter`, which

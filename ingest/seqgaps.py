@@ -1,7 +1,7 @@
 """Per-device ``seq`` gaps seen by ingest: pure bookkeeping, no clock (STYLE.md).
 
-A device numbers its trays 0, 1, 2, … (DESIGN.md, "MQTT contract"); a number that never
-arrives is a lost sample. Frames may arrive reordered (domain.md §7) or twice (QoS 1
+A device numbers its trays 0, 1, 2, … (docs/contract.md); a number that never
+arrives is a lost sample. Frames may arrive reordered (docs/domain.md §7) or twice (QoS 1
 redelivery), so a missing number only counts as a gap once the device has moved
 ``REORDER_WINDOW`` numbers past it without it arriving. A number far below the highest seen
 is a reboot (the counter restarts) and starts a new stream. Ingest restarts with an empty

@@ -7,7 +7,7 @@ paho thread ── on_message ──▶ Inbox (bounded) ──take()──▶ wo
 ```
 Database down: the worker keeps its batch and retries it with capped backoff, logging at most
 once per interval; it takes nothing new meanwhile, so the inbox fills up to the Receive
-Maximum and the broker stops sending (DESIGN.md, "Reliability"). Nothing is acked before its
+Maximum and the broker stops sending (docs/reliability.md). Nothing is acked before its
 transaction committed. Bad input becomes a ``dead_letters`` row in the same transaction, a
 message on ``sqal/v1/_dead/ingest``, and is then acked like the rest.
 """

@@ -8,7 +8,8 @@
 #   Debian 13: the distribution's postgresql-17-timescaledb.
 #   Debian 12: Debian 13's timescaledb source package, fetched through a private apt
 #              configuration (the system's sources stay untouched) and built against
-#              postgresql-server-dev-15 (see DESIGN.md, "Database").
+#              postgresql-server-dev-15 (see docs/architecture.md, "Installing the servers
+#              without Docker").
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)

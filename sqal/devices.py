@@ -6,7 +6,7 @@ published; ``sqal config show`` reads back what the broker holds.
 Settings start from the profile's (``spectral.settings``, ``tof.layout``) when the product
 changes, and from the device's current ones when it stays; ``--set`` overrides either.
 
-A calibration is valid only for the settings it was measured with (domain.md §3: "redone each
+A calibration is valid only for the settings it was measured with (docs/domain.md §3: "redone each
 shift and after any setting change"). ``config set`` therefore keeps the device's calibration
 block when the sensor settings stay the same, and drops it, saying so, when they change.
 """

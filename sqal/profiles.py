@@ -1,6 +1,6 @@
 """Product profiles: every constant the simulator renders with and the analyzer scores with.
 
-A profile is a YAML file under ``profiles/`` (domain.md §6). ``extends: NAME`` deep-merges the
+A profile is a YAML file under ``profiles/`` (docs/domain.md §6). ``extends: NAME`` deep-merges the
 named profile under this one, so a variant lists only what differs; the merged result is
 validated as a whole. Unknown keys and impossible values are one-line :class:`ConfigError`s
 naming the key, e.g. ``profile pate_terrine_300g: tof.tilt_deg.good: ...``.

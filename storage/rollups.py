@@ -4,7 +4,7 @@ The writer knows exactly which ``results`` rows are new: on its fast path it pro
 and the COPY of them commits or nothing does; row by row, ``INSERT … ON CONFLICT DO NOTHING
 RETURNING`` names them. Either way it hands those rows to :func:`add_rollups`, which adds their
 counts to ``results_1m`` and ``defects_1m`` in the same transaction: exact under redelivery
-(DESIGN.md, "Database"). The minute bucket equals TimescaleDB's ``time_bucket('1 minute',
+(docs/architecture.md, "Database"). The minute bucket equals TimescaleDB's ``time_bucket('1 minute',
 ts)``: the UTC minute.
 """
 

@@ -4,9 +4,9 @@ A :class:`PendingRow` is what :class:`storage.writer.BatchWriter` takes: the row
 message it came from, so a row the database refuses becomes its own :class:`DeadRow`.
 
 Matrices stay the nested ``layout × layout`` lists of the wire; the writer's numpy dumpers
-(:mod:`storage.arrays`) flatten them row-major (zone i = r·N + c, domain.md §1) into one-
+(:mod:`storage.arrays`) flatten them row-major (zone i = r·N + c, docs/domain.md §1) into one-
 dimensional ``smallint[]`` / ``real[]``, and the ``layout`` column says how to fold them back.
-Fields beyond the v1 contract (the models keep them, DESIGN.md "MQTT contract") go to ``extra``.
+Fields beyond the v1 contract (the models keep them, docs/contract.md) go to ``extra``.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def tof_row(topic: DeviceTopic, f: TofFrame) -> tuple[object, ...]:
 
 
 def spectral_row(topic: DeviceTopic, f: SpectralFrame) -> tuple[object, ...]:
-    """A ``spectral_frames`` row; channels as columns in wire order (domain.md §3)."""
+    """A ``spectral_frames`` row; channels as columns in wire order (docs/domain.md §3)."""
     return (
         *_frame_head(topic, f),
         *f.channels.as_tuple(),

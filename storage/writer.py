@@ -1,7 +1,7 @@
 """The batch writer: binary COPY into staging, ``INSERT … ON CONFLICT DO NOTHING``, exact roll-ups.
 
 One call to :meth:`BatchWriter.write` is one transaction, and a redelivered message inserts
-nothing (DESIGN.md, "Database"):
+nothing (docs/architecture.md, "Database"):
 
 - the batch's keys are probed in the unique index and only new rows are binary-COPied straight
   into the hypertable (one pass, no staging); for ``results`` the counts of exactly those rows

@@ -56,7 +56,7 @@ def test_golden_frame_matches_hand_derivation(name: str) -> None:
 
 
 def test_frustum_differs_from_flat_prisms_as_domain_says() -> None:
-    # domain.md §2: at h = 40, d0 = 220 the flat prisms h·a(d0) and h·a(z) err +21 % / −19 %.
+    # docs/domain.md §2: at h = 40, d0 = 220 the flat prisms h·a(d0) and h·a(z) err +21 % / −19 %.
     d0, z = 220.0, 180.0
     frustum = (d0**3 - z**3) / 3
     assert 40 * d0**2 / frustum - 1 == pytest.approx(0.21, abs=0.01)
@@ -78,8 +78,8 @@ def test_flat_plane_volume_is_24_frusta() -> None:
 
 
 def test_per_zone_d0_map_removes_fixed_zone_offsets() -> None:
-    # domain.md §1: each zone carries a fixed range offset; the calibration's d0_map_mm holds the
-    # same offsets (empty-tray readings), so h_i = d0_i − distance_i is the true height again.
+    # docs/domain.md §1: each zone carries a fixed range offset; the calibration's d0_map_mm holds
+    # the same offsets (empty-tray readings), so h_i = d0_i − distance_i is the true height again.
     case = CASES["flat_plane_integrate"]
     profile = load_profile(case["profile"])
     offsets = np.random.default_rng(7).integers(-2, 3, (8, 8))

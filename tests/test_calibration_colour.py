@@ -1,4 +1,4 @@
-"""The colour-matrix fit (domain.md §3) and `sqal calibrate --colour-chart`."""
+"""The colour-matrix fit (docs/domain.md §3) and `sqal calibrate --colour-chart`."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def test_flat_empty_tray_reads_d0_within_3_sigma_in_every_tray_zone():
         sigma = np.ravel(s.tof["range_sigma_mm"])[roi]
         assert set(np.ravel(s.tof["target_status"])[roi]) <= {5, 12, 13}
         # σ is the reported 1σ range noise; the fixed zone offset N(0, 1 mm), the 0.005·(z − 200)
-        # range bias and 1 mm rounding add to it (domain.md §1).
+        # range bias and 1 mm rounding add to it (docs/domain.md §1).
         tol = 3 * np.sqrt((sigma * 1.2) ** 2 + 1.0) + 0.3 + 0.5
         assert np.all(np.abs(d - model.d0_mm) <= tol)
 
@@ -242,7 +242,7 @@ def test_calibration_recovers_d0_and_fits_colour():
         datetime(2026, 1, 1, tzinfo=UTC),
     )
     assert cal.d0_mm == pytest.approx(model.d0_mm, abs=2.0)
-    # The per-zone map carries each zone's fixed offset (domain.md §1): over the tray's ROI,
+    # The per-zone map carries each zone's fixed offset (docs/domain.md §1): over the tray's ROI,
     # map − offset is flat to well under the N(0, 1 mm) offsets it removes.
     assert cal.d0_map_mm is not None
     roi = model.rois[8]

@@ -9,7 +9,7 @@ Rows are built here, not by the simulator or ingest, and written with COPY. What
 - ``dev-02`` reboots at 60 min: a last-will ``offline``, a new boot id, ``seq`` from 0 again.
 - ``dev-03`` goes offline (last will) at 100 min and sends nothing after.
 - every 40th tray of ``dev-01`` has no spectral frame (result ``missing_spectral``).
-- masses ~ N(1.02·Qn, 3 %) with injected underfills; grades follow domain.md §5 thresholds.
+- masses ~ N(1.02·Qn, 3 %) with injected underfills; grades follow docs/domain.md §5 thresholds.
 - dead letters: 5 ``bad_json`` and 3 ``schema`` on ``L1``, 2 ``bad_topic`` without a line.
 - per-minute roll-ups computed from exactly the result rows written.
 """

@@ -178,7 +178,7 @@ def _figures(d: ShiftData) -> Iterator[Figure]:
         ax.set_ylabel("trays")
         target = d.targets.get(profile)
         if target is not None:
-            # TNE of 76/211/EEC, in volume through the profile's mass model (domain.md §2)
+            # TNE of 76/211/EEC, in volume through the profile's mass model (docs/domain.md §2)
             for mass, label, color in (
                 (target.qn_g, "Qn", "green"),
                 (target.qn_g - target.tne_g, "Qn − TNE", "orange"),

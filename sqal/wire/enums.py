@@ -16,7 +16,7 @@ class Kind(StrEnum):
 
 
 class Grade(StrEnum):
-    """Final and per-sensor grades, best first (domain.md §5)."""
+    """Final and per-sensor grades, best first (docs/domain.md §5)."""
 
     A = "A"
     B = "B"
@@ -25,7 +25,7 @@ class Grade(StrEnum):
 
 
 class DefectCode(StrEnum):
-    """Every defect a result may carry (domain.md §2, §4, §5)."""
+    """Every defect a result may carry (docs/domain.md §2, §4, §5)."""
 
     UNDERFILL = "underfill"
     OVERFILL = "overfill"
@@ -73,7 +73,7 @@ class DeviceState(StrEnum):
 
 
 class Channel(StrEnum):
-    """The AS7341's eleven reported channels, in wire order (domain.md §3)."""
+    """The AS7341's eleven reported channels, in wire order (docs/domain.md §3)."""
 
     F1 = "F1_415nm"
     F2 = "F2_445nm"

@@ -1,4 +1,4 @@
-"""Pydantic models of every SQAL payload (DESIGN.md, "MQTT contract (v1)").
+"""Pydantic models of every SQAL payload (docs/contract.md).
 
 Frames keep unknown fields (``extra="allow"``): raw storage keeps them, the analyzer ignores
 them. Results, configs and dead letters are produced by SQAL itself and forbid unknown fields.
@@ -82,7 +82,8 @@ _MATRICES = (
 
 
 class TofHistogram(BaseModel):
-    """VL53L8CH compact normalised histogram (CNH), stored but not scored in v1 (domain.md §1)."""
+    """VL53L8CH compact normalised histogram (CNH), stored but not scored in v1
+    (docs/domain.md §1)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -95,7 +96,8 @@ class TofHistogram(BaseModel):
 
 
 class TofFrame(_Frame):
-    """One VL53L8CH ranging frame (per-zone fields of the ULD ``ResultsData``, domain.md §1)."""
+    """One VL53L8CH ranging frame (per-zone fields of the ULD ``ResultsData``,
+    docs/domain.md §1)."""
 
     layout: Literal[4, 8]
     distance_mm: list[list[int]]
@@ -153,7 +155,7 @@ _CHANNEL_COUNTS = operator.attrgetter(*(c.value for c in Channel))
 
 
 class SpectralFrame(_Frame):
-    """One AS7341 reading of a tray under the node's LED (domain.md §3)."""
+    """One AS7341 reading of a tray under the node's LED (docs/domain.md §3)."""
 
     channels: SpectralChannels
     gain: Gain
@@ -184,7 +186,7 @@ class DeviceStatus(_Payload):
 
 
 class TofSettings(BaseModel):
-    """VL53L8CH settings a device applies (domain.md §1)."""
+    """VL53L8CH settings a device applies (docs/domain.md §1)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -202,7 +204,7 @@ class TofSettings(BaseModel):
 
 
 class SpectralSettings(BaseModel):
-    """AS7341 settings a device applies (domain.md §3)."""
+    """AS7341 settings a device applies (docs/domain.md §3)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -218,7 +220,8 @@ class SpectralSettings(BaseModel):
 
 
 class SpectralAnchors(BaseModel):
-    """Index anchors measured on a node with a fresh and a degraded reference (domain.md §4)."""
+    """Index anchors measured on a node with a fresh and a degraded reference
+    (docs/domain.md §4)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -230,12 +233,12 @@ class SpectralAnchors(BaseModel):
 
 
 class Calibration(BaseModel):
-    """The references a device's verdicts are computed with (domain.md §2, §3, §4).
+    """The references a device's verdicts are computed with (docs/domain.md §2, §3, §4).
 
     ``d0_mm``: empty-tray distance (ROI median of ≥ 20 empty-tray frames); ``d0_map_mm``: per
     zone, the mean of the same frames' valid readings within 3 robust σ of their median
     (layout × layout, row-major; a median of whole-mm readings keeps ±0.5 mm of quantisation),
-    which also removes each zone's fixed range offset (domain.md §1: N(0, 1 mm) per zone).
+    which also removes each zone's fixed range offset (docs/domain.md §1: N(0, 1 mm) per zone).
     ``dark_bc`` and ``white_bc``: basic counts of channels F1-F8, Clear, NIR (wire order, Flicker
     left out) on the dark trap and on the white tile of reflectance ``rho_white`` at ``z_cal_mm``.
     ``color_matrix``: the 3x9 M of ``XYZ = M·[R_F1..R_F8, 1]``. ``anchors`` and ``lab_ref``
@@ -290,7 +293,7 @@ class Lab(BaseModel):
 
 
 class TofResult(BaseModel):
-    """The ToF section of a result (domain.md §2)."""
+    """The ToF section of a result (docs/domain.md §2)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -309,7 +312,7 @@ class TofResult(BaseModel):
 
 
 class SpectralResult(BaseModel):
-    """The spectral section of a result (domain.md §4)."""
+    """The spectral section of a result (docs/domain.md §4)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -324,7 +327,7 @@ class SpectralResult(BaseModel):
 
 
 class Fusion(BaseModel):
-    """The fused verdict the reject gate acts on (domain.md §5)."""
+    """The fused verdict the reject gate acts on (docs/domain.md §5)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

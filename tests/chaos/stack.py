@@ -3,7 +3,7 @@
 Everything here is started by this process and stopped by PID (embedded.ServiceProcess for
 the servers, Popen handles for the services). The services run exactly as in production
 (``python -m app analyzer|ingest``) with fixed client ids, so their persistent sessions
-survive a kill and the broker queues for them while they are down (DESIGN.md, "Reliability").
+survive a kill and the broker queues for them while they are down (docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class ProfileTarget:
         )
 
     def volume_cm3(self, mass_g: float) -> float:
-        """The volume whose estimated mass is ``mass_g``: m = a + b·V (domain.md §2)."""
+        """The volume whose estimated mass is ``mass_g``: m = a + b·V (docs/domain.md §2)."""
         return (mass_g - self.a_g) / self.b_g_per_cm3
 
 

@@ -202,7 +202,7 @@ def fleet() -> Board:
     b.add(
         series_panel("Ingest lag (received_at − ts)", "ms"),
         q(
-            # ts is the device's clock (offset N(0, 30 ms), domain.md §7): a small negative lag
+            # ts is the device's clock (offset N(0, 30 ms), docs/domain.md §7): a small negative lag
             # is that offset, not time travel.
             sql(
                 "WITH l AS (\n"

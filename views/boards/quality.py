@@ -208,8 +208,8 @@ def quality(targets: list[ProfileTarget]) -> Board:
     b.add(
         heatmap_panel("Height map of the selected sample", "lengthmm"),
         q(
-            # h = d0 − distance (domain.md §2) with the profile's nominal d0; zones whose
-            # target_status is not 5, 6 or 9 (domain.md §1) stay blank. A 4x4 frame fills rows
+            # h = d0 − distance (docs/domain.md §2) with the profile's nominal d0; zones whose
+            # target_status is not 5, 6 or 9 (docs/domain.md §1) stay blank. A 4x4 frame fills rows
             # 0-3 only.
             sql(
                 "WITH f AS (SELECT layout, distance_mm, target_status FROM tof_frames\n"
