@@ -7,6 +7,7 @@ for speed (``fsync=off``): a test cluster is thrown away.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -39,6 +40,13 @@ def pg() -> Iterator[Postgres]:
 @pytest.fixture
 def fresh_db(pg: Postgres) -> Iterator[str]:
     """A new empty database with TimescaleDB for one test; yields its DSN, dropped after."""
+    with new_database(pg) as dsn:
+        yield dsn
+
+
+@contextlib.contextmanager
+def new_database(pg: Postgres) -> Iterator[str]:
+    """A new empty database with TimescaleDB (for fixtures of a wider scope than a test)."""
     name = f"t{next(_names)}_{os.getpid()}"
     with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -32,6 +32,7 @@ from sqal.wire import (
     device_topic,
     encode,
 )
+from tests.hostile import HOSTILE
 from tests.test_analyzer_support import calibration, spectral_payload, tof_payload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,8 +131,13 @@ def test_every_sample_gets_exactly_one_result_and_bad_input_is_dead_lettered(
                 send(publisher, *second)
             if seq % 10 == 0:
                 send(publisher, *first)  # a duplicate
-        send(publisher, tof_t, b'{"v": 1, "device_id": "devA", "sample_id": ')
-        send(publisher, tof_t, b'{"v": 9, "device_id": "devA"}')
+        # Bad input amid the stream, from the shared catalogue (every entry against both
+        # stages: tests/test_hostile_input.py).
+        truncated = HOSTILE["truncated_json"].build(line, dev)
+        newer = HOSTILE["newer_version_sparse"].build(line, dev)
+        assert truncated[0] == newer[0] == tof_t
+        send(publisher, *truncated)
+        send(publisher, *newer)
         keys = {sample_id(dev, s) for s in range(40)}
         collector.wait(keys)
         time.sleep(0.5)  # room for a wrong second result to show up
@@ -151,6 +157,7 @@ def test_every_sample_gets_exactly_one_result_and_bad_input_is_dead_lettered(
         bad = next(d for d in collector.dead if d.reason.value == "bad_json")
         assert bad.topic == tof_t
         assert base64.b64decode(bad.payload_b64).startswith(b'{"v": 1')
+        assert base64.b64decode(bad.payload_b64) == truncated[1]
         assert service.metrics.dead.value("bad_json") == 1
         assert service.metrics.scored.value() == 40
     finally:

@@ -15,6 +15,7 @@ import pytest
 from embedded import Mosquitto, free_port
 from ingest.service import IngestConfig, IngestService
 from sqal.wire import Grade, Kind, device_topic, encode
+from tests.hostile import CATALOGUE, INGEST
 from tests.test_ingest_frames import (
     T0,
     count,
@@ -133,23 +134,18 @@ def _rollups(dsn: str) -> tuple[tuple[int, ...], int]:
     return tuple(int(v) for v in row), int(defects[0])
 
 
+INGEST_DEAD = [e for e in CATALOGUE if e.expected(INGEST) is not None and INGEST not in e.known]
+"""The shared catalogue's messages ingest receives and dead-letters (tests/hostile.py; each entry
+runs alone against both stages in tests/test_hostile_input.py)."""
+
+
 def _malformed(line: str, i: int) -> tuple[str, bytes, str]:
     """The i-th bad message: (topic, payload, the reason ingest must give)."""
-    dev = f"dev-{i % 7}"
-    tof = device_topic(line, dev, Kind.TOF)
-    good = tof_frame(dev, i, np.random.default_rng(i)).model_dump(mode="json")
-    cases: list[tuple[str, bytes, str]] = [
-        (tof, b"{not json", "bad_json"),
-        (tof, b"\xff\xfe\x00garbage", "not_utf8"),
-        (tof, b"[1, 2, 3]", "not_object"),
-        (tof, json.dumps({**good, "v": 2}).encode(), "unsupported_version"),
-        (tof, json.dumps({**good, "layout": 5}).encode(), "schema"),
-        (tof, json.dumps({**good, "device_id": "someone-else"}).encode(), "device_mismatch"),
-        (device_topic(line, dev, Kind.SPECTRAL), b'{"v": 1}', "schema"),
-        (tof, b" " * (70 * 1024), "too_large"),
-        ("sqal/v1/_dead/analyzer", b"{}", "schema"),
-    ]
-    return cases[i % len(cases)]
+    entry = INGEST_DEAD[i % len(INGEST_DEAD)]
+    topic, payload = entry.build(line, f"dev-{i % 7}")
+    reason = entry.expected(INGEST)
+    assert reason is not None
+    return topic, payload, reason.value
 
 
 def test_a_thousand_malformed_payloads_become_a_thousand_dead_letters(
@@ -182,7 +178,8 @@ def test_a_thousand_malformed_payloads_become_a_thousand_dead_letters(
     expected["processing"] = 1
     got = _reasons(dsn)
     assert got == expected
-    assert count(dsn, "SELECT count(*) FROM dead_letters WHERE octet_length(payload) = 0") == 0
+    empty = sum(1 for _, payload, _ in bad if not payload)  # the catalogue's empty payload
+    assert count(dsn, "SELECT count(*) FROM dead_letters WHERE octet_length(payload) = 0") == empty
     m = ingest.service.metrics
     assert m.dead_letters.total() == 1001
 

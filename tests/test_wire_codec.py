@@ -27,6 +27,7 @@ from sqal.wire import (
 )
 from sqal.wire.models import MODEL_BY_KIND
 from tests.frames import spectral_frame, tof_frame
+from tests.hostile import CATALOGUE, HOSTILE, Hostile
 
 TOF_TOPIC = device_topic("L1", "d1", Kind.TOF)
 SPEC_TOPIC = device_topic("L1", "d1", Kind.SPECTRAL)
@@ -63,66 +64,33 @@ def test_unknown_frame_fields_are_kept() -> None:
     assert frame.model_extra == {"firmware_build": "2026.11.3"}
 
 
-def test_device_mismatch() -> None:
-    payload = encode(tof_frame(device="d2"))
-    assert reason_of(TOF_TOPIC, payload) is DeadReason.DEVICE_MISMATCH
-
-
-def test_newer_version_is_unsupported_even_when_its_shape_changed() -> None:
-    assert reason_of(TOF_TOPIC, b'{"v": 2, "totally": "different"}') is (
-        DeadReason.UNSUPPORTED_VERSION
-    )
-    doc = json.loads(encode(tof_frame()))
-    doc["v"] = 7
-    assert reason_of(TOF_TOPIC, json.dumps(doc).encode()) is DeadReason.UNSUPPORTED_VERSION
-
-
-def test_too_large() -> None:
-    assert reason_of(TOF_TOPIC, b" " * (MAX_PAYLOAD_BYTES + 1)) is DeadReason.TOO_LARGE
-
-
-@pytest.mark.parametrize(
-    ("payload", "reason"),
-    [
-        (b"\xff\xfe{}", DeadReason.NOT_UTF8),
-        (b"{not json", DeadReason.BAD_JSON),
-        (b"", DeadReason.BAD_JSON),
-        (b"[1, 2, 3]", DeadReason.NOT_OBJECT),
-        (b'"text"', DeadReason.NOT_OBJECT),
-        (b"{}", DeadReason.SCHEMA),
-        (b"[" * 60_000, DeadReason.BAD_JSON),
-        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, DeadReason.BAD_JSON),
-    ],
-)
-def test_bad_payloads_name_their_reason(payload: bytes, reason: DeadReason) -> None:
-    assert reason_of(TOF_TOPIC, payload) is reason
-
-
-def test_matrix_shape_must_match_layout() -> None:
-    doc = json.loads(encode(tof_frame(layout=8)))
-    doc["layout"] = 4
+@pytest.mark.parametrize("entry", CATALOGUE, ids=lambda e: e.id)
+def test_the_catalogue_says_what_decode_makes_of_each_hostile_payload(entry: Hostile) -> None:
+    """Every shared hostile payload (tests/hostile.py) on line L1, device d1: ``decode`` names
+    the catalogued reason (and detail), or returns a model when the stages refuse it on other
+    grounds (a profile, the database, a subscription)."""
+    topic, payload = entry.build("L1", "d1")
+    if entry.decode_reason is None:
+        assert isinstance(decode(topic, payload), MODEL_BY_KIND[parse_topic(topic).kind])
+        return
     with pytest.raises(PayloadError) as info:
-        decode(TOF_TOPIC, json.dumps(doc).encode())
-    assert info.value.reason is DeadReason.SCHEMA
-    assert "4x4" in info.value.detail
+        decode(topic, payload)
+    assert info.value.reason is entry.decode_reason, info.value.detail
+    if entry.detail is not None and entry.decode_reason is entry.reason:
+        assert entry.detail in info.value.detail
 
 
-def test_target_status_out_of_range_is_schema() -> None:
-    doc = json.loads(encode(tof_frame(layout=4)))
-    doc["target_status"][0][0] = 300
-    assert reason_of(TOF_TOPIC, json.dumps(doc).encode()) is DeadReason.SCHEMA
-
-
-def test_gain_must_be_an_as7341_gain() -> None:
-    doc = json.loads(encode(spectral_frame()))
-    doc["gain"] = 3
-    assert reason_of(SPEC_TOPIC, json.dumps(doc).encode()) is DeadReason.SCHEMA
-
-
-def test_bad_topic_is_a_payload_error() -> None:
-    assert reason_of("sqal/v1/L1/d1/nonsense", b"{}") is DeadReason.BAD_TOPIC
-    assert reason_of("sqal/v2/L1/d1/tof", b"{}") is DeadReason.BAD_TOPIC
-    assert reason_of("sqal/v1/_dead/d1/tof", b"{}") is DeadReason.BAD_TOPIC
+def test_the_catalogue_keeps_the_codec_cases() -> None:
+    """The cases this file once listed itself, now catalogue entries (exact payloads)."""
+    made = {HOSTILE[k].build("L1", "d1") for k in HOSTILE}
+    assert (TOF_TOPIC, b"{}") in made
+    assert (TOF_TOPIC, b"") in made
+    assert (TOF_TOPIC, b" " * (MAX_PAYLOAD_BYTES + 1)) in made
+    assert ("sqal/v1/L1/d1/nonsense", b"{}") in made
+    assert ("sqal/v2/L1/d1/tof", b"{}") in made
+    assert ("sqal/v1/_dead/d1/tof", b"{}") in made
+    assert HOSTILE["reserved_line"].decode_reason is DeadReason.BAD_TOPIC
+    assert HOSTILE["layout_4_with_8x8_matrices"].detail == "4x4"
 
 
 def test_last_will_needs_only_state() -> None:

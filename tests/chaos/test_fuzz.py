@@ -2,8 +2,9 @@
 services still up, their memory flat.
 
 Hypothesis draws malformed, oversized, wrong-type, deeply nested, non-UTF-8, newer-version,
-bad-topic and spoofed-device payloads (a valid frame whose ``device_id`` is another device's)
-and publishes each at QoS 1 on a ToF or spectral topic of line ``fuzz``. The analyzer and ingest
+bad-topic and spoofed-device payloads (a valid frame whose ``device_id`` is another device's),
+and entries of the shared catalogue (tests/hostile.py) that both stages dead-letter, and
+publishes each at QoS 1 on a topic of line ``fuzz``. The analyzer and ingest
 both subscribe there, so each message must come back twice: one dead letter per stage, stored
 in ``dead_letters`` and seen on ``sqal/v1/_dead/+``.
 """
@@ -26,6 +27,7 @@ from sqal.wire import DeadReason, Kind, SpectralFrame, TofFrame, encode
 from tests.chaos.plugin import NOTES
 from tests.chaos.stack import Stack, rss_kib, wait_for
 from tests.frames import spectral_frame, tof_frame
+from tests.hostile import CATALOGUE
 
 pytestmark = pytest.mark.chaos
 
@@ -35,8 +37,13 @@ OVER_LIMIT = 64 * 1024
 """The services' payload cap (sqal.wire.codec.MAX_PAYLOAD_BYTES); past it: ``too_large``."""
 FAMILIES = (
     "bytes", "not_utf8", "not_object", "wrong_type", "missing", "nested", "nested_top",
-    "oversized", "spoofed", "newer", "bad_topic",
+    "oversized", "spoofed", "newer", "bad_topic", "catalogue",
 )  # fmt: skip
+SHARED = [
+    e for e in CATALOGUE
+    if e.dead_lettered_by_both and e.build(LINE, DEVICES[0])[0].startswith(f"sqal/v1/{LINE}")
+]  # fmt: skip
+"""Catalogue entries both stages dead-letter, on a topic the dead-letter query below counts."""
 RSS_SANITY_KIB = 200 * 1024
 """A generous bound on RSS growth; the figure is printed, not tuned."""
 
@@ -103,6 +110,8 @@ def hostile(draw: st.DrawFn) -> tuple[str, bytes, str]:
     elif family == "newer":
         doc["v"] = draw(st.integers(2, 10_000))
         payload = json.dumps(doc).encode()
+    elif family == "catalogue":
+        topic, payload = draw(st.sampled_from(SHARED)).build(LINE, device)
     else:  # bad_topic: a valid frame under a line id outside [A-Za-z0-9_-]{1,64}
         line = draw(st.sampled_from(["fuzz bad", "fuzz.dot", "fuzz" + "x" * 61, "fuzzé"]))
         topic = f"sqal/v1/{line}/{device}/{kind.value}"
@@ -186,6 +195,8 @@ def test_hostile_payloads_are_all_dead_lettered_and_services_stay_up(
         done = wait_for(
             lambda: _stored(stack, "analyzer") >= n and _stored(stack, "ingest") >= n, 120, 0.5
         )
+        # Ingest publishes its dead letters after the commit: they may trail the rows.
+        wait_for(lambda: min(watcher.count("analyzer"), watcher.count("ingest")) >= n, 30, 0.1)
         took_s = time.monotonic() - t0
         rows = _rows(stack)
         rss_after = {name: rss_kib(s.pid) for name, s in services.items()}
