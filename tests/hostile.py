@@ -697,7 +697,7 @@ class AnalyzerStage(Stage):
 
     def _idle(self) -> bool:
         s = self.service
-        return s.inbox.empty() and s.ledger.unacked == 0 and len(s.joiner) == 0
+        return s.inbox.empty() and s.sub.unacked == 0 and len(s.joiner) == 0
 
     def settle(self) -> None:
         # A half the analyzer wrongly accepted (a known inconsistency) waits for its join
@@ -725,7 +725,7 @@ class AnalyzerStage(Stage):
 
     def check_acked(self, before: Before, delivered: int, dead: int) -> None:
         assert wait_for(self._idle, 10), (
-            f"analyzer: {self.service.ledger.unacked} messages unacknowledged"
+            f"analyzer: {self.service.sub.unacked} messages unacknowledged"
         )
 
 
