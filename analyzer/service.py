@@ -33,8 +33,9 @@ from analyzer.results import SampleMeta, to_results
 from analyzer.retained import fetch_retained_configs
 from sqal.errors import ConfigError, PayloadError
 from sqal.metrics import Registry
+from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.profiles import load_profile
-from sqal.subscriber import Delivery, Subscriber
+from sqal.subscriber import Delivery, Handoff, Subscriber
 from sqal.wire import (
     DeadReason,
     DeviceConfig,
@@ -55,6 +56,10 @@ log = logging.getLogger(__name__)
 STAGE = "analyzer"
 BATCH_MAX = 256
 """Most messages the worker takes per round; a backlog is scored in batches of this size."""
+INBOX_FRAMES = INFLIGHT_WINDOW
+"""Frames waiting for the worker. When the inbox holds this many, paho's thread waits for the
+worker (sqal.subscriber.Handoff): the broker is held back instead of a frame being dropped. Our
+PUBACKs, probe answers and link changes take no place and never wait."""
 SHUTDOWN_GRACE_S = 3.0
 GIL_SWITCH_S = 0.0005
 """How long a thread may hold the GIL while another waits (CPython's default: 5 ms). The worker
@@ -112,7 +117,7 @@ _Event = Delivery | _Puback | _Unsuback | _Back
 class Metrics:
     """The analyzer's counters (sqal.metrics), one object per service."""
 
-    def __init__(self, registry: Registry, pending: Any) -> None:
+    def __init__(self, registry: Registry, pending: Any, waited: Any) -> None:
         self.received = registry.counter("received_total", "Frames received, by kind.", "kind")
         self.scored = registry.counter("scored_total", "Samples scored.")
         self.published = registry.counter("published_total", "Results published (PUBACKed).")
@@ -123,6 +128,11 @@ class Metrics:
         self.batch = registry.histogram("batch_size", "Samples per scored batch.", BATCH_BUCKETS)
         self.latency = registry.histogram(
             "processing_seconds", "Last frame received to result published."
+        )
+        self.backpressure = registry.gauge(
+            "backpressure_seconds",
+            "Time the broker connection waited for room in the inbox (the broker was held back).",
+            waited,
         )
         self.stalls = registry.counter(
             "broker_stalls_total", "Silences of the broker that paused join timeouts."
@@ -137,10 +147,12 @@ class AnalyzerService:
         self.default_params = build_params(load_profile(cfg.profile))
         self.device_params: dict[str, ScoringParams] = {}
         self.joiner: Joiner[Delivery] = Joiner(cfg.join_timeout_s, cfg.max_pending)
-        self.inbox: queue.SimpleQueue[_Event | None] = queue.SimpleQueue()
+        self.inbox: Handoff[_Event | None] = Handoff(INBOX_FRAMES)
         self.liveness = BrokerLiveness()
         self.registry = registry or Registry(STAGE)
-        self.metrics = Metrics(self.registry, lambda: float(len(self.joiner)))
+        self.metrics = Metrics(
+            self.registry, lambda: float(len(self.joiner)), lambda: self.inbox.waited_s
+        )
         self._awaiting: dict[int, tuple[tuple[Delivery, ...], bool, float]] = {}
         self._stop = threading.Event()
         self._away_since: float | None = None
@@ -160,18 +172,17 @@ class AnalyzerService:
     # --- paho's network thread: enqueue only -------------------------------------------
     def _on_message(self, d: Delivery) -> bool:
         self.liveness.heard(d.arrived_s)
-        self.inbox.put(d)
-        return True
+        return self.inbox.put(d)
 
     def _on_puback_mid(self, mid: int) -> None:
         now = time.monotonic()
         self.liveness.heard(now)
-        self.inbox.put(_Puback(mid, now))
+        self.inbox.signal(_Puback(mid, now))
 
     def _on_unsuback_mid(self, mid: int) -> None:
         now = time.monotonic()
         self.liveness.heard(now, mid)
-        self.inbox.put(_Unsuback(mid, now))
+        self.inbox.signal(_Unsuback(mid, now))
 
     def _on_link(self, up: bool) -> None:
         if not up:
@@ -181,7 +192,7 @@ class AnalyzerService:
         since, self._away_since = self._away_since, None
         if since is not None:
             self.liveness.reset_probe()  # its answer went with the old connection
-            self.inbox.put(_Back(time.monotonic()))
+            self.inbox.signal(_Back(time.monotonic()))
 
     def _health(self) -> tuple[bool, str]:
         if not self.sub.connected:
@@ -196,7 +207,7 @@ class AnalyzerService:
     # --- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
-        self.inbox.put(None)
+        self.inbox.signal(None)
 
     def run(self) -> None:
         """Connect, subscribe, and work until :meth:`stop`.
@@ -219,6 +230,7 @@ class AnalyzerService:
                 self._round()
             self._finish_in_flight()
         finally:
+            self.inbox.close()  # paho's thread may wait for room: let it go, then join it
             self.sub.stop()
 
     def _finish_in_flight(self) -> None:
@@ -227,7 +239,7 @@ class AnalyzerService:
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         while self._awaiting and time.monotonic() < deadline:
             try:
-                ev = self.inbox.get(timeout=0.05)
+                ev = self.inbox.get(0.05)
             except queue.Empty:
                 continue
             if isinstance(ev, _Puback):
@@ -237,7 +249,7 @@ class AnalyzerService:
     def _round(self) -> None:
         events: list[_Event] = []
         try:
-            first = self.inbox.get(timeout=self._wait_s(time.monotonic()))
+            first = self.inbox.get(self._wait_s(time.monotonic()))
             if first is not None:
                 events.append(first)
             while len(events) < self.cfg.batch_max:

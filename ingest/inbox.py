@@ -1,11 +1,8 @@
-"""The bounded hand-off between paho's network thread and the ingest worker.
+"""The hand-off between paho's network thread and the ingest worker, cut into batches.
 
-paho's ``on_message`` only wraps the message and ``put_nowait``s it here (STYLE.md, "Async,
-threads and acks"): it must never block, or keep-alives stop. The bound cannot be reached in
-normal operation: the broker keeps about the Receive Maximum unacknowledged messages out to
-us, and the queue holds several times that (old copies of a broken connection plus their
-redeliveries). If it is reached anyway the message is dropped unacknowledged, counted, and
-the broker redelivers it after the next reconnect.
+paho's ``on_message`` puts each message here (:class:`sqal.subscriber.Handoff`): when the inbox
+is full it waits for the worker, so the broker stops sending instead of anything being dropped.
+It holds the inflight window, the most messages the broker should have unacknowledged with us.
 """
 
 from __future__ import annotations
@@ -14,27 +11,11 @@ import queue
 import time
 
 from ingest.batching import batch_due
-from sqal.subscriber import Delivery
+from sqal.subscriber import Delivery, Handoff
 
 
-class Inbox:
-    """A bounded FIFO of :class:`Delivery` that hands out batches."""
-
-    def __init__(self, maxsize: int) -> None:
-        self._q: queue.Queue[Delivery] = queue.Queue(maxsize)
-        self.dropped = 0
-
-    def offer(self, item: Delivery) -> bool:
-        """Enqueue without blocking; False (and counted) when full."""
-        try:
-            self._q.put_nowait(item)
-        except queue.Full:
-            self.dropped += 1
-            return False
-        return True
-
-    def depth(self) -> int:
-        return self._q.qsize()
+class Inbox(Handoff[Delivery]):
+    """The ingest worker's inbox: a :class:`~sqal.subscriber.Handoff` that hands out batches."""
 
     def take(self, batch_rows: int, flush_s: float, poll_s: float = 0.25) -> list[Delivery]:
         """The next batch, cut at ``batch_rows`` messages or when its oldest is ``flush_s`` old.
@@ -43,7 +24,7 @@ class Inbox:
         whether to stop.
         """
         try:
-            first = self._q.get(timeout=poll_s)
+            first = self.get(poll_s)
         except queue.Empty:
             return []
         batch = [first]
@@ -51,7 +32,7 @@ class Inbox:
             # Whatever is already waiting joins the batch, however old the first message is:
             # after an outage the inbox is full of old messages and must leave in full batches.
             try:
-                batch.append(self._q.get_nowait())
+                batch.append(self.get_nowait())
                 continue
             except queue.Empty:
                 pass
@@ -59,7 +40,7 @@ class Inbox:
             if batch_due(len(batch), now - first.arrived_s, batch_rows, flush_s):
                 break
             try:
-                batch.append(self._q.get(timeout=first.arrived_s + flush_s - now))
+                batch.append(self.get(first.arrived_s + flush_s - now))
             except queue.Empty:
                 break
         return batch

@@ -17,6 +17,7 @@ class IngestMetrics:
         queue_depth: Callable[[], float],
         connected: Callable[[], float],
         write_age: Callable[[], float],
+        waited: Callable[[], float],
     ) -> None:
         r = self.registry = Registry("ingest")
         self.received = r.counter("received_total", "Messages received, by topic kind.", "kind")
@@ -38,8 +39,10 @@ class IngestMetrics:
         )
         self.db_retries = r.counter("db_retries_total", "Failed batch writes, retried.")
         self.acked = r.counter("acked_total", "Messages acknowledged after commit.")
-        self.dropped = r.counter(
-            "inbox_dropped_total", "Messages dropped unacked because the inbox was full."
+        self.backpressure = r.gauge(
+            "backpressure_seconds",
+            "Time the broker connection waited for room in the inbox (the broker was held back).",
+            waited,
         )
         self.seq_gaps = r.counter(
             "seq_gaps_total",

@@ -28,7 +28,7 @@ from ingest.batching import Backoff, check_batch_fits, log_due
 from ingest.inbox import Inbox
 from ingest.metrics import IngestMetrics
 from ingest.seqgaps import SeqTracker
-from sqal.errors import BrokerError, PayloadError, StorageError
+from sqal.errors import PayloadError, StorageError
 from sqal.metrics import MetricsServer
 from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.subscriber import Delivery, Subscriber
@@ -59,10 +59,6 @@ WRITE_STALL_S = 30.0
 """A batch write running longer than this makes ``/healthz`` fail (the database is frozen or
 overloaded); a dead database host errors out by then (storage.connection.DEAD_PEER)."""
 STORED_KINDS = (Kind.TOF, Kind.SPECTRAL, Kind.RESULT, Kind.STATUS, Kind.CONFIG)
-INBOX_FACTOR = 4
-"""Inbox bound in Receive Maximums. One would do if the broker honoured the limit exactly; after
-a reconnect Mosquitto 2.0 resends the old in-flight messages besides a fresh window (seen in
-tests/test_ingest_faults.py), and the old connection's copies may still be queued."""
 
 BROKER_COUNTERS = {
     "$SYS/broker/publish/messages/dropped": "publish_dropped",
@@ -128,12 +124,12 @@ class IngestService:
     def __init__(self, cfg: IngestConfig) -> None:
         check_batch_fits(cfg.batch_rows, INFLIGHT_WINDOW)
         self.cfg = cfg
-        self.inbox = Inbox(INBOX_FACTOR * INFLIGHT_WINDOW)
+        self.inbox = Inbox(INFLIGHT_WINDOW)
         self.link = Subscriber(
             cfg.broker,
             cfg.client_id,
             subscription_filters(cfg.shared_group, cfg.dead_topics),
-            self.inbox.offer,
+            self.inbox.put,
             # Broker statistics are optional: an ACL without `$SYS` read costs only them.
             optional_filters=list(BROKER_COUNTERS),
         )
@@ -143,6 +139,7 @@ class IngestService:
             queue_depth=lambda: float(self.inbox.depth()),
             connected=lambda: 1.0 if self.link.connected else 0.0,
             write_age=self._write_age,
+            waited=lambda: self.inbox.waited_s,
         )
         self.metrics.registry.healthy = self._health
         self.backoff = Backoff()
@@ -185,36 +182,16 @@ class IngestService:
                 self.cfg.batch_rows,
                 self.cfg.flush_s * 1000,
             )
-            healed = 0
             while not stop.is_set():
                 batch = self.inbox.take(self.cfg.batch_rows, self.cfg.flush_s)
-                self.metrics.dropped.inc(self.inbox.dropped - self.metrics.dropped.total())
                 if batch:
                     self.process(batch, stop)
-                elif self.inbox.dropped > healed:
-                    healed = self._heal_drops()
         finally:
             if server is not None:
                 server.stop()
+            self.inbox.close()  # paho's thread may wait for room: let it go, then join it
             self.link.stop()
             self.writer.close()
-
-    def _heal_drops(self) -> int:
-        """Reconnect once the inbox is empty so the broker resends the messages it dropped.
-
-        Seen with Mosquitto 2.0.11 resuming a session with a backlog beyond 65,535 messages: it
-        sent more than the Receive Maximum. Dropped messages stay in flight at the broker,
-        unacknowledged, and would block its window until the next connection.
-        """
-        dropped = self.inbox.dropped
-        log.warning(
-            "inbox overflowed (%d messages dropped); reconnecting to get them back", dropped
-        )
-        try:
-            self.link.reconnect()
-        except BrokerError as exc:
-            log.warning("reconnect failed, paho keeps retrying: %s", exc)
-        return dropped
 
     def process(self, batch: Sequence[Delivery], stop: threading.Event) -> WriteReport | None:
         """Store one batch and ack it; ``None`` when stopped before it committed (no ack)."""

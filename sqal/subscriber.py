@@ -20,6 +20,12 @@ class:
   its persistence file) subscribes again and goes on receiving.
 - **One inflight window** (:data:`sqal.mqtt.INFLIGHT_WINDOW`) announced as the Receive Maximum,
   and our own publishes kept within the broker's Receive Maximum from its CONNACK.
+- **Backpressure, never loss.** A broker need not honour the Receive Maximum: Mosquitto 2.0.11,
+  offered frames faster than a service stores them, keeps sending far past it (70,000
+  unacknowledged messages against a Receive Maximum of 1,000, packet ids wrapping past 65,535,
+  so that one PUBACK could name two messages). So a service hands messages to its worker
+  through a :class:`Handoff`: when it is full, paho's thread waits there, reads nothing more,
+  the TCP window closes and the broker has to stop sending. Nothing is dropped.
 
 paho's network thread runs every callback: they record and hand off, never block. What a
 service does with a message (batches, joins, liveness probes) stays in the service.
@@ -29,12 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
@@ -49,6 +57,86 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 10
+WAIT_SLICE_S = 0.1
+"""How often a waiting :meth:`Handoff.put` looks whether the hand-off was closed."""
+
+T = TypeVar("T")
+
+
+class Handoff(Generic[T]):
+    """A FIFO from paho's network thread to a service's worker, with backpressure on messages.
+
+    Two kinds of item share one queue, so the worker waits in one place and sees them in the
+    order paho did:
+
+    - **messages** (:meth:`put`) take one of ``capacity`` places; when none is free, paho's
+      thread waits (see the module's docstring) and gives up only once :meth:`close` was called,
+      at shutdown, so that it can be joined: a message not taken then stays unacknowledged and
+      the broker sends it again to the next run;
+    - **signals** (:meth:`signal`: our own PUBACKs, probe answers, link changes, wake-ups) never
+      wait. paho calls ``on_publish`` holding the lock its ``publish()`` takes, so a PUBACK
+      waiting for room while the worker publishes would stop both threads for good.
+
+    A message's place is freed when the worker takes it (:meth:`get`). The worker must never
+    wait for paho's thread, or the two would wait for each other.
+
+    Attributes:
+        waited_s: total time :meth:`put` waited for room (the backpressure applied).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._q: queue.SimpleQueue[tuple[bool, T]] = queue.SimpleQueue()
+        self._room = threading.BoundedSemaphore(capacity)
+        self._closed = threading.Event()
+        self.waited_s = 0.0
+
+    def put(self, item: T) -> bool:
+        """Enqueue a message, waiting for room; False only when closed before there was room."""
+        if not self._room.acquire(blocking=False):
+            start = time.monotonic()
+            try:
+                while not self._room.acquire(timeout=WAIT_SLICE_S):
+                    if self._closed.is_set():
+                        return False
+            finally:
+                self.waited_s += time.monotonic() - start
+        self._q.put((True, item))
+        return True
+
+    def signal(self, item: T) -> None:
+        """Enqueue an item that takes no place and never waits."""
+        self._q.put((False, item))
+
+    def get(self, timeout_s: float) -> T:
+        """The next item, waiting at most ``timeout_s``.
+
+        Raises:
+            queue.Empty: nothing came in time.
+        """
+        return self._taken(self._q.get(timeout=timeout_s))
+
+    def get_nowait(self) -> T:
+        """The next item if one is waiting.
+
+        Raises:
+            queue.Empty: none is.
+        """
+        return self._taken(self._q.get_nowait())
+
+    def _taken(self, entry: tuple[bool, T]) -> T:
+        placed, item = entry
+        if placed:
+            self._room.release()
+        return item
+
+    def depth(self) -> int:
+        """Items waiting for the worker (messages and signals)."""
+        return self._q.qsize()
+
+    def close(self) -> None:
+        """Stop waiting for room (shutdown): :meth:`put` returns False from now on when full."""
+        self._closed.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +207,9 @@ class Subscriber:
         client_id: stable across restarts, so the broker finds the persistent session again.
         filters: subscription filters (already ``$share/…`` when sharing); a refusal of any of
             them fails :meth:`start`.
-        deliver: called in paho's thread with each message; returns False when the service
-            cannot take it (the message then stays unacknowledged at the broker).
+        deliver: called in paho's thread with each message, usually :meth:`Handoff.put`; it
+            may wait for room (backpressure) and returns False when the service did not take
+            the message (shutting down): it then stays unacknowledged at the broker.
         optional_filters: filters whose refusal is only logged (e.g. ``$SYS`` statistics an ACL
             may not grant).
         receive_maximum: the Receive Maximum announced, and the most of our own QoS 1

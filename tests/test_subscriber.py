@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import queue
+import threading
+import time
 import uuid
 
 import pytest
 
 from embedded import Mosquitto
 from sqal.mqtt import INFLIGHT_WINDOW, client_id, paho_client
-from sqal.subscriber import AckLedger, Delivery, Subscriber
+from sqal.subscriber import AckLedger, Delivery, Handoff, Subscriber
 from tests.test_ingest_frames import wait_until
 
 TIMEOUT_S = 10.0
@@ -26,6 +28,46 @@ def test_the_ledger_releases_acks_in_arrival_order() -> None:
     assert ledger.unacked == 0
     ledger.register(4, 15, 1)
     assert ledger.finish([4]) == [(15, 1)]
+
+
+def test_a_full_handoff_holds_messages_back_until_the_worker_takes_one() -> None:
+    box: Handoff[int] = Handoff(2)
+    assert box.put(1) and box.put(2)
+    taken = threading.Event()
+
+    def worker() -> None:
+        time.sleep(0.3)
+        assert box.get(1) == 1
+        taken.set()
+
+    threading.Thread(target=worker).start()
+    assert box.put(3)  # waits for the worker's get: never dropped
+    assert taken.is_set()
+    assert box.waited_s >= 0.2
+    assert [box.get(1), box.get(1)] == [2, 3]
+
+
+def test_signals_never_wait_and_keep_their_order_among_messages() -> None:
+    # A PUBACK that waited for room would deadlock paho (on_publish runs under the lock
+    # publish() takes) against a worker publishing a result.
+    box: Handoff[str] = Handoff(1)
+    assert box.put("frame 1")
+    box.signal("puback 1")
+    box.signal("puback 2")
+    assert box.depth() == 3
+    assert [box.get_nowait() for _ in range(3)] == ["frame 1", "puback 1", "puback 2"]
+    with pytest.raises(queue.Empty):
+        box.get_nowait()
+
+
+def test_a_closed_handoff_lets_a_waiting_put_go_without_the_message() -> None:
+    box: Handoff[int] = Handoff(1)
+    assert box.put(1)
+    threading.Timer(0.2, box.close).start()
+    assert box.put(2) is False  # shutting down: it stays unacknowledged at the broker
+    assert box.get_nowait() == 1
+    with pytest.raises(queue.Empty):
+        box.get_nowait()
 
 
 class Sink:

@@ -47,6 +47,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Seconds the broker stays SIGSTOPped (default 5; soak: 10).",
     )
     group.addoption(
+        "--overload-samples",
+        type=int,
+        default=4000,
+        help="Samples offered at full speed in the overload scenario (default 4000; soak: 40000).",
+    )
+    group.addoption(
         "--fuzz-count",
         type=int,
         default=2000,

@@ -1,0 +1,109 @@
+"""Overload means backpressure, never loss: frames offered far faster than the pipeline works.
+
+Publisher processes send both frames of every sample at QoS 1 as fast as paho lets them, several
+times what the analyzer and ingest process (the test prints both rates). Mosquitto 2.0.11 then
+sends the services far more than the Receive Maximum they announce; each service's hand-off
+(sqal.subscriber.Handoff) holds paho's thread instead of dropping. Every frame must be stored
+once, every sample scored once, none partially.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from sqal.mqtt import client_id, paho_client
+from sqal.wire import Kind, device_topic, encode
+from tests.chaos.plugin import NOTES
+from tests.chaos.stack import Stack, wait_for
+from tests.frames import spectral_frame, tof_frame
+
+pytestmark = pytest.mark.chaos
+
+LINE = "OVERLOAD"
+PUBLISHERS = 2
+TS = datetime(2031, 1, 6, 8, 0, tzinfo=UTC)
+"""A day of its own: no other chaos scenario writes rows on it."""
+
+
+def _publish(url: str, device: str, count: int) -> None:
+    """One publisher process: ``count`` samples of ``device``, both frames each, QoS 1."""
+    payloads = []
+    for seq in range(count):
+        payloads.append((Kind.TOF, encode(tof_frame(device, seq=seq, ts=TS))))
+        payloads.append((Kind.SPECTRAL, encode(spectral_frame(device, seq=seq, ts=TS))))
+    client = paho_client(url, client_id("overload"), persistent=False, max_inflight=1000)
+    try:
+        infos = [client.publish(device_topic(LINE, device, k), p, qos=1) for k, p in payloads]
+        for info in infos:
+            info.wait_for_publish(120)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _count(stack: Stack, table: str) -> int:
+    return stack.scalar(
+        f"SELECT count(*) FROM {table} WHERE line_id = %s AND ts = %s",  # noqa: S608
+        LINE,
+        TS,
+    )
+
+
+def test_overload_stores_every_frame_and_scores_every_sample_once(
+    stack: Stack, request: pytest.FixtureRequest
+) -> None:
+    assert stack.analyzer is not None
+    assert stack.ingest is not None
+    per_device = int(request.config.getoption("--overload-samples")) // PUBLISHERS
+    samples = per_device * PUBLISHERS
+    scored_before = stack.analyzer.metrics().get("sqal_analyzer_scored_total", 0.0)
+
+    ctx = mp.get_context("spawn")
+    start = time.monotonic()
+    pubs = [
+        ctx.Process(target=_publish, args=(stack.url, f"ovl{i}", per_device))
+        for i in range(PUBLISHERS)
+    ]
+    for p in pubs:
+        p.start()
+    for p in pubs:
+        p.join(300)
+        assert p.exitcode == 0, "a publisher failed"
+    offered_s = time.monotonic() - start
+
+    def drained() -> bool:
+        return _count(stack, "results") >= samples and _count(stack, "tof_frames") >= samples
+
+    assert wait_for(drained, 600, every_s=0.5), (
+        f"results {_count(stack, 'results')}, tof {_count(stack, 'tof_frames')} of {samples}"
+    )
+    drained_s = time.monotonic() - start
+    wait_for(lambda: _count(stack, "spectral_frames") >= samples, 60, every_s=0.5)
+
+    assert _count(stack, "tof_frames") == samples
+    assert _count(stack, "spectral_frames") == samples
+    assert _count(stack, "results") == samples
+    partial = stack.scalar(
+        "SELECT count(*) FROM results WHERE line_id = %s AND ts = %s "
+        "AND NOT (tof_present AND spectral_present)",
+        LINE,
+        TS,
+    )
+    assert partial == 0
+    scored = stack.analyzer.metrics().get("sqal_analyzer_scored_total", 0.0) - scored_before
+    assert scored == samples, "a sample was scored twice (or not at all)"
+    held = {
+        name: svc.metrics().get(f"sqal_{name}_backpressure_seconds", 0.0)
+        for name, svc in (("analyzer", stack.analyzer), ("ingest", stack.ingest))
+    }
+    assert max(held.values()) > 0, "no backpressure: the offered load was no overload"
+    NOTES.append(
+        f"overload: {2 * samples} frames offered in {offered_s:.1f} s "
+        f"({2 * samples / offered_s:.0f}/s), all stored and scored after {drained_s:.1f} s "
+        f"({2 * samples / drained_s:.0f}/s); backpressure analyzer {held['analyzer']:.1f} s, "
+        f"ingest {held['ingest']:.1f} s"
+    )
