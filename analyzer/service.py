@@ -13,7 +13,6 @@ none is missing.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import queue
@@ -30,7 +29,6 @@ from analyzer.join import Joiner, Outcome, Ready
 from analyzer.liveness import PROBE_FILTER, BrokerLiveness
 from analyzer.params import ScoringParams, build_params
 from analyzer.results import SampleMeta, to_results
-from analyzer.retained import fetch_retained_configs
 from sqal.errors import ConfigError, PayloadError
 from sqal.metrics import Registry
 from sqal.mqtt import INFLIGHT_WINDOW
@@ -47,6 +45,7 @@ from sqal.wire import (
     decode,
     device_topic,
     encode,
+    kind_of,
     parse_topic,
     subscription,
 )
@@ -111,7 +110,12 @@ class _Unsuback:
     received_s: float
 
 
-_Event = Delivery | _Puback | _Unsuback | _Back
+@dataclass(frozen=True)
+class _StateSent:
+    """The broker has sent every retained device config of this connection (the fence)."""
+
+
+_Event = Delivery | _Puback | _Unsuback | _Back | _StateSent
 
 
 class Metrics:
@@ -145,7 +149,8 @@ class AnalyzerService:
     def __init__(self, cfg: AnalyzerConfig, registry: Registry | None = None) -> None:
         self.cfg = cfg
         self.default_params = build_params(load_profile(cfg.profile))
-        self.device_params: dict[str, ScoringParams] = {}
+        self.device_params: dict[tuple[str, str], ScoringParams] = {}
+        """Per (line, device): a device id is unique within its line only (docs/contract.md)."""
         self.joiner: Joiner[Delivery] = Joiner(cfg.join_timeout_s, cfg.max_pending)
         self.inbox: Handoff[_Event | None] = Handoff(INBOX_FRAMES)
         self.liveness = BrokerLiveness()
@@ -156,12 +161,16 @@ class AnalyzerService:
         self._awaiting: dict[int, tuple[tuple[Delivery, ...], bool, float]] = {}
         self._stop = threading.Event()
         self._away_since: float | None = None
-        kinds = (Kind.CONFIG, Kind.TOF, Kind.SPECTRAL)
+        self._held: list[Delivery] | None = []
+        """Frames that came before this connection's retained configs (None: configs known)."""
+        lines = cfg.lines or ["+"]
         self.sub = Subscriber(
             cfg.broker,
             cfg.client_id,
-            [subscription(k, line=ln) for k in kinds for ln in (cfg.lines or ["+"])],
+            [subscription(k, line=ln) for k in (Kind.TOF, Kind.SPECTRAL) for ln in lines],
             self._on_message,
+            state_filters=[subscription(Kind.CONFIG, line=ln) for ln in lines],
+            on_state=lambda: self.inbox.signal(_StateSent()),
             on_puback=self._on_puback_mid,
             on_unsuback=self._on_unsuback_mid,
             on_link=self._on_link,
@@ -197,6 +206,8 @@ class AnalyzerService:
     def _health(self) -> tuple[bool, str]:
         if not self.sub.connected:
             return False, "not connected to the broker"
+        if not self.sub.listening:
+            return False, "connected, but the broker has not granted our subscriptions"
         probe = self.liveness.outstanding  # one read: (mid, sent_s) as one value
         waited = 0.0 if probe is None else time.monotonic() - probe[1]
         if waited > BROKER_SILENT_S:
@@ -215,13 +226,7 @@ class AnalyzerService:
         Raises:
             BrokerError: the broker cannot be reached or refused us.
         """
-        # Retained configs first, on a clean session: a persistent session's queued frames would
-        # otherwise arrive (and be scored with the default profile) before the re-subscription
-        # brings the retained configs again.
         sys.setswitchinterval(GIL_SWITCH_S)
-        for device, config in fetch_retained_configs(self.cfg.broker, self.cfg.lines):
-            with contextlib.suppress(PayloadError):  # logged; the subscription dead-letters it
-                self._apply_config(device, config)
         try:
             self.sub.start()
             self.ready.set()
@@ -262,7 +267,14 @@ class AnalyzerService:
         for ev in events:
             if isinstance(ev, Delivery):
                 self._saw(ev.arrived_s)
-                ready += self._on_frame(ev)
+                if self._held is not None and kind_of(ev.topic) is not Kind.CONFIG:
+                    self._held.append(ev)  # scored once this connection's configs are in
+                else:
+                    ready += self._on_frame(ev)
+            elif isinstance(ev, _StateSent):
+                held, self._held = self._held or [], None
+                for m in held:
+                    ready += self._on_frame(m)
             elif isinstance(ev, _Puback):
                 self._saw(ev.received_s)
                 self._on_puback(ev.mid)
@@ -271,6 +283,8 @@ class AnalyzerService:
                 self._saw(ev.received_s)  # after: the answer's round trip is known
             else:
                 self.joiner.restart_waits(ev.at_s)
+                if self._held is None:
+                    self._held = []  # the broker sends the retained configs again
         if self._away_since is None:  # no half can arrive while the broker is away
             now = time.monotonic()
             # Join timeouts count up to the settled time (None: the broker has not yet been seen
@@ -325,12 +339,12 @@ class AnalyzerService:
             self.metrics.received.inc(label=topic.kind.value)
             frame = decode(topic, m.payload)
             if isinstance(frame, DeviceConfig):
-                self._apply_config(topic.device, frame)
+                self._apply_config(topic.line, topic.device, frame)
                 self._done((m,))
                 return []
             if not isinstance(frame, TofFrame | SpectralFrame):
                 raise PayloadError(DeadReason.BAD_TOPIC, "not a frame topic", m.topic)
-            params = self.device_params.get(frame.device_id, self.default_params)
+            params = self.device_params.get((topic.line, topic.device), self.default_params)
             if isinstance(frame, TofFrame) and frame.layout != params.layout:
                 raise PayloadError(
                     DeadReason.SCHEMA,
@@ -351,20 +365,20 @@ class AnalyzerService:
                 self.metrics.join.inc(label=r.release.value)
         return released
 
-    def _apply_config(self, device: str, cfg: DeviceConfig) -> None:
+    def _apply_config(self, line: str, device: str, cfg: DeviceConfig) -> None:
         try:
             params = build_params(load_profile(cfg.profile), cfg.calibration)
         except ConfigError as exc:
             log.warning("config of %s not applied: %s", device, exc)
             raise PayloadError(DeadReason.UNKNOWN_PROFILE, str(exc)) from None
-        self.device_params[device] = params
-        log.info("device %s scored with profile %s", device, cfg.profile)
+        self.device_params[line, device] = params
+        log.info("device %s/%s scored with profile %s", line, device, cfg.profile)
 
     def _score(self, ready: list[Ready[Delivery]]) -> None:
         groups: dict[int, list[Ready[Delivery]]] = defaultdict(list)
         params_by_id: dict[int, ScoringParams] = {}
         for r in ready:
-            p = self.device_params.get(r.device_id, self.default_params)
+            p = self.device_params.get((r.line, r.device_id), self.default_params)
             groups[id(p)].append(r)
             params_by_id[id(p)] = p
         for key, group in groups.items():

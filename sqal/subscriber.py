@@ -18,6 +18,13 @@ class:
 - **Subscribed on every connect.** With ``retainHandling=1`` a reconnect that finds its session
   gets no retained replay, and one whose session is gone (taken over, or a broker that lost
   its persistence file) subscribes again and goes on receiving.
+- **State first.** Filters of retained state (the analyzer's device configs) are subscribed at
+  QoS 0 with ``retainHandling=0``: the broker sends every retained value again on each connect,
+  and QoS 0 does not wait for the inflight window that a queued backlog fills, so the state
+  comes ahead of the backlog's remainder. An UNSUBSCRIBE sent right after the SUBSCRIBE is the
+  fence: its UNSUBACK (``on_state``) comes after the last retained value, and a service holds
+  the messages that came before it until then. One connection per service, so a broker that
+  binds client ids to users (``use_username_as_clientid``) costs nothing.
 - **One inflight window** (:data:`sqal.mqtt.INFLIGHT_WINDOW`) announced as the Receive Maximum,
   and our own publishes kept within the broker's Receive Maximum from its CONNACK.
 - **Backpressure, never loss.** A broker need not honour the Receive Maximum: Mosquitto 2.0.11,
@@ -52,6 +59,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqal.errors import BrokerError
 from sqal.mqtt import INFLIGHT_WINDOW, KEEPALIVE_S, SESSION_EXPIRY_S, connect_properties, new_paho
 from sqal.settings import BrokerUrl, parse_broker_url
+from sqal.wire import PROBE_FILTER
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +218,15 @@ class Subscriber:
         deliver: called in paho's thread with each message, usually :meth:`Handoff.put`; it
             may wait for room (backpressure) and returns False when the service did not take
             the message (shutting down): it then stays unacknowledged at the broker.
+        state_filters: filters of retained state, sent again on every connect ahead of the
+            backlog (see the module's docstring); a refusal fails :meth:`start`.
         optional_filters: filters whose refusal is only logged (e.g. ``$SYS`` statistics an ACL
             may not grant).
         receive_maximum: the Receive Maximum announced, and the most of our own QoS 1
             publishes in flight (lowered to the broker's own Receive Maximum).
         on_puback, on_unsuback: the packet id of a PUBACK / UNSUBACK, in paho's thread.
+        on_state: called in paho's thread once the broker has sent every retained value of
+            ``state_filters`` after a connect.
         on_link: ``True`` after each successful CONNACK (before any message of that
             connection), ``False`` when the connection is lost; in paho's thread.
     """
@@ -226,16 +238,26 @@ class Subscriber:
         filters: Sequence[str],
         deliver: Callable[[Delivery], bool],
         *,
+        state_filters: Sequence[str] = (),
         optional_filters: Sequence[str] = (),
         receive_maximum: int = INFLIGHT_WINDOW,
         on_puback: Callable[[int], None] | None = None,
         on_unsuback: Callable[[int], None] | None = None,
+        on_state: Callable[[], None] | None = None,
         on_link: Callable[[bool], None] | None = None,
     ) -> None:
         self._broker = url if isinstance(url, BrokerUrl) else parse_broker_url(url)
         self.client_id = client_id
-        self._filters = [*filters, *optional_filters]
+        queued = SubscribeOptions(qos=1, retainHandling=1)
+        state = SubscribeOptions(qos=0, retainHandling=0)
+        self._filters = [
+            *((f, queued) for f in [*filters, *optional_filters]),
+            *((f, state) for f in state_filters),
+        ]
         self._optional = set(optional_filters)
+        self._on_state = on_state
+        self._fence: int | None = None
+        self._listening = False
         self._deliver = deliver
         self._receive_maximum = receive_maximum
         self._on_puback = on_puback
@@ -265,6 +287,11 @@ class Subscriber:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def listening(self) -> bool:
+        """Connected, and the broker granted every required subscription of this connection."""
+        return self._connected.is_set() and self._listening
 
     @property
     def generation(self) -> int:
@@ -394,11 +421,14 @@ class Subscriber:
         limit = min(self._receive_maximum, self.broker_receive_maximum or self._receive_maximum)
         client._max_inflight_messages = limit
         self.session_present = bool(flags.session_present)
+        self._listening = False
         self._connected.set()
         if self._on_link is not None:
             self._on_link(True)
-        opts = SubscribeOptions(qos=1, retainHandling=1)
-        client.subscribe([(f, opts) for f in self._filters])
+        client.subscribe(self._filters)
+        if self._on_state is not None:
+            # The broker answers in order: the retained state goes out before this UNSUBACK.
+            self._fence = client.unsubscribe(PROBE_FILTER)[1]
         log.info(
             "connected to %s as %s (session present: %s)",
             self._broker,
@@ -415,13 +445,16 @@ class Subscriber:
         props: Properties | None,
     ) -> None:
         bad = []
-        for f, c in zip(self._filters, codes, strict=False):
+        for (f, _), c in zip(self._filters, codes, strict=False):
             if c.is_failure and f in self._optional:
                 log.warning("optional subscription %s refused (%s); going on without it", f, c)
             elif c.is_failure:
                 bad.append(f"{f}: {c}")
         if bad:
             self._refused = f"subscription refused ({'; '.join(bad)})"
+            if self._subscribed.is_set():  # a reconnect: nobody waits in start() to raise it
+                log.error("%s: %s; receiving nothing on them", self.client_id, self._refused)
+        self._listening = not bad
         self._subscribed.set()
 
     def _on_disconnect(
@@ -433,6 +466,7 @@ class Subscriber:
         props: Properties | None,
     ) -> None:
         self._connected.clear()
+        self._listening = False
         if self._on_link is not None:
             self._on_link(False)
         if rc.is_failure:
@@ -458,5 +492,8 @@ class Subscriber:
     def _on_unsubscribe(
         self, client: paho.Client, userdata: object, mid: int, *rest: object
     ) -> None:
-        if self._on_unsuback is not None:
+        if mid == self._fence and self._on_state is not None:
+            self._fence = None
+            self._on_state()
+        elif self._on_unsuback is not None:
             self._on_unsuback(mid)

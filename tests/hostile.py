@@ -697,7 +697,7 @@ class AnalyzerStage(Stage):
 
     def _idle(self) -> bool:
         s = self.service
-        return s.inbox.empty() and s.sub.unacked == 0 and len(s.joiner) == 0
+        return s.inbox.depth() == 0 and s.sub.unacked == 0 and len(s.joiner) == 0
 
     def settle(self) -> None:
         # A half the analyzer wrongly accepted (a known inconsistency) waits for its join

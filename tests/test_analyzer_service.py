@@ -295,3 +295,90 @@ def wait_for(check: Callable[[], bool], timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+def run_in_thread(broker: Mosquitto, cid: str) -> tuple[AnalyzerService, threading.Thread]:
+    service = AnalyzerService(AnalyzerConfig(broker.url, client_id=cid, join_timeout_s=0.5))
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    assert service.ready.wait(10)
+    return service, worker
+
+
+def stop(service: AnalyzerService, worker: threading.Thread) -> None:
+    service.stop()
+    worker.join(15)
+    assert not worker.is_alive()
+
+
+def test_a_backlog_is_scored_with_the_retained_config_whatever_came_first(
+    broker: Mosquitto, publisher: paho.Client
+) -> None:
+    """Frames queued for the analyzer's session come before any subscription of the new
+    connection; the retained config they depend on must still decide how they are scored."""
+    line, dev, cid = f"L{uuid.uuid4().hex[:6]}", "devB", f"an-{uuid.uuid4().hex[:8]}"
+    collector = Collector(broker, line)
+    service, worker = run_in_thread(broker, cid)
+    stop(service, worker)  # the session stays, subscribed, while the analyzer is away
+    try:
+        cfg = DeviceConfig(device_id=dev, profile="pate_terrine_300g", calibration=calibration())
+        send(publisher, device_topic(line, dev, Kind.CONFIG), encode(cfg), retain=True)
+        for seq in range(40):  # a backlog several times a batch
+            tof, spec = frames(dev, seq)
+            send(publisher, device_topic(line, dev, Kind.TOF), tof)
+            send(publisher, device_topic(line, dev, Kind.SPECTRAL), spec)
+        service, worker = run_in_thread(broker, cid)
+        collector.wait({sample_id(dev, s) for s in range(40)})
+        with collector.lock:
+            profiles = {r.profile for rs in collector.results.values() for r in rs}
+        assert profiles == {"pate_terrine_300g"}
+    finally:
+        stop(service, worker)
+        collector.close()
+
+
+def test_a_device_id_on_another_line_is_another_device(
+    broker: Mosquitto, publisher: paho.Client
+) -> None:
+    """A config sent to L2/b01 changes nothing on L1/b01 (#15: lines collided on device ids)."""
+    first, second = f"A{uuid.uuid4().hex[:6]}", f"B{uuid.uuid4().hex[:6]}"
+    ours = Collector(broker, first)
+    service, worker = run_in_thread(broker, f"an-{uuid.uuid4().hex[:8]}")
+    try:
+        cfg = DeviceConfig(device_id="b01", profile="pate_terrine_300g", calibration=calibration())
+        send(publisher, device_topic(second, "b01", Kind.CONFIG), encode(cfg), retain=True)
+        tof, spec = frames("b01", 7)
+        send(publisher, device_topic(first, "b01", Kind.TOF), tof)
+        send(publisher, device_topic(first, "b01", Kind.SPECTRAL), spec)
+        ours.wait({sample_id("b01", 7)})
+        with ours.lock:
+            assert [r.profile for r in ours.results[sample_id("b01", 7)]] == ["foie_gras_lobe_400g"]
+    finally:
+        stop(service, worker)
+        ours.close()
+        send(publisher, device_topic(second, "b01", Kind.CONFIG), b"", retain=True)
+
+
+def test_a_lost_session_is_subscribed_again_and_the_next_sample_scored(
+    broker: Mosquitto, publisher: paho.Client
+) -> None:
+    """Another client takes the analyzer's id with a clean start: the broker deletes the
+    session and its subscriptions. The analyzer reconnects, subscribes again and scores on."""
+    line, dev, cid = f"L{uuid.uuid4().hex[:6]}", "devS", f"an-{uuid.uuid4().hex[:8]}"
+    collector = Collector(broker, line)
+    service, worker = run_in_thread(broker, cid)
+    try:
+        generation = service.sub.generation
+        thief = paho_client(broker.url, cid, persistent=False)  # clean start: session gone
+        thief.disconnect()
+        thief.loop_stop()
+        assert wait_for(lambda: service.sub.generation > generation, 15)
+        assert service.sub.session_present is False
+        assert wait_for(lambda: service.registry.healthy() == (True, "ok"), 10)
+        tof, spec = frames(dev, 1)
+        send(publisher, device_topic(line, dev, Kind.TOF), tof)
+        send(publisher, device_topic(line, dev, Kind.SPECTRAL), spec)
+        collector.wait({sample_id(dev, 1)})
+    finally:
+        stop(service, worker)
+        collector.close()

@@ -32,7 +32,8 @@ def test_the_ledger_releases_acks_in_arrival_order() -> None:
 
 def test_a_full_handoff_holds_messages_back_until_the_worker_takes_one() -> None:
     box: Handoff[int] = Handoff(2)
-    assert box.put(1) and box.put(2)
+    assert box.put(1)
+    assert box.put(2)
     taken = threading.Event()
 
     def worker() -> None:
