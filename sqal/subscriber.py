@@ -172,11 +172,19 @@ class AckLedger:
 
     Each message is registered with its arrival number, packet id and QoS; :meth:`finish` marks
     messages done and returns the ``(mid, qos)`` pairs that may be acknowledged now, in order.
+
+    Messages finished in one call are one unit (the two halves of a sample, whose result went
+    out): their acks go out together or not at all. In-order acks alone would split a unit whose
+    members have an unfinished message between them (a tof half acked, its spectral half held
+    back behind another device's lone half); a ``kill -9`` then left the spectral half alone at
+    the broker, and the next analyzer scored it a second time, as a partial result.
     """
 
     _next: int = 0
     _entries: dict[int, tuple[int, int]] = field(default_factory=dict)
     _finished: set[int] = field(default_factory=set)
+    _units: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Members of units of several messages, by arrival number: (first, last) of the unit."""
 
     def register(self, seq: int, mid: int, qos: int) -> None:
         self._entries[seq] = (mid, qos)
@@ -190,16 +198,37 @@ class AckLedger:
         self.finish((seq,))
 
     def finish(self, seqs: Iterable[int]) -> list[tuple[int, int]]:
-        """Mark messages done; return the acks now due, in arrival order."""
-        self._finished.update(seqs)
+        """Mark messages done, as one unit; return the acks now due, in arrival order."""
+        unit = sorted(set(seqs))
+        if len(unit) > 1:
+            for seq in unit:
+                self._units[seq] = (unit[0], unit[-1])
+        self._finished.update(unit)
+        cut = self._next  # acks go out for arrival numbers below the cut
+        while cut in self._finished:
+            cut += 1
+        cut = self._unsplit(cut)
         due = []
-        while self._next in self._finished:
+        while self._next < cut:
             self._finished.discard(self._next)
+            self._units.pop(self._next, None)
             entry = self._entries.pop(self._next, None)
             if entry is not None:
                 due.append(entry)
             self._next += 1
         return due
+
+    def _unsplit(self, cut: int) -> int:
+        """Move ``cut`` back until no unit has members on both sides of it."""
+        seq = self._next
+        while seq < cut:
+            span = self._units.get(seq)
+            if span is not None and span[1] >= cut:
+                cut = span[0]
+                seq = self._next  # an earlier unit may now straddle the new cut
+                continue
+            seq += 1
+        return cut
 
     @property
     def unacked(self) -> int:

@@ -30,6 +30,28 @@ def test_the_ledger_releases_acks_in_arrival_order() -> None:
     assert ledger.finish([4]) == [(15, 1)]
 
 
+def test_a_unit_is_never_split_by_the_ack_cut() -> None:
+    """The halves of a sample (1 and 4) are acked together, never 1 alone while 4 waits for 2."""
+    ledger = AckLedger()
+    for seq in range(6):
+        ledger.register(seq, 10 + seq, 1)
+    assert ledger.finish([0]) == [(10, 1)]
+    assert ledger.finish([1, 4]) == []  # 1 is ackable, 4 is not (2 and 3 are open): neither
+    assert ledger.finish([3]) == []
+    assert ledger.finish([2, 5]) == [(11, 1), (12, 1), (13, 1), (14, 1), (15, 1)]
+    assert ledger.unacked == 0
+
+
+def test_units_that_overlap_the_cut_in_a_chain_all_wait() -> None:
+    ledger = AckLedger()
+    for seq in range(6):
+        ledger.register(seq, 10 + seq, 1)
+    assert ledger.finish([0, 2]) == []  # 1 open
+    assert ledger.finish([1, 5]) == []  # 0..2 done, but 1's unit reaches 5 (3, 4 open)
+    assert ledger.finish([3]) == []
+    assert ledger.finish([4]) == [(10 + s, 1) for s in range(6)]
+
+
 def test_a_full_handoff_holds_messages_back_until_the_worker_takes_one() -> None:
     box: Handoff[int] = Handoff(2)
     assert box.put(1)

@@ -60,7 +60,16 @@ def test_overload_stores_every_frame_and_scores_every_sample_once(
     assert stack.ingest is not None
     per_device = int(request.config.getoption("--overload-samples")) // PUBLISHERS
     samples = per_device * PUBLISHERS
-    scored_before = stack.analyzer.metrics().get("sqal_analyzer_scored_total", 0.0)
+    analyzer = stack.analyzer
+
+    def idle() -> bool:  # earlier scenarios' lone halves are scored (and counted) first
+        m = analyzer.metrics()
+        return m.get("sqal_analyzer_pending_joins", 0.0) == 0 and (
+            m.get("sqal_analyzer_unacked_messages", 0.0) == 0
+        )
+
+    assert wait_for(idle, 90, every_s=0.5), "the analyzer still holds earlier scenarios' halves"
+    scored_before = analyzer.metrics().get("sqal_analyzer_scored_total", 0.0)
 
     ctx = mp.get_context("spawn")
     start = time.monotonic()
