@@ -359,3 +359,41 @@ def test_rewriting_a_broker_file_keeps_its_owner_and_leaves_no_temp_file(tmp_pat
     assert (passwd.stat().st_uid, passwd.stat().st_gid) == owner
     assert passwd.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd"]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["loopback", "tls"])
+def test_a_device_login_cannot_take_over_a_service_s_session(
+    secure: SecureBroker, tls: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#15: with its own password and the analyzer's client id, a device connected with a clean
+    start and the broker handed it the analyzer's session (5 queued frames lost). The broker
+    now replaces every client id with the user name, on both listeners."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(secure.certs.ca_cert))
+    queued: list[bytes] = []
+    received = threading.Event()
+
+    def on_message(c: paho.Client, u: object, msg: paho.MQTTMessage) -> None:
+        queued.append(bytes(msg.payload))
+        if len(queued) == 5:
+            received.set()
+
+    url = secure.url("analyzer", tls=tls)
+    service = paho_client(url, "sqal-analyzer", on_message=on_message)
+    service.subscribe(f"{T}/devA/tof", qos=1)
+    time.sleep(0.2)  # SUBACK
+    service.disconnect()
+    service.loop_stop()
+    device = paho_client(secure.url("L1/devA", tls=tls), "devA", persistent=False)
+    for n in range(5):  # queued for the absent analyzer
+        device.publish(f"{T}/devA/tof", b"frame %d" % n, qos=1).wait_for_publish(5)
+    device.disconnect()
+    device.loop_stop()
+    thief = paho_client(secure.url("L1/devA", tls=tls), "sqal-analyzer", persistent=False)
+    thief.disconnect()
+    thief.loop_stop()
+    service = paho_client(url, "sqal-analyzer", on_message=on_message)
+    try:
+        assert received.wait(5), f"the analyzer's session lost its queue: got {queued}"
+    finally:
+        service.disconnect()
+        service.loop_stop()

@@ -162,12 +162,19 @@ def test_compose_broker_keeps_the_security_and_limits_of_production() -> None:
     where = {  # paths inside the container and where logs go differ; nothing else may
         "password_file", "acl_file", "cafile", "certfile", "keyfile", "listener",
         "persistence_location", "log_dest",
+        # Production binds client ids to users on both listeners; compose on the device
+        # listener only: its simulated fleet runs several connections as one user on 1883.
+        "use_username_as_clientid",
     }  # fmt: skip
     assert {k: v for k, v in ours.items() if k not in where} == {
         k: v for k, v in theirs.items() if k not in where
     }
     assert ours["allow_anonymous"] == ["false"]
     assert ours["listener"] == ["8883", "1883"]
+    assert theirs["use_username_as_clientid"] == ["true", "true"]
+    lines = (ROOT / "mosquitto/compose.conf").read_text().splitlines()
+    bound = lines.index("use_username_as_clientid true")
+    assert lines.index("listener 8883") < bound < lines.index("listener 1883")
     mosquitto = SERVICES["mosquitto"]
     assert "./mosquitto/compose.conf:/mosquitto/config/mosquitto.conf:ro" in mosquitto["volumes"]
     folder = SERVICES["broker-init"]["command"][2]
