@@ -27,7 +27,8 @@ from typing import Generic, TypeVar
 from sqal.wire import SpectralFrame, TofFrame
 
 H = TypeVar("H")
-Key = tuple[str, str]
+Key = tuple[str, str, str]
+"""(line, device, sample): a device id is unique within its line only."""
 TOF, SPEC = 1, 2
 
 
@@ -117,7 +118,7 @@ class Joiner(Generic[H]):
             evicted to make room). For ``DUPLICATE``/``LATE`` of an already released sample the
             list is empty and the caller may acknowledge ``handle`` at once.
         """
-        key = (frame.device_id, frame.sample_id)
+        key = (line, frame.device_id, frame.sample_id)
         half = TOF if isinstance(frame, TofFrame) else SPEC
         self._forget(now)
         done = self._done.get(key)
@@ -207,8 +208,8 @@ class Joiner(Generic[H]):
         while len(self._done) > self.done_capacity:
             self._done.popitem(last=False)
         return Ready(
-            device_id=key[0],
-            sample_id=key[1],
+            device_id=key[1],
+            sample_id=key[2],
             line=pend.line,
             tof=pend.tof,
             spectral=pend.spectral,

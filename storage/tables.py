@@ -16,8 +16,9 @@ from psycopg import sql
 
 _INT_BITS = {"int2": 16, "int4": 32, "int8": 64}
 
-KEY = ("device_id", "sample_id", "ts")
-"""The unique index of every keyed table (``storage/migrations``), in its column order."""
+KEY = ("line_id", "device_id", "sample_id", "ts")
+"""The unique index of every keyed table (``storage/migrations``), in its column order: a device
+id is unique within its line only."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -333,16 +333,24 @@ class BatchWriter:
         NOTHING``. For ``results`` the new rows' counts go to the roll-ups
         (:mod:`storage.rollups`) in the same transaction.
         """
-        keys = [table.key(v) for v in values]  # (device_id, sample_id, ts): storage.tables.KEY
-        ts = [k[2] for k in keys]
+        keys = [table.key(v) for v in values]  # (line, device, sample, ts): storage.tables.KEY
+        ts = [k[3] for k in keys]
         found = conn.execute(
             sql.SQL(
                 # One index probe per key (LATERAL), not a hash join over the whole chunk.
-                "SELECT k.d, k.s, k.t FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
-                " AS k(d, s, t) WHERE EXISTS (SELECT 1 FROM {} x WHERE x.ts BETWEEN %s AND %s"
-                " AND x.device_id = k.d AND x.sample_id = k.s AND x.ts = k.t)"
+                "SELECT k.l, k.d, k.s, k.t FROM unnest(%s::text[], %s::text[], %s::text[],"
+                " %s::timestamptz[]) AS k(l, d, s, t) WHERE EXISTS (SELECT 1 FROM {} x"
+                " WHERE x.ts BETWEEN %s AND %s AND x.line_id = k.l AND x.device_id = k.d"
+                " AND x.sample_id = k.s AND x.ts = k.t)"
             ).format(table.ident),
-            ([k[0] for k in keys], [k[1] for k in keys], ts, min(ts), max(ts)),  # type: ignore[type-var]
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                ts,
+                min(ts),  # type: ignore[type-var]
+                max(ts),  # type: ignore[type-var]
+            ),
         ).fetchall()
         seen = set(found)
         fresh = []

@@ -241,3 +241,17 @@ def test_a_backlog_in_the_inbox_is_evidence_enough_to_wait_for() -> None:
     for t in (10.7, 11.0, 12.0, 12.5):
         live.heard(t)  # frames keep arriving, unprocessed
     assert live.next_probe_s(12.25) == pytest.approx(12.7)  # keep-alive from the arrivals
+
+
+def test_the_same_device_and_sample_on_two_lines_are_two_samples() -> None:
+    """#15: keyed by device and sample alone, L1/b01's tof half joined L2/b01's spectral."""
+    j: Joiner[str] = Joiner(join_timeout_s=2.0, max_pending=10)
+    tof = TofFrame.model_validate(tof_payload(232, device="b01", seq=4))
+    spec = SpectralFrame.model_validate(spectral_payload([1668] * 10 + [3], device="b01", seq=4))
+    assert j.offer("L1", tof, "t", now=0.0) == (Outcome.WAITING, [])
+    assert j.offer("L2", spec, "s", now=0.0) == (Outcome.WAITING, [])
+    released = j.expire(now=5.0)
+    assert sorted((r.line, r.tof is not None, r.spectral is not None) for r in released) == [
+        ("L1", True, False),
+        ("L2", False, True),
+    ]

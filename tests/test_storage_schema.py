@@ -87,7 +87,7 @@ def test_frames_are_hypertables_with_an_idempotency_key(fresh_db: str) -> None:
             r[0]
             for r in conn.execute(
                 "SELECT tablename FROM pg_indexes WHERE indexdef LIKE"
-                " 'CREATE UNIQUE INDEX % (device_id, sample_id, ts)'"
+                " 'CREATE UNIQUE INDEX % (line_id, device_id, sample_id, ts)'"
             )
         }
     frames = {"tof_frames", "spectral_frames", "results", "device_status", "device_config"}

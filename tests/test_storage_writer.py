@@ -61,6 +61,28 @@ def test_duplicates_in_and_across_batches_insert_once_and_count_once(fresh_db: s
     assert mean == (0.5,)
 
 
+def test_the_same_device_sample_and_time_on_two_lines_are_two_rows(fresh_db: str) -> None:
+    """#15: the key lacked the line, so L2/b01's frame sharing a sample id and ts with L1/b01's
+    was taken for a duplicate and dropped (no row, no dead letter)."""
+    dsn = migrated(fresh_db)
+    frame = tof_frame("b01", 3, np.random.default_rng(7))
+    rows = []
+    for i, line in enumerate(("L1", "L2")):
+        row = pending_row(parse_topic(device_topic(line, "b01", Kind.TOF)), frame, T0, b"p", i)
+        assert row is not None
+        rows.append(row)
+    w = BatchWriter(dsn)
+    try:
+        first = w.write(rows[:1], [])
+        second = w.write(rows[1:], [])
+    finally:
+        w.close()
+    assert (first.inserted, second.inserted) == ({"tof_frames": 1}, {"tof_frames": 1})
+    with psycopg.connect(dsn) as conn:
+        lines = conn.execute("SELECT line_id FROM tof_frames ORDER BY 1").fetchall()
+    assert lines == [("L1",), ("L2",)]
+
+
 def test_a_refused_row_becomes_a_dead_letter_and_its_batch_commits(fresh_db: str) -> None:
     dsn = migrated(fresh_db)
     rng = np.random.default_rng(4)
