@@ -59,10 +59,20 @@ def analyzer_command(
             "a sample meet in one; give each its own --client-id.",
         ),
     ] = None,
+    ts_window_hours: Annotated[
+        float,
+        typer.Option(
+            "--ts-window-hours",
+            min=0.0,
+            help="Dead-letter frames stamped further ahead than this, or further behind than "
+            "this plus 7 days, from their arrival (ts_out_of_range).",
+        ),
+    ] = 24.0,
 ) -> None:
     """Score ToF + spectral frames from the broker and publish results (QoS 1)."""
     from analyzer.service import AnalyzerConfig, AnalyzerService
     from sqal.profiles import load_profile
+    from sqal.wire import TsWindow
 
     settings = load_settings(broker=broker)
     parse_broker_url(settings.broker)
@@ -78,6 +88,7 @@ def analyzer_command(
         join_timeout_s=join_timeout,
         metrics_port=metrics_port or None,
         lines=line_ids,
+        ts_window=TsWindow.hours(ts_window_hours),
     )
     service = AnalyzerService(cfg)
     server = MetricsServer(service.registry, metrics_port).start() if metrics_port else None

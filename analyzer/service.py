@@ -21,6 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from analyzer.arrays import stack_spectral, stack_tof
@@ -35,11 +36,13 @@ from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.profiles import load_profile
 from sqal.subscriber import Delivery, Handoff, Subscriber
 from sqal.wire import (
+    DEFAULT_TS_WINDOW,
     DeadReason,
     DeviceConfig,
     Kind,
     SpectralFrame,
     TofFrame,
+    TsWindow,
     dead_letter,
     dead_letter_topic,
     decode,
@@ -86,6 +89,8 @@ class AnalyzerConfig:
     lines: tuple[str, ...] = ()
     """Only these lines (``--lines``); empty: every line."""
     batch_max: int = BATCH_MAX
+    ts_window: TsWindow = DEFAULT_TS_WINDOW
+    """How far a frame's ``ts`` may be from its arrival (``ts_out_of_range`` beyond)."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +343,7 @@ class AnalyzerService:
             topic = parse_topic(m.topic)
             self.metrics.received.inc(label=topic.kind.value)
             frame = decode(topic, m.payload)
+            self.cfg.ts_window.check(frame, datetime.now(UTC), m.topic)
             if isinstance(frame, DeviceConfig):
                 self._apply_config(topic.line, topic.device, frame)
                 self._done((m,))

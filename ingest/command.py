@@ -14,7 +14,7 @@ from ingest.service import IngestConfig, IngestService, default_client_id
 from sqal.errors import ConfigError
 from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.settings import load_settings
-from sqal.wire import DEAD_LETTERS, is_valid_id, shared
+from sqal.wire import DEAD_LETTERS, TsWindow, is_valid_id, shared
 
 
 def ingest_command(
@@ -63,6 +63,15 @@ def ingest_command(
         int | None,
         typer.Option("--metrics-port", help="Serve /metrics and /healthz on this loopback port."),
     ] = None,
+    ts_window_hours: Annotated[
+        float,
+        typer.Option(
+            "--ts-window-hours",
+            min=0.0,
+            help="Dead-letter messages stamped further ahead than this, or further behind than "
+            "this plus 7 days, from their arrival (ts_out_of_range).",
+        ),
+    ] = 24.0,
 ) -> None:
     """Store frames, results and device status from MQTT in TimescaleDB, nothing lost or doubled."""
     settings = load_settings(broker=broker, db=db)
@@ -82,6 +91,7 @@ def ingest_command(
         shared_group=shared,
         dead_topics=dead_topics,
         metrics_port=metrics_port,
+        ts_window=TsWindow.hours(ts_window_hours),
     )
     stop = threading.Event()
 

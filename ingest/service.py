@@ -34,10 +34,12 @@ from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.subscriber import Delivery, Subscriber
 from sqal.wire import (
     DEAD_LETTERS,
+    DEFAULT_TS_WINDOW,
     DeadLetter,
     DeadReason,
     Kind,
     TofFrame,
+    TsWindow,
     dead_letter,
     dead_letter_topic,
     decode,
@@ -92,6 +94,8 @@ class IngestConfig:
     shared_group: str | None = None
     dead_topics: bool = True
     metrics_port: int | None = None
+    ts_window: TsWindow = DEFAULT_TS_WINDOW
+    """How far a message's ``ts`` may be from its arrival (``ts_out_of_range`` beyond)."""
 
 
 def default_client_id(shared_group: str | None) -> str:
@@ -259,6 +263,7 @@ class IngestService:
             self.metrics.received.inc(label=topic.kind.value)
             try:
                 frame = decode(topic, item.payload)
+                self.cfg.ts_window.check(frame, now, item.topic)
             except PayloadError as err:
                 out.dead.append(self._dead(item, err, out))
                 continue

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqal.wire import SpectralChannels, SpectralFrame, TofFrame
 
-TS = datetime(2026, 11, 27, 8, 0, 0, 123000, tzinfo=UTC)
+TS = (datetime.now(UTC) - timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=123000)
+"""Yesterday 08:00:00.123 UTC: inside any service's ts window (sqal.wire.TsWindow)."""
 
 
 def tof_frame(device: str = "d1", layout: int = 8, seq: int = 1, **over: object) -> TofFrame:

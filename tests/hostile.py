@@ -394,6 +394,31 @@ CATALOGUE: tuple[Hostile, ...] = (
             "it too or this is a legitimate difference)"
         },
     ),
+    # Time: a frame stamped years away would open database chunks far from every other
+    Hostile(
+        "ts_a_century_ahead",
+        on(TOF, changed(TOF, ts="2090-01-01T00:00:00Z")),
+        R.TS_OUT_OF_RANGE,
+        wire=None,
+    ),
+    Hostile(
+        "ts_in_1990",
+        on(SPEC, changed(SPEC, ts="1990-01-01T00:00:00Z")),
+        R.TS_OUT_OF_RANGE,
+        wire=None,
+    ),
+    Hostile(
+        "status_ts_a_century_ahead",
+        on(
+            Kind.STATUS,
+            lambda d: dumps(
+                {"v": 1, "device_id": d, "state": "online", "ts": "2090-01-01T00:00:00Z"}
+            ),
+        ),
+        R.TS_OUT_OF_RANGE,
+        wire=None,
+        not_delivered={ANALYZER: ANALYZER_KINDS},
+    ),
     # Identity
     Hostile("spoofed_device", on(TOF, spoofed(TOF)), R.DEVICE_MISMATCH),
     Hostile("spoofed_spectral_device", on(SPEC, spoofed(SPEC)), R.DEVICE_MISMATCH),

@@ -15,7 +15,8 @@ import numpy as np
 from analyzer.params import zone_offsets, zone_pitch_per_mm
 from sqal.wire import CHANNELS, Calibration, SpectralFrame, TofFrame
 
-TS = datetime(2026, 11, 27, 8, 0, 0, tzinfo=UTC)
+TS = (datetime.now(UTC) - timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
+"""Yesterday 08:00 UTC: inside any service's ts window (sqal.wire.TsWindow)."""
 T_INT_MS = 30 * 200 * 2.78e-3  # atime 29, astep 199 → 16.68 ms
 G16 = 16.0  # g_eff at nominal gain 16
 

@@ -33,7 +33,8 @@ from sqal.wire import (
 from storage.rows import STATUS_SAMPLE_ID, to_row
 from storage.tables import RESULTS, SPECTRAL, STATUS, TOF
 
-T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+T0 = (datetime.now(UTC) - timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
+"""Yesterday 08:00 UTC: inside any service's ts window (sqal.wire.TsWindow)."""
 
 
 def sample_id(device: str, seq: int) -> str:

@@ -271,3 +271,37 @@ def test_configs_are_stored_so_results_trace_to_their_calibration(
         line,
     )
     assert traced == 1
+
+
+def test_frames_stamped_a_century_away_open_no_chunk_and_stop_no_one(
+    ingest: Running, broker: Mosquitto
+) -> None:
+    """#15: 2,000 frames with ts over 1990-2090 made ~5,900 chunks and then every batch failed
+    with "out of shared memory", for every device. They are dead letters now."""
+    from datetime import UTC, datetime, timedelta
+
+    line, rng = ingest.line, np.random.default_rng(11)
+    msgs, inside = [], 0
+    start, span, now = (
+        datetime(1990, 1, 1, tzinfo=UTC),
+        timedelta(days=100 * 365),
+        datetime.now(UTC),
+    )
+    for i in range(2000):
+        ts = start + span * i / 2000
+        inside += now - timedelta(days=8) <= ts <= now + timedelta(days=1)  # the default window
+        frame = tof_frame("rogue", i, rng).model_copy(update={"ts": ts})
+        msgs.append((device_topic(line, "rogue", Kind.TOF), encode(frame)))
+    for seq in range(20):  # a well-behaved device on the same line meanwhile
+        msgs.append((device_topic(line, "good", Kind.TOF), encode(tof_frame("good", seq, rng))))
+    publish_all(broker.url, msgs)
+    dsn = ingest.dsn
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM dead_letters") == 2000 - inside)
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM tof_frames") == 20 + inside)
+    assert _reasons(dsn) == {"ts_out_of_range": 2000 - inside}
+    far = count(
+        dsn,
+        "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'tof_frames'"
+        " AND (range_end < now() - interval '9 days' OR range_start > now() + interval '2 days')",
+    )
+    assert far == 0

@@ -4,7 +4,9 @@ No other package formats a topic or parses a payload: they import from here.
 """
 
 from sqal.wire.codec import (
+    DEFAULT_TS_WINDOW,
     MAX_PAYLOAD_BYTES,
+    TsWindow,
     dead_letter,
     decode,
     decode_as,
@@ -68,6 +70,7 @@ __all__ = [
     "CHANNELS",
     "DEAD_LETTERS",
     "DEAD_ROOT",
+    "DEFAULT_TS_WINDOW",
     "EVERYTHING",
     "ID_PATTERN",
     "MAX_PAYLOAD_BYTES",
@@ -100,6 +103,7 @@ __all__ = [
     "TofHistogram",
     "TofResult",
     "TofSettings",
+    "TsWindow",
     "dead_letter",
     "dead_letter_topic",
     "decode",

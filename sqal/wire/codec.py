@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
@@ -110,6 +111,43 @@ def decode_as(model: type[M], payload: bytes, topic: str | None = None) -> M:
             DeadReason.UNSUPPORTED_VERSION, f"v={v}, newest supported is {SCHEMA_VERSION}", topic
         )
     return obj
+
+
+@dataclass(frozen=True, slots=True)
+class TsWindow:
+    """How far a payload's ``ts`` may lie from the time it arrived (``--ts-window-hours``).
+
+    A device clock resync moves ``ts`` by seconds to hours; a frame stamped years away would
+    make the database open a chunk for it (thousands of them ran the server out of shared
+    memory, for every device). Ahead: the window. Behind: the window plus the seven days a
+    broker keeps a service's session (``sqal.mqtt.SESSION_EXPIRY_S``), since frames queued
+    through a long outage arrive late but are real.
+    """
+
+    ahead: timedelta = timedelta(hours=24)
+    behind: timedelta = timedelta(hours=24) + timedelta(days=7)
+
+    @classmethod
+    def hours(cls, h: float) -> TsWindow:
+        return cls(timedelta(hours=h), timedelta(hours=h) + timedelta(days=7))
+
+    def check(self, obj: Frame, arrived: datetime, topic: str | None = None) -> None:
+        """Raise ``ts_out_of_range`` unless ``obj.ts`` (when it has one) is inside the window.
+
+        Raises:
+            PayloadError: ``ts_out_of_range``.
+        """
+        ts = getattr(obj, "ts", None)
+        if ts is None or arrived - self.behind <= ts <= arrived + self.ahead:
+            return
+        raise PayloadError(
+            DeadReason.TS_OUT_OF_RANGE,
+            f"ts {ts.isoformat()} is outside {arrived.isoformat()} -{self.behind} / +{self.ahead}",
+            topic,
+        )
+
+
+DEFAULT_TS_WINDOW = TsWindow()
 
 
 @overload

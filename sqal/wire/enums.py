@@ -62,6 +62,7 @@ class DeadReason(StrEnum):
     SCHEMA = "schema"
     DEVICE_MISMATCH = "device_mismatch"
     UNKNOWN_PROFILE = "unknown_profile"
+    TS_OUT_OF_RANGE = "ts_out_of_range"
     PROCESSING = "processing"
 
 

@@ -65,6 +65,10 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+CHAOS_TS_WINDOW_H = 24 * 365 * 10
+"""Scenarios stamp their frames on days of their own in 2030-2031 (see the tests)."""
+
+
 class Service:
     """``python -m app NAME …`` as a child process with a /healthz port."""
 
@@ -73,6 +77,8 @@ class Service:
         self.metrics_port = free_port()
         self.args = [
             sys.executable, "-m", "app", name, *args, "--metrics-port", str(self.metrics_port),
+            # Each scenario writes a day of its own, years ahead, so no two share rows.
+            "--ts-window-hours", str(CHAOS_TS_WINDOW_H),
         ]  # fmt: skip
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
