@@ -17,7 +17,7 @@ import multiprocessing as mp
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -30,7 +30,8 @@ from device_sim.trays import DEFECTS
 from sqal.mqtt import client_id, paho_client
 from sqal.wire import Kind, subscription
 
-START = datetime(2030, 1, 1, tzinfo=UTC)
+START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+"""Frames are stamped an hour ago: inside the services' ts window (sqal.wire.TsWindow)."""
 SID_DIGITS = 8
 MAX_INFLIGHT = 1000
 """Unacknowledged publishes per publisher (paho's default of 20 caps it at 20 round trips)."""
