@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     HELD = "held"  # a copy of a half the waiting sample has: acknowledged with the sample
     DUPLICATE = "duplicate"  # a copy of a half of a sample already released
     LATE = "late"  # the missing half of a sample already released
+    CONFLICT = "conflict"  # a half the sample has (or had) already, with other content
 
 
 class Release(StrEnum):
@@ -57,6 +58,8 @@ class _Pending(Generic[H]):
     tof: TofFrame | None = None
     spectral: SpectralFrame | None = None
     handles: list[H] = field(default_factory=list)
+    digests: dict[int, int] = field(default_factory=dict)
+    """Per half (TOF, SPEC): the digest it was offered with."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class JoinStats:
     evicted: int = 0
     duplicates: int = 0
     late: int = 0
+    conflicts: int = 0
 
 
 class Joiner(Generic[H]):
@@ -103,15 +107,25 @@ class Joiner(Generic[H]):
         self.done_ttl_s = done_ttl_s
         self.stats = JoinStats()
         self._pending: OrderedDict[Key, _Pending[H]] = OrderedDict()
-        self._done: OrderedDict[Key, tuple[float, int]] = OrderedDict()
+        self._done: OrderedDict[Key, tuple[float, int, dict[int, int]]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def offer(
-        self, line: str, frame: TofFrame | SpectralFrame, handle: H, now: float
+        self,
+        line: str,
+        frame: TofFrame | SpectralFrame,
+        handle: H,
+        now: float,
+        digest: int | None = None,
     ) -> tuple[Outcome, list[Ready[H]]]:
         """Offer one decoded frame.
+
+        Args:
+            digest: a fingerprint of the frame's content (the analyzer hashes the payload). A
+                copy of a half the sample has, or had, with another digest is ``CONFLICT``: the
+                caller dead-letters it instead of taking it for a redelivery.
 
         Returns:
             (what happened to it, samples released by this call: the joined one, or one
@@ -124,6 +138,9 @@ class Joiner(Generic[H]):
         done = self._done.get(key)
         if done is not None:
             if done[1] & half:
+                if _differs(done[2].get(half), digest):
+                    self.stats.conflicts += 1
+                    return Outcome.CONFLICT, []
                 self.stats.duplicates += 1
                 return Outcome.DUPLICATE, []
             self.stats.late += 1
@@ -131,7 +148,7 @@ class Joiner(Generic[H]):
         pend = self._pending.get(key)
         if pend is None:
             pend = _Pending[H](line=line, since_s=now)
-            self._set(pend, frame)
+            self._set(pend, frame, half, digest)
             pend.handles.append(handle)
             self._pending[key] = pend
             released = []
@@ -140,12 +157,15 @@ class Joiner(Generic[H]):
                 self.stats.evicted += 1
                 released.append(self._release(old_key, old, Release.EVICTED, now))
             return Outcome.WAITING, released
-        pend.handles.append(handle)
         held = (TOF if pend.tof is not None else 0) | (SPEC if pend.spectral is not None else 0)
+        if held & half and _differs(pend.digests.get(half), digest):
+            self.stats.conflicts += 1
+            return Outcome.CONFLICT, []
+        pend.handles.append(handle)
         if held & half:
             self.stats.duplicates += 1
             return Outcome.HELD, []
-        self._set(pend, frame)
+        self._set(pend, frame, half, digest)
         del self._pending[key]
         self.stats.joined += 1
         return Outcome.JOINED, [self._release(key, pend, Release.JOINED, now)]
@@ -195,7 +215,11 @@ class Joiner(Generic[H]):
         return out
 
     @staticmethod
-    def _set(pend: _Pending[H], frame: TofFrame | SpectralFrame) -> None:
+    def _set(
+        pend: _Pending[H], frame: TofFrame | SpectralFrame, half: int, digest: int | None
+    ) -> None:
+        if digest is not None:
+            pend.digests[half] = digest
         if isinstance(frame, TofFrame):
             pend.tof = frame
         else:
@@ -203,7 +227,7 @@ class Joiner(Generic[H]):
 
     def _release(self, key: Key, pend: _Pending[H], why: Release, now: float) -> Ready[H]:
         halves = (TOF if pend.tof is not None else 0) | (SPEC if pend.spectral is not None else 0)
-        self._done[key] = (now, halves)
+        self._done[key] = (now, halves, pend.digests)
         self._done.move_to_end(key)
         while len(self._done) > self.done_capacity:
             self._done.popitem(last=False)
@@ -220,7 +244,12 @@ class Joiner(Generic[H]):
 
     def _forget(self, now: float) -> None:
         while self._done:
-            key, (when, _) = next(iter(self._done.items()))
+            key, (when, _, _) = next(iter(self._done.items()))
             if now - when < self.done_ttl_s:
                 break
             del self._done[key]
+
+
+def _differs(kept: int | None, offered: int | None) -> bool:
+    """Both digests known and unequal: the same half with other content."""
+    return kept is not None and offered is not None and kept != offered

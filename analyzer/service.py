@@ -62,6 +62,9 @@ INBOX_FRAMES = INFLIGHT_WINDOW
 """Frames waiting for the worker. When the inbox holds this many, paho's thread waits for the
 worker (sqal.subscriber.Handoff): the broker is held back instead of a frame being dropped. Our
 PUBACKs, probe answers and link changes take no place and never wait."""
+CONFLICT_DETAIL = (
+    "this sample's half came before with other content; the first is kept, this one is not"
+)
 SHUTDOWN_GRACE_S = 3.0
 GIL_SWITCH_S = 0.0005
 """How long a thread may hold the GIL while another waits (CPython's default: 5 ms). The worker
@@ -361,7 +364,13 @@ class AnalyzerService:
         except PayloadError as exc:
             self._dead_letter(m, exc)
             return []
-        outcome, released = self.joiner.offer(topic.line, frame, m, now=m.arrived_s)
+        # A redelivery is byte-identical: another payload for a half already taken conflicts.
+        outcome, released = self.joiner.offer(
+            topic.line, frame, m, now=m.arrived_s, digest=hash(m.payload)
+        )
+        if outcome is Outcome.CONFLICT:
+            self._dead_letter(m, PayloadError(DeadReason.CONFLICT, CONFLICT_DETAIL, m.topic))
+            return released
         if outcome in (Outcome.HELD, Outcome.DUPLICATE, Outcome.LATE):
             self.metrics.join.inc(label=outcome.value)
         if outcome in (Outcome.DUPLICATE, Outcome.LATE):

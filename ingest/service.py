@@ -232,7 +232,7 @@ class IngestService:
         self.metrics.db_ok.set(1.0)
         for r in report.refused:  # already stored as dead letters by the writer
             item = batch[r.tag]
-            err = PayloadError(DeadReason.PROCESSING, r.dead_detail, item.topic)
+            err = PayloadError(r.reason, r.dead_detail, item.topic)
             self._note_dead(item, err, datetime.now(UTC), prepared)
         for dl in prepared.published:
             self.link.publish(self._dead_topic, encode(dl))

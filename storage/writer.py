@@ -38,7 +38,7 @@ from storage.arrays import OutOfRangeError, prepack, register_array_dumpers
 from storage.connection import connect, storage_error
 from storage.rollups import ROLLUP_COLUMNS, add_rollups, rollup_values
 from storage.rows import DeadRow, PendingRow
-from storage.tables import DEAD_LETTERS, RESULTS, TABLES, Table
+from storage.tables import DEAD_LETTERS, KEY, RESULTS, TABLES, Table
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +114,22 @@ _INSERT_STATS = sql.SQL(
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A row the database refused: the row's tag, the SQLSTATE and the server's message."""
+    """A row not stored: the row's tag, the SQLSTATE and the server's message, or a conflict.
+
+    ``reason`` is ``processing`` for a row the database refused, ``conflict`` for a row whose
+    key (line, device, sample, ts) is stored with other content: the first one stays.
+    """
 
     tag: int
     sqlstate: str | None
     detail: str
+    reason: DeadReason = DeadReason.PROCESSING
 
     @property
     def dead_detail(self) -> str:
-        """The ``detail`` of the row's dead letter (reason ``processing``)."""
+        """The ``detail`` of the row's dead letter."""
+        if self.reason is DeadReason.CONFLICT:
+            return self.detail
         return f"database refused the row (sqlstate {self.sqlstate}): {self.detail}"
 
     def dead_row(self, row: PendingRow, stage: str, now: datetime) -> DeadRow:
@@ -135,7 +142,7 @@ class Refusal:
             row.topic,
             None if line is None else str(line),
             None if device is None else str(device),
-            DeadReason.PROCESSING.value,
+            self.reason.value,
             self.dead_detail,
             row.payload,
         )
@@ -148,7 +155,8 @@ class WriteReport:
     Attributes:
         inserted: rows really inserted, per table (duplicates excluded).
         offered: rows offered, per table.
-        refused: rows the database refused, now dead letters (in ``rows`` order).
+        refused: rows not stored, now dead letters: refused by the database, or conflicting
+            with a stored row of the same key (in ``rows`` order).
         dead_letters: dead-letter rows written (given plus refused).
     """
 
@@ -160,6 +168,15 @@ class WriteReport:
 
 def _stage(table: Table) -> sql.Identifier:
     return sql.Identifier(f"stage_{table.name}")
+
+
+def _tagged(table: Table) -> Table:
+    """``table``'s columns plus ``dup_tag`` (a row's index), for the conflict check's stage."""
+    return Table(f"dup_{table.name}", (*table.columns, ("dup_tag", "int4")), keyed=False)
+
+
+def _in_order(refused: Sequence[Refusal]) -> tuple[Refusal, ...]:
+    return tuple(sorted(refused, key=lambda r: r.tag))
 
 
 class BatchWriter:
@@ -223,10 +240,13 @@ class BatchWriter:
         try:
             try:
                 with conn.transaction():
-                    inserted = self._write_rows(conn, rows, isolating=False)
-                    self._copy_dead(conn, dead)
+                    inserted, conflicts = self._write_rows(conn, rows, isolating=False)
+                    refused = [self._conflict(row) for row in conflicts]
+                    more = [r.dead_row(row, self._stage, datetime.now(UTC))
+                            for r, row in zip(refused, conflicts, strict=True)]  # fmt: skip
+                    self._copy_dead(conn, [*dead, *more])
                     self._insert_stats(conn, stats)
-                return WriteReport(inserted, offered, (), len(dead))
+                return WriteReport(inserted, offered, _in_order(refused), len(dead) + len(more))
             except ROW_ERRORS as exc:
                 log.info("batch of %d rows refused (%s); isolating the bad rows", len(rows), exc)
             return self._write_isolated(conn, rows, dead, offered, stats)
@@ -258,7 +278,7 @@ class BatchWriter:
             for row in rows:
                 try:
                     with conn.transaction():  # a savepoint per row
-                        counts = self._write_rows(conn, [row], isolating=True)
+                        counts, conflicts = self._write_rows(conn, [row], isolating=True)
                 except ROW_ERRORS as exc:
                     state = getattr(exc, "sqlstate", None)
                     text = str(exc).strip().splitlines()
@@ -266,6 +286,10 @@ class BatchWriter:
                     refused.append(r)
                     more.append(r.dead_row(row, self._stage, datetime.now(UTC)))
                     continue
+                if conflicts:
+                    r = self._conflict(row)
+                    refused.append(r)
+                    more.append(r.dead_row(row, self._stage, datetime.now(UTC)))
                 for k, n in counts.items():
                     inserted[k] = inserted.get(k, 0) + n
             self._copy_dead(conn, [*dead, *more])
@@ -274,28 +298,76 @@ class BatchWriter:
 
     def _write_rows(
         self, conn: psycopg.Connection, rows: Sequence[PendingRow], *, isolating: bool
-    ) -> dict[str, int]:
-        by_table: dict[str, list[tuple[object, ...]]] = {}
+    ) -> tuple[dict[str, int], list[PendingRow]]:
+        """Rows inserted per table, and the rows whose key is stored with other content."""
+        by_table: dict[str, list[PendingRow]] = {}
         for r in rows:
-            by_table.setdefault(r.table, []).append(r.values)
+            by_table.setdefault(r.table, []).append(r)
         inserted: dict[str, int] = {}
+        conflicts: list[PendingRow] = []
         for name in sorted(by_table):  # one table order for every worker
             table = TABLES.get(name)
             if table is None or not table.keyed:
                 raise StorageError(f"no keyed table {name!r} to write rows into")
-            inserted[name] = self._write_table(conn, table, by_table[name], isolating=isolating)
-        return inserted
+            group = by_table[name]
+            if isolating:
+                inserted[name] = n = self._write_table(conn, table, [r.values for r in group])
+                repeats = [] if n else group
+            else:
+                inserted[name], repeats = self._copy_new(conn, table, group)
+            if repeats:
+                conflicts += self._conflicting(conn, table, repeats)
+        return inserted, conflicts
+
+    @staticmethod
+    def _conflict(row: PendingRow) -> Refusal:
+        return Refusal(
+            row.tag,
+            None,
+            "a message with the same line, device, sample_id and ts was stored first with "
+            "other content; it is kept, this one is not",
+            DeadReason.CONFLICT,
+        )
+
+    @staticmethod
+    def _conflicting(
+        conn: psycopg.Connection, table: Table, rows: Sequence[PendingRow]
+    ) -> list[PendingRow]:
+        """The ``rows`` (keys already stored) whose content differs from the stored row's.
+
+        Compared in the database, column by column in the column's own type (a float4 read
+        back into Python would differ from the float that was sent).
+        """
+        tagged = _tagged(table)
+        stage = sql.Identifier(tagged.name)
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, dup_tag int4)"
+                " ON COMMIT DELETE ROWS"
+            ).format(stage, table.ident)
+        )
+        conn.execute(sql.SQL("TRUNCATE {}").format(stage))
+        with conn.cursor() as cur:
+            copy_rows(cur, tagged, [(*r.values, i) for i, r in enumerate(rows)], into=stage)
+        same = sql.SQL(" AND ").join(
+            sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in KEY
+        )
+        cols = [sql.Identifier(c) for c in table.column_names]
+        ours = sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in cols)
+        theirs = sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in cols)
+        found = conn.execute(
+            sql.SQL(
+                "SELECT s.dup_tag FROM {} s JOIN {} t ON {}"
+                " WHERE t.ts BETWEEN (SELECT min(ts) FROM {}) AND (SELECT max(ts) FROM {})"
+                " AND ({}) IS DISTINCT FROM ({})"
+            ).format(stage, table.ident, same, stage, stage, ours, theirs)
+        ).fetchall()
+        return [rows[i] for (i,) in sorted(found)]
 
     def _write_table(
-        self,
-        conn: psycopg.Connection,
-        table: Table,
-        values: list[tuple[object, ...]],
-        *,
-        isolating: bool,
+        self, conn: psycopg.Connection, table: Table, values: list[tuple[object, ...]]
     ) -> int:
-        if not isolating:
-            return self._copy_new(conn, table, values)
+        """Rows inserted through a staging table, ``INSERT … ON CONFLICT DO NOTHING``."""
         stage = _stage(table)
         conn.execute(
             sql.SQL(
@@ -322,8 +394,8 @@ class BatchWriter:
             return len(new)
 
     def _copy_new(
-        self, conn: psycopg.Connection, table: Table, values: list[tuple[object, ...]]
-    ) -> int:
+        self, conn: psycopg.Connection, table: Table, rows: list[PendingRow]
+    ) -> tuple[int, list[PendingRow]]:
         """The fast idempotent path: probe the keys, COPY only the new rows straight in.
 
         One index probe per row instead of a second pass through a staging table. Safe
@@ -332,7 +404,12 @@ class BatchWriter:
         one of :data:`ROW_ERRORS`, and the batch is redone row by row with ``ON CONFLICT DO
         NOTHING``. For ``results`` the new rows' counts go to the roll-ups
         (:mod:`storage.rollups`) in the same transaction.
+
+        Returns:
+            rows inserted, and the rows whose key was stored already (before, or earlier in
+            this batch): redeliveries, or conflicts (:meth:`_conflicting` tells them apart).
         """
+        values = [r.values for r in rows]
         keys = [table.key(v) for v in values]  # (line, device, sample, ts): storage.tables.KEY
         ts = [k[3] for k in keys]
         found = conn.execute(
@@ -353,18 +430,19 @@ class BatchWriter:
             ),
         ).fetchall()
         seen = set(found)
-        fresh = []
-        for k, v in zip(keys, values, strict=True):
-            if k not in seen:
+        fresh, repeats = [], []
+        for k, r in zip(keys, rows, strict=True):
+            if k in seen:
+                repeats.append(r)
+            else:
                 seen.add(k)  # a redelivery inside the batch counts once
-                fresh.append(v)
-        if not fresh:
-            return 0
-        with conn.cursor() as cur:
-            copy_rows(cur, table, fresh)
-            if table is RESULTS:
-                add_rollups(cur, rollup_values(fresh))
-        return len(fresh)
+                fresh.append(r.values)
+        if fresh:
+            with conn.cursor() as cur:
+                copy_rows(cur, table, fresh)
+                if table is RESULTS:
+                    add_rollups(cur, rollup_values(fresh))
+        return len(fresh), repeats
 
     @staticmethod
     def _insert_stats(conn: psycopg.Connection, stats: Sequence[BrokerStat]) -> None:

@@ -255,3 +255,19 @@ def test_the_same_device_and_sample_on_two_lines_are_two_samples() -> None:
         ("L1", True, False),
         ("L2", False, True),
     ]
+
+
+def test_a_half_again_with_other_content_is_a_conflict_not_a_copy() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0, max_pending=10)
+    tof = TofFrame.model_validate(tof_payload(232, device="d1", seq=1))
+    other = TofFrame.model_validate(tof_payload(240, device="d1", seq=1))
+    spec = SpectralFrame.model_validate(spectral_payload([1668] * 10 + [3], device="d1", seq=1))
+    assert j.offer("L1", tof, "t", now=0.0, digest=1)[0] is Outcome.WAITING
+    assert j.offer("L1", tof, "t again", now=0.1, digest=1)[0] is Outcome.HELD
+    assert j.offer("L1", other, "t other", now=0.2, digest=2)[0] is Outcome.CONFLICT
+    outcome, released = j.offer("L1", spec, "s", now=0.3, digest=3)
+    assert outcome is Outcome.JOINED
+    assert released[0].handles == ("t", "t again", "s")  # the conflicting one is not among them
+    assert j.offer("L1", tof, "t late copy", now=0.4, digest=1)[0] is Outcome.DUPLICATE
+    assert j.offer("L1", other, "t late other", now=0.5, digest=2)[0] is Outcome.CONFLICT
+    assert j.stats.conflicts == 2

@@ -382,3 +382,26 @@ def test_a_lost_session_is_subscribed_again_and_the_next_sample_scored(
     finally:
         stop(service, worker)
         collector.close()
+
+
+def test_a_second_different_half_is_a_dead_letter_not_a_silent_drop(
+    broker: Mosquitto, publisher: paho.Client
+) -> None:
+    line, dev = f"L{uuid.uuid4().hex[:6]}", "devC"
+    collector = Collector(broker, line)
+    service, worker = run_in_thread(broker, f"an-{uuid.uuid4().hex[:8]}")
+    try:
+        tof, spec = frames(dev, 3)
+        other = TofFrame.model_validate(tof_payload(250, device=dev, seq=3))
+        send(publisher, device_topic(line, dev, Kind.TOF), tof)
+        send(publisher, device_topic(line, dev, Kind.TOF), encode(other))
+        send(publisher, device_topic(line, dev, Kind.SPECTRAL), spec)
+        collector.wait({sample_id(dev, 3)})
+        assert wait_for(lambda: len(collector.dead) == 1, 5)
+        with collector.lock:
+            assert [d.reason for d in collector.dead] == ["conflict"]
+            assert base64.b64decode(collector.dead[0].payload_b64) == encode(other)
+            assert len(collector.results[sample_id(dev, 3)]) == 1
+    finally:
+        stop(service, worker)
+        collector.close()

@@ -305,3 +305,19 @@ def test_frames_stamped_a_century_away_open_no_chunk_and_stop_no_one(
         " AND (range_end < now() - interval '9 days' OR range_start > now() + interval '2 days')",
     )
     assert far == 0
+
+
+def test_a_conflicting_duplicate_lands_in_dead_letters(ingest: Running, broker: Mosquitto) -> None:
+    line, rng = ingest.line, np.random.default_rng(12)
+    first = tof_frame("dup", 1, rng)
+    other = first.model_copy(update={"sensor_temp_c": 77.0})
+    topic = device_topic(line, "dup", Kind.TOF)
+    published = _collect(broker.url, "sqal/v1/_dead/ingest")
+    publish_all(broker.url, [(topic, encode(first)), (topic, encode(first))])
+    dsn = ingest.dsn
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM tof_frames") == 1)
+    publish_all(broker.url, [(topic, encode(other))])
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM dead_letters") == 1)
+    assert _reasons(dsn) == {"conflict": 1}
+    assert wait_until(lambda: len(published) == 1)
+    assert json.loads(published[0])["reason"] == "conflict"

@@ -83,6 +83,34 @@ def test_the_same_device_sample_and_time_on_two_lines_are_two_rows(fresh_db: str
     assert lines == [("L1",), ("L2",)]
 
 
+def test_a_conflicting_duplicate_is_a_dead_letter_and_the_first_stays(fresh_db: str) -> None:
+    """#15: the same key with other content kept the first and only counted a duplicate."""
+    dsn = migrated(fresh_db)
+    rng = np.random.default_rng(5)
+    first = tof_frame("c1", 1, rng)
+    other = first.model_copy(update={"sensor_temp_c": 99.5})  # same key, other content
+    topic = parse_topic(device_topic("line-w", "c1", Kind.TOF))
+    rows = [pending_row(topic, f, T0, p, i) for i, (f, p) in
+            enumerate([(first, b"first"), (first, b"again"), (other, b"other")])]  # fmt: skip
+    assert all(r is not None for r in rows)
+    w = BatchWriter(dsn)
+    try:
+        once = w.write([rows[0]], [])  # type: ignore[list-item]
+        later = w.write([rows[1], rows[2]], [])  # type: ignore[list-item]
+        inside = w.write([rows[2], rows[2]], [])  # type: ignore[list-item]
+    finally:
+        w.close()
+    assert once.inserted == {"tof_frames": 1}
+    assert [r.tag for r in later.refused] == [2]  # the identical redelivery is no conflict
+    assert [r.reason for r in later.refused] == ["conflict"]
+    assert [r.tag for r in inside.refused] == [2, 2]
+    with psycopg.connect(dsn) as conn:
+        temp = conn.execute("SELECT sensor_temp_c FROM tof_frames").fetchall()
+        dead = conn.execute("SELECT reason, payload FROM dead_letters ORDER BY id").fetchall()
+    assert temp == [(first.sensor_temp_c,)]
+    assert dead == [("conflict", b"other")] * 3
+
+
 def test_a_refused_row_becomes_a_dead_letter_and_its_batch_commits(fresh_db: str) -> None:
     dsn = migrated(fresh_db)
     rng = np.random.default_rng(4)

@@ -63,6 +63,7 @@ class DeadReason(StrEnum):
     DEVICE_MISMATCH = "device_mismatch"
     UNKNOWN_PROFILE = "unknown_profile"
     TS_OUT_OF_RANGE = "ts_out_of_range"
+    CONFLICT = "conflict"
     PROCESSING = "processing"
 
 
