@@ -108,6 +108,12 @@ def build_config(
         key = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"config for {target.line}/{target.device}: {key}: {msg}") from None
+    if config.tof.layout != prof.tof.layout:
+        raise ConfigError(
+            f"config for {target.line}/{target.device}: tof.layout {config.tof.layout} differs "
+            f"from profile {profile}'s {prof.tof.layout}; the analyzer would dead-letter every "
+            "frame of this device"
+        )
     note = None
     if current is not None and current.calibration is not None:
         same = (current.profile, current.tof, current.spectral) == (

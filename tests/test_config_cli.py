@@ -44,6 +44,7 @@ def test_set_then_show_round_trips(broker: Mosquitto, capsys: pytest.CaptureFixt
         (["--profile", "pate_terrine_300g", "--set", "tof.colour=1"], "tof.colour"),
         (["--profile", "pate_terrine_300g", "--set", "calibration.d0_mm=3"], "only tof.*"),
         (["--profile", "pate_terrine_300g", "--set", "gain"], "SECTION.KEY=VALUE"),
+        (["--profile", "foie_gras_lobe_400g", "--set", "tof.layout=4"], "differs from profile"),
     ],
 )
 def test_bad_settings_are_refused_before_publishing(

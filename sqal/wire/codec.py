@@ -100,7 +100,7 @@ def decode_as(model: type[M], payload: bytes, topic: str | None = None) -> M:
     if len(payload) > limit:
         raise PayloadError(DeadReason.TOO_LARGE, f"{len(payload)} bytes > {limit}", topic)
     try:
-        obj = model.model_validate_json(payload)
+        obj = model.model_validate_json(payload, strict=True)  # sqal.wire.models: no coercion
     except ValidationError as exc:
         raise _diagnose(payload, exc, topic) from None
     except RecursionError:
@@ -168,7 +168,14 @@ def decode(topic: str | DeviceTopic, payload: bytes) -> Frame:
     parsed = topic if isinstance(topic, DeviceTopic) else parse_topic(topic)
     name = str(parsed)
     model = MODEL_BY_KIND[parsed.kind]
-    obj = decode_as(model, payload, name)
+    try:
+        obj = decode_as(model, payload, name)
+    except PayloadError as exc:
+        if model is DeviceConfig and exc.reason is DeadReason.SCHEMA:
+            # A config that does not validate (NaN, a negative dark reference, a reflectance
+            # of 0, …) is refused whole: the device keeps scoring with its last good one.
+            raise PayloadError(DeadReason.BAD_CONFIG, exc.detail, name) from None
+        raise
     if obj.device_id != parsed.device:
         raise PayloadError(
             DeadReason.DEVICE_MISMATCH,

@@ -62,6 +62,7 @@ class DeadReason(StrEnum):
     SCHEMA = "schema"
     DEVICE_MISMATCH = "device_mismatch"
     UNKNOWN_PROFILE = "unknown_profile"
+    BAD_CONFIG = "bad_config"
     TS_OUT_OF_RANGE = "ts_out_of_range"
     CONFLICT = "conflict"
     PROCESSING = "processing"

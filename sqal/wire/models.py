@@ -2,6 +2,12 @@
 
 Frames keep unknown fields (``extra="allow"``): raw storage keeps them, the analyzer ignores
 them. Results, configs and dead letters are produced by SQAL itself and forbid unknown fields.
+
+Strict (#15): one codec decides for both services, so what it accepts the database stores. No
+coercion (``"240"`` is not 240, ``true`` is not 1, ``"8"`` is not layout 8, a number is not a
+time), finite numbers only (no NaN, Infinity or 1e400), every number within the column that
+holds it (smallint, bigint, real), no NUL character in any string or unknown field (PostgreSQL's
+text and jsonb cannot hold one), and ``ts`` an RFC 3339 date-time with its offset.
 Matrices are ``layout × layout`` nested lists, row-major as the VL53L8CH ULD driver reports its
 zones; their shape is checked against ``layout``.
 """
@@ -9,12 +15,15 @@ zones; their shape is checked against ``layout``.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -26,6 +35,62 @@ from sqal.wire.topics import ID_PATTERN
 
 SCHEMA_VERSION = 1
 """The newest payload version this build reads and writes."""
+
+FLOAT4_MAX = 3.4028234663852886e38
+"""The largest finite ``real`` (float4): a larger number is refused, not stored as Infinity."""
+Real = Annotated[float, Field(ge=-FLOAT4_MAX, le=FLOAT4_MAX)]
+"""A number stored in a ``real`` column."""
+Int2 = Annotated[int, Field(ge=-(2**15), le=2**15 - 1)]
+Int4 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+INT8_MAX = 2**63 - 1
+
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+
+def _rfc3339(value: object) -> object:
+    """An RFC 3339 string parsed here (so strict validation sees a datetime), or a datetime."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _RFC3339.match(value):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError("must be an RFC 3339 date-time such as 2026-12-05T08:00:00Z")
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+"""An aware time, from an RFC 3339 string on the wire (never a number, nor digits in a string)."""
+Text = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00]*$")]
+"""Free text that a ``text`` column holds (no NUL)."""
+
+
+def _no_nul(value: Any, where: str = "") -> None:
+    """Raise when a string anywhere in ``value`` (keys included) holds a NUL character."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"NUL character in {where or 'a string'}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k, where)
+            _no_nul(v, where)
+    elif isinstance(value, list):
+        for v in value:
+            _no_nul(v, where)
+
+
+class _Strict(BaseModel):
+    """Every model's validation rules (see the module's docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _extra_without_nul(self) -> Any:
+        extra = self.__pydantic_extra__
+        if extra:
+            _no_nul(extra, "an unknown field")
+        return self
+
 
 DeviceId = Annotated[str, StringConstraints(pattern=rf"^{ID_PATTERN}$")]
 SampleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
@@ -52,12 +117,10 @@ def _check_timing(atime: int, astep: int) -> None:
         raise ValueError("atime and astep must not both be 0 (AS7341 datasheet)")
 
 
-class _Payload(BaseModel):
+class _Payload(_Strict):
     """Fields every payload carries."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    v: Annotated[int, Field(ge=1)] = SCHEMA_VERSION
+    v: Annotated[int, Field(ge=1, le=2**15 - 1)] = SCHEMA_VERSION
     device_id: DeviceId
 
 
@@ -67,8 +130,8 @@ class _Frame(_Payload):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     sample_id: SampleId
-    seq: Annotated[int, Field(ge=0)]
-    ts: AwareDatetime
+    seq: Annotated[int, Field(ge=0, le=INT8_MAX)]
+    ts: Timestamp
 
 
 _MATRICES = (
@@ -81,18 +144,18 @@ _MATRICES = (
 )
 
 
-class TofHistogram(BaseModel):
+class TofHistogram(_Strict):
     """VL53L8CH compact normalised histogram (CNH), stored but not scored in v1
     (docs/domain.md §1)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    start_bin: Annotated[int, Field(ge=0)]
-    sub_sample: Annotated[int, Field(ge=1)]
-    bin_width_mm: Annotated[float, Field(gt=0)]
-    agg_map: list[int]
-    bins: list[list[float]]
-    ambient: list[float]
+    start_bin: Annotated[int, Field(ge=0, le=2**31 - 1)]
+    sub_sample: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    bin_width_mm: Annotated[float, Field(gt=0, le=FLOAT4_MAX)]
+    agg_map: list[Int4]
+    bins: list[list[Real]]
+    ambient: list[Real]
 
 
 class TofFrame(_Frame):
@@ -100,16 +163,16 @@ class TofFrame(_Frame):
     docs/domain.md §1)."""
 
     layout: Literal[4, 8]
-    distance_mm: list[list[int]]
+    distance_mm: list[list[Int2]]
     target_status: list[list[Annotated[int, Field(ge=0, le=255)]]]
-    signal_per_spad: list[list[float]]
-    ambient_per_spad: list[list[float]]
-    range_sigma_mm: list[list[float]]
-    reflectance_pct: list[list[float]]
+    signal_per_spad: list[list[Real]]
+    ambient_per_spad: list[list[Real]]
+    range_sigma_mm: list[list[Real]]
+    reflectance_pct: list[list[Real]]
     histogram: TofHistogram | None = None
     ranging_hz: Annotated[float, Field(gt=0, le=60)] | None = None
     integration_ms: Annotated[float, Field(ge=2, le=1000)] | None = None
-    sensor_temp_c: float | None = None
+    sensor_temp_c: Real | None = None
 
     @model_validator(mode="after")
     def _shapes(self) -> TofFrame:
@@ -127,7 +190,7 @@ class TofFrame(_Frame):
         return self
 
 
-class SpectralChannels(BaseModel):
+class SpectralChannels(_Strict):
     """Raw ADC counts of the AS7341's channels (16-bit registers)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -161,7 +224,7 @@ class SpectralFrame(_Frame):
     gain: Gain
     atime: Annotated[int, Field(ge=0, le=255)]
     astep: Annotated[int, Field(ge=0, le=65534)]
-    integration_ms: Annotated[float, Field(gt=0)]
+    integration_ms: Annotated[float, Field(gt=0, le=FLOAT4_MAX)]
     led_ma: Annotated[int, Field(ge=0, le=258)]
     saturated: list[Channel] = Field(default_factory=list)
     flicker_hz: Literal[100, 120] | None = None
@@ -178,14 +241,14 @@ class DeviceStatus(_Payload):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     state: DeviceState
-    ts: AwareDatetime | None = None
-    firmware: str | None = None
-    temperature_c: float | None = None
+    ts: Timestamp | None = None
+    firmware: Text | None = None
+    temperature_c: Real | None = None
     humidity_pct: Annotated[float, Field(ge=0, le=100)] | None = None
-    uptime_s: Annotated[float, Field(ge=0)] | None = None
+    uptime_s: Annotated[float, Field(ge=0, le=FLOAT4_MAX)] | None = None
 
 
-class TofSettings(BaseModel):
+class TofSettings(_Strict):
     """VL53L8CH settings a device applies (docs/domain.md §1)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -203,7 +266,7 @@ class TofSettings(BaseModel):
         return self
 
 
-class SpectralSettings(BaseModel):
+class SpectralSettings(_Strict):
     """AS7341 settings a device applies (docs/domain.md §3)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -219,7 +282,7 @@ class SpectralSettings(BaseModel):
         return self
 
 
-class SpectralAnchors(BaseModel):
+class SpectralAnchors(_Strict):
     """Index anchors measured on a node with a fresh and a degraded reference
     (docs/domain.md §4)."""
 
@@ -232,7 +295,15 @@ class SpectralAnchors(BaseModel):
     NR_ref: Annotated[float, Field(gt=0)]
 
 
-class Calibration(BaseModel):
+Distance = Annotated[float, Field(gt=0, le=4000)]
+"""A calibrated distance in mm, within the VL53L8CH's 4 m."""
+Counts = Annotated[float, Field(ge=0, le=65535)]
+"""AS7341 basic counts: a 16-bit ADC reading over gain and integration, never negative."""
+Reflectance = Annotated[float, Field(gt=0, le=1)]
+"""A reference tile's reflectance per channel: in (0, 1]."""
+
+
+class Calibration(_Strict):
     """The references a device's verdicts are computed with (docs/domain.md §2, §3, §4).
 
     ``d0_mm``: empty-tray distance (ROI median of ≥ 20 empty-tray frames); ``d0_map_mm``: per
@@ -249,13 +320,13 @@ class Calibration(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: SampleId
-    ts: AwareDatetime
+    ts: Timestamp
     d0_mm: Annotated[float, Field(gt=0, le=4000)] | None = None
-    d0_map_mm: list[list[float]] | None = None
-    dark_bc: list[float] | None = Field(default=None, min_length=10, max_length=10)
-    white_bc: list[float] | None = Field(default=None, min_length=10, max_length=10)
-    rho_white: list[float] | None = Field(default=None, min_length=10, max_length=10)
-    z_cal_mm: Annotated[float, Field(gt=0)] | None = None
+    d0_map_mm: list[list[Distance]] | None = None
+    dark_bc: list[Counts] | None = Field(default=None, min_length=10, max_length=10)
+    white_bc: list[Counts] | None = Field(default=None, min_length=10, max_length=10)
+    rho_white: list[Reflectance] | None = Field(default=None, min_length=10, max_length=10)
+    z_cal_mm: Annotated[float, Field(gt=0, le=4000)] | None = None
     color_matrix: list[list[float]] | None = None
     color_delta_e: Annotated[float, Field(ge=0)] | None = None
     anchors: SpectralAnchors | None = None
@@ -269,6 +340,13 @@ class Calibration(BaseModel):
         d = self.d0_map_mm
         if d is not None and (len(d) not in (4, 8) or any(len(r) != len(d) for r in d)):
             raise ValueError("d0_map_mm must be 4x4 or 8x8")
+        dark, white = self.dark_bc, self.white_bc
+        if (
+            dark is not None
+            and white is not None
+            and any(w <= k for k, w in zip(dark, white, strict=True))
+        ):
+            raise ValueError("white_bc must exceed dark_bc on every channel")
         return self
 
 
@@ -276,13 +354,13 @@ class DeviceConfig(_Payload):
     """A device's retained configuration: product profile, sensor settings, calibration."""
 
     profile: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-    ts: AwareDatetime | None = None
+    ts: Timestamp | None = None
     tof: TofSettings = Field(default_factory=TofSettings)
     spectral: SpectralSettings = Field(default_factory=SpectralSettings)
     calibration: Calibration | None = None
 
 
-class Lab(BaseModel):
+class Lab(_Strict):
     """CIE L*a*b* (D65/2°)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -292,7 +370,7 @@ class Lab(BaseModel):
     b: float
 
 
-class TofResult(BaseModel):
+class TofResult(_Strict):
     """The ToF section of a result (docs/domain.md §2)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -311,7 +389,7 @@ class TofResult(BaseModel):
     defects: list[DefectCode]
 
 
-class SpectralResult(BaseModel):
+class SpectralResult(_Strict):
     """The spectral section of a result (docs/domain.md §4)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -326,7 +404,7 @@ class SpectralResult(BaseModel):
     defects: list[DefectCode]
 
 
-class Fusion(BaseModel):
+class Fusion(_Strict):
     """The fused verdict the reject gate acts on (docs/domain.md §5)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -337,7 +415,7 @@ class Fusion(BaseModel):
     defects: list[DefectCode]
 
 
-class AnalyzerInfo(BaseModel):
+class AnalyzerInfo(_Strict):
     """Who scored a sample, and how long it took."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -359,7 +437,7 @@ class Result(_Payload):
     analyzer: AnalyzerInfo
 
 
-class DeadLetter(BaseModel):
+class DeadLetter(_Strict):
     """A message that could not be used, published on ``sqal/v1/_dead/{stage}``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
