@@ -52,7 +52,7 @@ from sqal.wire import (
     subscription,
 )
 from storage.rows import DeadRow, PendingRow, pending_row
-from storage.writer import BatchWriter, BrokerStat, WriteReport
+from storage.writer import BatchWriter, BrokerStat, WriteReport, retry_fixes
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ STAGE = "ingest"
 WRITE_STALL_S = 30.0
 """A batch write running longer than this makes ``/healthz`` fail (the database is frozen or
 overloaded); a dead database host errors out by then (storage.connection.DEAD_PEER)."""
+SPLIT_AFTER = 3
+"""Failures of one batch, each for a reason a retry does not fix, before it is written row by
+row and its refused rows dead-lettered (a batch that can never be stored must not block)."""
 STORED_KINDS = (Kind.TOF, Kind.SPECTRAL, Kind.RESULT, Kind.STATUS, Kind.CONFIG)
 
 BROKER_COUNTERS = {
@@ -202,12 +205,27 @@ class IngestService:
         cut = time.monotonic()
         prepared = self._prepare(batch, datetime.now(UTC))
         attempt = 0
+        refused_alike = 0  # failures in a row that a retry does not fix (storage.writer)
+        last: StorageError | None = None
         while True:
             self._write_since = time.monotonic()
             try:
-                report = self.writer.write(prepared.rows, prepared.dead, prepared.stats)
+                split = refused_alike >= SPLIT_AFTER
+                if split:
+                    log.warning(
+                        "batch of %d refused %d times (%s); writing it row by row, refused rows "
+                        "become dead letters",
+                        len(batch),
+                        refused_alike,
+                        last,
+                    )
+                report = self.writer.write(
+                    prepared.rows, prepared.dead, prepared.stats, split=split
+                )
                 break
             except StorageError as exc:
+                last = exc
+                refused_alike = 0 if retry_fixes(exc.sqlstate) else refused_alike + 1
                 self.metrics.db_retries.inc()
                 self.metrics.db_ok.set(0.0)
                 now = time.monotonic()

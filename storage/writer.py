@@ -97,6 +97,16 @@ ROW_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors a single row can cause; the batch is then isolated row by row."""
 
+RETRY_FIXES = ("08", "40", "57")
+"""SQLSTATE classes a retry of the same batch can fix: a lost connection, a deadlock or
+serialization failure, an administrator's shutdown. Any other error the server gives a batch
+again and again is the batch's own (a row that cannot be stored), see :meth:`BatchWriter.write`."""
+
+
+def retry_fixes(sqlstate: str | None) -> bool:
+    """True when retrying the same batch may succeed (no SQLSTATE: the server never answered)."""
+    return sqlstate is None or sqlstate.startswith(RETRY_FIXES)
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerStat:
@@ -220,10 +230,16 @@ class BatchWriter:
         rows: Sequence[PendingRow],
         dead: Sequence[DeadRow],
         stats: Sequence[BrokerStat] = (),
+        *,
+        split: bool = False,
     ) -> WriteReport:
         """Write one batch in one transaction.
 
         Args:
+            split: write row by row, and make a dead letter of every row the server refuses
+                alone for a reason a retry would not fix (:func:`retry_fixes`), whatever the
+                error. Ingest asks for it after the whole batch failed the same way several
+                times: a batch that can never be stored must not stop storage for everyone.
             rows: table rows; duplicates of stored rows are skipped, a row the database refuses
                 becomes a dead letter (:meth:`Refusal.dead_row`).
             dead: dead letters decided before the write (bad payloads).
@@ -238,6 +254,8 @@ class BatchWriter:
         for r in rows:
             offered[r.table] = offered.get(r.table, 0) + 1
         try:
+            if split:
+                return self._write_isolated(conn, rows, dead, offered, stats, any_error=True)
             try:
                 with conn.transaction():
                     inserted, conflicts = self._write_rows(conn, rows, isolating=False)
@@ -270,17 +288,25 @@ class BatchWriter:
         dead: Sequence[DeadRow],
         offered: dict[str, int],
         stats: Sequence[BrokerStat] = (),
+        *,
+        any_error: bool = False,
     ) -> WriteReport:
         inserted: dict[str, int] = {}
         refused: list[Refusal] = []
         more: list[DeadRow] = []
+        caught: tuple[type[BaseException], ...] = (
+            (*ROW_ERRORS, psycopg.Error) if any_error else ROW_ERRORS
+        )
         with conn.transaction():
             for row in rows:
                 try:
                     with conn.transaction():  # a savepoint per row
                         counts, conflicts = self._write_rows(conn, [row], isolating=True)
-                except ROW_ERRORS as exc:
+                except caught as exc:
                     state = getattr(exc, "sqlstate", None)
+                    if isinstance(exc, psycopg.Error) and retry_fixes(state):
+                        raise  # the connection or the server, not this row: retry it all
+
                     text = str(exc).strip().splitlines()
                     r = Refusal(row.tag, state, text[0] if text else type(exc).__name__)
                     refused.append(r)

@@ -322,3 +322,34 @@ def test_a_conflicting_duplicate_lands_in_dead_letters(ingest: Running, broker: 
     assert _reasons(dsn) == {"conflict": 1}
     assert wait_until(lambda: len(published) == 1)
     assert json.loads(published[0])["reason"] == "conflict"
+
+
+def test_a_batch_the_server_always_refuses_is_split_and_its_bad_row_dead_lettered(
+    ingest: Running, broker: Mosquitto
+) -> None:
+    """#15: a batch that failed for a reason retrying cannot fix ("out of shared memory" after
+    a device made thousands of chunks) was replayed forever, for every device."""
+    import psycopg
+
+    dsn = ingest.dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.device_id = 'poison' THEN"
+            "   RAISE EXCEPTION 'out of shared memory' USING ERRCODE = 'out_of_memory';"
+            " END IF; RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON tof_frames"
+            " FOR EACH ROW EXECUTE FUNCTION poison()"
+        )
+    line, rng = ingest.line, np.random.default_rng(13)
+    msgs = [
+        (device_topic(line, "good", Kind.TOF), encode(tof_frame("good", s, rng))) for s in range(9)
+    ]
+    msgs.insert(4, (device_topic(line, "poison", Kind.TOF), encode(tof_frame("poison", 1, rng))))
+    publish_all(broker.url, msgs)
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM tof_frames") == 9, timeout_s=60)
+    assert count(dsn, "SELECT count(*) FROM dead_letters WHERE device_id = 'poison'") == 1
+    detail = count(dsn, "SELECT count(*) FROM dead_letters WHERE detail LIKE %s", "%53200%")
+    assert detail == 1
