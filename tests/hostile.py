@@ -275,6 +275,7 @@ CATALOGUE: tuple[Hostile, ...] = (
         on(SPEC, lambda d: dumps({**frame_doc(SPEC, d), "a\u0000": 1})),
         R.SCHEMA,
     ),
+    Hostile("nan_in_an_unknown_field", on(TOF, changed(TOF, note=math.nan)), R.SCHEMA),
     Hostile(
         "nul_escaped_in_status_firmware",
         on(

@@ -3,17 +3,21 @@
 Frames keep unknown fields (``extra="allow"``): raw storage keeps them, the analyzer ignores
 them. Results, configs and dead letters are produced by SQAL itself and forbid unknown fields.
 
-Strict (#15): one codec decides for both services, so what it accepts the database stores. No
-coercion (``"240"`` is not 240, ``true`` is not 1, ``"8"`` is not layout 8, a number is not a
-time), finite numbers only (no NaN, Infinity or 1e400), every number within the column that
-holds it (smallint, bigint, real), no NUL character in any string or unknown field (PostgreSQL's
-text and jsonb cannot hold one), and ``ts`` an RFC 3339 date-time with its offset.
 Matrices are ``layout × layout`` nested lists, row-major as the VL53L8CH ULD driver reports its
 zones; their shape is checked against ``layout``.
+
+Strict (#15): one codec decides for both services, so what it accepts the database stores
+(``sqal.wire.codec`` validates JSON with ``strict=True``). No coercion (``"240"`` is not 240,
+``true`` is not 1, ``"8"`` is not layout 8, a number is not a time), finite numbers only (no
+NaN, Infinity or 1e400), every number within the column that holds it (smallint, bigint,
+real), no NUL character in any string and no NUL or non-finite number in an unknown field
+(PostgreSQL's text and jsonb cannot hold them), and ``ts`` an RFC 3339 date-time with its
+offset.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from datetime import datetime
@@ -65,18 +69,22 @@ Text = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00]*$")]
 """Free text that a ``text`` column holds (no NUL)."""
 
 
-def _no_nul(value: Any, where: str = "") -> None:
-    """Raise when a string anywhere in ``value`` (keys included) holds a NUL character."""
+def _storable(value: Any) -> None:
+    """Raise unless ``value`` (an unknown field, stored as jsonb) holds no NUL character in any
+    string or key and no non-finite number (JSON, and so jsonb, has neither)."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise ValueError(f"NUL character in {where or 'a string'}")
+            raise ValueError("NUL character in an unknown field")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("non-finite number in an unknown field")
     elif isinstance(value, dict):
         for k, v in value.items():
-            _no_nul(k, where)
-            _no_nul(v, where)
+            _storable(k)
+            _storable(v)
     elif isinstance(value, list):
         for v in value:
-            _no_nul(v, where)
+            _storable(v)
 
 
 class _Strict(BaseModel):
@@ -85,10 +93,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _extra_without_nul(self) -> Any:
+    def _extra_storable(self) -> Any:
         extra = self.__pydantic_extra__
         if extra:
-            _no_nul(extra, "an unknown field")
+            _storable(extra)
         return self
 
 
