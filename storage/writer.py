@@ -180,6 +180,25 @@ def _stage(table: Table) -> sql.Identifier:
     return sql.Identifier(f"stage_{table.name}")
 
 
+def _empty_stage(
+    conn: psycopg.Connection,
+    stage: sql.Identifier,
+    like: Table,
+    more: sql.Composable | None = None,
+) -> None:
+    """A temporary table shaped like ``like`` (and ``more`` columns), empty; emptied at commit.
+
+    Earlier savepoints of the transaction may have left rows in it: it is truncated first.
+    """
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS{})"
+            " ON COMMIT DELETE ROWS"
+        ).format(stage, like.ident, more or sql.SQL(""))
+    )
+    conn.execute(sql.SQL("TRUNCATE {}").format(stage))
+
+
 def _tagged(table: Table) -> Table:
     """``table``'s columns plus ``dup_tag`` (a row's index), for the conflict check's stage."""
     return Table(f"dup_{table.name}", (*table.columns, ("dup_tag", "int4")), keyed=False)
@@ -366,13 +385,7 @@ class BatchWriter:
         """
         tagged = _tagged(table)
         stage = sql.Identifier(tagged.name)
-        conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, dup_tag int4)"
-                " ON COMMIT DELETE ROWS"
-            ).format(stage, table.ident)
-        )
-        conn.execute(sql.SQL("TRUNCATE {}").format(stage))
+        _empty_stage(conn, stage, table, sql.SQL(", dup_tag int4"))
         with conn.cursor() as cur:
             copy_rows(cur, tagged, [(*r.values, i) for i, r in enumerate(rows)], into=stage)
         same = sql.SQL(" AND ").join(
@@ -395,14 +408,7 @@ class BatchWriter:
     ) -> int:
         """Rows inserted through a staging table, ``INSERT … ON CONFLICT DO NOTHING``."""
         stage = _stage(table)
-        conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS)"
-                " ON COMMIT DELETE ROWS"
-            ).format(stage, table.ident)
-        )
-        # Earlier savepoints of this transaction may have left rows in the staging table.
-        conn.execute(sql.SQL("TRUNCATE {}").format(stage))
+        _empty_stage(conn, stage, table)
         with conn.cursor() as cur:
             copy_rows(cur, table, values, into=stage)
             insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(

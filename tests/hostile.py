@@ -146,6 +146,14 @@ def changed(kind: Kind, **fields: object) -> Callable[[str], bytes]:
     return lambda device: dumps({**frame_doc(kind, device), **fields})
 
 
+def calibrated(**fields: object) -> Callable[[str], bytes]:
+    """A config whose calibration block holds ``fields`` (besides its id and time)."""
+    cal = {"id": "c1", "ts": "2026-12-01T08:00:00Z", **fields}
+    return lambda device: dumps(
+        {"device_id": device, "profile": "foie_gras_lobe_400g", "calibration": cal}
+    )
+
+
 def channel(name: str, count: int) -> Callable[[str], bytes]:
     """A valid spectral frame with one channel's count replaced."""
 
@@ -528,54 +536,13 @@ CATALOGUE: tuple[Hostile, ...] = (
     ),
     Hostile("config_bad_json", on(CFG, b"{not json"), R.BAD_JSON),
     Hostile("config_without_profile", on(CFG, lambda d: dumps({"device_id": d})), R.BAD_CONFIG),
+    Hostile("config_nan_in_calibration", on(CFG, calibrated(d0_mm="NaN")), R.BAD_CONFIG),
     Hostile(
-        "config_nan_in_calibration",
-        on(
-            CFG,
-            lambda d: dumps(
-                {
-                    "device_id": d,
-                    "profile": "foie_gras_lobe_400g",
-                    "calibration": {"id": "c1", "ts": "2026-12-01T08:00:00Z", "d0_mm": "NaN"},
-                }
-            ),
-        ),
-        R.BAD_CONFIG,
-    ),
-    Hostile(
-        "config_white_reference_of_zero",
-        on(
-            CFG,
-            lambda d: dumps(
-                {
-                    "device_id": d,
-                    "profile": "foie_gras_lobe_400g",
-                    "calibration": {
-                        "id": "c1",
-                        "ts": "2026-12-01T08:00:00Z",
-                        "rho_white": [0] * 10,
-                    },
-                }
-            ),
-        ),
-        R.BAD_CONFIG,
+        "config_white_reference_of_zero", on(CFG, calibrated(rho_white=[0] * 10)), R.BAD_CONFIG
     ),
     Hostile(
         "config_dark_reference_of_minus_1e308",
-        on(
-            CFG,
-            lambda d: dumps(
-                {
-                    "device_id": d,
-                    "profile": "foie_gras_lobe_400g",
-                    "calibration": {
-                        "id": "c1",
-                        "ts": "2026-12-01T08:00:00Z",
-                        "dark_bc": [-1e308] * 10,
-                    },
-                }
-            ),
-        ),
+        on(CFG, calibrated(dark_bc=[-1e308] * 10)),
         R.BAD_CONFIG,
     ),
     Hostile(
