@@ -226,6 +226,10 @@ def demo(
     faults: Annotated[
         str, typer.Option("--faults", help="Transport faults: none or realistic.")
     ] = "realistic",
+    scenario: Annotated[
+        str,
+        typer.Option("--scenario", help="Simulated population: production (default) or stress."),
+    ] = "production",
     data_dir: DataDir = None,
     mqtt_port: Annotated[
         int | None,
@@ -243,12 +247,12 @@ def demo(
     from sqal.profiles import load_profile
 
     settings = load_settings(data_dir=data_dir)
-    load_profile(profile)
+    load_profile(profile).scenarios.get(scenario)  # one line for an unknown one
     if faults not in ("none", "realistic"):
         raise typer.BadParameter("must be none or realistic", param_hint="--faults")
     opts = DemoOptions(
         data_dir=settings.data_dir, duration_s=duration, lines=lines, devices=devices,
-        rate_per_min=rate, profile=profile, seed=seed, faults=faults,
+        rate_per_min=rate, profile=profile, seed=seed, faults=faults, scenario=scenario,
         mqtt_port=mqtt_port, pg_port=pg_port,
     )  # fmt: skip
     run_demo(opts, Console())

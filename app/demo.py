@@ -62,6 +62,7 @@ class DemoOptions:
     profile: str = "foie_gras_lobe_400g"
     seed: int | None = None
     faults: str = "realistic"
+    scenario: str = "production"
     mqtt_port: int | None = None
     pg_port: int | None = None
 
@@ -273,7 +274,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             "sim", "--broker", broker, "--lines", str(opts.lines), "--devices", str(opts.devices),
             "--rate", f"{opts.rate_per_min:g}", "--duration", f"{opts.duration_s:g}",
             "--profile", opts.profile, "--seed", str(seed), "--truth", str(truth),
-            "--faults", opts.faults,
+            "--faults", opts.faults, "--scenario", opts.scenario,
         ], logs)  # fmt: skip
         children.append(sim)
         asyncio.run(_drive(opts, broker, dsn, sim, console, _count_results(dsn)))

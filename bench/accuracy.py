@@ -34,8 +34,8 @@ from bench.common import header
 from device_sim.command import build_devices
 from device_sim.device import SimDevice, _seq_rng
 from device_sim.fleet import config_payload
-from device_sim.trays import DEFAULT_RATE, draw_tray
-from sqal.profiles import load_profile
+from device_sim.trays import draw_tray
+from sqal.profiles import SCENARIOS, load_profile
 from sqal.wire import DeviceConfig, SpectralFrame, TofFrame, decode, decode_as
 
 PROFILES = ("foie_gras_lobe_400g", "pate_terrine_300g")
@@ -68,7 +68,7 @@ def _params(dev: SimDevice) -> ScoringParams:
 
 def _offset_mm(dev: SimDevice, seq: int) -> float:
     """Product centre's distance from the tray centre: the tray is redrawn from its seed."""
-    draw = draw_tray(dev.model, _seq_rng(dev.seed, dev.index, 1, seq), dev.rates)
+    draw = draw_tray(dev.model, _seq_rng(dev.seed, dev.index, 1, seq), dev.rates, dev.population)
     return float(math.hypot(draw.lobes[0][0], draw.lobes[0][1]))
 
 
@@ -99,10 +99,16 @@ def run_profile(
     devices: int,
     rate: float,
     seed: int,
-    defect_rate: float = DEFAULT_RATE,
+    defect_rate: float | None = None,
+    scenario: str = "production",
 ) -> Run:
-    """Render, score and collect ``samples`` trays of one profile."""
-    fleet = build_devices(1, devices, rate, profile, seed, START, "none", None, defect_rate)
+    """Render, score and collect ``samples`` trays of one profile.
+
+    ``defect_rate`` ``None``: the scenario's (the profile's ``scenarios``).
+    """
+    fleet = build_devices(
+        1, devices, rate, profile, seed, START, "none", None, defect_rate, scenario
+    )
     per_device = math.ceil(samples / devices)
     run = Run([], [], [], defaultdict(list))
     for dev in fleet:
@@ -366,6 +372,12 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=4, help="simulated nodes per profile")
     ap.add_argument("--rate", type=float, default=30.0, help="trays/min per node (sets uptime)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--scenario", choices=SCENARIOS, default="production", help="the simulated population"
+    )
+    ap.add_argument(
+        "--defect-rate", type=float, default=None, help="each defect's rate [the scenario's]"
+    )
     ap.add_argument("--quiet", action="store_true", help="summary only, no breakdown")
     ap.add_argument(
         "--refit", type=int, default=0, help="first refit the mass model on this many weighed trays"
@@ -380,10 +392,13 @@ def main() -> None:
                 f"## {profile}: mass model refit on {args.refit} weighed trays: a_g {a:.2f}, "
                 f"b_g_per_cm3 {b:.4f}, residual {res:.2f} % of mass"
             )
-        run = run_profile(profile, args.samples, args.devices, args.rate, args.seed)
+        run = run_profile(
+            profile, args.samples, args.devices, args.rate, args.seed, args.defect_rate,
+            args.scenario,
+        )  # fmt: skip
         rep = evaluate(run.results, run.truth)
         print(
-            f"## {profile}: {len(run.truth)} samples, {args.devices} nodes at "
+            f"## {profile}: {len(run.truth)} samples ({args.scenario}), {args.devices} nodes at "
             f"{args.rate:g} trays/min, seed {args.seed}"
         )
         print(format_report(rep))

@@ -29,7 +29,7 @@ def _shots(name: str, n: int) -> list[Shot]:
     out = []
     for i in range(n):
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(7, spawn_key=(0, 1, i))))
-        draw = draw_tray(model, rng, rates)
+        draw = draw_tray(model, rng, rates, model.profile.scenarios.production)
         out.append(
             Shot(
                 draw,

@@ -53,7 +53,7 @@ def capture(
     shots = []
     for _ in range(frames):
         tray_rng = np.random.default_rng(rng.integers(2**63))
-        draw = draw_tray(model, tray_rng, {})
+        draw = draw_tray(model, tray_rng, {}, model.profile.scenarios.production)
         shots.append(Shot(draw, tray_rng, device, tof, spectral, CAL_UPTIME_S, False))
     return render_batch(model, shots, fixture=fixture, truth=False)
 

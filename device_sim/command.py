@@ -20,7 +20,7 @@ from rich.table import Table
 
 from device_sim.device import SimDevice
 from device_sim.fleet import Counters, run_fleet
-from device_sim.trays import DEFAULT_RATE, DEFECTS
+from device_sim.trays import DEFECTS
 from sqal.errors import ConfigError, SqalError
 from sqal.profiles import load_profile
 from sqal.settings import load_settings, parse_broker_url
@@ -48,9 +48,18 @@ def build_devices(
     start: datetime,
     faults: str,
     fixture: str | None,
-    defect_rate: float,
+    defect_rate: float | None,
+    scenario: str = "production",
 ) -> list[SimDevice]:
-    """The fleet's devices: ``line{L}`` × ``line{L}-node{NN}``."""
+    """The fleet's devices: ``line{L}`` × ``line{L}-node{NN}``.
+
+    ``defect_rate`` ``None``: the scenario's rate, from the profile.
+
+    Raises:
+        ConfigError: an unknown scenario.
+    """
+    if defect_rate is None:
+        defect_rate = load_profile(profile).scenarios.get(scenario).defect_rate
     rates = {d: defect_rate for d in DEFECTS}
     out = []
     for li in range(lines):
@@ -68,6 +77,7 @@ def build_devices(
                     realistic_faults=faults == "realistic",
                     rates=rates,
                     fixture=fixture,  # type: ignore[arg-type]
+                    scenario=scenario,
                 )
             )
     return out
@@ -98,7 +108,18 @@ StartTime = Annotated[
 FixtureOpt = Annotated[
     str | None, _opt("--fixture", "Present empty, dark or white (calibration) instead of product.")
 ]
-DefectRate = Annotated[float, _opt("--defect-rate", "Injection rate of each defect (0-0.1).")]
+DefectRate = Annotated[
+    float | None,
+    _opt("--defect-rate", "Injection rate of each defect (0-0.1); default: the scenario's."),
+]
+ScenarioOpt = Annotated[
+    str,
+    _opt(
+        "--scenario",
+        "production: a filler set for the packers' rules, 0.3 % of each defect; stress: the "
+        "first simulator's population, 3 % each (the profile's scenarios, docs/domain.md §7).",
+    ),
+]
 FactoryConfig = Annotated[
     bool,
     typer.Option(
@@ -122,8 +143,9 @@ def sim_command(
     faults: Faults = "none",
     start_time: StartTime = None,
     fixture: FixtureOpt = None,
-    defect_rate: DefectRate = DEFAULT_RATE,
+    defect_rate: DefectRate = None,
     factory_config: FactoryConfig = True,
+    scenario: ScenarioOpt = "production",
 ) -> None:
     """Simulate ESP32 nodes (VL53L8CH + AS7341) publishing frames, with ground truth."""
     if faults not in ("none", "realistic"):
@@ -132,7 +154,7 @@ def sim_command(
         raise ConfigError(f"--fixture {fixture!r}: must be empty, dark or white")
     if not 0.1 <= rate <= 6000:
         raise ConfigError(f"--rate {rate:g}: must be between 0.1 and 6000 trays/min")
-    if not 0.0 <= defect_rate <= 0.1:
+    if defect_rate is not None and not 0.0 <= defect_rate <= 0.1:
         raise ConfigError(f"--defect-rate {defect_rate:g}: must be between 0 and 0.1")
     if (count is None) == (duration is None):
         raise ConfigError("give exactly one of --count and --duration")
@@ -141,10 +163,11 @@ def sim_command(
     per_device = count if count is not None else max(1, math.floor(rate * (duration or 0) / 60.0))
     url = load_settings(broker=broker).broker
     parse_broker_url(url)
-    load_profile(profile)
+    load_profile(profile).scenarios.get(scenario)  # one line for an unknown one
     fleet = build_devices(
-        lines, devices, rate, profile, seed, _start_time(start_time), faults, fixture, defect_rate
-    )
+        lines, devices, rate, profile, seed, _start_time(start_time), faults, fixture,
+        defect_rate, scenario,
+    )  # fmt: skip
     counters = Counters()
     console = Console(stderr=True)
     total = per_device * len(fleet)

@@ -20,6 +20,7 @@ from device_sim.frames import sample_id, spectral_frame, tof_frame
 from device_sim.model import ProductModel, product_model
 from device_sim.render import DeviceOptics, Fixture, Shot, device_optics, render_batch
 from device_sim.trays import draw_tray
+from sqal.profiles import Population
 from sqal.wire import Kind, SpectralSettings, TofSettings, device_topic, encode
 
 RESYNC_S: Final = 600.0
@@ -58,6 +59,8 @@ class SimDevice:
     rates: dict[str, float] = field(default_factory=dict)
     fixture: Fixture | None = None
     seq: int = 0
+    scenario: str = "production"
+    """Which of the profile's populations the filler draws from (``sqal sim --scenario``)."""
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.index, 0)))
@@ -69,6 +72,11 @@ class SimDevice:
         self.model: ProductModel = product_model(self.profile)
         self.tof = TofSettings(layout=self.model.profile.tof.layout)
         self.spectral: SpectralSettings = self.model.profile.spectral.settings
+
+    @property
+    def population(self) -> Population:
+        """The filler's population: the scenario's, in the profile in force."""
+        return self.model.profile.scenarios.get(self.scenario)
 
     def apply(self, profile: str, tof: TofSettings, spectral: SpectralSettings) -> bool:
         """Apply a configuration read from the retained config topic; True if it changed."""
@@ -96,7 +104,7 @@ class SimDevice:
         shots, draws_rng = [], []
         for seq in seqs:
             rng = _seq_rng(self.seed, self.index, 1, seq)
-            draw = draw_tray(self.model, rng, self.rates)
+            draw = draw_tray(self.model, rng, self.rates, self.population)
             t = self.capture_time_s(seq)
             shots.append(
                 Shot(draw, rng, self.optics, self.tof, self.spectral, self.uptime_s(t), seq == 0)

@@ -1,7 +1,8 @@
 """What each tray is: a seeded draw of mass, shape, pose, spectral state and injected defects.
 
-docs/domain.md §7: mass ~ N(1.02·Qn, 3 %), density ~ N(ρ, 1 %), offset N(0, 4 mm), φ ~ N(0, 5°);
-each defect injected at its rate (3 % by default) with the parameters of §7's table. Every
+docs/domain.md §7: mass ~ N(μ·Qn, s) of the scenario's population (the profile's ``scenarios``),
+density ~ N(ρ, 1 %), offset N(0, 4 mm), φ ~ N(0, 5°); each defect injected at its rate with the
+parameters of §7's table. Every
 tray has its own generator, seeded by (seed, device index, seq), so a tray is the same whatever
 the batch it is rendered in.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from device_sim.materials import IDX_CAR
 from device_sim.model import NOMINAL_DOME, ProductModel
 from device_sim.surface import FIELD_BANK_PX, FIELD_CORR_MM, MAX_LOBES
-from sqal.profiles import tne_g
+from sqal.profiles import Population, tne_g
 
 DEFECTS: Final = (
     "underfill",
@@ -30,7 +31,6 @@ DEFECTS: Final = (
     "spectral_saturated",
     "zones_invalid",
 )
-DEFAULT_RATE: Final = 0.03
 SPOT_RADIUS_MM: Final = 30.0
 """Spectral spot: Ø 60 mm disc on the sensor axis (docs/domain.md §3 aperture tube, §7)."""
 
@@ -82,13 +82,19 @@ def _cluster8(rng: np.random.Generator, size: int) -> tuple[int, ...]:
     return tuple(sorted(cells))
 
 
-def draw_tray(model: ProductModel, rng: np.random.Generator, rates: dict[str, float]) -> TrayDraw:
+def draw_tray(
+    model: ProductModel,
+    rng: np.random.Generator,
+    rates: dict[str, float],
+    population: Population,
+) -> TrayDraw:
     """Draw one tray.
 
     Args:
         model: the product model (profile, optics, reference tables).
         rng: this tray's own generator.
         rates: injection probability per defect name (missing → 0).
+        population: the filler's mass distribution (the scenario's).
     """
     p = model.profile
     qn = p.product.nominal_mass_g
@@ -96,7 +102,7 @@ def draw_tray(model: ProductModel, rng: np.random.Generator, rates: dict[str, fl
     if hit["underfill"] and hit["overfill"]:
         hit["overfill"] = False
     injected: list[Injected] = []
-    mass = qn * 1.02 * (1.0 + 0.03 * rng.standard_normal())
+    mass = qn * population.fill_mean * (1.0 + population.fill_sd * rng.standard_normal())
     if hit["underfill"]:
         u = float(rng.uniform(tne_g(qn) / qn, 0.25))
         mass *= 1.0 - u

@@ -269,6 +269,39 @@ class FusionWeights(_Strict):
         return self
 
 
+class Population(_Strict):
+    """How a simulated line fills and spoils trays (docs/domain.md §7 "Scenarios").
+
+    The simulator's alone: the analyzer never reads it. ``fill_mean`` and ``fill_sd`` are the
+    filler's mass as a multiple of Qn and its relative spread; ``defect_rate`` is the injection
+    rate of each defect (``--defect-rate`` overrides it).
+    """
+
+    fill_mean: Annotated[float, Field(gt=0.5, lt=1.5)]
+    fill_sd: Annotated[float, Field(ge=0.0, le=0.2)]
+    defect_rate: Annotated[float, Field(ge=0.0, le=0.1)]
+
+
+SCENARIOS = ("production", "stress")
+"""``sqal sim --scenario``: a plant's line (the default), or the first simulator's population."""
+
+
+class Scenarios(_Strict):
+    production: Population
+    stress: Population
+
+    def get(self, name: str) -> Population:
+        """The named scenario's population.
+
+        Raises:
+            ConfigError: not one of :data:`SCENARIOS`.
+        """
+        if name not in SCENARIOS:
+            raise ConfigError(f"--scenario {name!r}: must be one of {', '.join(SCENARIOS)}")
+        pop: Population = getattr(self, name)
+        return pop
+
+
 class Profile(_Strict):
     """A complete, validated product profile (after ``extends`` was merged)."""
 
@@ -279,6 +312,7 @@ class Profile(_Strict):
     spectral: SpectralProfile
     grading: Grading
     fusion: FusionWeights
+    scenarios: Scenarios
 
     @model_validator(mode="after")
     def _depth(self) -> Profile:

@@ -189,7 +189,7 @@ def test_gain_saturated_trays_render_the_same_alone_or_across_render_chunks():
         out = []
         for i in range(RENDER_CHUNK + 5):
             rng = np.random.default_rng([11, i])
-            draw = draw_tray(model, rng, rates)
+            draw = draw_tray(model, rng, rates, model.profile.scenarios.stress)
             out.append(Shot(draw, rng, dev, TofSettings(), SpectralSettings(), 900.0, False))
         return out
 

@@ -40,7 +40,7 @@ def _shots(
         rng = np.random.default_rng([seed, i])
         out.append(
             Shot(
-                draw_tray(model, rng, {}),
+                draw_tray(model, rng, {}, model.profile.scenarios.stress),
                 rng,
                 dev,
                 TofSettings(layout=layout),
@@ -162,7 +162,7 @@ def test_a_tray_renders_the_same_alone_or_in_a_batch():
             rng = np.random.default_rng([4, i])
             out.append(
                 Shot(
-                    draw_tray(model, rng, rates),
+                    draw_tray(model, rng, rates, model.profile.scenarios.stress),
                     rng,
                     dev,
                     TofSettings(),

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 from device_sim.command import build_devices
 from device_sim.fleet import Counters, run_fleet
-from device_sim.trays import DEFAULT_RATE
 
 LINES = 2
 DEVICES_PER_LINE = 2
@@ -60,7 +59,7 @@ class FleetRun:
         rate = max(1.0, min(6000.0, 60.0 * self.per_device / self.stream_s))
         fleet = build_devices(
             LINES, DEVICES_PER_LINE, rate, "foie_gras_lobe_400g", self.seed, self.start, "none",
-            None, DEFAULT_RATE,
+            None, None,
         )  # fmt: skip
 
         def run() -> None:

@@ -1,0 +1,59 @@
+"""The simulator's scenarios (docs/domain.md §7 "Scenarios", issue #16): a production filler that
+keeps the packers' rules, and the first simulator's population kept as `stress`."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from device_sim.model import product_model
+from device_sim.trays import DEFECTS, draw_tray
+from sqal.errors import ConfigError
+from sqal.profiles import load_profile, tne_g
+
+PROFILES = ("foie_gras_lobe_400g", "pate_terrine_300g")
+N = 20_000
+
+
+def _masses(profile: str, scenario: str, rates: dict[str, float]) -> np.ndarray:
+    model = product_model(profile)
+    pop = model.profile.scenarios.get(scenario)
+    rng = np.random.default_rng(20261205)
+    return np.array([draw_tray(model, rng, rates, pop).mass_target_g for _ in range(N)])
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_production_filler_keeps_the_packers_rules(profile: str) -> None:
+    """Directive 76/211/EEC Annex II, WELMEC 6.4: mean ≥ Qn, ≤ 2.5 % below T1, none below T2."""
+    prof = load_profile(profile)
+    qn = prof.product.nominal_mass_g
+    t1, t2 = qn - tne_g(qn), qn - 2 * tne_g(qn)
+    untouched = _masses(profile, "production", {})
+    assert untouched.mean() >= qn
+    assert np.mean(untouched < t1) <= 0.005  # as a plant sets its filler: far inside the rule
+    assert np.sum(untouched < t2) == 0
+    rate = prof.scenarios.production.defect_rate
+    line = _masses(profile, "production", dict.fromkeys(DEFECTS, rate))
+    assert line.mean() >= qn  # injected underfills included, the lot still passes
+    assert np.mean(line < t1) <= 0.025
+
+
+def test_stress_draws_the_first_simulator_s_population() -> None:
+    """N(1.02·Qn, 3 %) from the same random stream as before the scenarios existed."""
+    model = product_model("foie_gras_lobe_400g")
+    pop = model.profile.scenarios.get("stress")
+    assert (pop.fill_mean, pop.fill_sd, pop.defect_rate) == (1.02, 0.03, 0.03)
+    rng = np.random.default_rng(7)
+    twin = copy.deepcopy(rng)
+    draw = draw_tray(model, rng, {}, pop)
+    for _ in DEFECTS:  # the injection draws come first
+        twin.random()
+    expected = 400.0 * 1.02 * (1.0 + 0.03 * twin.standard_normal())
+    assert draw.mass_target_g == pytest.approx(expected)
+
+
+def test_an_unknown_scenario_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError, match="--scenario 'weekend'"):
+        load_profile("foie_gras_lobe_400g").scenarios.get("weekend")
