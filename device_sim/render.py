@@ -346,7 +346,7 @@ def _truth_record(
     gain_steps: int,
 ) -> dict[str, Any]:
     mass = draw.density_g_cm3 * volume / 1000.0
-    defects, letter = grade(model, mass, t, spec, saturated)
+    defects, letter = grade(model, mass, t, spec, saturated, peak)
     injected = []
     for inj in draw.injected:
         params = dict(inj.params)

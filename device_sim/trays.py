@@ -125,7 +125,7 @@ def draw_tray(
     b *= 1.0 + 0.03 * rng.standard_normal()
     x0, y0 = 4.0 * rng.standard_normal(2)
     phi = math.radians(5.0) * rng.standard_normal()
-    gamma = float(rng.uniform(0.30, 0.40))
+    gamma = float(rng.uniform(*population.dome_gamma))
     lobes = [(float(x0), float(y0), a, b, phi, gamma)]
     groove = float(rng.uniform(2.0, 5.0)) if rng.random() < 0.7 else 0.0
     groove_w = float(np.clip(8.0 + rng.standard_normal(), 5.0, 12.0))

@@ -12,6 +12,8 @@ wrong). Definitions, in the terms of docs/domain.md:
   perfect white/dark calibration reads), anchors and ``lab_ref`` from the simulator's reference
   spectra; ``lab`` is the exact CIE L*a*b* of the spot spectrum.
 - Grade: §5 with confidence 1 (the truth is noise-free); critical → REJECT, minor → at most B.
+  Seal contact (critical overfill) is decided on the product's true peak, the maximum of the
+  1 mm height grid: the film touches the product's highest point, not a zone's mean.
 """
 
 from __future__ import annotations
@@ -216,9 +218,17 @@ def _weighted(parts: list[tuple[float, float | None]]) -> float | None:
 
 
 def grade(
-    model: ProductModel, mass_g: float, tof: TofTruth, spec: dict[str, Any], saturated: bool
+    model: ProductModel,
+    mass_g: float,
+    tof: TofTruth,
+    spec: dict[str, Any],
+    saturated: bool,
+    peak_mm: float,
 ) -> tuple[list[str], str]:
-    """True defect codes (sorted) and grade: docs/domain.md §2, §4 tables and §5."""
+    """True defect codes (sorted) and grade: docs/domain.md §2, §4 tables and §5.
+
+    ``peak_mm``: the product's true peak height (grid maximum), for seal contact.
+    """
     p = model.profile
     qn, tne = p.product.nominal_mass_g, tne_g(p.product.nominal_mass_g)
     fill = mass_g / qn
@@ -233,7 +243,7 @@ def grade(
             minor.add(code)
 
     flag("underfill", mass_g < qn - tne, mass_g < qn - 2 * tne)
-    flag("overfill", fill > 1 + t.overfill_minor, tof.max_height_mm > p.tray.seal_limit_mm)
+    flag("overfill", fill > 1 + t.overfill_minor, peak_mm > p.tray.seal_limit_mm)
     crit_r = t.roughness_mm.critical
     flag(
         "surface_irregular",

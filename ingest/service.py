@@ -281,7 +281,7 @@ class IngestService:
             self.metrics.received.inc(label=topic.kind.value)
             try:
                 frame = decode(topic, item.payload)
-                self.cfg.ts_window.check(frame, now, item.topic)
+                self.cfg.ts_window.check(frame, now, item.topic, item.retained)
             except PayloadError as err:
                 out.dead.append(self._dead(item, err, out))
                 continue

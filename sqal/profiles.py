@@ -280,6 +280,19 @@ class Population(_Strict):
     fill_mean: Annotated[float, Field(gt=0.5, lt=1.5)]
     fill_sd: Annotated[float, Field(ge=0.0, le=0.2)]
     defect_rate: Annotated[float, Field(ge=0.0, le=0.1)]
+    dome_gamma: tuple[
+        Annotated[float, Field(gt=0.0, le=2.0)], Annotated[float, Field(gt=0.0, le=2.0)]
+    ] = (
+        0.30,
+        0.40,
+    )
+    """A free-form lobe's dome exponent γ ~ U(lo, hi) (docs/domain.md §7, ``h = H·(1 − ρ²)^γ``):
+    the lower, the flatter its top and the lower its peak for the same volume."""
+
+    @model_validator(mode="after")
+    def _gamma(self) -> Population:
+        _ordered("dome_gamma", *self.dome_gamma)
+        return self
 
 
 SCENARIOS = ("production", "stress")

@@ -155,6 +155,8 @@ class Delivery:
         seq: arrival number within its connection (0, 1, 2, …), the order acks go out in.
         generation: which connection delivered it (see the module's docstring).
         arrived_s: ``time.monotonic()`` at receipt, stamped in paho's network thread.
+        retained: a retained message sent because we subscribed (state kept at the broker,
+            possibly set long ago), not one published while we listened.
     """
 
     topic: str
@@ -164,6 +166,7 @@ class Delivery:
     generation: int
     seq: int
     arrived_s: float
+    retained: bool = False
 
 
 @dataclass
@@ -506,7 +509,14 @@ class Subscriber:
         with self._lock:
             seq, self._seq = self._seq, self._seq + 1
             d = Delivery(
-                msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation, seq, now
+                msg.topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                self._generation,
+                seq,
+                now,
+                bool(msg.retain),
             )
             self._ledger.register(seq, msg.mid, msg.qos)
         if not self._deliver(d):

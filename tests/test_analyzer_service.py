@@ -405,3 +405,32 @@ def test_a_second_different_half_is_a_dead_letter_not_a_silent_drop(
     finally:
         stop(service, worker)
         collector.close()
+
+
+def test_a_config_set_months_ago_is_state_not_a_stale_event(
+    broker: Mosquitto, publisher: paho.Client
+) -> None:
+    """The ts window applies to frames, not to a retained config, whatever its age."""
+    from datetime import UTC, datetime, timedelta
+
+    line, dev = f"L{uuid.uuid4().hex[:6]}", "devO"
+    old = datetime.now(UTC) - timedelta(days=90)
+    cfg = DeviceConfig(
+        device_id=dev, profile="pate_terrine_300g", ts=old, calibration=calibration()
+    )
+    send(publisher, device_topic(line, dev, Kind.CONFIG), encode(cfg), retain=True)
+    collector = Collector(broker, line)
+    service, worker = run_in_thread(broker, f"an-{uuid.uuid4().hex[:8]}")
+    try:
+        tof, spec = frames(dev, 5)
+        send(publisher, device_topic(line, dev, Kind.TOF), tof)
+        send(publisher, device_topic(line, dev, Kind.SPECTRAL), spec)
+        collector.wait({sample_id(dev, 5)})
+        with collector.lock:
+            assert [r.profile for r in collector.results[sample_id(dev, 5)]] == [
+                "pate_terrine_300g"
+            ]
+    finally:
+        stop(service, worker)
+        collector.close()
+        send(publisher, device_topic(line, dev, Kind.CONFIG), b"", retain=True)

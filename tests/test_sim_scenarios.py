@@ -4,6 +4,7 @@ keeps the packers' rules, and the first simulator's population kept as `stress`.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,3 +58,43 @@ def test_stress_draws_the_first_simulator_s_population() -> None:
 def test_an_unknown_scenario_is_one_clear_error() -> None:
     with pytest.raises(ConfigError, match="--scenario 'weekend'"):
         load_profile("foie_gras_lobe_400g").scenarios.get("weekend")
+
+
+def _untouched_truth(profile: str, scenario: str, per_device: int) -> list[dict[str, Any]]:
+    from datetime import UTC, datetime
+
+    from device_sim.device import SimDevice
+
+    out: list[dict[str, Any]] = []
+    for index in range(2):
+        dev = SimDevice("L1", f"d{index}", index, 31, profile, 2.0, datetime.now(UTC),
+                        rates={}, scenario=scenario)  # fmt: skip
+        out += dev.produce(per_device)[1]
+    return out
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_untouched_production_trays_clear_the_lid_and_are_grade_a(profile: str) -> None:
+    """#16: good product is grade A (≥ 97 %) and touches the film (its true peak above the seal
+    limit) on ≤ 0.1 % of trays."""
+    seal = load_profile(profile).tray.seal_limit_mm
+    truth = _untouched_truth(profile, "production", 2000)
+    touching = sum(1 for t in truth if t["peak_height_mm"] > seal)
+    assert touching <= 0.001 * len(truth)
+    assert sum(1 for t in truth if t["grade"] == "A") >= 0.97 * len(truth)
+
+
+def test_the_truth_decides_seal_contact_on_the_true_peak() -> None:
+    """A lobe whose zone means stay below the seal limit while its peak rises above it touches
+    the film: critical overfill, REJECT."""
+    from device_sim.truth import TofTruth, grade
+
+    model = product_model("foie_gras_lobe_400g")
+    seal = model.profile.tray.seal_limit_mm
+    tof = TofTruth(40.0, seal - 2.0, 20.0, 1.0, 0.9, 2.0, 1.0, 0.05)
+    spec = {"oxidation_index": 0.1, "delta_e": 1.0, "delta_b": 0.5,
+            "freshness_index": 0.9, "fat_quality_index": 0.9}  # fmt: skip
+    below, _ = grade(model, 404.0, tof, spec, False, seal - 0.5)
+    above, letter = grade(model, 404.0, tof, spec, False, seal + 0.5)
+    assert "overfill" not in below
+    assert ("overfill" in above, letter) == (True, "REJECT")

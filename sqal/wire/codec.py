@@ -131,12 +131,21 @@ class TsWindow:
     def hours(cls, h: float) -> TsWindow:
         return cls(timedelta(hours=h), timedelta(hours=h) + timedelta(days=7))
 
-    def check(self, obj: Frame, arrived: datetime, topic: str | None = None) -> None:
+    def check(
+        self, obj: Frame, arrived: datetime, topic: str | None = None, retained: bool = False
+    ) -> None:
         """Raise ``ts_out_of_range`` unless ``obj.ts`` (when it has one) is inside the window.
+
+        A device config is state, set whenever an operator set it, so its ``ts`` may be any age
+        (and only the config and calibrate users may publish one). A retained status sent on
+        subscribing is the device's last word, however old; when it was published live it
+        passed this check. Frames, results and live statuses are events: they are checked.
 
         Raises:
             PayloadError: ``ts_out_of_range``.
         """
+        if isinstance(obj, DeviceConfig) or (retained and isinstance(obj, DeviceStatus)):
+            return
         ts = getattr(obj, "ts", None)
         if ts is None or arrived - self.behind <= ts <= arrived + self.ahead:
             return
