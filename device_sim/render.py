@@ -27,7 +27,7 @@ from device_sim.model import ProductModel
 from device_sim.spectra import lab_of
 from device_sim.surface import ProductShapes, render_products
 from device_sim.trays import SPOT_RADIUS_MM, TrayDraw
-from device_sim.truth import TofTruth, grade, spectral_truth, tof_truth_batch
+from device_sim.truth import TofTruth, grade, margins, spectral_truth, tof_truth_batch
 from sqal.wire import SpectralSettings, TofSettings
 
 F64 = NDArray[np.float64]
@@ -374,4 +374,5 @@ def _truth_record(
         "injected": injected,
         "defects": defects,
         "grade": letter,
+        "margins": {k: round(v, 4) for k, v in margins(model, mass, t, spec, peak).items()},
     }

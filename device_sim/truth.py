@@ -217,6 +217,38 @@ def _weighted(parts: list[tuple[float, float | None]]) -> float | None:
     return sum(w * s for w, s in used) / total if used and total > 0 else None
 
 
+def margins(
+    model: ProductModel, mass_g: float, tof: TofTruth, spec: dict[str, Any], peak_mm: float
+) -> dict[str, float]:
+    """Each deciding variable's distance to its nearest threshold, in the variable's unit.
+
+    The §5 rules of :func:`grade`, seen from the other side: a tray whose value sits within
+    the estimate's spread of a threshold cannot be decided reliably by any sensor, so an
+    evaluation stratifies on these. ``final_score`` is the distance to the nearest A/B/C band
+    edge.
+    """
+    p = model.profile
+    qn, tne = p.product.nominal_mass_g, tne_g(p.product.nominal_mass_g)
+    t, sp, g = p.tof, p.spectral, p.grading
+
+    def near(value: float, *limits: float | None) -> float:
+        return min(abs(value - x) for x in limits if x is not None)
+
+    out = {
+        "mass_g": near(mass_g, qn - tne, qn - 2 * tne, qn * (1 + t.overfill_minor)),
+        "peak_height_mm": near(peak_mm, p.tray.seal_limit_mm),
+        "roughness_mm": near(tof.roughness_mm, t.roughness_mm.minor, t.roughness_mm.critical),
+        "tilt_deg": near(tof.tilt_deg, t.tilt_deg.minor, t.tilt_deg.critical),
+        "valid_share": near(tof.valid_share, t.valid_share.minor, t.valid_share.critical),
+        "oxidation_index": near(spec["oxidation_index"], sp.oxidation.minor, sp.oxidation.critical),
+        "delta_e": near(spec["delta_e"], sp.de.minor, sp.de.critical),
+        "delta_b": near(spec["delta_b"], sp.db.minor, sp.db.critical),
+    }
+    final = _assess(model, mass_g, tof, spec, False, peak_mm)[2]
+    out["final_score"] = near(final, g.A, g.B, g.C)
+    return out
+
+
 def grade(
     model: ProductModel,
     mass_g: float,
@@ -229,6 +261,19 @@ def grade(
 
     ``peak_mm``: the product's true peak height (grid maximum), for seal contact.
     """
+    defects, letter, _ = _assess(model, mass_g, tof, spec, saturated, peak_mm)
+    return defects, letter
+
+
+def _assess(
+    model: ProductModel,
+    mass_g: float,
+    tof: TofTruth,
+    spec: dict[str, Any],
+    saturated: bool,
+    peak_mm: float,
+) -> tuple[list[str], str, float]:
+    """Defect codes, grade and the final score before defect caps."""
     p = model.profile
     qn, tne = p.product.nominal_mass_g, tne_g(p.product.nominal_mass_g)
     fill = mass_g / qn
@@ -293,4 +338,4 @@ def grade(
         letter = "REJECT"
     elif minor and _ORDER.index(letter) < _ORDER.index(g.minor_defect_cap.value):
         letter = g.minor_defect_cap.value
-    return sorted(minor | critical), letter
+    return sorted(minor | critical), letter, final

@@ -98,3 +98,21 @@ def test_the_truth_decides_seal_contact_on_the_true_peak() -> None:
     above, letter = grade(model, 404.0, tof, spec, False, seal + 0.5)
     assert "overfill" not in below
     assert ("overfill" in above, letter) == (True, "REJECT")
+
+
+def test_the_truth_records_each_deciding_variable_s_distance_to_its_threshold() -> None:
+    from device_sim.truth import TofTruth, margins
+
+    model = product_model("foie_gras_lobe_400g")
+    p = model.profile  # Qn 400 g, TNE 12 g: T1 388, T2 376; giveaway at 1.12·Qn = 448 g
+    tof = TofTruth(40.0, 44.0, 20.0, 4.5, 0.9, 21.0, 0.83, 0.05)
+    spec = {"oxidation_index": 0.2, "delta_e": 5.0, "delta_b": 1.0,
+            "freshness_index": 0.9, "fat_quality_index": 0.9}  # fmt: skip
+    m = margins(model, 390.0, tof, spec, 46.5)
+    assert m["mass_g"] == pytest.approx(2.0)
+    assert m["peak_height_mm"] == pytest.approx(p.tray.seal_limit_mm - 46.5)
+    assert m["roughness_mm"] == pytest.approx(abs(4.5 - p.tof.roughness_mm.minor))
+    assert m["tilt_deg"] == pytest.approx(1.0)  # minor 20°, critical 30°
+    assert m["valid_share"] == pytest.approx(0.03)  # minor 0.8
+    assert m["delta_e"] == pytest.approx(1.0)  # minor 6
+    assert 0.0 <= m["final_score"] <= 0.5
