@@ -101,14 +101,18 @@ def run_profile(
     seed: int,
     defect_rate: float | None = None,
     scenario: str = "production",
+    ceiling: bool = False,
 ) -> Run:
     """Render, score and collect ``samples`` trays of one profile.
 
-    ``defect_rate`` ``None``: the scenario's (the profile's ``scenarios``).
+    ``defect_rate`` ``None``: the scenario's (the profile's ``scenarios``). ``ceiling``: the
+    same trays seen by a perfect sensor (every noise source off, ``render_batch(noise=False)``).
     """
     fleet = build_devices(
         1, devices, rate, profile, seed, START, "none", None, defect_rate, scenario
     )
+    for dev in fleet:
+        dev.noise = not ceiling
     per_device = math.ceil(samples / devices)
     run = Run([], [], [], defaultdict(list))
     for dev in fleet:
@@ -378,6 +382,11 @@ def main() -> None:
     ap.add_argument(
         "--defect-rate", type=float, default=None, help="each defect's rate [the scenario's]"
     )
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also score the same trays seen by a perfect sensor (every noise source off)",
+    )
     ap.add_argument("--quiet", action="store_true", help="summary only, no breakdown")
     ap.add_argument(
         "--refit", type=int, default=0, help="first refit the mass model on this many weighed trays"
@@ -403,6 +412,13 @@ def main() -> None:
         )
         print(format_report(rep))
         print("\n".join(_verdict(rep)))
+        if args.ceiling:
+            perfect = run_profile(
+                profile, args.samples, args.devices, args.rate, args.seed, args.defect_rate,
+                args.scenario, ceiling=True,
+            )  # fmt: skip
+            print(f"## {profile}: the same trays, sensor-perfect ceiling (no sensor noise)")
+            print(format_report(evaluate(perfect.results, perfect.truth)))
         if not args.quiet:
             params = build_params(load_profile(profile))
             volume_breakdown(run)

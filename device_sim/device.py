@@ -61,6 +61,8 @@ class SimDevice:
     seq: int = 0
     scenario: str = "production"
     """Which of the profile's populations the filler draws from (``sqal sim --scenario``)."""
+    noise: bool = True
+    """``False``: a perfect sensor, every noise source off (``bench.accuracy --ceiling``)."""
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.index, 0)))
@@ -110,7 +112,9 @@ class SimDevice:
                 Shot(draw, rng, self.optics, self.tof, self.spectral, self.uptime_s(t), seq == 0)
             )
             draws_rng.append(_seq_rng(self.seed, self.index, 2, seq))
-        samples = render_batch(self.model, shots, fixture=self.fixture, truth=self.fixture is None)
+        samples = render_batch(
+            self.model, shots, fixture=self.fixture, truth=self.fixture is None, noise=self.noise
+        )
         out: list[Outgoing] = []
         truth: list[dict[str, Any]] = []
         for seq, sample, frng in zip(seqs, samples, draws_rng, strict=True):

@@ -128,8 +128,17 @@ def _spot(model: ProductModel, product_h: NDArray[np.float32]) -> tuple[F64, F64
     return (h > 0.3).mean(axis=1), h.mean(axis=1, dtype=np.float64)
 
 
+NOISELESS_UNIFORM = 0.5
+"""The uniform draw of a noiseless render: below 0.7, so a mixed zone reads status 9, and above
+the 0.3 % of random 12/13 failures (docs/domain.md §7)."""
+
+
 def render_batch(
-    model: ProductModel, shots: list[Shot], fixture: Fixture | None = None, truth: bool = True
+    model: ProductModel,
+    shots: list[Shot],
+    fixture: Fixture | None = None,
+    truth: bool = True,
+    noise: bool = True,
 ) -> list[Sample]:
     """Render n trays (or calibration fixtures) captured with one ToF layout.
 
@@ -139,6 +148,10 @@ def render_batch(
         fixture: present an empty tray, a dark trap or a white tile instead of the product
             (issue 10); no truth is computed for fixtures.
         truth: compute the ground truth (skip for speed when it is not wanted).
+        noise: ``False`` switches every sensor noise source off (``bench.accuracy --ceiling``):
+            ranging and count noise, the per-zone range offsets, the LED drift, and the random
+            status draws (a mixed zone is then always status 9, no zone fails at random). The
+            same tray then renders to the same frames whatever its noise generator.
     """
     layout = shots[0].tof.layout
     if any(s.tof.layout != layout for s in shots):
@@ -146,13 +159,13 @@ def render_batch(
     if len(shots) > RENDER_CHUNK:
         out: list[Sample] = []
         for start in range(0, len(shots), RENDER_CHUNK):
-            out += _render_chunk(model, shots[start : start + RENDER_CHUNK], fixture, truth)
+            out += _render_chunk(model, shots[start : start + RENDER_CHUNK], fixture, truth, noise)
         return out
-    return _render_chunk(model, shots, fixture, truth)
+    return _render_chunk(model, shots, fixture, truth, noise)
 
 
 def _render_chunk(
-    model: ProductModel, shots: list[Shot], fixture: Fixture | None, truth: bool
+    model: ProductModel, shots: list[Shot], fixture: Fixture | None, truth: bool, noise: bool
 ) -> list[Sample]:
     n = len(shots)
     layout = shots[0].tof.layout
@@ -201,6 +214,9 @@ def _render_chunk(
         uniform[i] = s.rng.random(uniform.shape[1:])
         spec_noise[i] = s.rng.standard_normal(10)
         flicker_noise[i] = s.rng.standard_normal()
+    if not noise:  # drawn all the same, so the generators stay in step with a noisy render
+        normal[:], spec_noise[:], flicker_noise[:] = 0.0, 0.0, 0.0
+        uniform[:] = NOISELESS_UNIFORM
     forced = np.zeros(zones.distance_mm.shape, dtype=np.int64)
     for i, d in enumerate(draws):
         if d.invalid_zones8 and fixture is None:
@@ -212,7 +228,8 @@ def _render_chunk(
         zones,
         integration_ms=np.array([s.tof.integration_ms for s in shots], dtype=np.float64),
         ambient_kcps=np.array([s.device.ambient_kcps for s in shots]),
-        zone_offset_mm=np.stack([s.device.zone_offset_mm[layout] for s in shots]),
+        zone_offset_mm=np.stack([s.device.zone_offset_mm[layout] for s in shots])
+        * (1.0 if noise else 0.0),
         uptime_s=np.array([s.uptime_s for s in shots]),
         first_frame=np.array([s.first_frame for s in shots]),
         forced_status=forced,
@@ -244,7 +261,9 @@ def _render_chunk(
     astep = np.array([s.spectral.astep for s in shots])
     t_int = (atime + 1) * (astep + 1) * 2.78e-3
     fs = np.minimum(65535, (atime + 1) * (astep + 1)).astype(np.float64)
-    ch_gain = np.stack([s.device.channel_gain * s.draw.led_drift for s in shots])
+    ch_gain = np.stack(
+        [s.device.channel_gain * (s.draw.led_drift if noise else 1.0) for s in shots]
+    )
 
     def expected(g: F64, led_ma: F64) -> F64:
         geff = np.array([as7341.g_eff(x) for x in g])

@@ -116,3 +116,24 @@ def test_the_truth_records_each_deciding_variable_s_distance_to_its_threshold() 
     assert m["valid_share"] == pytest.approx(0.03)  # minor 0.8
     assert m["delta_e"] == pytest.approx(1.0)  # minor 6
     assert 0.0 <= m["final_score"] <= 0.5
+
+
+def test_a_noiseless_render_of_one_tray_is_the_same_whatever_its_noise_draws() -> None:
+    """``bench.accuracy --ceiling``: every sensor noise source off, so a tray rendered with two
+    different noise generators gives identical frames (and with noise, different ones)."""
+    from device_sim.render import Shot, device_optics, render_batch
+    from sqal.wire import TofSettings
+
+    model = product_model("foie_gras_lobe_400g")
+    draw = draw_tray(model, np.random.default_rng(3), {}, model.profile.scenarios.production)
+    optics = device_optics(np.random.default_rng(4))
+    settings = model.profile.spectral.settings
+
+    def render(noise_seed: int, noise: bool) -> tuple[object, object]:
+        shot = Shot(draw, np.random.default_rng(noise_seed), optics, TofSettings(layout=8),
+                    settings, 3600.0, False)  # fmt: skip
+        sample = render_batch(model, [shot], truth=False, noise=noise)[0]
+        return sample.tof, sample.spectral
+
+    assert render(10, noise=False) == render(11, noise=False)
+    assert render(10, noise=True) != render(11, noise=True)
