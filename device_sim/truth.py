@@ -217,6 +217,13 @@ def _weighted(parts: list[tuple[float, float | None]]) -> float | None:
     return sum(w * s for w, s in used) / total if used and total > 0 else None
 
 
+def final_score(
+    model: ProductModel, mass_g: float, tof: TofTruth, spec: dict[str, Any], peak_mm: float
+) -> float:
+    """The true final score (§5 fusion on the noise-free metrics), before defect caps."""
+    return _assess(model, mass_g, tof, spec, False, peak_mm)[2]
+
+
 def margins(
     model: ProductModel, mass_g: float, tof: TofTruth, spec: dict[str, Any], peak_mm: float
 ) -> dict[str, float]:
@@ -244,8 +251,7 @@ def margins(
         "delta_e": near(spec["delta_e"], sp.de.minor, sp.de.critical),
         "delta_b": near(spec["delta_b"], sp.db.minor, sp.db.critical),
     }
-    final = _assess(model, mass_g, tof, spec, False, peak_mm)[2]
-    out["final_score"] = near(final, g.A, g.B, g.C)
+    out["final_score"] = near(final_score(model, mass_g, tof, spec, peak_mm), g.A, g.B, g.C)
     return out
 
 
