@@ -1,13 +1,18 @@
 """``sqal eval``: analyzer results against simulator truth (docs/domain.md §7 "Truth and eval").
 
 :func:`evaluate` is pure: result documents and truth records in, an :class:`EvalReport` out.
-Reading files is the only I/O here (:func:`read_jsonl`).
+Reading files is the only I/O here (:func:`read_jsonl`). Rates come with Wilson 95 % score
+intervals (:func:`wilson`), so a figure from a few hundred trays shows how much it can be trusted;
+:func:`summarize_seeds` gives the mean and range of the headline figures over several seeds.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from bisect import bisect_right
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,33 @@ GRADES = ("A", "B", "C", "REJECT")
 DATA_QUALITY = {"missing_tof", "missing_spectral", "low_confidence", "uncalibrated"}
 """Fusion codes about the data, not the product: truth never carries them, so they get no
 precision/recall line (coverage and the confusion matrix show their effect)."""
+Z95 = 1.959964
+"""Two-sided 95 % normal quantile, the z of the Wilson intervals."""
+CONFIDENCE_BINS = 10
+"""Equal-width bins of ``fusion.confidence`` in the reliability table."""
+
+Interval = tuple[float, float]
+"""A (low, high) pair of fractions."""
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> Interval | None:
+    """The Wilson score interval of the proportion ``successes / n``; None when n is 0.
+
+    Unlike p ± z·√(p(1−p)/n) it stays inside [0, 1] and does not shrink to a point at 0 or n
+    successes, which is where quality figures (a missed-REJECT rate near 0) usually sit.
+
+    Raises:
+        ValueError: ``successes`` is not within 0..n.
+    """
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes {successes} not within 0..{n}")
+    if n == 0:
+        return None
+    p = successes / n
+    z2n = z * z / n
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z / (1 + z2n) * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -29,11 +61,31 @@ class DefectStats:
     false_negative: int
     precision: float | None
     recall: float | None
+    precision_ci: Interval | None
+    recall_ci: Interval | None
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """Trays whose confidence fell in [lo, hi) ([lo, hi] for the last bin)."""
+
+    lo: float
+    hi: float
+    n: int
+    mean_confidence: float | None
+    accuracy: float | None
 
 
 @dataclass(frozen=True)
 class EvalReport:
-    """What ``sqal eval`` prints. Rates are fractions; volume errors are percent."""
+    """What ``sqal eval`` prints. Rates are fractions; volume errors are percent.
+
+    ``*_ci`` are Wilson 95 % intervals as (low, high) fractions. ``abc_*`` count the trays whose
+    true and predicted grades are both A, B or C: the misgrades that are not REJECT errors
+    (too lenient = predicted a better grade than the truth). ``reliability`` and ``ece`` compare
+    ``fusion.confidence`` with how often the grade was right, over the scored trays that carry
+    a confidence (``confidence_samples``).
+    """
 
     truth_samples: int
     published_samples: int
@@ -51,6 +103,18 @@ class EvalReport:
     missed_reject_rate: float | None
     false_reject_rate: float | None
     defects: dict[str, DefectStats]
+    grade_accuracy_ci: Interval | None
+    missed_reject_ci: Interval | None
+    false_reject_ci: Interval | None
+    abc_samples: int
+    abc_misgraded: int
+    abc_too_lenient: int
+    abc_too_strict: int
+    abc_error_rate: float | None
+    abc_error_ci: Interval | None
+    confidence_samples: int
+    reliability: list[ReliabilityBin]
+    ece: float | None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -92,6 +156,37 @@ def _published(truth: dict[str, Any]) -> bool:
     return any("lost" not in (transport.get(kind) or []) for kind in ("tof", "spectral"))
 
 
+def _confidence(result: dict[str, Any]) -> float | None:
+    """``fusion.confidence`` when it is a number in [0, 1], else None (the tray is left out)."""
+    c = (result.get("fusion") or {}).get("confidence")
+    if isinstance(c, bool) or not isinstance(c, int | float) or not 0.0 <= c <= 1.0:
+        return None
+    return float(c)
+
+
+def reliability(
+    pairs: Sequence[tuple[float, bool]], bins: int = CONFIDENCE_BINS
+) -> tuple[list[ReliabilityBin], float | None]:
+    """The reliability table of (confidence, grade right) pairs and its calibration error.
+
+    Bins are [k/bins, (k+1)/bins), with 1.0 in the last one. The expected calibration error is
+    ECE = Σ_b (n_b/N)·|accuracy_b − mean confidence_b| over the non-empty bins; None when N is 0.
+    """
+    edges = [k / bins for k in range(1, bins)]
+    members: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for c, right in pairs:
+        members[bisect_right(edges, c)].append((c, right))
+    table = []
+    gap = 0.0
+    for k, got in enumerate(members):
+        mean = sum(c for c, _ in got) / len(got) if got else None
+        acc = sum(1 for _, r in got if r) / len(got) if got else None
+        if mean is not None and acc is not None:
+            gap += len(got) * abs(acc - mean)
+        table.append(ReliabilityBin(k / bins, (k + 1) / bins, len(got), mean, acc))
+    return table, (gap / len(pairs) if pairs else None)
+
+
 def _signature(result: dict[str, Any]) -> tuple[Any, ...]:
     fusion = result.get("fusion") or {}
     return (fusion.get("final_grade"), tuple(fusion.get("defects") or ()))
@@ -130,6 +225,12 @@ def evaluate(results: list[dict[str, Any]], truth: list[dict[str, Any]]) -> Eval
     missed = true_rej - confusion[3][3]
     true_ok = n - true_rej
     false_rej = sum(confusion[i][3] for i in range(3))
+    # A, B, C are indices 0..2, best first: predicted j < true i is a better grade than deserved.
+    abc_n = sum(confusion[i][j] for i in range(3) for j in range(3))
+    lenient = sum(confusion[i][j] for i in range(3) for j in range(i))
+    strict = sum(confusion[i][j] for i in range(3) for j in range(i + 1, 3))
+    confidences = [(_confidence(r), t["grade"] == r["fusion"]["final_grade"]) for t, r in matched]
+    table, ece = reliability([(c, ok) for c, ok in confidences if c is not None])
 
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for t, r in matched:
@@ -145,6 +246,8 @@ def evaluate(results: list[dict[str, Any]], truth: list[dict[str, Any]]) -> Eval
             false_negative=c["fn"],
             precision=_ratio(c["tp"], c["tp"] + c["fp"]),
             recall=_ratio(c["tp"], c["tp"] + c["fn"]),
+            precision_ci=wilson(c["tp"], c["tp"] + c["fp"]),
+            recall_ci=wilson(c["tp"], c["tp"] + c["fn"]),
         )
         for code, c in sorted(counts.items())
     }
@@ -165,6 +268,18 @@ def evaluate(results: list[dict[str, Any]], truth: list[dict[str, Any]]) -> Eval
         missed_reject_rate=_ratio(missed, true_rej),
         false_reject_rate=_ratio(false_rej, true_ok),
         defects=defects,
+        grade_accuracy_ci=wilson(correct, n),
+        missed_reject_ci=wilson(missed, true_rej),
+        false_reject_ci=wilson(false_rej, true_ok),
+        abc_samples=abc_n,
+        abc_misgraded=lenient + strict,
+        abc_too_lenient=lenient,
+        abc_too_strict=strict,
+        abc_error_rate=_ratio(lenient + strict, abc_n),
+        abc_error_ci=wilson(lenient + strict, abc_n),
+        confidence_samples=sum(t.n for t in table),
+        reliability=table,
+        ece=ece,
     )
 
 
@@ -172,12 +287,33 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} %"
 
 
+def _pct_ci(x: float | None, ci: Interval | None) -> str:
+    """``12.30 % [9.10, 16.20]``: a rate and its interval, in percent."""
+    if x is None or ci is None:
+        return _pct(x)
+    return f"{_pct(x)} [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+
+
 def _num(x: float | None, unit: str = "") -> str:
     return "n/a" if x is None else f"{x:.3f}{unit}"
 
 
 def format_report(rep: EvalReport) -> str:
-    """The human-readable report."""
+    """The human-readable report; rates in percent with their 95 % interval in brackets."""
+    c = rep.confusion
+    true_rej = sum(c[3])
+    rates = [
+        ("accuracy", _pct_ci(rep.grade_accuracy, rep.grade_accuracy_ci),
+         f"{sum(c[i][i] for i in range(4))} of {rep.scored_samples} right"),
+        ("missed REJECT", _pct_ci(rep.missed_reject_rate, rep.missed_reject_ci),
+         f"{true_rej - c[3][3]} of {true_rej} true REJECT passed"),
+        ("false REJECT", _pct_ci(rep.false_reject_rate, rep.false_reject_ci),
+         f"{sum(c[i][3] for i in range(3))} of {rep.scored_samples - true_rej} true A/B/C "
+         "rejected"),
+        ("A/B/C error", _pct_ci(rep.abc_error_rate, rep.abc_error_ci),
+         f"{rep.abc_misgraded} of {rep.abc_samples} both A/B/C "
+         f"({rep.abc_too_lenient} too lenient, {rep.abc_too_strict} too strict)"),
+    ]  # fmt: skip
     lines = [
         f"samples      {rep.truth_samples} in truth, {rep.published_samples} published, "
         f"{rep.scored_samples} scored (coverage {_pct(rep.coverage)})",
@@ -185,16 +321,100 @@ def format_report(rep: EvalReport) -> str:
         f"({rep.conflicting_duplicates} conflicting)",
         f"volume       MAE {_num(rep.volume_mae_pct, ' %')}, bias {_num(rep.volume_bias_pct, ' %')}"
         f", p95 {_num(rep.volume_p95_pct, ' %')} over {rep.volume_n}",
-        f"grade        accuracy {_pct(rep.grade_accuracy)}, missed REJECT "
-        f"{_pct(rep.missed_reject_rate)}, false REJECT {_pct(rep.false_reject_rate)}",
-        "confusion    rows true, columns predicted: " + " ".join(f"{g:>6}" for g in GRADES),
+        "grade        rate [95 % interval]",
     ]
-    for g, row in zip(GRADES, rep.confusion, strict=True):
+    lines += [f"  {name:<14} {value:<24} {what}" for name, value, what in rates]
+    lines.append(
+        "confusion    rows true, columns predicted: " + " ".join(f"{g:>6}" for g in GRADES)
+    )
+    for g, row in zip(GRADES, c, strict=True):
         lines.append(f"  {g:<10} {'':>32}" + " ".join(f"{v:>6}" for v in row))
-    lines.append("defects      precision  recall   tp   fp   fn")
+    lines.append(f"defects      {'precision':<26} {'recall':<26}   tp   fp   fn")
     for code, d in rep.defects.items():
         lines.append(
-            f"  {code:<20} {_num(d.precision):>6} {_num(d.recall):>7} "
+            f"  {code:<20} {_pct_ci(d.precision, d.precision_ci):<26} "
+            f"{_pct_ci(d.recall, d.recall_ci):<26} "
             f"{d.true_positive:>4} {d.false_positive:>4} {d.false_negative:>4}"
         )
+    lines.append(
+        f"confidence   ECE {_num(rep.ece)} over {rep.confidence_samples} scored trays "
+        "that carry one"
+    )
+    if rep.confidence_samples:
+        lines.append("  bin          trays  mean conf  grade accuracy")
+    for b in rep.reliability if rep.confidence_samples else []:
+        shut = "]" if b.hi >= 1.0 else ")"
+        lines.append(
+            f"  [{b.lo:.1f}, {b.hi:.1f}{shut} {b.n:>7}  {_num(b.mean_confidence):>9}  "
+            f"{_pct(b.accuracy):>14}"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One figure over several seeds: its mean and range over the ``n`` that had it."""
+
+    n: int
+    mean: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """The headline figures of several runs (one per seed); None where no run had the figure."""
+
+    seeds: int
+    grade_accuracy: Spread | None
+    missed_reject_rate: Spread | None
+    false_reject_rate: Spread | None
+    abc_error_rate: Spread | None
+    ece: Spread | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _spread(values: list[float | None]) -> Spread | None:
+    have = [v for v in values if v is not None]
+    if not have:
+        return None
+    return Spread(len(have), sum(have) / len(have), min(have), max(have))
+
+
+def summarize_seeds(reports: Sequence[EvalReport]) -> SeedSummary:
+    """Mean and (min, max) of grade accuracy, missed and false REJECT, A/B/C error and ECE.
+
+    A run without a figure (say no true REJECT, so no missed-REJECT rate) is left out of that
+    figure only; its ``n`` says how many runs it rests on.
+    """
+    return SeedSummary(
+        seeds=len(reports),
+        grade_accuracy=_spread([r.grade_accuracy for r in reports]),
+        missed_reject_rate=_spread([r.missed_reject_rate for r in reports]),
+        false_reject_rate=_spread([r.false_reject_rate for r in reports]),
+        abc_error_rate=_spread([r.abc_error_rate for r in reports]),
+        ece=_spread([r.ece for r in reports]),
+    )
+
+
+def format_seed_summary(summary: SeedSummary) -> str:
+    """The seed summary as text: rates in percent, ECE as a fraction."""
+    lines = [f"over {summary.seeds} seeds  mean  [min, max]"]
+    for name, s, pct in (
+        ("grade accuracy", summary.grade_accuracy, True),
+        ("missed REJECT", summary.missed_reject_rate, True),
+        ("false REJECT", summary.false_reject_rate, True),
+        ("A/B/C error", summary.abc_error_rate, True),
+        ("ECE", summary.ece, False),
+    ):
+        if s is None:
+            shown = "n/a"
+        elif pct:
+            shown = f"{_pct(s.mean)} [{100 * s.min:.2f}, {100 * s.max:.2f}]"
+        else:
+            shown = f"{s.mean:.3f} [{s.min:.3f}, {s.max:.3f}]"
+        note = f" ({s.n} of {summary.seeds} seeds)" if s is not None and s.n < summary.seeds else ""
+        lines.append(f"  {name:<16} {shown}{note}")
     return "\n".join(lines)

@@ -279,7 +279,11 @@ def eval_(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Score the analyzer against simulator truth: volume error, grades, defects, coverage."""
+    """Score the analyzer against simulator truth: volume error, grades, defects, coverage.
+
+    Rates come with Wilson 95 % intervals; A/B/C misgrades are shown apart from REJECT errors,
+    and a reliability table with its ECE shows how well fusion confidence predicts a right grade.
+    """
     from analyzer.evaluation import evaluate, format_report, read_jsonl
 
     given = (("--results", results), ("--capture", capture), ("--db", db))
