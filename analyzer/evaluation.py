@@ -13,7 +13,7 @@ import math
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,19 @@ class EvalReport:
     confidence_samples: int
     reliability: list[ReliabilityBin]
     ece: float | None
+    estimate_sigma: dict[str, float] = field(default_factory=dict)
+    """Per deciding variable: the spread (sd) of estimate − truth over this run's trays."""
+    ambiguous_samples: int | None = None
+    """Trays whose truth lies within one ``estimate_sigma`` of a threshold of some variable
+    (the truth's ``margins``); ``None`` when the truth carries no margins."""
+    ambiguous_share: float | None = None
+    ambiguous_ci: Interval | None = None
+    decidable_accuracy: float | None = None
+    decidable_accuracy_ci: Interval | None = None
+    decidable_missed_reject: float | None = None
+    decidable_missed_reject_ci: Interval | None = None
+    decidable_false_reject: float | None = None
+    decidable_false_reject_ci: Interval | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -187,6 +200,74 @@ def reliability(
     return table, (gap / len(pairs) if pairs else None)
 
 
+DECIDING: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "mass_g": (("mass_g",), ("tof", "mass_g")),
+    "peak_height_mm": (("peak_height_mm",), ("tof", "max_height_mm")),
+    "tilt_deg": (("tilt_deg",), ("tof", "tilt_deg")),
+    "oxidation_index": (("spectral", "oxidation_index"), ("spectral", "oxidation_index")),
+    "final_score": (("final_score",), ("fusion", "final_score")),
+}
+"""Deciding variables with an estimate in the result: (path in the truth, path in the result).
+The truth's other margins (roughness, valid share, ΔE, Δb*) have no published estimate, so no
+spread to compare them with; they do not count towards the ambiguous share."""
+
+
+def _at(doc: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    value: Any = doc
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _sigmas(matched: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, float]:
+    """Per deciding variable, the sd of estimate − truth over the trays that carry both."""
+    out = {}
+    for name, (t_path, r_path) in DECIDING.items():
+        diffs = []
+        for t, r in matched:
+            truth, est = _at(t, t_path), _at(r, r_path)
+            if truth is not None and est is not None:
+                diffs.append(est - truth)
+        if len(diffs) >= 2:
+            out[name] = float(np.std(diffs, ddof=1))
+    return out
+
+
+def _ambiguous(t: dict[str, Any], sigma: dict[str, float]) -> bool:
+    """Some deciding variable of the truth lies within its estimate's spread of a threshold."""
+    margins = t.get("margins") or {}
+    return any(
+        isinstance(margins.get(name), int | float) and margins[name] < s
+        for name, s in sigma.items()
+    )
+
+
+def _decidable(
+    matched: list[tuple[dict[str, Any], dict[str, Any]]], sigma: dict[str, float]
+) -> dict[str, Any]:
+    """The ambiguous share, and accuracy and REJECT errors on the rest (see :class:`EvalReport`)."""
+    if not matched or not any("margins" in t for t, _ in matched):
+        return {}
+    clear = [(t, r) for t, r in matched if not _ambiguous(t, sigma)]
+    n_amb = len(matched) - len(clear)
+    right = sum(1 for t, r in clear if t["grade"] == r["fusion"]["final_grade"])
+    rej = [(t, r) for t, r in clear if t["grade"] == "REJECT"]
+    ok = [(t, r) for t, r in clear if t["grade"] != "REJECT"]
+    missed = sum(1 for _, r in rej if r["fusion"]["final_grade"] != "REJECT")
+    false = sum(1 for _, r in ok if r["fusion"]["final_grade"] == "REJECT")
+    return {
+        "ambiguous_samples": n_amb,
+        "ambiguous_share": _ratio(n_amb, len(matched)),
+        "ambiguous_ci": wilson(n_amb, len(matched)),
+        "decidable_accuracy": _ratio(right, len(clear)),
+        "decidable_accuracy_ci": wilson(right, len(clear)),
+        "decidable_missed_reject": _ratio(missed, len(rej)),
+        "decidable_missed_reject_ci": wilson(missed, len(rej)),
+        "decidable_false_reject": _ratio(false, len(ok)),
+        "decidable_false_reject_ci": wilson(false, len(ok)),
+    }
+
+
 def _signature(result: dict[str, Any]) -> tuple[Any, ...]:
     fusion = result.get("fusion") or {}
     return (fusion.get("final_grade"), tuple(fusion.get("defects") or ()))
@@ -232,6 +313,7 @@ def evaluate(results: list[dict[str, Any]], truth: list[dict[str, Any]]) -> Eval
     confidences = [(_confidence(r), t["grade"] == r["fusion"]["final_grade"]) for t, r in matched]
     table, ece = reliability([(c, ok) for c, ok in confidences if c is not None])
 
+    sigma = _sigmas(matched)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for t, r in matched:
         want = set(t.get("defects") or ()) - DATA_QUALITY
@@ -280,6 +362,8 @@ def evaluate(results: list[dict[str, Any]], truth: list[dict[str, Any]]) -> Eval
         confidence_samples=sum(t.n for t in table),
         reliability=table,
         ece=ece,
+        estimate_sigma=sigma,
+        **_decidable(matched, sigma),
     )
 
 
@@ -336,6 +420,19 @@ def format_report(rep: EvalReport) -> str:
             f"{_pct_ci(d.recall, d.recall_ci):<26} "
             f"{d.true_positive:>4} {d.false_positive:>4} {d.false_negative:>4}"
         )
+    if rep.ambiguous_samples is not None:
+        spread = ", ".join(f"{k} {v:.3g}" for k, v in rep.estimate_sigma.items())
+        lines += [
+            f"decidable    {rep.ambiguous_samples} trays ambiguous "
+            f"({_pct_ci(rep.ambiguous_share, rep.ambiguous_ci)}): truth within 1 σ of a "
+            f"threshold (σ of estimate − truth: {spread})",
+            f"  {'accuracy':<14} {_pct_ci(rep.decidable_accuracy, rep.decidable_accuracy_ci):<24}"
+            " on the rest",
+            f"  {'missed REJECT':<14} "
+            f"{_pct_ci(rep.decidable_missed_reject, rep.decidable_missed_reject_ci):<24}",
+            f"  {'false REJECT':<14} "
+            f"{_pct_ci(rep.decidable_false_reject, rep.decidable_false_reject_ci):<24}",
+        ]
     lines.append(
         f"confidence   ECE {_num(rep.ece)} over {rep.confidence_samples} scored trays "
         "that carry one"

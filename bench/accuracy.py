@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from analyzer import SampleMeta, build_params, score_batch, stack_spectral, stack_tof, to_results
-from analyzer.evaluation import EvalReport, evaluate, format_report
+from analyzer.evaluation import (
+    EvalReport,
+    evaluate,
+    format_report,
+    format_seed_summary,
+    summarize_seeds,
+)
 from analyzer.fusion import SampleScores
 from analyzer.grading import band_score, lower_better
 from analyzer.params import ScoringParams
@@ -377,6 +383,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=30.0, help="trays/min per node (sets uptime)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run seeds SEED..SEED+N-1 and print mean and range (3 points between two seeds "
+        "are noise at 5,000 trays)",
+    )
+    ap.add_argument(
         "--scenario", choices=SCENARIOS, default="production", help="the simulated population"
     )
     ap.add_argument(
@@ -401,24 +414,34 @@ def main() -> None:
                 f"## {profile}: mass model refit on {args.refit} weighed trays: a_g {a:.2f}, "
                 f"b_g_per_cm3 {b:.4f}, residual {res:.2f} % of mass"
             )
-        run = run_profile(
-            profile, args.samples, args.devices, args.rate, args.seed, args.defect_rate,
-            args.scenario,
-        )  # fmt: skip
-        rep = evaluate(run.results, run.truth)
-        print(
-            f"## {profile}: {len(run.truth)} samples ({args.scenario}), {args.devices} nodes at "
-            f"{args.rate:g} trays/min, seed {args.seed}"
-        )
-        print(format_report(rep))
-        print("\n".join(_verdict(rep)))
-        if args.ceiling:
-            perfect = run_profile(
-                profile, args.samples, args.devices, args.rate, args.seed, args.defect_rate,
-                args.scenario, ceiling=True,
+        reports, ceilings = [], []
+        for seed in range(args.seed, args.seed + max(1, args.seeds)):
+            run = run_profile(
+                profile, args.samples, args.devices, args.rate, seed, args.defect_rate,
+                args.scenario,
             )  # fmt: skip
-            print(f"## {profile}: the same trays, sensor-perfect ceiling (no sensor noise)")
-            print(format_report(evaluate(perfect.results, perfect.truth)))
+            rep = evaluate(run.results, run.truth)
+            reports.append(rep)
+            print(
+                f"## {profile}: {len(run.truth)} samples ({args.scenario}), {args.devices} "
+                f"nodes at {args.rate:g} trays/min, seed {seed}"
+            )
+            print(format_report(rep))
+            print("\n".join(_verdict(rep)))
+            if args.ceiling:
+                perfect = run_profile(
+                    profile, args.samples, args.devices, args.rate, seed, args.defect_rate,
+                    args.scenario, ceiling=True,
+                )  # fmt: skip
+                ceilings.append(evaluate(perfect.results, perfect.truth))
+                print(f"## {profile}: the same trays, sensor-perfect ceiling (no sensor noise)")
+                print(format_report(ceilings[-1]))
+        if len(reports) > 1:
+            print(f"## {profile}: over {len(reports)} seeds ({args.scenario})")
+            print(format_seed_summary(summarize_seeds(reports)))
+            if ceilings:
+                print(f"## {profile}: sensor-perfect ceiling over {len(ceilings)} seeds")
+                print(format_seed_summary(summarize_seeds(ceilings)))
         if not args.quiet:
             params = build_params(load_profile(profile))
             volume_breakdown(run)

@@ -252,3 +252,30 @@ def test_eval_cli_wants_exactly_one_source(
     code, _, err = run_cli(["eval", "--truth", str(t)], capsys)
     assert code == 1
     assert err.startswith("Error: give exactly one source")
+
+
+def test_trays_within_one_estimate_spread_of_a_threshold_are_counted_apart() -> None:
+    """Ambiguous: the truth's distance to a threshold (its margins) is under the spread of
+    estimate − truth measured in the same run. Mass errors here are +2, −2, +2, −2 g: sd 2.309."""
+    docs = []
+    for seq, (grade, got, margin) in enumerate(
+        [("A", "A", 10.0), ("A", "B", 1.0), ("REJECT", "A", 0.5), ("REJECT", "REJECT", 8.0)]
+    ):
+        t = truth(seq, grade, 100.0, [])
+        t["mass_g"] = 400.0
+        t["margins"] = {"mass_g": margin}
+        r = result(seq, got, 100.0, [])
+        r["tof"]["mass_g"] = 400.0 + (2.0 if seq % 2 == 0 else -2.0)
+        docs.append((t, r))
+    rep = evaluate([r for _, r in docs], [t for t, _ in docs])
+    assert rep.estimate_sigma == {"mass_g": pytest.approx(2.3094, abs=1e-4)}
+    assert (rep.ambiguous_samples, rep.ambiguous_share) == (2, 0.5)
+    assert (rep.decidable_accuracy, rep.decidable_missed_reject) == (1.0, 0.0)
+    assert rep.decidable_false_reject == 0.0
+    assert "2 trays ambiguous" in format_report(rep)
+
+
+def test_truth_without_margins_leaves_the_decidable_figures_empty() -> None:
+    rep = evaluate(RESULTS, TRUTH)
+    assert rep.ambiguous_samples is None
+    assert "ambiguous" not in format_report(rep)
