@@ -32,6 +32,7 @@ from analyzer.evaluation import (
     format_report,
     format_seed_summary,
     summarize_seeds,
+    wilson,
 )
 from analyzer.fusion import SampleScores
 from analyzer.grading import band_score, lower_better
@@ -40,7 +41,7 @@ from bench.common import header
 from device_sim.command import build_devices
 from device_sim.device import SimDevice, _seq_rng
 from device_sim.fleet import config_payload
-from device_sim.trays import draw_tray
+from device_sim.trays import DEFECTS, draw_tray
 from sqal.profiles import SCENARIOS, load_profile
 from sqal.wire import DeviceConfig, SpectralFrame, TofFrame, decode, decode_as
 
@@ -108,6 +109,7 @@ def run_profile(
     defect_rate: float | None = None,
     scenario: str = "production",
     ceiling: bool = False,
+    only: str | None = None,
 ) -> Run:
     """Render, score and collect ``samples`` trays of one profile.
 
@@ -119,6 +121,8 @@ def run_profile(
     )
     for dev in fleet:
         dev.noise = not ceiling
+        if only is not None:  # a stratified sample: this defect injected into every tray
+            dev.rates = {only: 1.0}
     per_device = math.ceil(samples / devices)
     run = Run([], [], [], defaultdict(list))
     for dev in fleet:
@@ -375,6 +379,28 @@ def _verdict(rep: EvalReport) -> list[str]:
     return lines
 
 
+def per_defect(profile: str, trays: int, args: argparse.Namespace) -> None:
+    """Recall of each defect on a stratified sample: ``trays`` trays with it injected (some
+    injections stay within limits: recall counts the trays whose truth carries the code)."""
+    print(f"## {profile}: per defect, {trays} trays each with it injected ({args.scenario})")
+    print(f"  {'defect':<20} {'true':>5} {'found':>6}  recall [95 % interval]")
+    for i, code in enumerate(DEFECTS):
+        run = run_profile(
+            profile, trays, args.devices, args.rate, args.seed + 1000 * (i + 1), None,
+            args.scenario, only=code,
+        )  # fmt: skip
+        stats = evaluate(run.results, run.truth).defects.get(code)
+        true = 0 if stats is None else stats.true_positive + stats.false_negative
+        found = 0 if stats is None else stats.true_positive
+        ci = wilson(found, true)
+        shown = (
+            "n/a"
+            if ci is None
+            else (f"{100 * found / true:.1f} % [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]")
+        )
+        print(f"  {code:<20} {true:>5} {found:>6}  {shown}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=5000, help="trays per profile")
@@ -399,6 +425,13 @@ def main() -> None:
         "--ceiling",
         action="store_true",
         help="also score the same trays seen by a perfect sensor (every noise source off)",
+    )
+    ap.add_argument(
+        "--per-defect",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also inject each defect into N trays of its own and print its recall",
     )
     ap.add_argument("--quiet", action="store_true", help="summary only, no breakdown")
     ap.add_argument(
@@ -442,6 +475,8 @@ def main() -> None:
             if ceilings:
                 print(f"## {profile}: sensor-perfect ceiling over {len(ceilings)} seeds")
                 print(format_seed_summary(summarize_seeds(ceilings)))
+        if args.per_defect:
+            per_defect(profile, args.per_defect, args)
         if not args.quiet:
             params = build_params(load_profile(profile))
             volume_breakdown(run)
