@@ -246,8 +246,8 @@ def _decidable(
     matched: list[tuple[dict[str, Any], dict[str, Any]]], sigma: dict[str, float]
 ) -> dict[str, Any]:
     """The ambiguous share, and accuracy and REJECT errors on the rest (see :class:`EvalReport`)."""
-    if not matched or not any("margins" in t for t, _ in matched):
-        return {}
+    if not matched or not sigma or not any("margins" in t for t, _ in matched):
+        return {}  # without margins or a measured spread, ambiguity cannot be judged
     clear = [(t, r) for t, r in matched if not _ambiguous(t, sigma)]
     n_amb = len(matched) - len(clear)
     right = sum(1 for t, r in clear if t["grade"] == r["fusion"]["final_grade"])

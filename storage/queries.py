@@ -17,7 +17,9 @@ from sqal.wire import Grade
 from storage.connection import connect, storage_error
 
 _RESULTS = """
-SELECT device_id, sample_id, final_grade, defects, tof_present, tof_volume_mm3
+SELECT device_id, sample_id, final_grade, defects, final_score, confidence,
+       tof_present, tof_volume_mm3, tof_mass_g, tof_max_height_mm, tof_tilt_deg,
+       spectral_present, spectral_oxidation_index
 FROM results
 WHERE received_at >= %s
 ORDER BY ts
@@ -43,10 +45,34 @@ def results_for_eval(dsn: str, since: datetime | None = None) -> list[dict[str, 
         {
             "device_id": device_id,
             "sample_id": sample_id,
-            "fusion": {"final_grade": grade, "defects": list(defects or [])},
-            "tof": {"volume_mm3": volume} if tof_present else None,
+            "fusion": {
+                "final_grade": grade,
+                "defects": list(defects or []),
+                "final_score": score,
+                "confidence": confidence,
+            },
+            "tof": (
+                {"volume_mm3": volume, "mass_g": mass, "max_height_mm": max_h, "tilt_deg": tilt}
+                if tof_present
+                else None
+            ),
+            "spectral": {"oxidation_index": ox} if spectral_present else None,
         }
-        for device_id, sample_id, grade, defects, tof_present, volume in rows
+        for (
+            device_id,
+            sample_id,
+            grade,
+            defects,
+            score,
+            confidence,
+            tof_present,
+            volume,
+            mass,
+            max_h,
+            tilt,
+            spectral_present,
+            ox,
+        ) in rows
     ]
 
 
