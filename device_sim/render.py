@@ -27,14 +27,7 @@ from device_sim.model import ProductModel
 from device_sim.spectra import lab_of
 from device_sim.surface import ProductShapes, render_products
 from device_sim.trays import SPOT_RADIUS_MM, TrayDraw
-from device_sim.truth import (
-    TofTruth,
-    final_score,
-    grade,
-    margins,
-    spectral_truth,
-    tof_truth_batch,
-)
+from device_sim.truth import TofTruth, grade, margins, spectral_truth, tof_truth_batch
 from sqal.wire import SpectralSettings, TofSettings
 
 F64 = NDArray[np.float64]
@@ -372,7 +365,7 @@ def _truth_record(
     gain_steps: int,
 ) -> dict[str, Any]:
     mass = draw.density_g_cm3 * volume / 1000.0
-    defects, letter = grade(model, mass, t, spec, saturated, peak)
+    defects, letter, final = grade(model, mass, t, spec, saturated, peak)
     injected = []
     for inj in draw.injected:
         params = dict(inj.params)
@@ -400,6 +393,6 @@ def _truth_record(
         "injected": injected,
         "defects": defects,
         "grade": letter,
-        "final_score": round(final_score(model, mass, t, spec, peak), 4),
-        "margins": {k: round(v, 4) for k, v in margins(model, mass, t, spec, peak).items()},
+        "final_score": round(final, 4),
+        "margins": {k: round(v, 4) for k, v in margins(model, mass, t, spec, peak, final).items()},
     }

@@ -217,22 +217,20 @@ def _weighted(parts: list[tuple[float, float | None]]) -> float | None:
     return sum(w * s for w, s in used) / total if used and total > 0 else None
 
 
-def final_score(
-    model: ProductModel, mass_g: float, tof: TofTruth, spec: dict[str, Any], peak_mm: float
-) -> float:
-    """The true final score (§5 fusion on the noise-free metrics), before defect caps."""
-    return _assess(model, mass_g, tof, spec, False, peak_mm)[2]
-
-
 def margins(
-    model: ProductModel, mass_g: float, tof: TofTruth, spec: dict[str, Any], peak_mm: float
+    model: ProductModel,
+    mass_g: float,
+    tof: TofTruth,
+    spec: dict[str, Any],
+    peak_mm: float,
+    final_score: float,
 ) -> dict[str, float]:
     """Each deciding variable's distance to its nearest threshold, in the variable's unit.
 
     The §5 rules of :func:`grade`, seen from the other side: a tray whose value sits within
     the estimate's spread of a threshold cannot be decided reliably by any sensor, so an
     evaluation stratifies on these. ``final_score`` is the distance to the nearest A/B/C band
-    edge.
+    edge (``final_score`` as :func:`grade` returns it).
     """
     p = model.profile
     qn, tne = p.product.nominal_mass_g, tne_g(p.product.nominal_mass_g)
@@ -251,7 +249,7 @@ def margins(
         "delta_e": near(spec["delta_e"], sp.de.minor, sp.de.critical),
         "delta_b": near(spec["delta_b"], sp.db.minor, sp.db.critical),
     }
-    out["final_score"] = near(final_score(model, mass_g, tof, spec, peak_mm), g.A, g.B, g.C)
+    out["final_score"] = near(final_score, g.A, g.B, g.C)
     return out
 
 
@@ -262,24 +260,12 @@ def grade(
     spec: dict[str, Any],
     saturated: bool,
     peak_mm: float,
-) -> tuple[list[str], str]:
-    """True defect codes (sorted) and grade: docs/domain.md §2, §4 tables and §5.
+) -> tuple[list[str], str, float]:
+    """True defect codes (sorted), grade, and the final score before defect caps: docs/domain.md
+    §2, §4 tables and §5.
 
     ``peak_mm``: the product's true peak height (grid maximum), for seal contact.
     """
-    defects, letter, _ = _assess(model, mass_g, tof, spec, saturated, peak_mm)
-    return defects, letter
-
-
-def _assess(
-    model: ProductModel,
-    mass_g: float,
-    tof: TofTruth,
-    spec: dict[str, Any],
-    saturated: bool,
-    peak_mm: float,
-) -> tuple[list[str], str, float]:
-    """Defect codes, grade and the final score before defect caps."""
     p = model.profile
     qn, tne = p.product.nominal_mass_g, tne_g(p.product.nominal_mass_g)
     fill = mass_g / qn

@@ -94,21 +94,22 @@ def test_the_truth_decides_seal_contact_on_the_true_peak() -> None:
     tof = TofTruth(40.0, seal - 2.0, 20.0, 1.0, 0.9, 2.0, 1.0, 0.05)
     spec = {"oxidation_index": 0.1, "delta_e": 1.0, "delta_b": 0.5,
             "freshness_index": 0.9, "fat_quality_index": 0.9}  # fmt: skip
-    below, _ = grade(model, 404.0, tof, spec, False, seal - 0.5)
-    above, letter = grade(model, 404.0, tof, spec, False, seal + 0.5)
+    below, _, _ = grade(model, 404.0, tof, spec, False, seal - 0.5)
+    above, letter, _ = grade(model, 404.0, tof, spec, False, seal + 0.5)
     assert "overfill" not in below
     assert ("overfill" in above, letter) == (True, "REJECT")
 
 
 def test_the_truth_records_each_deciding_variable_s_distance_to_its_threshold() -> None:
-    from device_sim.truth import TofTruth, margins
+    from device_sim.truth import TofTruth, grade, margins
 
     model = product_model("foie_gras_lobe_400g")
     p = model.profile  # Qn 400 g, TNE 12 g: T1 388, T2 376; giveaway at 1.12·Qn = 448 g
     tof = TofTruth(40.0, 44.0, 20.0, 4.5, 0.9, 21.0, 0.83, 0.05)
     spec = {"oxidation_index": 0.2, "delta_e": 5.0, "delta_b": 1.0,
             "freshness_index": 0.9, "fat_quality_index": 0.9}  # fmt: skip
-    m = margins(model, 390.0, tof, spec, 46.5)
+    final = grade(model, 390.0, tof, spec, False, 46.5)[2]
+    m = margins(model, 390.0, tof, spec, 46.5, final)
     assert m["mass_g"] == pytest.approx(2.0)
     assert m["peak_height_mm"] == pytest.approx(p.tray.seal_limit_mm - 46.5)
     assert m["roughness_mm"] == pytest.approx(abs(4.5 - p.tof.roughness_mm.minor))
