@@ -92,6 +92,13 @@ def frames(device: str, seq: int) -> tuple[bytes, bytes]:
     return encode(tof), encode(spec)
 
 
+def send_sample(client: paho.Client, line: str, device: str, seq: int) -> None:
+    """Both halves of one sample, ToF first, each acknowledged by the broker."""
+    tof, spec = frames(device, seq)
+    send(client, device_topic(line, device, Kind.TOF), tof)
+    send(client, device_topic(line, device, Kind.SPECTRAL), spec)
+
+
 def sample_id(device: str, seq: int) -> str:
     return f"{device}-abc123-{seq:08d}"
 
@@ -324,9 +331,7 @@ def test_a_backlog_is_scored_with_the_retained_config_whatever_came_first(
         cfg = DeviceConfig(device_id=dev, profile="pate_terrine_300g", calibration=calibration())
         send(publisher, device_topic(line, dev, Kind.CONFIG), encode(cfg), retain=True)
         for seq in range(40):  # a backlog several times a batch
-            tof, spec = frames(dev, seq)
-            send(publisher, device_topic(line, dev, Kind.TOF), tof)
-            send(publisher, device_topic(line, dev, Kind.SPECTRAL), spec)
+            send_sample(publisher, line, dev, seq)
         service, worker = run_in_thread(broker, cid)
         collector.wait({sample_id(dev, s) for s in range(40)})
         with collector.lock:
@@ -347,9 +352,7 @@ def test_a_device_id_on_another_line_is_another_device(
     try:
         cfg = DeviceConfig(device_id="b01", profile="pate_terrine_300g", calibration=calibration())
         send(publisher, device_topic(second, "b01", Kind.CONFIG), encode(cfg), retain=True)
-        tof, spec = frames("b01", 7)
-        send(publisher, device_topic(first, "b01", Kind.TOF), tof)
-        send(publisher, device_topic(first, "b01", Kind.SPECTRAL), spec)
+        send_sample(publisher, first, "b01", 7)
         ours.wait({sample_id("b01", 7)})
         with ours.lock:
             assert [r.profile for r in ours.results[sample_id("b01", 7)]] == ["foie_gras_lobe_400g"]
@@ -375,9 +378,7 @@ def test_a_lost_session_is_subscribed_again_and_the_next_sample_scored(
         assert wait_for(lambda: service.sub.generation > generation, 15)
         assert service.sub.session_present is False
         assert wait_for(lambda: service.registry.healthy() == (True, "ok"), 10)
-        tof, spec = frames(dev, 1)
-        send(publisher, device_topic(line, dev, Kind.TOF), tof)
-        send(publisher, device_topic(line, dev, Kind.SPECTRAL), spec)
+        send_sample(publisher, line, dev, 1)
         collector.wait({sample_id(dev, 1)})
     finally:
         stop(service, worker)
@@ -422,9 +423,7 @@ def test_a_config_set_months_ago_is_state_not_a_stale_event(
     collector = Collector(broker, line)
     service, worker = run_in_thread(broker, f"an-{uuid.uuid4().hex[:8]}")
     try:
-        tof, spec = frames(dev, 5)
-        send(publisher, device_topic(line, dev, Kind.TOF), tof)
-        send(publisher, device_topic(line, dev, Kind.SPECTRAL), spec)
+        send_sample(publisher, line, dev, 5)
         collector.wait({sample_id(dev, 5)})
         with collector.lock:
             assert [r.profile for r in collector.results[sample_id(dev, 5)]] == [
