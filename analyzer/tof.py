@@ -83,8 +83,12 @@ def _masked_mean(x: F64, m: B) -> F64:
     return np.asarray(np.where(cnt > 0, out, np.nan))
 
 
-def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B) -> tuple[F64, F64]:
-    """(V, σ_V) in mm³ by the profile's volume_method (docs/domain.md §2)."""
+def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B, surface: F64) -> tuple[F64, F64]:
+    """(V, σ_V) in mm³ by the profile's volume_method (docs/domain.md §2).
+
+    ``surface``: the fitted surface (n, N²) of :func:`_fits`, NaN where there is none; an invalid
+    ROI zone takes it, bounded by 0 and its valid neighbours' median (see below).
+    """
     tof, k, d0 = p.profile.tof, p.k, p.d0_mm
     n = h.shape[0]
     max_sigma = tof.max_sigma_mm
@@ -104,7 +108,13 @@ def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B) -> tuple[F64, F64
         nb = p.neighbours8[cols]
         nb_h, nb_ok = pad_h[rows[:, None], nb], pad_ok[rows[:, None], nb]
         med = masked_median(nb_h, nb_ok)
-        h_used[rows, cols] = np.where(nb_ok.sum(axis=1) >= MIN_NEIGHBOURS_FILL, med, 0.0)
+        # The neighbours' median over-reads a hole at the product's edge (its valid neighbours
+        # are the higher inner zones, +5 % of volume per hole on a lobe); the fitted surface
+        # follows the product's curvature down to the edge. Bounded by [0, median]: a fit is
+        # not trusted to invent product above what surrounds the hole.
+        fit = surface[rows, cols]
+        fill = np.where(np.isfinite(fit), np.minimum(np.maximum(fit, 0.0), med), med)
+        h_used[rows, cols] = np.where(nb_ok.sum(axis=1) >= MIN_NEIGHBOURS_FILL, fill, 0.0)
     z = d0 - h_used
     # Frustum of the zone's pyramid between the surface and the base: k²(d0³ − z³)/3.
     v_zone = k * k * (d0**3 - z**3) / 3.0
@@ -117,8 +127,9 @@ def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B) -> tuple[F64, F64
 
 def _fits(
     p: ScoringParams, h: F64, z: F64, sig: F64, status: NDArray[np.int64], vr: B, prod: B
-) -> tuple[F64, F64, F64, F64]:
-    """(tilt_deg, tilt_direction_deg, R roughness in mm, denoised h) of docs/domain.md §2, batched.
+) -> tuple[F64, F64, F64, F64, F64]:
+    """(tilt_deg, tilt_direction_deg, R roughness in mm, denoised h, fitted surface) of
+    docs/domain.md §2, batched.
 
     The denoised height (n, N²) is the quadric fit plus each zone's residual shrunk by
     R²/(R² + σ²) (the noise-corrected R of the uniformity: a Wiener estimate of the true
@@ -168,7 +179,9 @@ def _fits(
         keep = np.where(np.isinf(r2), 1.0, r2 / (r2 + sig**2))
     denoised = np.full((n, p.layout * p.layout), np.nan)
     denoised[:, cols] = fitted + (h - fitted) * keep
-    return tilt, direction, np.asarray(np.where(ok, rough, np.nan)), denoised
+    surface = np.full((n, p.layout * p.layout), np.nan)
+    surface[:, cols] = np.where((n_prod >= QUADRIC_MIN_ZONES)[:, None], fitted, np.nan)
+    return tilt, direction, np.asarray(np.where(ok, rough, np.nan)), denoised, surface
 
 
 def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
@@ -210,19 +223,15 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     prod = vr & (h >= tof.product_min_height_mm)
     usable = present & (valid_zones > 0)
 
-    volume, sigma_v = _volume(p, h, sig, vr, roi)
+    tilt, direction, rough, h_denoised, surface = _fits(p, h, z, sig, status, vr, prod)
+    volume, sigma_v = _volume(p, h, sig, vr, roi, surface)
     volume = np.where(usable, volume, np.nan)
     mm = product.mass_model
     mass = mm.a_g + mm.b_g_per_cm3 * volume / 1000.0
     sigma_m = np.sqrt((mm.b_g_per_cm3 * sigma_v / 1000.0) ** 2 + (mass * mm.sigma_frac) ** 2)
     fill = mass / product.nominal_mass_g
-    # Published volume: the weighed-tray refit (docs/domain.md §2) sets b_m = ρ·(V/V̂), so
-    # V̂·b_m/ρ is the sensor's frustum volume with the scale it was refit on (foie gras: mixed
-    # dome-edge zones read the nearer product, +5 % on V̂) [D]; 1 when b_m is the density.
-    scale = mm.b_g_per_cm3 / product.density_g_cm3
     avg_h = _masked_mean(h, prod)
     var_h = _masked_mean((h - zero_nan(avg_h)[:, None]) ** 2, prod)
-    tilt, direction, rough, h_denoised = _fits(p, h, z, sig, status, vr, prod)
     # max_height: the max of noisy zones overshoots the surface by ~2σ (an order statistic of
     # ~24 zones: +1.2 mm on the foie gras dome, +2.4 mm on flat pâté), which put good lobes past
     # the seal limit (critical overfill). The max is taken over the denoised heights instead
@@ -298,8 +307,8 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
         present=present,
         valid_zones=valid_zones,
         valid_share=share,
-        volume_mm3=volume * scale,
-        sigma_volume_mm3=sigma_v * scale * nan_unless,
+        volume_mm3=volume,
+        sigma_volume_mm3=sigma_v * nan_unless,
         mass_g=mass,
         sigma_mass_g=sigma_m,
         fill_ratio=fill,

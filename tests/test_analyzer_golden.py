@@ -66,13 +66,9 @@ def test_frustum_differs_from_flat_prisms_as_domain_says() -> None:
 def test_flat_plane_volume_is_24_frusta() -> None:
     result = score_case(CASES["flat_plane_integrate"])
     k = (math.sqrt(2) - 1) / 4
-    mass_model = load_profile("foie_gras_lobe_400g").product
-    # Published volume = frustum sum × b_m/ρ, the weighed-tray refit's volume scale.
-    scale = mass_model.mass_model.b_g_per_cm3 / mass_model.density_g_cm3
+    # The geometric estimate, no scale: each ROI zone's frustum k²(d0³ − z³)/3.
     assert result.tof is not None
-    assert result.tof.volume_mm3 == pytest.approx(
-        24 * k * k * (260**3 - 230**3) / 3 * scale, rel=1e-12
-    )
+    assert result.tof.volume_mm3 == pytest.approx(24 * k * k * (260**3 - 230**3) / 3, rel=1e-12)
     # Only the ToF speaks: confidence = W_tof·c_tof / (W_tof + W_spec) = 0.5.
     assert result.fusion.confidence == pytest.approx(0.5)
 
