@@ -128,6 +128,16 @@ class EvalReport:
     decidable_missed_reject_ci: Interval | None = None
     decidable_false_reject: float | None = None
     decidable_false_reject_ci: Interval | None = None
+    decisions: dict[str, int] = field(default_factory=dict)
+    """PASS/HOLD/REJECT counts over the scored trays whose result carries a ``decision``."""
+    hold_rate: float | None = None
+    hold_ci: Interval | None = None
+    gate_missed_reject: float | None = None
+    """True REJECT trays the gate let PASS (a HOLD is caught: it goes to the re-check lane)."""
+    gate_missed_reject_ci: Interval | None = None
+    gate_false_reject: float | None = None
+    """True A/B/C trays the gate binned (decision REJECT)."""
+    gate_false_reject_ci: Interval | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -268,6 +278,29 @@ def _decidable(
     }
 
 
+def _gate(matched: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """The reject gate's figures: what ``fusion.decision`` did with true REJECT and A/B/C trays."""
+    pairs = [(t, r["fusion"].get("decision")) for t, r in matched]
+    pairs = [(t, d) for t, d in pairs if d is not None]
+    if not pairs:
+        return {}
+    counts = Counter(d for _, d in pairs)
+    rej = [d for t, d in pairs if t["grade"] == "REJECT"]
+    ok = [d for t, d in pairs if t["grade"] != "REJECT"]
+    missed = sum(1 for d in rej if d == "PASS")
+    false = sum(1 for d in ok if d == "REJECT")
+    holds = counts.get("HOLD", 0)
+    return {
+        "decisions": {k: counts.get(k, 0) for k in ("PASS", "HOLD", "REJECT")},
+        "hold_rate": _ratio(holds, len(pairs)),
+        "hold_ci": wilson(holds, len(pairs)),
+        "gate_missed_reject": _ratio(missed, len(rej)),
+        "gate_missed_reject_ci": wilson(missed, len(rej)),
+        "gate_false_reject": _ratio(false, len(ok)),
+        "gate_false_reject_ci": wilson(false, len(ok)),
+    }
+
+
 def _signature(result: dict[str, Any]) -> tuple[Any, ...]:
     fusion = result.get("fusion") or {}
     return (fusion.get("final_grade"), tuple(fusion.get("defects") or ()))
@@ -364,6 +397,7 @@ def evaluate(results: list[dict[str, Any]], truth: list[dict[str, Any]]) -> Eval
         ece=ece,
         estimate_sigma=sigma,
         **_decidable(matched, sigma),
+        **_gate(matched),
     )
 
 
@@ -433,6 +467,21 @@ def format_report(rep: EvalReport) -> str:
             f"  {'false REJECT':<14} "
             f"{_pct_ci(rep.decidable_false_reject, rep.decidable_false_reject_ci):<24}",
         ]
+    if rep.decisions:
+        counts = rep.decisions
+        total = sum(counts.values())
+        lines += [
+            "decision     "
+            + ", ".join(f"{k} {counts[k]}" for k in ("PASS", "HOLD", "REJECT"))
+            + f" of {total}",
+            f"  {'HOLD':<14} {_pct_ci(rep.hold_rate, rep.hold_ci):<24} of all trays",
+            f"  {'missed REJECT':<14} "
+            f"{_pct_ci(rep.gate_missed_reject, rep.gate_missed_reject_ci):<24}"
+            f" true REJECT given PASS ({sum(c[3])} true REJECT)",
+            f"  {'false REJECT':<14} "
+            f"{_pct_ci(rep.gate_false_reject, rep.gate_false_reject_ci):<24}"
+            " true A/B/C given REJECT",
+        ]
     lines.append(
         f"confidence   ECE {_num(rep.ece)} over {rep.confidence_samples} scored trays "
         "that carry one"
@@ -468,6 +517,9 @@ class SeedSummary:
     false_reject_rate: Spread | None
     abc_error_rate: Spread | None
     ece: Spread | None
+    hold_rate: Spread | None = None
+    gate_missed_reject: Spread | None = None
+    gate_false_reject: Spread | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -493,6 +545,9 @@ def summarize_seeds(reports: Sequence[EvalReport]) -> SeedSummary:
         false_reject_rate=_spread([r.false_reject_rate for r in reports]),
         abc_error_rate=_spread([r.abc_error_rate for r in reports]),
         ece=_spread([r.ece for r in reports]),
+        hold_rate=_spread([r.hold_rate for r in reports]),
+        gate_missed_reject=_spread([r.gate_missed_reject for r in reports]),
+        gate_false_reject=_spread([r.gate_false_reject for r in reports]),
     )
 
 
@@ -505,6 +560,9 @@ def format_seed_summary(summary: SeedSummary) -> str:
         ("false REJECT", summary.false_reject_rate, True),
         ("A/B/C error", summary.abc_error_rate, True),
         ("ECE", summary.ece, False),
+        ("HOLD", summary.hold_rate, True),
+        ("gate missed REJ", summary.gate_missed_reject, True),
+        ("gate false REJ", summary.gate_false_reject, True),
     ):
         if s is None:
             shown = "n/a"

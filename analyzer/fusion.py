@@ -13,16 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from analyzer.arrays import SpectralArrays, TofArrays
-from analyzer.grading import (
-    CODE_INDEX,
-    CRITICAL,
-    MINOR,
-    REJECT,
-    cap,
-    clamp,
-    grade_from_score,
-    zero_nan,
-)
+from analyzer.decision import decide
+from analyzer.grading import CODE_INDEX, CRITICAL, MINOR, REJECT, clamp, zero_nan
 from analyzer.params import ScoringParams
 from analyzer.spectral import SpectralScores, score_spectral
 from analyzer.tof import TofScores, score_tof
@@ -33,13 +25,22 @@ F64 = NDArray[np.float64]
 
 @dataclass(frozen=True, eq=False)
 class FusionScores:
-    """Fused verdicts of n samples: final_score (NaN if no sensor scored), final_grade int8,
-    confidence in [0, 1], defects (n, D) int8 severities (union of both sections plus
-    missing_tof / missing_spectral / low_confidence)."""
+    """Fused verdicts of n samples.
+
+    ``final_score`` (NaN if no sensor scored); ``final_grade`` int8, the likeliest grade;
+    ``confidence`` its probability; ``data_quality`` in [0, 1], the §5 sensor-confidence
+    figure; ``decision`` int8 (analyzer.decision: 0 PASS, 1 HOLD, 2 REJECT); ``p_reject``
+    P(grade REJECT); ``p_defect`` (n, D) P(at least minor) per code; ``defects`` (n, D) int8
+    severities: a code is minor where P(at least minor) ≥ ½, critical where P(critical) ≥ ½.
+    """
 
     final_score: F64
     final_grade: NDArray[np.int8]
     confidence: F64
+    data_quality: F64
+    decision: NDArray[np.int8]
+    p_reject: F64
+    p_defect: F64
     defects: NDArray[np.int8]
 
 
@@ -57,13 +58,13 @@ class SampleScores:
 
 
 def fuse(tof: TofScores, spectral: SpectralScores, p: ScoringParams) -> FusionScores:
-    """Confidence-weighted fusion (docs/domain.md §5).
+    """Confidence-weighted fusion, then the decision from probabilities (docs/domain.md §5).
 
-    ``final_score = Σ W_s c_s Q_s / Σ W_s c_s`` over sensors with a score, ``confidence =
+    ``final_score = Σ W_s c_s Q_s / Σ W_s c_s`` over sensors with a score, ``data_quality =
     Σ W_s c_s / Σ W_s``. A sensor that is missing, or present without any usable index, has
-    c = 0; both cap the grade at ``missing_sensor_cap``. Any critical defect rejects; a minor
-    one caps at ``minor_defect_cap``; confidence below ``min_confidence`` rejects with
-    ``low_confidence`` (manual check).
+    c = 0; both cap the grade at ``missing_sensor_cap`` and send the tray to HOLD. A data
+    quality below ``min_confidence`` is the critical ``low_confidence`` (grade REJECT, decision
+    HOLD: a manual check). Every other defect counts by its probability (analyzer.decision).
     """
     grading = p.profile.grading
     w_t, w_s = p.profile.fusion.tof, p.profile.fusion.spectral
@@ -72,24 +73,28 @@ def fuse(tof: TofScores, spectral: SpectralScores, p: ScoringParams) -> FusionSc
     den = w_t * c_t + w_s * c_s
     with np.errstate(invalid="ignore", divide="ignore"):
         final = (w_t * c_t * q_t + w_s * c_s * q_s) / den
+        tof_share = np.where(den > 0, w_t * c_t / den, 0.0)
     final = np.where(den > 0, clamp(final, 0.0, 1.0), np.nan)
-    confidence = clamp(den / (w_t + w_s), 0.0, 1.0)
+    quality = clamp(den / (w_t + w_s), 0.0, 1.0)
 
     defects = np.maximum(tof.defects, spectral.defects)
     defects[:, CODE_INDEX[DefectCode.MISSING_TOF]] = np.where(~tof.present, MINOR, 0)
     defects[:, CODE_INDEX[DefectCode.MISSING_SPECTRAL]] = np.where(~spectral.present, MINOR, 0)
-    low = confidence < grading.min_confidence
+    low = quality < grading.min_confidence
     defects[:, CODE_INDEX[DefectCode.LOW_CONFIDENCE]] = np.where(low, CRITICAL, 0)
-
-    grade = grade_from_score(final, grading)
-    sensor_defects = np.maximum(tof.defects, spectral.defects).max(axis=1)
-    grade = cap(grade, grading.minor_defect_cap, sensor_defects >= MINOR)
     # A sensor with weight that gave nothing (absent, or no usable index) caps the grade.
     blind = ((w_t > 0) & (c_t <= 0)) | ((w_s > 0) & (c_s <= 0))
-    grade = cap(grade, grading.missing_sensor_cap, blind)
-    grade = np.where((sensor_defects >= CRITICAL) | low, REJECT, grade).astype(np.int8)
+    d = decide(tof, spectral, defects, final, tof_share, blind, low, p)
+    defects = np.where(d.p_critical >= 0.5, CRITICAL, np.where(d.p_minor >= 0.5, MINOR, 0))
     return FusionScores(
-        final_score=final, final_grade=grade, confidence=confidence, defects=defects
+        final_score=final,
+        final_grade=d.grade,
+        confidence=d.confidence,
+        data_quality=quality,
+        decision=d.decision,
+        p_reject=d.p_grade[:, REJECT],
+        p_defect=d.p_minor,
+        defects=defects.astype(np.int8),
     )
 
 

@@ -10,11 +10,13 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import NDArray
 
+from analyzer.decision import DECISIONS
 from analyzer.fusion import SampleScores
 from analyzer.grading import CODES, GRADES
 from sqal import __version__
 from sqal.wire import (
     AnalyzerInfo,
+    Decision,
     DefectCode,
     Fusion,
     Lab,
@@ -41,6 +43,14 @@ def _num(x: float | np.floating) -> float | None:
 
 def _codes(row: NDArray[np.int8]) -> list[DefectCode]:
     return sorted((CODES[j] for j in np.flatnonzero(row)), key=lambda c: c.value)
+
+
+P_DEFECT_MIN = 0.01
+"""A result lists the defects at least this likely in ``p_defects``."""
+
+
+def _p_defects(row: NDArray[np.float64]) -> dict[DefectCode, float]:
+    return {CODES[j]: round(float(row[j]), 4) for j in np.flatnonzero(row >= P_DEFECT_MIN)}
 
 
 def to_results(
@@ -99,6 +109,10 @@ def to_results(
                     final_grade=GRADES[int(f.final_grade[i])],
                     confidence=float(f.confidence[i]),
                     defects=_codes(f.defects[i]),
+                    decision=Decision(DECISIONS[int(f.decision[i])]),
+                    data_quality=float(f.data_quality[i]),
+                    p_reject=float(f.p_reject[i]),
+                    p_defects=_p_defects(f.p_defect[i]),
                 ),
                 analyzer=AnalyzerInfo(
                     version=__version__, processing_ms=max(0.0, float(processing_ms[i]))

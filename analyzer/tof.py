@@ -41,6 +41,8 @@ CV_MIN_ZONES = 6
 CONF_V = (0.5, 0.9)
 """c_tof = lin(v; 0.5, 0.9) (docs/domain.md §5)."""
 CONF_SIGMA_FACTOR = 0.8
+PEAK_SIGMA_FLOOR_MM = 1.0
+"""The ULD's distances are whole mm: a peak is never known better than this (docs/domain.md §1)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +52,9 @@ class TofScores:
     Heights in mm, volume in mm³, mass in g, tilt in degrees. ``defects`` is the (n, D) int8
     severity matrix of analyzer.grading; ``grade`` int8 (0 = A … 3 = REJECT); ``confidence``
     is c_tof (0 where the frame is absent). ``reflectance_cv`` and ``spot_distance_mm`` feed the
-    spectral side (colour uniformity, distance factor).
+    spectral side (colour uniformity, distance factor). The ``sigma_*`` arrays are each
+    estimate's standard error from its own error model (analyzer.decision turns them into
+    probabilities).
     """
 
     present: B
@@ -63,10 +67,13 @@ class TofScores:
     fill_ratio: F64
     avg_height_mm: F64
     max_height_mm: F64
+    sigma_max_height_mm: F64
     height_variation_mm: F64
     roughness_mm: F64
+    sigma_roughness_mm: F64
     surface_uniformity: F64
     tilt_deg: F64
+    sigma_tilt_deg: F64
     tilt_direction_deg: F64
     reflectance_cv: F64
     spot_distance_mm: F64
@@ -125,15 +132,45 @@ def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B, surface: F64) -> 
     return volume, np.sqrt(var)
 
 
+@dataclass(frozen=True, eq=False)
+class _Fit:
+    """The surface fits of n frames (docs/domain.md §2); (n,) unless said, NaN where none.
+
+    ``denoised`` (n, N²): the quadric fit plus each zone's residual shrunk by R²/(R² + σ²) (the
+    noise-corrected R of the uniformity: a Wiener estimate of the true residual), NaN outside
+    the ROI; it feeds ``max_height_mm``. ``denoised_var`` (n, N²): its noise variance,
+    R²σ²/(R² + σ²). ``surface`` (n, N²): the quadric alone, NaN where it was not fitted.
+    ``sigma_tilt`` and ``sigma_roughness``: the standard errors of tilt (degrees, from the
+    plane fit's covariance with weights 1/σ²) and of R (the spread of a mean of squares).
+    """
+
+    tilt: F64
+    direction: F64
+    sigma_tilt: F64
+    roughness: F64
+    sigma_roughness: F64
+    denoised: F64
+    denoised_var: F64
+    surface: F64
+
+
+def _plane_sigma_deg(design: F64, weight: F64, a: F64, b: F64, scale: float) -> F64:
+    """Standard error of the tilt angle from the weighted plane fit's covariance (AᵀWA)⁻¹."""
+    d = design[:, :, :3]
+    normal = np.einsum("nmi,nm,nmj->nij", d, weight, d)
+    ok = np.abs(np.linalg.det(normal)) > 1e-12
+    cov = np.linalg.inv(np.where(ok[:, None, None], normal, np.eye(3)[None]))
+    va, vb, cab = cov[:, 1, 1] / scale**2, cov[:, 2, 2] / scale**2, cov[:, 1, 2] / scale**2
+    g2 = a * a + b * b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vg = np.where(g2 > 0, (a * a * va + b * b * vb + 2 * a * b * cab) / g2, 0.5 * (va + vb))
+    return np.asarray(np.where(ok, np.degrees(np.sqrt(clamp(vg, 0.0)) / (1.0 + g2)), np.nan))
+
+
 def _fits(
     p: ScoringParams, h: F64, z: F64, sig: F64, status: NDArray[np.int64], vr: B, prod: B
-) -> tuple[F64, F64, F64, F64, F64]:
-    """(tilt_deg, tilt_direction_deg, R roughness in mm, denoised h, fitted surface) of
-    docs/domain.md §2, batched.
-
-    The denoised height (n, N²) is the quadric fit plus each zone's residual shrunk by
-    R²/(R² + σ²) (the noise-corrected R of the uniformity: a Wiener estimate of the true
-    residual), NaN outside the ROI; it feeds ``max_height_mm``.
+) -> _Fit:
+    """Tilt, roughness, denoised heights and the fitted surface of docs/domain.md §2, batched.
 
     Both fits use only ROI zones (valid ROI zones for tilt, P ⊂ ROI for the surface), so the
     design matrix is cut to the ROI's columns first.
@@ -177,11 +214,27 @@ def _fits(
     r2 = np.where(ok, rough**2, np.inf)[:, None]  # no R: no shrinkage (raw heights)
     with np.errstate(invalid="ignore"):
         keep = np.where(np.isinf(r2), 1.0, r2 / (r2 + sig**2))
-    denoised = np.full((n, p.layout * p.layout), np.nan)
+    m = p.layout * p.layout
+    denoised, denoised_var = np.full((n, m), np.nan), np.full((n, m), np.nan)
     denoised[:, cols] = fitted + (h - fitted) * keep
-    surface = np.full((n, p.layout * p.layout), np.nan)
+    denoised_var[:, cols] = keep * sig**2
+    surface = np.full((n, m), np.nan)
     surface[:, cols] = np.where((n_prod >= QUADRIC_MIN_ZONES)[:, None], fitted, np.nan)
-    return tilt, direction, np.asarray(np.where(ok, rough, np.nan)), denoised, surface
+    # σ of R: mean(e²) over n_I interior zones has variance ≈ 2(R² + σ̄²)²/n_I; through the
+    # square root, σ_R ≈ σ(R²)/(2R), with R floored at the noise σ̄ where the surface is smooth.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sig_r2 = np.sqrt(2.0 / np.maximum(n_int, 1)) * (rough**2 + s2)
+        sigma_rough = sig_r2 / (2.0 * np.maximum(rough, np.sqrt(s2)))
+    return _Fit(
+        tilt=tilt,
+        direction=direction,
+        sigma_tilt=_plane_sigma_deg(design, w_tilt, a_mm, b_mm, scale),
+        roughness=np.asarray(np.where(ok, rough, np.nan)),
+        sigma_roughness=np.asarray(np.where(ok, sigma_rough, np.nan)),
+        denoised=denoised,
+        denoised_var=denoised_var,
+        surface=surface,
+    )
 
 
 def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
@@ -223,8 +276,9 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     prod = vr & (h >= tof.product_min_height_mm)
     usable = present & (valid_zones > 0)
 
-    tilt, direction, rough, h_denoised, surface = _fits(p, h, z, sig, status, vr, prod)
-    volume, sigma_v = _volume(p, h, sig, vr, roi, surface)
+    fit = _fits(p, h, z, sig, status, vr, prod)
+    tilt, direction, rough = fit.tilt, fit.direction, fit.roughness
+    volume, sigma_v = _volume(p, h, sig, vr, roi, fit.surface)
     volume = np.where(usable, volume, np.nan)
     mm = product.mass_model
     mass = mm.a_g + mm.b_g_per_cm3 * volume / 1000.0
@@ -236,8 +290,16 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     # ~24 zones: +1.2 mm on the foie gras dome, +2.4 mm on flat pâté), which put good lobes past
     # the seal limit (critical overfill). The max is taken over the denoised heights instead
     # (quadric fit + Wiener-shrunk residual, see _fits) [D, docs/domain.md §2 max over P at 5/6].
-    peak = prod & (status != MIXED_STATUS) & np.isfinite(h_denoised)
-    max_h = np.where(peak.any(axis=1), np.where(peak, h_denoised, -np.inf).max(axis=1), np.nan)
+    peak = prod & (status != MIXED_STATUS) & np.isfinite(fit.denoised)
+    top = np.where(peak, fit.denoised, -np.inf).argmax(axis=1)[:, None]
+    has_peak = peak.any(axis=1)
+    max_h = np.where(has_peak, np.take_along_axis(fit.denoised, top, axis=1)[:, 0], np.nan)
+    # σ of the product's peak seen through zones: the denoised zone's noise and 1 mm of range
+    # quantisation [D]. (`sqal eval` measures the spread of estimate − true peak: 1.3-1.4 mm on
+    # both simulated products, against 1.1-1.4 mm from this model.)
+    top_var = np.take_along_axis(fit.denoised_var, top, axis=1)[:, 0]
+    sigma_peak = np.sqrt(top_var + PEAK_SIGMA_FLOOR_MM**2)
+    sigma_peak = np.where(has_peak, sigma_peak, np.nan)
     uniformity = np.exp(-rough / tof.surface_r0_mm)
 
     clean = prod & (status != MIXED_STATUS) & np.isfinite(refl)
@@ -314,10 +376,13 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
         fill_ratio=fill,
         avg_height_mm=avg_h,
         max_height_mm=max_h,
+        sigma_max_height_mm=sigma_peak,
         height_variation_mm=np.sqrt(var_h),
         roughness_mm=rough,
+        sigma_roughness_mm=fit.sigma_roughness * nan_unless,
         surface_uniformity=uniformity,
         tilt_deg=tilt * nan_unless,
+        sigma_tilt_deg=fit.sigma_tilt * nan_unless,
         tilt_direction_deg=direction * nan_unless,
         reflectance_cv=cv,
         spot_distance_mm=spot_z,

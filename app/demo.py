@@ -47,8 +47,9 @@ EXAMPLE_QUERIES = (
     "SELECT final_grade, count(*) FROM results GROUP BY 1 ORDER BY 1;",
     "SELECT time_bucket('1 minute', ts) AS minute, line_id, avg(final_score) "
     "FROM results GROUP BY 1, 2 ORDER BY 1 DESC LIMIT 10;",
-    "SELECT device_id, sample_id, final_grade, defects FROM results "
-    "WHERE final_grade = 'REJECT' ORDER BY ts DESC LIMIT 10;",
+    "SELECT decision, count(*) FROM results GROUP BY 1 ORDER BY 1;",
+    "SELECT device_id, sample_id, final_grade, decision, p_reject, p_defects FROM results "
+    "WHERE decision IN ('HOLD', 'REJECT') ORDER BY ts DESC LIMIT 10;",
 )
 
 
@@ -74,6 +75,7 @@ class DemoState:
     started: float = field(default_factory=time.monotonic)
     results: int = 0
     grades: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)
     dead: Counter[str] = field(default_factory=Counter)
     frames: int = 0
     db_rows: int = 0
@@ -127,7 +129,12 @@ def _table(live: DemoState, opts: DemoOptions, phase: str) -> Table:
     t.add_row("samples/s", f"{live.rate():.1f}")
     t.add_row("results", f"{live.results:,}")
     t.add_row("grade mix", mix)
-    t.add_row("reject rate", f"{100 * live.grades['REJECT'] / total:.1f} %")
+    t.add_row(
+        "decisions",
+        "  ".join(
+            f"{d} {100 * live.decisions[d] / total:4.1f}%" for d in ("PASS", "HOLD", "REJECT")
+        ),
+    )
     t.add_row("frame → result", f"p50 {lat[0]:.1f} ms   p99 {lat[1]:.1f} ms")
     t.add_row("dead letters", ", ".join(f"{k} {v}" for k, v in live.dead.items()) or "0")
     t.add_row("result rows in DB", f"{live.db_rows:,}")
@@ -141,7 +148,9 @@ def _line(live: DemoState, phase: str) -> str:
         f"{phase}: {time.monotonic() - live.started:5.1f} s  {live.rate():5.1f} samples/s  "
         f"results {live.results}  A/B/C/REJECT "
         + "{}/{}/{}/{}".format(*(live.grades[g] for g in ("A", "B", "C", "REJECT")))
-        + f"  reject {100 * live.grades['REJECT'] / total:.1f} %  "
+        + "  PASS/HOLD/REJECT "
+        + "{}/{}/{}".format(*(live.decisions[d] for d in ("PASS", "HOLD", "REJECT")))
+        + f"  hold {100 * live.decisions['HOLD'] / total:.1f} %  "
         f"latency p50 {lat[0]:.1f} p99 {lat[1]:.1f} ms  dead {sum(live.dead.values())}  "
         f"db rows {live.db_rows}"
     )
@@ -174,7 +183,9 @@ async def _watch(broker: str, live: DemoState, stop: asyncio.Event) -> None:
                 live.results += 1
                 live.last_result = now
                 live.recent.append(now)
-                live.grades[str(doc.get("fusion", {}).get("final_grade", "?"))] += 1
+                fusion = doc.get("fusion", {})
+                live.grades[str(fusion.get("final_grade", "?"))] += 1
+                live.decisions[str(fusion.get("decision", "?"))] += 1
                 seen = live.frame_seen.pop(key, None)
                 if seen is not None:
                     live.latencies_ms.append((now - seen) * 1000.0)

@@ -269,6 +269,37 @@ class FusionWeights(_Strict):
         return self
 
 
+class Prior(_Strict):
+    """What the line declares about its product before any tray is measured (docs/domain.md §5).
+
+    ``fill_mean`` and ``fill_sd``: the filler's setting, mass as a multiple of Qn and its
+    relative spread (a plant knows both from its checkweigher's statistics: WELMEC 6.4 sets
+    them); ``defect_rate``: the share of trays whose fill lies anywhere in ``mass_range_g``
+    (short or heavy fills) rather than around the setting.
+    """
+
+    fill_mean: Annotated[float, Field(gt=0.5, lt=1.5)]
+    fill_sd: Annotated[float, Field(gt=0.0, le=0.2)]
+    defect_rate: Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class Decision(_Strict):
+    """How probabilities become PASS/HOLD/REJECT (docs/domain.md §5, revised 2026-12).
+
+    REJECT when P(grade REJECT) ≥ ``p_reject``, HOLD (the re-check lane) when ≥ ``p_hold``,
+    else PASS: the two costs of a plant, a shipped defect against a good tray held or binned.
+    """
+
+    p_reject: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    p_hold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.02
+    prior: Prior
+
+    @model_validator(mode="after")
+    def _order(self) -> Decision:
+        _ordered("p_hold, p_reject", self.p_hold, self.p_reject)
+        return self
+
+
 class Population(_Strict):
     """How a simulated line fills and spoils trays (docs/domain.md §7 "Scenarios").
 
@@ -325,6 +356,7 @@ class Profile(_Strict):
     spectral: SpectralProfile
     grading: Grading
     fusion: FusionWeights
+    decision: Decision
     scenarios: Scenarios
 
     @model_validator(mode="after")

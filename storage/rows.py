@@ -180,6 +180,10 @@ def result_row(topic: DeviceTopic, r: Result) -> tuple[object, ...]:
         [d.value for d in s.defects] if s else None,
         r.analyzer.version,
         r.analyzer.processing_ms,
+        r.fusion.decision.value if r.fusion.decision is not None else None,
+        r.fusion.data_quality,
+        r.fusion.p_reject,
+        Jsonb({k.value: v for k, v in r.fusion.p_defects.items()}) if r.fusion.decision else None,
     )
 
 

@@ -191,6 +191,10 @@ RESULTS = Table(
         ("spectral_defects", "text[]"),
         ("analyzer_version", "text"),
         ("processing_ms", "float4"),
+        ("decision", "text"),
+        ("data_quality", "float4"),
+        ("p_reject", "float4"),
+        ("p_defects", "jsonb"),
     ),
 )
 

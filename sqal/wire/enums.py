@@ -24,6 +24,15 @@ class Grade(StrEnum):
     REJECT = "REJECT"
 
 
+class Decision(StrEnum):
+    """What the line does with a tray (docs/domain.md §5, revised 2026-12): ship it, send it to
+    the re-check lane, or bin it."""
+
+    PASS = "PASS"
+    HOLD = "HOLD"
+    REJECT = "REJECT"
+
+
 class DefectCode(StrEnum):
     """Every defect a result may carry (docs/domain.md §2, §4, §5)."""
 

@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from sqal.wire.enums import Channel, DeadReason, DefectCode, DeviceState, Grade, Kind
+from sqal.wire.enums import Channel, DeadReason, Decision, DefectCode, DeviceState, Grade, Kind
 from sqal.wire.topics import ID_PATTERN
 
 SCHEMA_VERSION = 1
@@ -413,7 +413,15 @@ class SpectralResult(_Strict):
 
 
 class Fusion(_Strict):
-    """The fused verdict the reject gate acts on (docs/domain.md §5)."""
+    """The fused verdict the reject gate acts on (docs/domain.md §5).
+
+    ``decision`` is what the gate does (PASS, HOLD for the re-check lane, REJECT);
+    ``confidence`` the probability that ``final_grade`` is the tray's true grade;
+    ``data_quality`` how much of the sensors' weight spoke (what ``confidence`` meant before
+    2026-12); ``p_reject`` P(grade REJECT); ``p_defects`` P(at least minor) of each defect
+    code at 0.01 or more, so a HOLD shows its reasons. The four are optional so that results of
+    earlier analyzers still decode (the contract stays v 1: docs/contract.md).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -421,6 +429,10 @@ class Fusion(_Strict):
     final_grade: Grade
     confidence: Score
     defects: list[DefectCode]
+    decision: Decision | None = None
+    data_quality: Score | None = None
+    p_reject: Score | None = None
+    p_defects: dict[DefectCode, Score] = Field(default_factory=dict)
 
 
 class AnalyzerInfo(_Strict):

@@ -1,0 +1,262 @@
+"""Decisions from probabilities (docs/domain.md §5, revised 2026-12), vectorised over a batch.
+
+Each defect decided on an estimate x̂ with standard error σ and a threshold t gets
+P(x beyond t | x̂, σ, prior). The fill's prior is the line's declared population (the profile's
+``decision.prior``): a mixture of the filler's setting N(μ, s) and, with weight π, any fill in
+``mass_range_g``; the other variables take a flat prior (their estimate's σ is small against the
+distance from normal product to their limits). Defects combine as independent. The grade's
+probabilities follow from them and from the score band's, the published grade is the likeliest,
+``confidence`` its probability, and ``decision`` compares P(REJECT) with the profile's
+``p_reject`` and ``p_hold``.
+
+Spectral defects, zones_invalid, saturation and calibration state are read as certain (their
+severities are 0 or 1 here): the spectral indices carry no error model yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import ndtr
+
+from analyzer.grading import (
+    CODE_INDEX,
+    CODES,
+    CRITICAL,
+    GRADES,
+    MINOR,
+    REJECT,
+    band_score,
+    lower_better,
+    zero_nan,
+)
+from analyzer.params import ScoringParams
+from analyzer.spectral import SpectralScores
+from analyzer.tof import TofScores
+from sqal.wire import DefectCode
+
+F64 = NDArray[np.float64]
+B = NDArray[np.bool_]
+
+PASS, HOLD, REJECT_DECISION = 0, 1, 2
+DECISIONS = ("PASS", "HOLD", "REJECT")
+SIGMA_MIN = 1e-9
+"""A σ of 0 (or unknown) makes the probability a step at the threshold."""
+
+PROBABILISTIC = (
+    DefectCode.UNDERFILL,
+    DefectCode.OVERFILL,
+    DefectCode.TILTED,
+    DefectCode.SURFACE_IRREGULAR,
+)
+"""The ToF defects decided on an estimate and its σ; every other code is read as certain."""
+
+
+@dataclass(frozen=True, eq=False)
+class Decisions:
+    """What the probabilities say about n samples.
+
+    ``p_minor`` and ``p_critical`` (n, D): per defect code, P(at least minor) and P(critical).
+    ``p_grade`` (n, 4): P(A), P(B), P(C), P(REJECT). ``grade`` int8, the likeliest;
+    ``confidence`` its probability; ``decision`` int8 (0 PASS, 1 HOLD, 2 REJECT).
+    """
+
+    p_minor: F64
+    p_critical: F64
+    p_grade: F64
+    grade: NDArray[np.int8]
+    confidence: F64
+    decision: NDArray[np.int8]
+
+
+def p_above(x: F64, sigma: F64, t: float) -> F64:
+    """P(true value > t) for an estimate x with Gaussian error σ under a flat prior; NaN x → 0."""
+    s = np.maximum(zero_nan(sigma), SIGMA_MIN)
+    return np.asarray(np.where(np.isnan(x), 0.0, ndtr((x - t) / s)))
+
+
+def p_mass_below(m: F64, sigma: F64, t: float, p: ScoringParams) -> F64:
+    """P(true mass < t | m̂, σ_m) under the line's fill prior (a two-part mixture).
+
+    Prior: (1 − π)·N(μ·Qn, s·Qn) + π·U(mass_range_g). The posterior keeps the same two parts,
+    weighted by how well each explains m̂: the Gaussian part's posterior is N((m̂s² + μσ²)/(s² +
+    σ²), sσ/√(s² + σ²)); the uniform part's is N(m̂, σ) cut to the range.
+    """
+    prior = p.profile.decision.prior
+    qn = p.profile.product.nominal_mass_g
+    lo, hi = p.profile.product.mass_range_g
+    mu, s = prior.fill_mean * qn, prior.fill_sd * qn
+    sig = np.maximum(zero_nan(sigma), SIGMA_MIN)
+    tot = np.sqrt(s * s + sig * sig)
+    x = np.where(np.isnan(m), mu, m)
+    dens_g = (1.0 - prior.defect_rate) * np.exp(-0.5 * ((x - mu) / tot) ** 2) / tot
+    z_lo, z_hi = ndtr((lo - x) / sig), ndtr((hi - x) / sig)
+    mass_u = np.maximum(z_hi - z_lo, 1e-300)
+    dens_u = prior.defect_rate * mass_u / (hi - lo) * np.sqrt(2.0 * np.pi)
+    w_g = dens_g / (dens_g + dens_u)
+    post_mu = (x * s * s + mu * sig * sig) / (tot * tot)
+    post_sd = s * sig / tot
+    below_g = ndtr((t - post_mu) / post_sd)
+    below_u = (ndtr((np.clip(t, lo, hi) - x) / sig) - z_lo) / mass_u
+    out = w_g * below_g + (1.0 - w_g) * below_u
+    return np.asarray(np.where(np.isnan(m), 0.0, out))
+
+
+def _sub_sigma(f: object, x: F64, sigma: F64) -> F64:
+    """σ of a sub-score s(x) by a central difference over ±σ (0 where x or σ is unknown)."""
+    s = zero_nan(sigma)
+    xs = zero_nan(x)
+    d = np.abs(f(xs + s) - f(xs - s)) / 2.0  # type: ignore[operator]
+    return np.asarray(np.where(np.isnan(x), 0.0, d))
+
+
+def _score_sigma(t: TofScores, p: ScoringParams, tof_share: F64) -> F64:
+    """σ of the fused score from the ToF sub-scores' σ (the spectral side counts as exact)."""
+    tof = p.profile.tof
+    w = tof.weights
+    qn = p.profile.product.nominal_mass_g
+    r0 = tof.surface_r0_mm
+    parts = [
+        (w.fill, t.fill_ratio, t.sigma_mass_g / qn, lambda v: band_score(v, 1.0, *tof.fill_tol)),
+        (
+            w.height,
+            t.max_height_mm,
+            t.sigma_max_height_mm,
+            lambda v: band_score(v, tof.max_height.target_mm, *tof.max_height.tol_mm),
+        ),
+        (
+            w.tilt,
+            t.tilt_deg,
+            t.sigma_tilt_deg,
+            lambda v: lower_better(v, tof.tilt_deg.good, tof.tilt_deg.bad),
+        ),
+        (w.uniformity, t.roughness_mm, t.sigma_roughness_mm, lambda v: np.exp(-v / r0)),
+    ]
+    var = np.zeros(t.present.shape[0])
+    den = np.zeros_like(var)
+    for weight, x, sigma, f in parts:
+        known = ~np.isnan(x)
+        var += np.where(known, (weight * _sub_sigma(f, x, sigma)) ** 2, 0.0)
+        den += np.where(known, weight, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma_q = np.sqrt(var) / den
+    return np.asarray(np.where(den > 0, sigma_q * tof_share, 0.0))
+
+
+def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64]:
+    """(P(at least minor), P(critical)), each (n, D), of the ToF defects decided on estimates.
+
+    Codes not in :data:`PROBABILISTIC` are left at 0 here (the caller reads them as certain).
+    """
+    n = t.present.shape[0]
+    tof, tray, product = p.profile.tof, p.profile.tray, p.profile.product
+    qn, tne = product.nominal_mass_g, p.tne_g
+    p_minor = np.zeros((n, len(CODES)))
+    p_crit = np.zeros((n, len(CODES)))
+    m, sm = t.mass_g, t.sigma_mass_g
+    u = CODE_INDEX[DefectCode.UNDERFILL]
+    p_minor[:, u] = p_mass_below(m, sm, qn - tne, p)
+    # A lost cluster reads as a short tray: critical underfill needs v ≥ valid_share.minor, as
+    # the §2 rule does (zones_invalid holds such a tray).
+    enough = t.valid_share >= tof.valid_share.minor
+    p_crit[:, u] = np.where(enough, p_mass_below(m, sm, qn - 2 * tne, p), 0.0)
+    o = CODE_INDEX[DefectCode.OVERFILL]
+    giveaway = 1.0 - p_mass_below(m, sm, qn * (1 + tof.overfill_minor), p)
+    giveaway = np.where(np.isnan(m), 0.0, giveaway)
+    p_crit[:, o] = p_above(t.max_height_mm, t.sigma_max_height_mm, tray.seal_limit_mm)
+    p_minor[:, o] = 1.0 - (1.0 - giveaway) * (1.0 - p_crit[:, o])
+    ti = CODE_INDEX[DefectCode.TILTED]
+    p_minor[:, ti] = p_above(t.tilt_deg, t.sigma_tilt_deg, tof.tilt_deg.minor)
+    p_crit[:, ti] = p_above(t.tilt_deg, t.sigma_tilt_deg, tof.tilt_deg.critical)
+    si = CODE_INDEX[DefectCode.SURFACE_IRREGULAR]
+    p_minor[:, si] = p_above(t.roughness_mm, t.sigma_roughness_mm, tof.roughness_mm.minor)
+    rc = tof.roughness_mm.critical
+    if rc is not None:
+        p_crit[:, si] = p_above(t.roughness_mm, t.sigma_roughness_mm, rc)
+    absent = ~t.present[:, None]
+    return np.where(absent, 0.0, p_minor), np.where(absent, 0.0, p_crit)
+
+
+def decide(
+    t: TofScores,
+    s: SpectralScores,
+    defects: NDArray[np.int8],
+    final_score: F64,
+    tof_share: F64,
+    blind: B,
+    low_quality: B,
+    p: ScoringParams,
+) -> Decisions:
+    """Probabilities, grade, confidence and decision of n samples.
+
+    Args:
+        t, s: the sensors' scores.
+        defects: (n, D) severities of the fused result (the certain codes are read from it).
+        final_score: (n,) fused score, NaN when no sensor scored.
+        tof_share: (n,) the ToF's share of the fused score's weight, W_t·c_t/Σ W_s·c_s.
+        blind: (n,) a sensor with weight gave nothing (missing frame or no index): grade at
+            most ``missing_sensor_cap``, decision HOLD.
+        low_quality: (n,) data quality below ``min_confidence``: grade REJECT, decision HOLD
+            (a manual check, not a bin).
+    """
+    grading = p.profile.grading
+    n = defects.shape[0]
+    p_minor, p_crit = tof_probabilities(t, p)
+    certain = np.ones(len(CODES), dtype=bool)
+    certain[[CODE_INDEX[c] for c in PROBABILISTIC]] = False
+    p_minor[:, certain] = (defects[:, certain] >= MINOR).astype(np.float64)
+    p_crit[:, certain] = (defects[:, certain] >= CRITICAL).astype(np.float64)
+    # low_confidence is the fusion's own: it rejects the grade, but the decision is a HOLD.
+    lc = CODE_INDEX[DefectCode.LOW_CONFIDENCE]
+    p_crit[:, lc] = np.where(low_quality, 1.0, 0.0)
+    p_minor[:, lc] = p_crit[:, lc]
+    # missing_* are minor by rule; a blind sensor caps the grade like a minor defect.
+    pc = 1.0 - np.prod(1.0 - p_crit, axis=1)
+    pm = np.maximum(1.0 - np.prod(1.0 - p_minor, axis=1), pc)
+    pm = np.where(blind, 1.0, pm)
+    # Score bands: P(Q ≥ edge) with σ_Q from the ToF sub-scores.
+    sigma_q = np.maximum(_score_sigma(t, p, tof_share), SIGMA_MIN)
+    q = np.where(np.isnan(final_score), -np.inf, final_score)
+    above = [ndtr((q - edge) / sigma_q) for edge in (grading.A, grading.B, grading.C)]
+    band = np.stack(
+        [above[0], above[1] - above[0], above[2] - above[1], 1.0 - above[2]], axis=1
+    )  # A, B, C, REJECT by score alone
+    ok = 1.0 - pc
+    with np.errstate(invalid="ignore", divide="ignore"):
+        minor_given_ok = np.where(ok > 0, np.clip((pm - pc) / ok, 0.0, 1.0), 0.0)
+    cap = GRADES.index(grading.minor_defect_cap)
+    p_grade = np.zeros((n, 4))
+    for g in range(4):
+        # without a minor defect: the band as it is; with one: bands better than the cap fall
+        # to the cap.
+        p_grade[:, g] = ok * (1.0 - minor_given_ok) * band[:, g]
+        if g == cap:
+            p_grade[:, g] += ok * minor_given_ok * band[:, : cap + 1].sum(axis=1)
+        elif g > cap:
+            p_grade[:, g] += ok * minor_given_ok * band[:, g]
+    p_grade[:, REJECT] += pc
+    grade = p_grade.argmax(axis=1).astype(np.int8)
+    confidence = np.take_along_axis(p_grade, grade[:, None].astype(np.intp), axis=1)[:, 0]
+    p_rej = p_grade[:, REJECT]
+    dec = p.profile.decision
+    decision = np.where(
+        p_rej >= dec.p_reject, REJECT_DECISION, np.where(p_rej >= dec.p_hold, HOLD, PASS)
+    )
+    # Nothing vouches for a blind or low-quality tray: it goes to the re-check lane, unless a
+    # reject is already likelier than not on what was seen.
+    seen = np.ones(len(CODES), dtype=bool)
+    seen[lc] = False
+    pc_seen = 1.0 - np.prod(1.0 - p_crit[:, seen], axis=1)
+    p_rej_seen = pc_seen + (1.0 - pc_seen) * band[:, REJECT]
+    unsure = (blind | low_quality) & (p_rej_seen < dec.p_reject)
+    decision = np.where(unsure, HOLD, decision).astype(np.int8)
+    return Decisions(
+        p_minor=p_minor,
+        p_critical=p_crit,
+        p_grade=p_grade,
+        grade=grade,
+        confidence=np.clip(confidence, 0.0, 1.0),
+        decision=decision,
+    )

@@ -1,0 +1,103 @@
+"""Decisions from probabilities (analyzer.decision, docs/domain.md §5 revised 2026-12).
+
+The posteriors are checked where the truth is known exactly: synthetic populations drawn here
+(not by the simulator), measured with a known Gaussian error, and binned by the probability the
+analyzer gave. A calibrated P means that among trays given P ≈ 0.3, about 30 % are defective.
+The rules are checked on closed-form frames: a flat product whose height is set against the
+seal limit, scored through the whole core.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analyzer import build_params, score_batch, stack_spectral, stack_tof
+from analyzer.decision import p_above, p_mass_below
+from sqal.profiles import load_profile
+from sqal.wire import TofFrame
+from tests.test_analyzer_support import tof_payload
+
+PARAMS = build_params(load_profile("foie_gras_lobe_400g"))
+D0 = 260.0
+
+
+def _calibration_gaps(p: np.ndarray, truth: np.ndarray, bins: int = 10) -> list[float]:
+    """|observed frequency − mean P| per probability bin holding at least 500 trays."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
+    gaps = []
+    for b in range(bins):
+        m = idx == b
+        if m.sum() >= 500:
+            gaps.append(abs(float(truth[m].mean()) - float(p[m].mean())))
+    return gaps
+
+
+def test_a_flat_prior_probability_is_calibrated_on_a_broad_population() -> None:
+    rng = np.random.default_rng(1)
+    n = 400_000
+    true = rng.uniform(30.0, 60.0, n)  # broad against σ: the flat prior holds
+    sigma = rng.uniform(0.5, 3.0, n)
+    est = true + sigma * rng.standard_normal(n)
+    near = np.abs(est - 48.0) < 8.0
+    p = p_above(est[near], sigma[near], 48.0)
+    gaps = _calibration_gaps(p, true[near] > 48.0)
+    assert len(gaps) >= 8
+    assert max(gaps) < 0.02
+
+
+def test_the_fill_posterior_is_calibrated_on_the_line_s_own_population() -> None:
+    """Masses drawn from the declared prior itself: (1 − π) N(μ·Qn, s·Qn) + π U(mass range)."""
+    prior = PARAMS.profile.decision.prior
+    qn = PARAMS.profile.product.nominal_mass_g
+    lo, hi = PARAMS.profile.product.mass_range_g
+    rng = np.random.default_rng(2)
+    n = 1_000_000
+    odd = rng.random(n) < prior.defect_rate
+    true = np.where(
+        odd, rng.uniform(lo, hi, n), rng.normal(prior.fill_mean * qn, prior.fill_sd * qn, n)
+    )
+    sigma = np.full(n, 10.0)
+    est = true + sigma * rng.standard_normal(n)
+    t1 = qn - PARAMS.tne_g
+    p = p_mass_below(est, sigma, t1, PARAMS)
+    assert p.min() >= 0.0
+    assert p.max() <= 1.0
+    # Overall, the expected number of short trays equals the true count (within noise).
+    assert p.sum() == pytest.approx(float((true < t1).sum()), rel=0.03)
+    gaps = _calibration_gaps(p, true < t1)
+    assert gaps
+    assert max(gaps) < 0.03
+
+
+def test_a_reading_far_below_the_setting_is_believed() -> None:
+    """A 300 g reading with σ 10 g: the filler's N(404, 6) cannot explain it, the range can."""
+    p = p_mass_below(np.array([300.0, 404.0]), np.array([10.0, 10.0]), 376.0, PARAMS)
+    assert p[0] > 0.99
+    assert p[1] < 0.001
+
+
+def _flat(height_mm: float, sigma_mm: float = 1.0) -> TofFrame:
+    """Every zone at the given height above the floor, as a flat product would read."""
+    return TofFrame.model_validate(tof_payload(np.full((8, 8), D0 - height_mm), sigma_mm=sigma_mm))
+
+
+@pytest.mark.parametrize(
+    ("height_mm", "decision"),
+    [(56.0, "REJECT"), (47.0, "HOLD"), (44.0, "PASS")],
+)
+def test_seal_contact_decides_from_the_peak_and_its_sigma(height_mm: float, decision: str) -> None:
+    """Seal limit 48 mm. A flat top has no relief (R ≈ 0), so the peak's σ is its zone's
+    shrunk noise with the 1 mm quantisation floor: 56 mm is certain contact, 47 mm is 1σ
+    under the limit (P ≈ 0.16: HOLD), 44 mm is 4σ under (P ≈ 3e-5: PASS)."""
+    scores = score_batch(stack_tof([_flat(height_mm)], 8), stack_spectral([None]), PARAMS)
+    t, f = scores.tof, scores.fusion
+    assert t.max_height_mm[0] == pytest.approx(height_mm, abs=0.05)
+    assert t.sigma_max_height_mm[0] == pytest.approx(1.0, abs=0.15)
+    want = {"REJECT": (0.99, 1.0), "HOLD": (0.05, 0.4), "PASS": (0.0, 0.001)}[decision]
+    p_contact = f.p_reject[0]  # seal contact is the only critical candidate here
+    assert want[0] <= p_contact <= want[1]
+    # The spectral frame is missing: what was seen decides a REJECT, anything else is held.
+    expect = "REJECT" if decision == "REJECT" else "HOLD"
+    assert ("PASS", "HOLD", "REJECT")[int(f.decision[0])] == expect
