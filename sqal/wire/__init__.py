@@ -26,9 +26,11 @@ from sqal.wire.enums import (
 )
 from sqal.wire.models import (
     AS7341_GAINS,
+    MAX_MASS_G,
     SCHEMA_VERSION,
     AnalyzerInfo,
     Calibration,
+    CheckweigherSettings,
     DeadLetter,
     DeviceConfig,
     DeviceStatus,
@@ -45,6 +47,7 @@ from sqal.wire.models import (
     TofHistogram,
     TofResult,
     TofSettings,
+    Weight,
 )
 from sqal.wire.topics import (
     DEAD_LETTERS,
@@ -73,6 +76,7 @@ __all__ = [
     "DEFAULT_TS_WINDOW",
     "EVERYTHING",
     "ID_PATTERN",
+    "MAX_MASS_G",
     "MAX_PAYLOAD_BYTES",
     "PROBE_FILTER",
     "ROOT",
@@ -80,6 +84,7 @@ __all__ = [
     "AnalyzerInfo",
     "Calibration",
     "Channel",
+    "CheckweigherSettings",
     "DeadLetter",
     "DeadReason",
     "DefectCode",
@@ -104,6 +109,7 @@ __all__ = [
     "TofResult",
     "TofSettings",
     "TsWindow",
+    "Weight",
     "dead_letter",
     "dead_letter_topic",
     "decode",

@@ -28,6 +28,7 @@ from sqal.wire.models import (
     Result,
     SpectralFrame,
     TofFrame,
+    Weight,
 )
 from sqal.wire.topics import DeviceTopic, parse_topic
 
@@ -191,7 +192,7 @@ def decode(topic: str | DeviceTopic, payload: bytes) -> Frame:
             f"device_id {obj.device_id!r} differs from the topic's {parsed.device!r}",
             name,
         )
-    assert isinstance(obj, TofFrame | SpectralFrame | DeviceStatus | DeviceConfig | Result)
+    assert isinstance(obj, TofFrame | SpectralFrame | Weight | DeviceStatus | DeviceConfig | Result)
     return obj
 
 
