@@ -40,7 +40,7 @@ import paho.mqtt.client as paho
 import psycopg
 import pytest
 from psycopg import sql
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from analyzer.service import AnalyzerConfig, AnalyzerService
 from ingest.service import IngestConfig, IngestService
@@ -117,7 +117,11 @@ class Hostile:
 
 def frame_doc(kind: Kind, device: str) -> dict[str, Any]:
     """A valid frame of ``kind`` (ToF 8x8, spectral or weight) for ``device``, as a JSON object."""
-    makers = {Kind.TOF: tof_frame, Kind.SPECTRAL: spectral_frame, Kind.WEIGHT: weight}
+    makers: dict[Kind, Callable[[str], BaseModel]] = {
+        Kind.TOF: tof_frame,
+        Kind.SPECTRAL: spectral_frame,
+        Kind.WEIGHT: weight,
+    }
     model = makers[kind](device)
     doc: dict[str, Any] = json.loads(encode(model))
     return doc

@@ -197,7 +197,7 @@ def test_weight_row_keeps_mass_sigma_and_unknown_fields() -> None:
     row = to_row(parse_topic(device_topic("line-a", "dev-1", Kind.WEIGHT)), w, T0)
     assert row is not None
     table, values = row
-    cols = dict(zip(WEIGHTS.column_names, values, strict=True))
+    cols: dict[str, Any] = dict(zip(WEIGHTS.column_names, values, strict=True))
     assert table == WEIGHTS.name
     assert (cols["line_id"], cols["sample_id"], cols["seq"]) == ("line-a", w.sample_id, 4)
     assert (cols["mass_g"], cols["sigma_g"]) == (401.3, None)
@@ -215,7 +215,7 @@ def test_config_row_keeps_the_checkweigher_block() -> None:
     ):
         row = to_row(topic, cfg, T0)
         assert row is not None
-        cw = dict(zip(CONFIG.column_names, row[1], strict=True))["checkweigher"]
+        cw: Any = dict(zip(CONFIG.column_names, row[1], strict=True))["checkweigher"]
         assert (cw.obj if cw is not None else None) == expected
 
 
