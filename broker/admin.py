@@ -95,10 +95,13 @@ def _own(kind: Kind) -> str:
 DEVICE_RULES: tuple[AclRule, ...] = (
     AclRule("write", _own(Kind.TOF)),
     AclRule("write", _own(Kind.SPECTRAL)),
+    # A node relaying its line's checkweigher (or a checkweigher with a device login).
+    AclRule("write", _own(Kind.WEIGHT)),
     AclRule("write", _own(Kind.STATUS)),  # retained, and the last will's topic
     AclRule("read", _own(Kind.CONFIG)),
 )
-"""Every device: its own frames and status out, its own config in; never result or config out."""
+"""Every device: its own frames, weights and status out, its own config in; never result or
+config out."""
 
 SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
     Service.ANALYZER: (
@@ -111,6 +114,7 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
     Service.INGEST: (
         AclRule("read", subscription(Kind.TOF)),
         AclRule("read", subscription(Kind.SPECTRAL)),
+        AclRule("read", subscription(Kind.WEIGHT)),
         AclRule("read", subscription(Kind.RESULT)),
         AclRule("read", subscription(Kind.STATUS)),
         AclRule("read", subscription(Kind.CONFIG)),
@@ -127,6 +131,7 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
     Service.SIMULATOR: (
         AclRule("write", subscription(Kind.TOF)),
         AclRule("write", subscription(Kind.SPECTRAL)),
+        AclRule("write", subscription(Kind.WEIGHT)),  # sqal sim --checkweigher
         AclRule("write", subscription(Kind.STATUS)),
         AclRule("readwrite", subscription(Kind.CONFIG)),
     ),

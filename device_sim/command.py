@@ -50,10 +50,12 @@ def build_devices(
     fixture: str | None,
     defect_rate: float | None,
     scenario: str = "production",
+    checkweigher_sigma_g: float | None = None,
 ) -> list[SimDevice]:
     """The fleet's devices: ``line{L}`` × ``line{L}-node{NN}``.
 
-    ``defect_rate`` ``None``: the scenario's rate, from the profile.
+    ``defect_rate`` ``None``: the scenario's rate, from the profile. ``checkweigher_sigma_g``:
+    every line has a checkweigher of this standard uncertainty, each node relays its weights.
 
     Raises:
         ConfigError: an unknown scenario.
@@ -78,9 +80,30 @@ def build_devices(
                     rates=rates,
                     fixture=fixture,  # type: ignore[arg-type]
                     scenario=scenario,
+                    checkweigher_sigma_g=checkweigher_sigma_g,
                 )
             )
     return out
+
+
+def checkweigher_sigma_g(enabled: bool, sigma: float | None) -> float | None:
+    """The simulated checkweigher's σ in g, ``None`` without ``--checkweigher``.
+
+    Raises:
+        ConfigError: ``--checkweigher-sigma`` without ``--checkweigher``, or not in (0, 100] g.
+    """
+    if not enabled:
+        if sigma is not None:
+            raise ConfigError("--checkweigher-sigma needs --checkweigher")
+        return None
+    if sigma is None:
+        return DEFAULT_CHECKWEIGHER_SIGMA_G
+    if not 0.0 < sigma <= MAX_CHECKWEIGHER_SIGMA_G:
+        raise ConfigError(
+            f"--checkweigher-sigma {sigma:g}: must be above 0 and at most "
+            f"{MAX_CHECKWEIGHER_SIGMA_G:g} g"
+        )
+    return sigma
 
 
 def _opt(
@@ -120,6 +143,26 @@ ScenarioOpt = Annotated[
         "first simulator's population, 3 % each (the profile's scenarios, docs/domain.md §7).",
     ),
 ]
+DEFAULT_CHECKWEIGHER_SIGMA_G = 0.5
+"""``--checkweigher-sigma`` when not given: a food checkweigher of 0.1 g steps reads to about
+±0.5 g (1 σ) in motion on a line."""
+MAX_CHECKWEIGHER_SIGMA_G = 100.0
+Checkweigher = Annotated[
+    bool,
+    typer.Option(
+        "--checkweigher",
+        help="Each line has a checkweigher: every node also publishes one weight per tray (its "
+        "true mass + N(0, sigma), 0.1 g steps) and announces it in its config.",
+    ),
+]
+CheckweigherSigma = Annotated[
+    float | None,
+    _opt(
+        "--checkweigher-sigma",
+        f"The checkweigher's standard uncertainty in g (with --checkweigher; default "
+        f"{DEFAULT_CHECKWEIGHER_SIGMA_G:g}).",
+    ),
+]
 FactoryConfig = Annotated[
     bool,
     typer.Option(
@@ -146,6 +189,8 @@ def sim_command(
     defect_rate: DefectRate = None,
     factory_config: FactoryConfig = True,
     scenario: ScenarioOpt = "production",
+    checkweigher: Checkweigher = False,
+    checkweigher_sigma: CheckweigherSigma = None,
 ) -> None:
     """Simulate ESP32 nodes (VL53L8CH + AS7341) publishing frames, with ground truth."""
     if faults not in ("none", "realistic"):
@@ -160,13 +205,14 @@ def sim_command(
         raise ConfigError("give exactly one of --count and --duration")
     if duration is not None and duration <= 0:
         raise ConfigError(f"--duration {duration:g}: must be positive")
+    sigma_g = checkweigher_sigma_g(checkweigher, checkweigher_sigma)
     per_device = count if count is not None else max(1, math.floor(rate * (duration or 0) / 60.0))
     url = load_settings(broker=broker).broker
     parse_broker_url(url)
     load_profile(profile).scenarios.get(scenario)  # one line for an unknown one
     fleet = build_devices(
         lines, devices, rate, profile, seed, _start_time(start_time), faults, fixture,
-        defect_rate, scenario,
+        defect_rate, scenario, sigma_g,
     )  # fmt: skip
     counters = Counters()
     console = Console(stderr=True)

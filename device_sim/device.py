@@ -3,6 +3,11 @@
 A :class:`SimDevice` turns sequence numbers into publishable messages: it draws trays with
 per-tray generators (seed, device index, seq), renders them in batches, stamps ids and device
 clock times, plans transport faults and returns the truth lines. The fleet shell sends them.
+
+With a checkweigher (``sqal sim --checkweigher``) the node also relays each tray's weight: the
+true mass plus N(0, σ), rounded to the 0.1 g a checkweigher reports. Its noise and transport
+faults come from a generator stream of their own (:data:`WEIGHT_STREAM`), so the frames are
+byte-identical with or without it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,22 @@ import numpy as np
 
 from device_sim.calibration import CAL_UPTIME_S
 from device_sim.faults import FramePlan, corrupt, plan_frame
-from device_sim.frames import sample_id, spectral_frame, tof_frame
+from device_sim.frames import sample_id, spectral_frame, tof_frame, weight
 from device_sim.model import ProductModel, product_model
 from device_sim.render import DeviceOptics, Fixture, Shot, device_optics, render_batch
 from device_sim.trays import draw_tray
 from sqal.profiles import Population
 from sqal.wire import Kind, SpectralSettings, TofSettings, device_topic, encode
+
+WEIGHT_STREAM: Final = 4
+"""Generator stream of a tray's weight noise and its transport faults (1: the tray, 2: the
+frames' timing and faults, 3 with no ``seq``: the factory calibration)."""
+WEIGH_LEAD_S: Final = 0.5
+"""The checkweigher sits upstream of the node: a tray is weighed this long before its capture
+(it stamps ``ts`` then, on the node's clock; the node relays the weight at capture, when the
+tray gets its ``sample_id``)."""
+WEIGHT_RESOLUTION_G: Final = 0.1
+"""A checkweigher's display step (e.g. e = 0.1 g for a 600 g range)."""
 
 RESYNC_S: Final = 600.0
 """Device clocks resync every 10 min (docs/domain.md §7 "Timing"): drift accumulates, then steps."""
@@ -63,6 +78,8 @@ class SimDevice:
     """Which of the profile's populations the filler draws from (``sqal sim --scenario``)."""
     noise: bool = True
     """``False``: a perfect sensor, every noise source off (``bench.accuracy --ceiling``)."""
+    checkweigher_sigma_g: float | None = None
+    """The line's checkweigher's standard uncertainty; ``None``: no checkweigher, no weights."""
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.index, 0)))
@@ -129,6 +146,17 @@ class SimDevice:
                 plan = plan_frame(frng, self.realistic_faults, self.period_s)
                 plans[kind.value] = plan
                 out.extend(self._messages(kind, payload, t_send, plan, frng))
+            weighed: dict[str, float] = {}
+            sigma = self.checkweigher_sigma_g
+            if sigma is not None and sample.truth is not None:
+                wrng = _seq_rng(self.seed, self.index, WEIGHT_STREAM, seq)
+                mass = self._weigh(sample.truth["mass_g"], wrng)
+                ts_w = self.device_ts(t - WEIGH_LEAD_S)
+                w = encode(weight(self.device_id, sid, seq, ts_w, mass, sigma))
+                plan = plan_frame(wrng, self.realistic_faults, self.period_s)
+                plans[Kind.WEIGHT.value] = plan
+                out.extend(self._messages(Kind.WEIGHT, w, t - 0.001, plan, wrng))
+                weighed = {"mass_g": mass, "sigma_g": sigma}
             if sample.truth is not None:
                 truth.append(
                     {
@@ -140,11 +168,20 @@ class SimDevice:
                         "profile": self.profile,
                         "ts": ts_tof.isoformat().replace("+00:00", "Z"),
                         **sample.truth,
+                        **({"checkweigher": weighed} if weighed else {}),
                         "transport": {k: list(p.faults) for k, p in plans.items()},
                     }
                 )
         self.seq += count
         return out, truth
+
+    def _weigh(self, true_g: float, rng: np.random.Generator) -> float:
+        """What the checkweigher reads: ``true_g`` + N(0, σ) at its resolution (σ = 0 without
+        noise), never below one step."""
+        sigma = self.checkweigher_sigma_g or 0.0
+        z = float(rng.standard_normal())  # drawn either way: the fault plan follows it
+        steps = max(1, round((true_g + (sigma * z if self.noise else 0.0)) / WEIGHT_RESOLUTION_G))
+        return round(steps * WEIGHT_RESOLUTION_G, 1)
 
     def _messages(
         self, kind: Kind, payload: bytes, t_s: float, plan: FramePlan, rng: np.random.Generator

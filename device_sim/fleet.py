@@ -1,11 +1,11 @@
 """The fleet: one aiomqtt connection per simulated node, paced in real time (imperative shell).
 
 Each device connects with a retained ``offline`` last will, publishes a retained ``online``
-status and its retained config (profile, settings, simulated calibration), subscribes to its
-config topic and applies what an operator publishes there, then sends each tray's two frames at
-QoS 1 when they are due. Rendering runs in a worker thread, a chunk ahead. If the broker goes
-away mid-run the device keeps producing into a bounded queue, reconnects with backoff and counts
-what the bound dropped.
+status and its retained config (profile, settings, simulated calibration, checkweigher),
+subscribes to its config topic and applies what an operator publishes there, then sends each
+tray's two frames (and its weight, with a checkweigher) at QoS 1 when they are due. Rendering
+runs in a worker thread, a chunk ahead. If the broker goes away mid-run the device keeps
+producing into a bounded queue, reconnects with backoff and counts what the bound dropped.
 """
 
 from __future__ import annotations
@@ -27,12 +27,21 @@ from device_sim.calibration import calibrate
 from device_sim.device import FIRMWARE, Outgoing, SimDevice
 from sqal.errors import BrokerError, PayloadError
 from sqal.mqtt import aiomqtt_client, client_id
-from sqal.wire import DeviceConfig, DeviceState, DeviceStatus, Kind, decode, encode
+from sqal.wire import (
+    CheckweigherSettings,
+    DeviceConfig,
+    DeviceState,
+    DeviceStatus,
+    Kind,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
 QUEUE_MAX: Final = 5000
-"""Messages a device holds while the broker is away (~40 min at 60 trays/min, 2 frames each)."""
+"""Messages a device holds while the broker is away (~40 min at 60 trays/min, 2 frames each;
+~28 min with a checkweigher's weight)."""
 BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 STATUS_EVERY_S: Final = 30.0
 RENDER_AHEAD_S: Final = 0.5
@@ -70,7 +79,8 @@ def _status(dev: SimDevice, t_s: float, state: DeviceState) -> bytes:
 
 
 def config_payload(dev: SimDevice, now: datetime) -> bytes:
-    """The retained config: profile, settings and a calibration simulated for this device."""
+    """The retained config: profile, settings, a calibration simulated for this device, and the
+    line's checkweigher when it has one."""
     rng = np.random.default_rng(np.random.SeedSequence(dev.seed, spawn_key=(dev.index, 3)))
     cal = calibrate(
         dev.model, dev.optics, dev.tof, dev.spectral, rng, f"cal-{dev.device_id}-{dev.seed:x}", now
@@ -82,6 +92,11 @@ def config_payload(dev: SimDevice, now: datetime) -> bytes:
         tof=dev.tof,
         spectral=dev.spectral,
         calibration=cal,
+        checkweigher=(
+            None
+            if dev.checkweigher_sigma_g is None
+            else CheckweigherSettings(sigma_g=dev.checkweigher_sigma_g)
+        ),
     )
     return encode(cfg)
 

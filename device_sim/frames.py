@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqal.wire import SpectralFrame, TofFrame
+from sqal.wire import SpectralFrame, TofFrame, Weight
 
 
 def sample_id(device_id: str, boot_id: str, seq: int) -> str:
@@ -30,4 +30,13 @@ def spectral_frame(
     """A validated spectral frame from rendered fields."""
     return SpectralFrame.model_validate(
         {"device_id": device_id, "sample_id": sid, "seq": seq, "ts": ts, **fields}
+    )
+
+
+def weight(
+    device_id: str, sid: str, seq: int, ts: datetime, mass_g: float, sigma_g: float | None
+) -> Weight:
+    """A validated weight of the tray ``sid`` (what the node relays from the checkweigher)."""
+    return Weight(
+        device_id=device_id, sample_id=sid, seq=seq, ts=ts, mass_g=mass_g, sigma_g=sigma_g
     )

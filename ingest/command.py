@@ -73,7 +73,8 @@ def ingest_command(
         ),
     ] = 24.0,
 ) -> None:
-    """Store frames, results and device status from MQTT in TimescaleDB, nothing lost or doubled."""
+    """Store frames, weights, results and device status from MQTT in TimescaleDB, nothing lost or
+    doubled."""
     settings = load_settings(broker=broker, db=db)
     check_batch_fits(batch_rows, INFLIGHT_WINDOW)
     if flush_ms < 1:

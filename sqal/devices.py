@@ -6,6 +6,8 @@ published; ``sqal config show`` reads back what the broker holds.
 Settings start from the profile's (``spectral.settings``, ``tof.layout``) when the product
 changes, and from the device's current ones when it stays; ``--set`` overrides either.
 
+The checkweigher block (whether a checkweigher weighs the device's trays) is kept as it is.
+
 A calibration is valid only for the settings it was measured with (docs/domain.md §3: "redone each
 shift and after any setting change"). ``config set`` therefore keeps the device's calibration
 block when the sensor settings stay the same, and drops it, saying so, when they change.
@@ -100,6 +102,9 @@ def build_config(
     else:  # a new product starts from its profile's sensor settings
         base["tof"] = {"layout": prof.tof.layout}
         base["spectral"] = prof.spectral.settings.model_dump()
+    if current is not None and current.checkweigher is not None:
+        # The line's checkweigher stays whatever the product or the sensor settings become.
+        base["checkweigher"] = current.checkweigher.model_dump()
     doc = apply_sets(base, sets)
     try:
         config = DeviceConfig.model_validate(doc)

@@ -19,7 +19,7 @@ COMMUNITY_LICENSE = "timescale"
 COMPRESS_AFTER = "7 days"
 """Raw frame chunks older than this are compressed (Community only); dashboards read results."""
 
-COMPRESSED_TABLES = ("tof_frames", "spectral_frames", "device_status", "results")
+COMPRESSED_TABLES = ("tof_frames", "spectral_frames", "weights", "device_status", "results")
 
 
 @dataclass(frozen=True, slots=True)

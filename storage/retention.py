@@ -17,7 +17,14 @@ from psycopg import sql
 
 from sqal.errors import ConfigError
 
-RETENTION_TABLES = ("tof_frames", "spectral_frames", "results", "device_status", "dead_letters")
+RETENTION_TABLES = (
+    "tof_frames",
+    "spectral_frames",
+    "weights",
+    "results",
+    "device_status",
+    "dead_letters",
+)
 """Tables ``sqal db retention`` prunes when no ``--table`` is given."""
 
 ALL_TABLES = (*RETENTION_TABLES, "results_1m", "defects_1m")

@@ -25,8 +25,9 @@ from sqal.wire import (
     Result,
     SpectralFrame,
     TofFrame,
+    Weight,
 )
-from storage.tables import CONFIG, DEAD_LETTERS, RESULTS, SPECTRAL, STATUS, TOF
+from storage.tables import CONFIG, DEAD_LETTERS, RESULTS, SPECTRAL, STATUS, TOF, WEIGHTS
 
 STATUS_SAMPLE_ID = "status"
 CONFIG_SAMPLE_ID = "config"
@@ -92,7 +93,7 @@ def _fields(section: object | None, *names: str) -> tuple[object, ...]:
     return tuple(getattr(section, n) for n in names)
 
 
-def _frame_head(topic: DeviceTopic, f: TofFrame | SpectralFrame) -> tuple[object, ...]:
+def _frame_head(topic: DeviceTopic, f: TofFrame | SpectralFrame | Weight) -> tuple[object, ...]:
     """The columns a frame row starts with: ``ts, line_id, device_id, sample_id, seq, v``."""
     return (f.ts, topic.line, f.device_id, f.sample_id, f.seq, f.v)
 
@@ -138,6 +139,11 @@ def spectral_row(topic: DeviceTopic, f: SpectralFrame) -> tuple[object, ...]:
         f.flicker_hz,
         _extra(f.model_extra),
     )
+
+
+def weight_row(topic: DeviceTopic, w: Weight) -> tuple[object, ...]:
+    """A ``weights`` row."""
+    return (*_frame_head(topic, w), w.mass_g, w.sigma_g, _extra(w.model_extra))
 
 
 def result_row(topic: DeviceTopic, r: Result) -> tuple[object, ...]:
@@ -205,7 +211,8 @@ def status_row(topic: DeviceTopic, st: DeviceStatus, received_at: datetime) -> t
 
 
 def config_row(topic: DeviceTopic, cfg: DeviceConfig, received_at: datetime) -> tuple[object, ...]:
-    """A ``device_config`` row: settings and the calibration block kept whole (audits)."""
+    """A ``device_config`` row: settings, the calibration and checkweigher blocks kept whole
+    (audits)."""
     cal = cfg.calibration
     return (
         cfg.ts or received_at,
@@ -219,6 +226,7 @@ def config_row(topic: DeviceTopic, cfg: DeviceConfig, received_at: datetime) -> 
         Jsonb(cfg.tof.model_dump(mode="json")),
         Jsonb(cfg.spectral.model_dump(mode="json")),
         Jsonb(cal.model_dump(mode="json", exclude_none=True)) if cal else None,
+        Jsonb(cfg.checkweigher.model_dump(mode="json")) if cfg.checkweigher else None,
     )
 
 
@@ -230,6 +238,8 @@ def to_row(
         return TOF.name, tof_row(topic, frame)
     if isinstance(frame, SpectralFrame):
         return SPECTRAL.name, spectral_row(topic, frame)
+    if isinstance(frame, Weight):
+        return WEIGHTS.name, weight_row(topic, frame)
     if isinstance(frame, Result):
         return RESULTS.name, result_row(topic, frame)
     if isinstance(frame, DeviceStatus):

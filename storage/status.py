@@ -14,6 +14,7 @@ from storage.migrate import applied_versions, load_migrations
 STATUS_TABLES = (
     "tof_frames",
     "spectral_frames",
+    "weights",
     "results",
     "device_status",
     "results_1m",

@@ -154,6 +154,18 @@ SPECTRAL = Table(
     ),
 )
 
+WEIGHTS = Table(
+    "weights",
+    (
+        *_IDENTITY,
+        ("seq", "int8"),
+        ("v", "int2"),
+        ("mass_g", "float8"),
+        ("sigma_g", "float8"),
+        ("extra", "jsonb"),
+    ),
+)
+
 RESULTS = Table(
     "results",
     (
@@ -223,6 +235,7 @@ CONFIG = Table(
         ("tof", "jsonb"),
         ("spectral", "jsonb"),
         ("calibration", "jsonb"),
+        ("checkweigher", "jsonb"),
     ),
 )
 
@@ -242,7 +255,7 @@ DEAD_LETTERS = Table(
 )
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (TOF, SPECTRAL, RESULTS, STATUS, CONFIG, DEAD_LETTERS)
+    t.name: t for t in (TOF, SPECTRAL, WEIGHTS, RESULTS, STATUS, CONFIG, DEAD_LETTERS)
 }
 """Every table ingest writes, by name."""
 

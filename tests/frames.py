@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqal.wire import SpectralChannels, SpectralFrame, TofFrame
+from sqal.wire import SpectralChannels, SpectralFrame, TofFrame, Weight
 
 TS = (datetime.now(UTC) - timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=123000)
 """Yesterday 08:00:00.123 UTC: inside any service's ts window (sqal.wire.TsWindow)."""
@@ -50,3 +50,17 @@ def spectral_frame(device: str = "d1", seq: int = 1, **over: object) -> Spectral
     }
     fields.update(over)
     return SpectralFrame.model_validate(fields)
+
+
+def weight(device: str = "d1", seq: int = 1, **over: object) -> Weight:
+    """The checkweigher's weight of the tray of :func:`tof_frame` with the same ``seq``."""
+    fields: dict[str, object] = {
+        "device_id": device,
+        "sample_id": f"{device}-abc123-{seq:08d}",
+        "seq": seq,
+        "ts": TS - timedelta(milliseconds=500),
+        "mass_g": 402.7,
+        "sigma_g": 0.5,
+    }
+    fields.update(over)
+    return Weight.model_validate(fields)

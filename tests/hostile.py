@@ -40,7 +40,7 @@ import paho.mqtt.client as paho
 import psycopg
 import pytest
 from psycopg import sql
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from analyzer.service import AnalyzerConfig, AnalyzerService
 from ingest.service import IngestConfig, IngestService
@@ -55,7 +55,7 @@ from sqal.wire import (
 )
 from sqal.wire.codec import MAX_DEAD_PAYLOAD_BYTES
 from storage.tables import DEAD_LETTERS, TABLES
-from tests.frames import spectral_frame, tof_frame
+from tests.frames import spectral_frame, tof_frame, weight
 from tests.test_ingest_frames import drop_session
 
 ANALYZER = "analyzer"
@@ -116,8 +116,13 @@ class Hostile:
 
 
 def frame_doc(kind: Kind, device: str) -> dict[str, Any]:
-    """A valid frame of ``kind`` (ToF 8x8 or spectral) for ``device``, as a JSON object."""
-    model = tof_frame(device) if kind is Kind.TOF else spectral_frame(device)
+    """A valid frame of ``kind`` (ToF 8x8, spectral or weight) for ``device``, as a JSON object."""
+    makers: dict[Kind, Callable[[str], BaseModel]] = {
+        Kind.TOF: tof_frame,
+        Kind.SPECTRAL: spectral_frame,
+        Kind.WEIGHT: weight,
+    }
+    model = makers[kind](device)
     doc: dict[str, Any] = json.loads(encode(model))
     return doc
 
@@ -246,6 +251,10 @@ FOREIGN_DEAD = (
     "ingest stores other stages' dead letters (sqal/v1/_dead/+, README 'Ingest') and refuses "
     "one that is not a dead letter as schema; the analyzer does not subscribe there"
 )
+NO_WEIGHTS = (
+    "the analyzer does not subscribe to weights yet (issue #17: the three-way join comes "
+    "later); ingest stores them"
+)
 RESERVED_LINE = (
     "parse_topic calls sqal/v1/_dead/{device}/tof a bad topic and the analyzer dead-letters it "
     "so; ingest takes every topic under sqal/v1/_dead/ for another stage's dead letter"
@@ -255,7 +264,7 @@ RESERVED_LINE = (
 # --- the catalogue -------------------------------------------------------------------------------
 
 R = DeadReason
-TOF, SPEC, CFG = Kind.TOF, Kind.SPECTRAL, Kind.CONFIG
+TOF, SPEC, CFG, WEIGHT = Kind.TOF, Kind.SPECTRAL, Kind.CONFIG, Kind.WEIGHT
 FIRST_REFLECTANCE = re.compile(rb'("reflectance_pct":\s*\[\[)[^,\]]+')
 """The first reflectance value of an encoded ToF frame (for numbers JSON cannot express)."""
 NEST = 3000
@@ -534,7 +543,48 @@ CATALOGUE: tuple[Hostile, ...] = (
         R.NOT_UTF8,
         not_delivered={ANALYZER: ANALYZER_KINDS},
     ),
+    # Weights (the checkweigher's): ingest's alone for now
+    *(
+        Hostile(f"weight_{name}", on(WEIGHT, build), reason, not_delivered={ANALYZER: NO_WEIGHTS})
+        for name, build, reason in (
+            ("bad_json", b"{not json", R.BAD_JSON),
+            ("mass_nan", changed(WEIGHT, mass_g=math.nan), R.SCHEMA),
+            ("mass_infinity", changed(WEIGHT, mass_g=math.inf), R.SCHEMA),
+            ("mass_negative", changed(WEIGHT, mass_g=-402.7), R.SCHEMA),
+            ("mass_zero", changed(WEIGHT, mass_g=0), R.SCHEMA),
+            ("mass_beyond_100_kg", changed(WEIGHT, mass_g=100_000.1), R.SCHEMA),
+            ("mass_as_text", changed(WEIGHT, mass_g="402.7"), R.SCHEMA),
+            ("mass_true", changed(WEIGHT, mass_g=True), R.SCHEMA),
+            ("mass_missing", without(WEIGHT, "mass_g"), R.SCHEMA),
+            ("sigma_zero", changed(WEIGHT, sigma_g=0), R.SCHEMA),
+            ("sigma_nan", changed(WEIGHT, sigma_g=math.nan), R.SCHEMA),
+            ("sigma_as_text", changed(WEIGHT, sigma_g="0.5"), R.SCHEMA),
+            ("missing_sample_id", without(WEIGHT, "sample_id"), R.SCHEMA),
+            ("sample_id_as_a_number", changed(WEIGHT, sample_id=17), R.SCHEMA),
+            ("seq_as_text", changed(WEIGHT, seq="1"), R.SCHEMA),
+            ("ts_as_a_number", changed(WEIGHT, ts=1700000000), R.SCHEMA),
+            ("newer_version", changed(WEIGHT, v=2), R.UNSUPPORTED_VERSION),
+            ("spoofed_device", spoofed(WEIGHT), R.DEVICE_MISMATCH),
+        )
+    ),
+    Hostile(
+        "weight_ts_a_century_ahead",
+        on(WEIGHT, changed(WEIGHT, ts="2090-01-01T00:00:00Z")),
+        R.TS_OUT_OF_RANGE,
+        wire=None,
+        not_delivered={ANALYZER: NO_WEIGHTS},
+    ),
     Hostile("config_bad_json", on(CFG, b"{not json"), R.BAD_JSON),
+    Hostile(
+        "config_checkweigher_sigma_zero",
+        on(
+            CFG,
+            lambda d: dumps(
+                {"device_id": d, "profile": "foie_gras_lobe_400g", "checkweigher": {"sigma_g": 0}}
+            ),
+        ),
+        R.BAD_CONFIG,
+    ),
     Hostile("config_without_profile", on(CFG, lambda d: dumps({"device_id": d})), R.BAD_CONFIG),
     Hostile("config_nan_in_calibration", on(CFG, calibrated(d0_mm="NaN")), R.BAD_CONFIG),
     Hostile(

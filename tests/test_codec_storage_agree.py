@@ -2,9 +2,9 @@
 stores (#15: a distance of 70,000 or a seq of 2**70 got a result from the analyzer while ingest
 refused the frame, so a result existed with no raw frame).
 
-Hypothesis mutates valid frames and statuses with values on the edges of every column type
-(smallint, int, bigint, real, text, jsonb); each payload the codec accepts is written through
-the real writer into a migrated database and must be stored, not refused.
+Hypothesis mutates valid frames, weights and statuses with values on the edges of every column
+type (smallint, int, bigint, real, double precision, text, jsonb); each payload the codec accepts
+is written through the real writer into a migrated database and must be stored, not refused.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _status_doc(device: str) -> dict[str, Any]:
 
 @st.composite
 def payloads(draw: st.DrawFn) -> tuple[Kind, bytes]:
-    kind = draw(st.sampled_from([Kind.TOF, Kind.SPECTRAL, Kind.STATUS]))
+    kind = draw(st.sampled_from([Kind.TOF, Kind.SPECTRAL, Kind.WEIGHT, Kind.STATUS]))
     doc = _status_doc(DEVICE) if kind is Kind.STATUS else frame_doc(kind, DEVICE)
     # A key of its own (a repeated key with other content is a conflict, not the point here),
     # and a time inside the ts window: the values are the test.

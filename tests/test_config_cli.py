@@ -84,6 +84,23 @@ def test_changed_settings_drop_the_calibration(
     assert "calibration" not in json.loads(out)["sqal/v1/cfg3/d1/config"]
 
 
+def test_the_checkweigher_block_survives_a_product_change(
+    broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The line's checkweigher (#17) is hardware: a new product or setting keeps it."""
+    target = devices.Target.parse("cfg4/d1")
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    weighed = DeviceConfig(device_id="d1", profile="pate_terrine_300g", ts=now,
+                           checkweigher={"sigma_g": 0.3})  # fmt: skip
+    asyncio.run(devices.publish_config(broker.url, target, weighed))
+    code, _, err = run(["config", "set", "cfg4/d1", "--profile", "foie_gras_lobe_400g",
+                        "--set", "spectral.led_ma=30", "--broker", broker.url], capsys)  # fmt: skip
+    assert code == 0, err
+    code, out, _ = run(["config", "show", "cfg4/d1", "--broker", broker.url, "--json"], capsys)
+    doc = json.loads(out)["sqal/v1/cfg4/d1/config"]
+    assert (doc["profile"], doc["checkweigher"]) == ("foie_gras_lobe_400g", {"sigma_g": 0.3})
+
+
 def test_bad_target_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["config", "show", "L1-d1", "--broker", "mqtt://127.0.0.1:1"], capsys)
     assert code == 1

@@ -74,7 +74,8 @@ def test_shared_workers_subscribe_through_share_groups() -> None:
     assert "sqal/v1/_dead/+" in plain
     shared = subscription_filters("ingest", dead_topics=False)
     assert shared == [
-        f"$share/ingest/sqal/v1/+/+/{k}" for k in ("tof", "spectral", "result", "status", "config")
+        f"$share/ingest/sqal/v1/+/+/{k}"
+        for k in ("tof", "spectral", "weight", "result", "status", "config")
     ]
     with pytest.raises(ValueError, match="shared group"):
         subscription_filters("a/b", dead_topics=False)

@@ -27,11 +27,12 @@ from sqal.wire import (
     TofFrame,
     TofHistogram,
     TofResult,
+    Weight,
     device_topic,
     parse_topic,
 )
 from storage.rows import STATUS_SAMPLE_ID, to_row
-from storage.tables import RESULTS, SPECTRAL, STATUS, TOF
+from storage.tables import CONFIG, RESULTS, SPECTRAL, STATUS, TOF, WEIGHTS
 
 T0 = (datetime.now(UTC) - timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
 """Yesterday 08:00 UTC: inside any service's ts window (sqal.wire.TsWindow)."""
@@ -84,6 +85,18 @@ def spectral_frame(device: str, seq: int, rng: np.random.Generator) -> SpectralF
         integration_ms=50.04,
         led_ma=24,
         saturated=[],
+    )
+
+
+def weight(device: str, seq: int, mass_g: float = 402.7, sigma_g: float | None = 0.5) -> Weight:
+    """The checkweigher's weight of the tray of :func:`tof_frame` ``seq``, weighed 0.5 s before."""
+    return Weight(
+        device_id=device,
+        sample_id=sample_id(device, seq),
+        seq=seq,
+        ts=T0 + timedelta(milliseconds=100 * seq - 500),
+        mass_g=mass_g,
+        sigma_g=sigma_g,
     )
 
 
@@ -176,6 +189,34 @@ def test_result_row_leaves_a_missing_section_null() -> None:
     assert cols["tof_present"] is True
     assert cols["final_grade"] == "REJECT"
     assert cols["defects"] == ["underfill"]
+
+
+def test_weight_row_keeps_mass_sigma_and_unknown_fields() -> None:
+    plain = weight("dev-1", 4, 401.3, None)
+    w = Weight.model_validate({**plain.model_dump(), "scale_id": "cw-3"})
+    row = to_row(parse_topic(device_topic("line-a", "dev-1", Kind.WEIGHT)), w, T0)
+    assert row is not None
+    table, values = row
+    cols: dict[str, Any] = dict(zip(WEIGHTS.column_names, values, strict=True))
+    assert table == WEIGHTS.name
+    assert (cols["line_id"], cols["sample_id"], cols["seq"]) == ("line-a", w.sample_id, 4)
+    assert (cols["mass_g"], cols["sigma_g"]) == (401.3, None)
+    assert cols["extra"].obj == {"scale_id": "cw-3"}
+
+
+def test_config_row_keeps_the_checkweigher_block() -> None:
+    from sqal.wire import DeviceConfig
+
+    topic = parse_topic(device_topic("l", "dev-1", Kind.CONFIG))
+    with_cw = DeviceConfig(device_id="dev-1", profile="p", checkweigher={"sigma_g": 0.5})
+    for cfg, expected in (
+        (with_cw, {"sigma_g": 0.5}),
+        (with_cw.model_copy(update={"checkweigher": None}), None),
+    ):
+        row = to_row(topic, cfg, T0)
+        assert row is not None
+        cw: Any = dict(zip(CONFIG.column_names, row[1], strict=True))["checkweigher"]
+        assert (cw.obj if cw is not None else None) == expected
 
 
 def test_last_will_without_ts_is_stamped_with_arrival_time() -> None:

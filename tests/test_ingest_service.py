@@ -27,6 +27,7 @@ from tests.test_ingest_frames import (
     status,
     tof_frame,
     wait_until,
+    weight,
 )
 
 _ids = itertools.count()
@@ -353,3 +354,50 @@ def test_a_batch_the_server_always_refuses_is_split_and_its_bad_row_dead_lettere
     assert count(dsn, "SELECT count(*) FROM dead_letters WHERE device_id = 'poison'") == 1
     detail = count(dsn, "SELECT count(*) FROM dead_letters WHERE detail LIKE %s", "%53200%")
     assert detail == 1
+
+
+def test_weights_are_stored_once_and_another_mass_under_a_key_is_a_conflict(
+    ingest: Running, broker: Mosquitto
+) -> None:
+    """A checkweigher's weights (#17): a redelivery inserts nothing, a second weight of the same
+    tray and time with another mass is dead-lettered as conflict and the first one stays."""
+    from sqal.wire import DeviceConfig
+
+    dev, line = "cw-dev", ingest.line
+    topic = device_topic(line, dev, Kind.WEIGHT)
+    weights = [
+        encode(weight(dev, seq, 400.0 + seq / 10, 0.5 if seq % 2 else None)) for seq in range(20)
+    ]
+    cfg = DeviceConfig(
+        device_id=dev, profile="foie_gras_lobe_400g", ts=T0, checkweigher={"sigma_g": 0.5}
+    )
+    published = _collect(broker.url, "sqal/v1/_dead/ingest")
+    publish_all(broker.url, [(topic, w) for w in weights])
+    publish_all(broker.url, [(device_topic(line, dev, Kind.CONFIG), encode(cfg))])
+    dsn = ingest.dsn
+    mine = "SELECT count(*) FROM weights WHERE line_id = %s"
+    assert wait_until(lambda: count(dsn, mine, line) == 20)
+    publish_all(broker.url, [(topic, w) for w in weights])  # as a broker redelivers them
+    m = ingest.service.metrics
+    assert wait_until(lambda: m.duplicates.value("weights") == 20, timeout_s=10)
+    assert count(dsn, mine, line) == 20
+    assert count(dsn, "SELECT count(*) FROM dead_letters") == 0
+    heavier = encode(weight(dev, 3, 410.0, 0.5))
+    publish_all(broker.url, [(topic, heavier)])
+    assert wait_until(lambda: count(dsn, "SELECT count(*) FROM dead_letters") == 1)
+    assert _reasons(dsn) == {"conflict": 1}
+    assert wait_until(lambda: len(published) == 1)
+    assert json.loads(published[0])["reason"] == "conflict"
+    assert count(dsn, "SELECT count(*) FROM weights WHERE seq = 3 AND mass_g = 400.3") == 1
+    assert count(dsn, "SELECT count(*) FROM weights WHERE sigma_g IS NULL") == 10
+    assert wait_until(
+        lambda: (
+            count(
+                dsn,
+                "SELECT count(*) FROM device_config WHERE line_id = %s"
+                " AND (checkweigher->>'sigma_g')::float = 0.5",
+                line,
+            )
+            == 1
+        )
+    )

@@ -54,6 +54,7 @@ PASSWORDS = {
     "L1/devA": "password-of-device-a",
     "L1/devB": "password-of-device-b",
     "analyzer": "password-of-analyzer",
+    "ingest": "password-of-ingest",
     "record": "password-of-recorder",
     "config": "password-of-config-cli",
 }
@@ -108,16 +109,17 @@ def test_a_device_publishes_its_own_frames_but_nothing_as_another(
     rec = connect(peers, secure.url("record"), "sqal/v1/#")
     time.sleep(0.2)  # SUBACK
     dev_a = connect(peers, secure.url("L1/devA"))
-    for kind in ("tof", "spectral", "status"):
+    for kind in ("tof", "spectral", "weight", "status"):
         assert dev_a.publish(f"{T}/devB/{kind}", b"spoofed") == NOT_AUTHORIZED
     for kind in ("result", "config"):
         assert dev_a.publish(f"{T}/devA/{kind}", b"not a device's") == NOT_AUTHORIZED
     assert dev_a.publish("sqal/v1/L2/devA/tof", b"another line") == NOT_AUTHORIZED
-    for kind in ("tof", "spectral"):
+    assert dev_a.publish("sqal/v1/L2/devA/weight", b"another line") == NOT_AUTHORIZED
+    for kind in ("tof", "spectral", "weight"):
         assert dev_a.publish(f"{T}/devA/{kind}", kind.encode()) in ACCEPTED
     settle(rec, dev_a)
     topics = {t for t, _ in rec.received}
-    assert topics == {f"{T}/devA/tof", f"{T}/devA/spectral", f"{T}/devA/status"}
+    assert topics == {f"{T}/devA/{k}" for k in ("tof", "spectral", "weight", "status")}
 
 
 def test_a_device_reads_its_own_config_and_never_another_one(
@@ -171,6 +173,21 @@ def test_the_analyzer_reads_frames_and_writes_results_but_not_configs(
     assert ana.publish(f"{T}/devA/result", b"result-a") in ACCEPTED
     rec.wait_for(f"{T}/devA/result", b"result-a")
     assert (f"{T}/devA/config", b"analyzer-config") not in rec.received
+
+
+def test_ingest_reads_a_device_s_weights_and_the_analyzer_does_not(
+    secure: SecureBroker, peers: list[Peer]
+) -> None:
+    ing = connect(peers, secure.url("ingest"), "sqal/v1/+/+/weight")
+    ana = connect(peers, secure.url("analyzer"), "sqal/v1/+/+/weight", "sqal/v1/+/+/tof")
+    time.sleep(0.2)
+    dev_a = connect(peers, secure.url("L1/devA"))
+    assert dev_a.publish(f"{T}/devA/weight", b"weight-a") in ACCEPTED
+    assert dev_a.publish(f"{T}/devA/tof", b"frame-a") in ACCEPTED
+    ing.wait_for(f"{T}/devA/weight", b"weight-a")
+    ana.wait_for(f"{T}/devA/tof", b"frame-a")  # sent after the weight: the weight was withheld
+    assert {t for t, _ in ana.received} == {f"{T}/devA/tof"}
+    assert ing.publish(f"{T}/devA/weight", b"ingest-weight") == NOT_AUTHORIZED
 
 
 def test_tls_verifies_the_broker_against_the_generated_ca_only(

@@ -114,7 +114,7 @@ def test_the_reader_reads_everything_and_writes_nothing(logins: tuple[str, str, 
     with psycopg.connect(owner, autocommit=True) as conn:
         conn.execute(WRITES[0])
     with psycopg.connect(reader) as conn:
-        for table in ("results", "results_1m_view", "tof_frames", "dead_letters"):
+        for table in ("results", "results_1m_view", "tof_frames", "weights", "dead_letters"):
             conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
         assert conn.execute("SELECT count(*) FROM results").fetchone() == (1,)
     refused = {s: _refused(reader, s) for s in [*WRITES, *DDL]}

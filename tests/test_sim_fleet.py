@@ -12,6 +12,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,6 +37,7 @@ from sqal.wire import (
     SpectralSettings,
     TofFrame,
     TofSettings,
+    Weight,
     decode,
     device_topic,
     encode,
@@ -110,6 +112,115 @@ def test_fleet_publishes_decodable_frames_config_and_status_and_applies_new_conf
     lines = [json.loads(x) for x in truth.getvalue().splitlines()]
     assert len(lines) == count * len(devices)
     assert {x["sample_id"] for x in lines} == {f.sample_id for f in specs}
+
+
+def test_with_a_checkweigher_each_tray_gets_one_weight_and_the_frames_stay_the_same():
+    """#17: the weight's noise and transport faults draw from a stream of their own, so frames
+    (faults included) are byte-identical with or without a checkweigher."""
+
+    def run(sigma: float | None) -> tuple[list[tuple[float, str, bytes]], list[dict[str, Any]]]:
+        dev = SimDevice("L1", "L1-n0", 0, 9, FOIE, 2.0, START, realistic_faults=True,
+                        checkweigher_sigma_g=sigma)  # fmt: skip
+        msgs, truth = dev.produce(60)
+        return [(m.due_s, m.topic, m.payload) for m in msgs], truth
+
+    plain, plain_truth = run(None)
+    weighed, truth = run(0.5)
+    assert [m for m in weighed if not m[1].endswith("/weight")] == plain
+    assert all("checkweigher" not in t and "weight" not in t["transport"] for t in plain_truth)
+    by_sample = {t["sample_id"]: t for t in truth}
+    weights = []
+    for _, topic, payload in weighed:
+        if topic.endswith("/weight") and payload.endswith(b"}"):  # not a malformed copy
+            w = decode(topic, payload)
+            assert isinstance(w, Weight)
+            weights.append(w)
+    sent = {t["sample_id"] for t in truth if "lost" not in t["transport"]["weight"]}
+    assert {w.sample_id for w in weights} <= set(by_sample)
+    assert {w.sample_id for w in weights} >= sent - {
+        t["sample_id"] for t in truth if "malformed" in t["transport"]["weight"]
+    }
+    for w in weights:
+        t = by_sample[w.sample_id]
+        assert w.sigma_g == 0.5
+        assert w.seq == t["seq"]
+        assert w.mass_g == t["checkweigher"]["mass_g"]
+        assert abs(w.mass_g - t["mass_g"]) < 5 * 0.5 + 0.05
+        assert abs(w.mass_g * 10 - round(w.mass_g * 10)) < 1e-6  # 0.1 g steps
+        ts_tof = datetime.fromisoformat(str(t["ts"]))
+        assert 0.4 < (ts_tof - w.ts).total_seconds() < 0.6  # weighed upstream, before capture
+
+
+def test_bad_checkweigher_flags_are_one_line_errors():
+    app = typer.Typer()
+    app.command()(sim_command)
+    runner = CliRunner()
+    for args, needle in (
+        (["--count", "1", "--checkweigher-sigma", "0.5"], "needs --checkweigher"),
+        (["--count", "1", "--checkweigher", "--checkweigher-sigma", "0"], "--checkweigher-sigma"),
+        (["--count", "1", "--checkweigher", "--checkweigher-sigma", "nan"], "--checkweigher-sigma"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0
+        assert needle in str(result.exception)
+
+
+def test_sim_checkweigher_publishes_one_weight_per_tray_with_its_sigma(broker, tmp_path: Path):
+    """``sqal sim --checkweigher --checkweigher-sigma 2``: every tray's weight on the device's
+    weight topic, its truth mass + N(0, 2 g), and the checkweigher announced in the config."""
+    line = "line1"
+    seed = int(uuid.uuid4().int % 10**6)  # node ids are fixed (line1-node01): a run of its own
+    truth_file = tmp_path / "truth.jsonl"
+    app = typer.Typer()
+    app.command()(sim_command)
+    got: dict[str, list[object]] = {"weight": [], "config": [], "tof": []}
+    count, nodes = 60, 2
+    done = asyncio.Event()
+
+    async def listen(ready: asyncio.Event) -> None:
+        async with aiomqtt_client(broker.url) as sub:
+            for kind in got:
+                await sub.subscribe(f"sqal/v1/{line}/+/{kind}", qos=1)
+            ready.set()
+            async for msg in sub.messages:
+                assert isinstance(msg.payload, bytes)
+                obj = decode(str(msg.topic), msg.payload)
+                if isinstance(obj, DeviceConfig) and obj.ts != START:
+                    continue  # another test's retained config
+                got[str(msg.topic).rsplit("/", 1)[1]].append(obj)
+                if len(got["weight"]) == count * nodes and len(got["tof"]) == count * nodes:
+                    done.set()
+                    return
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        listener = asyncio.create_task(listen(ready))
+        await ready.wait()
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            ["--broker", broker.url, "--devices", str(nodes), "--rate", "1200", "--count",
+             str(count), "--seed", str(seed), "--start-time", START.isoformat(), "--truth",
+             str(truth_file), "--checkweigher", "--checkweigher-sigma", "2"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        async with asyncio.timeout(30):
+            await done.wait()
+        listener.cancel()
+
+    asyncio.run(main())
+    truth = {x["sample_id"]: x for x in map(json.loads, truth_file.read_text().splitlines())}
+    weights = [w for w in got["weight"] if isinstance(w, Weight)]
+    assert len(weights) == len(truth) == count * nodes
+    assert {w.sample_id for w in weights} == set(truth)  # one per tray, no other
+    assert {w.sample_id for w in got["tof"]} == set(truth)  # type: ignore[attr-defined]
+    assert {w.sigma_g for w in weights} == {2.0}
+    residual = np.array([w.mass_g - truth[w.sample_id]["mass_g"] for w in weights])
+    assert abs(residual.mean()) < 3 * 2.0 / np.sqrt(residual.size)
+    assert 0.75 < residual.std(ddof=1) / 2.0 < 1.25  # 120 draws: ± 3 standard errors
+    configs = [c for c in got["config"] if isinstance(c, DeviceConfig)]
+    assert {c.device_id for c in configs} == {f"{line}-node{i + 1:02d}" for i in range(nodes)}
+    assert all(c.checkweigher is not None and c.checkweigher.sigma_g == 2.0 for c in configs)
 
 
 def test_unreachable_broker_is_one_error_naming_the_url():

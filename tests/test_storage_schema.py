@@ -90,7 +90,9 @@ def test_frames_are_hypertables_with_an_idempotency_key(fresh_db: str) -> None:
                 " 'CREATE UNIQUE INDEX % (line_id, device_id, sample_id, ts)'"
             )
         }
-    frames = {"tof_frames", "spectral_frames", "results", "device_status", "device_config"}
+    frames = {
+        "tof_frames", "spectral_frames", "weights", "results", "device_status", "device_config",
+    }  # fmt: skip
     assert frames | {"results_1m", "defects_1m"} <= hyper
     assert keys == frames
 

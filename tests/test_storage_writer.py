@@ -13,7 +13,7 @@ from sqal.wire import Frame, Grade, Kind, device_topic, parse_topic
 from storage.rows import PendingRow, pending_row
 from storage.tables import TABLES
 from storage.writer import BatchWriter
-from tests.test_ingest_frames import T0, migrated, result, tof_frame
+from tests.test_ingest_frames import T0, migrated, result, tof_frame, weight
 
 
 def _rows(kind: Kind, frames: Sequence[Frame]) -> list[PendingRow]:
@@ -109,6 +109,30 @@ def test_a_conflicting_duplicate_is_a_dead_letter_and_the_first_stays(fresh_db: 
         dead = conn.execute("SELECT reason, payload FROM dead_letters ORDER BY id").fetchall()
     assert temp == [(first.sensor_temp_c,)]
     assert dead == [("conflict", b"other")] * 3
+
+
+def test_a_weight_is_stored_once_and_another_mass_under_its_key_is_a_conflict(
+    fresh_db: str,
+) -> None:
+    dsn = migrated(fresh_db)
+    first = weight("cw", 1, 402.7)
+    heavier = weight("cw", 1, 402.8)  # same line, device, sample_id and ts
+    rows = _rows(Kind.WEIGHT, [first, first, weight("cw", 2), heavier])
+    w = BatchWriter(dsn)
+    try:
+        once = w.write(rows[:3], [])  # the redelivery inside the batch counts once
+        again = w.write(rows[:2], [])
+        conflict = w.write(rows[3:], [])
+    finally:
+        w.close()
+    assert (once.inserted, once.offered) == ({"weights": 2}, {"weights": 3})
+    assert (again.inserted, again.refused) == ({"weights": 0}, ())
+    assert [(r.tag, r.reason) for r in conflict.refused] == [(3, "conflict")]
+    with psycopg.connect(dsn) as conn:
+        stored = conn.execute("SELECT seq, mass_g, sigma_g FROM weights ORDER BY seq").fetchall()
+        dead = conn.execute("SELECT reason, payload FROM dead_letters").fetchall()
+    assert stored == [(1, 402.7, 0.5), (2, 402.7, 0.5)]  # double precision: exactly as sent
+    assert dead == [("conflict", b"payload 3")]
 
 
 def test_a_refused_row_becomes_a_dead_letter_and_its_batch_commits(fresh_db: str) -> None:

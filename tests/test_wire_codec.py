@@ -19,6 +19,7 @@ from sqal.wire import (
     Kind,
     SpectralFrame,
     TofFrame,
+    Weight,
     dead_letter,
     decode,
     device_topic,
@@ -26,11 +27,12 @@ from sqal.wire import (
     parse_topic,
 )
 from sqal.wire.models import MODEL_BY_KIND
-from tests.frames import TS, spectral_frame, tof_frame
+from tests.frames import TS, spectral_frame, tof_frame, weight
 from tests.hostile import CATALOGUE, HOSTILE, Hostile
 
 TOF_TOPIC = device_topic("L1", "d1", Kind.TOF)
 SPEC_TOPIC = device_topic("L1", "d1", Kind.SPECTRAL)
+WEIGHT_TOPIC = device_topic("L1", "d1", Kind.WEIGHT)
 
 
 def reason_of(topic: str, payload: bytes) -> DeadReason:
@@ -48,6 +50,61 @@ def test_tof_frame_round_trips(layout: int) -> None:
 def test_spectral_frame_round_trips() -> None:
     frame = spectral_frame(saturated=["F8_680nm"], flicker_hz=100)
     assert decode(SPEC_TOPIC, encode(frame)) == frame
+
+
+def test_weight_round_trips_with_and_without_its_uncertainty() -> None:
+    for w in (weight(), weight(sigma_g=None), weight(mass_g=100_000.0, sigma_g=0.01)):
+        assert decode(WEIGHT_TOPIC, encode(w)) == w
+    assert b"sigma_g" not in encode(weight(sigma_g=None))  # unknown: left out, as null reads
+
+
+def test_weight_is_strict_like_the_frames() -> None:
+    doc = json.loads(encode(weight()))
+    assert doc["sample_id"] == "d1-abc123-00000001"
+    ok = decode(WEIGHT_TOPIC, json.dumps({**doc, "mass_g": 403, "sigma_g": None}).encode())
+    assert isinstance(ok, Weight)
+    assert (ok.mass_g, ok.sigma_g) == (403.0, None)  # an integer is a number; null is unknown
+    kept = decode(WEIGHT_TOPIC, json.dumps({**doc, "scale_id": "cw-3"}).encode())
+    assert kept.model_extra == {"scale_id": "cw-3"}
+    for field, value in (
+        ("mass_g", "NaN"),
+        ("mass_g", -0.1),
+        ("mass_g", [402.7]),
+        ("mass_g", None),
+        ("sigma_g", -0.5),
+        ("sigma_g", "unknown"),
+        ("seq", 1.5),
+        ("ts", "2026-11-27 08:00"),
+    ):
+        assert reason_of(WEIGHT_TOPIC, json.dumps({**doc, field: value}).encode()) is (
+            DeadReason.SCHEMA
+        ), (field, value)
+    # NaN as JSON's non-standard literal, which Python's json module would take
+    nan = json.dumps(doc).replace('"mass_g": 402.7', '"mass_g": NaN').encode()
+    assert b"NaN" in nan
+    assert reason_of(WEIGHT_TOPIC, nan) is DeadReason.SCHEMA
+
+
+def test_a_weight_on_a_frame_topic_is_no_frame() -> None:
+    assert reason_of(TOF_TOPIC, encode(weight())) is DeadReason.SCHEMA
+    assert reason_of(WEIGHT_TOPIC, encode(tof_frame())) is DeadReason.SCHEMA
+
+
+def test_config_announces_a_checkweigher_or_none() -> None:
+    topic = device_topic("L1", "d1", Kind.CONFIG)
+    base = {"device_id": "d1", "profile": "foie_gras_lobe_400g"}
+    bare = decode(topic, json.dumps(base).encode())
+    assert isinstance(bare, DeviceConfig)
+    assert bare.checkweigher is None
+    assert b"checkweigher" not in encode(bare)  # configs without one are unchanged on the wire
+    cfg = decode(topic, json.dumps({**base, "checkweigher": {"sigma_g": 0.5}}).encode())
+    assert isinstance(cfg, DeviceConfig)
+    assert cfg.checkweigher is not None
+    assert cfg.checkweigher.sigma_g == 0.5
+    assert decode(topic, encode(cfg)) == cfg
+    for bad in ({}, {"sigma_g": 0}, {"sigma_g": "0.5"}, {"sigma_g": 0.5, "unit": "g"}, 0.5):
+        doc = json.dumps({**base, "checkweigher": bad}).encode()
+        assert reason_of(topic, doc) is DeadReason.BAD_CONFIG, bad
 
 
 def test_encoding_is_compact_json_with_utc_timestamps() -> None:
@@ -190,6 +247,17 @@ def test_spectral_encode_decode_round_trip(counts: list[int], gain: float, atime
     assert isinstance(decoded, SpectralFrame)
     assert decoded == frame
     assert decoded.channels.as_tuple() == tuple(counts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.integers(min_value=0, max_value=2**63 - 1),
+    mass=st.floats(min_value=0, max_value=100_000, exclude_min=True, allow_nan=False),
+    sigma=st.none() | st.floats(min_value=1e-6, max_value=100_000, allow_nan=False),
+)
+def test_weight_encode_decode_round_trip(seq: int, mass: float, sigma: float | None) -> None:
+    w = weight(seq=seq, mass_g=mass, sigma_g=sigma)
+    assert decode(WEIGHT_TOPIC, encode(w)) == w
 
 
 def test_dead_letter_of_a_huge_message_stays_under_the_broker_limit() -> None:

@@ -27,9 +27,11 @@ from sqal.wire.enums import (
 )
 from sqal.wire.models import (
     AS7341_GAINS,
+    MAX_MASS_G,
     SCHEMA_VERSION,
     AnalyzerInfo,
     Calibration,
+    CheckweigherSettings,
     DeadLetter,
     DeviceConfig,
     DeviceStatus,
@@ -46,6 +48,7 @@ from sqal.wire.models import (
     TofHistogram,
     TofResult,
     TofSettings,
+    Weight,
 )
 from sqal.wire.topics import (
     DEAD_LETTERS,
@@ -74,6 +77,7 @@ __all__ = [
     "DEFAULT_TS_WINDOW",
     "EVERYTHING",
     "ID_PATTERN",
+    "MAX_MASS_G",
     "MAX_PAYLOAD_BYTES",
     "PROBE_FILTER",
     "ROOT",
@@ -81,6 +85,7 @@ __all__ = [
     "AnalyzerInfo",
     "Calibration",
     "Channel",
+    "CheckweigherSettings",
     "DeadLetter",
     "DeadReason",
     "Decision",
@@ -106,6 +111,7 @@ __all__ = [
     "TofResult",
     "TofSettings",
     "TsWindow",
+    "Weight",
     "dead_letter",
     "dead_letter_topic",
     "decode",

@@ -28,6 +28,7 @@ from sqal.wire.models import (
     Result,
     SpectralFrame,
     TofFrame,
+    Weight,
 )
 from sqal.wire.topics import DeviceTopic, parse_topic
 
@@ -139,7 +140,7 @@ class TsWindow:
         A device config is state, set whenever an operator set it, so its ``ts`` may be any age
         (and only the config and calibrate users may publish one). A retained status sent on
         subscribing is the device's last word, however old; when it was published live it
-        passed this check. Frames, results and live statuses are events: they are checked.
+        passed this check. Frames, weights, results and live statuses are events: they are checked.
 
         Raises:
             PayloadError: ``ts_out_of_range``.
@@ -191,7 +192,7 @@ def decode(topic: str | DeviceTopic, payload: bytes) -> Frame:
             f"device_id {obj.device_id!r} differs from the topic's {parsed.device!r}",
             name,
         )
-    assert isinstance(obj, TofFrame | SpectralFrame | DeviceStatus | DeviceConfig | Result)
+    assert isinstance(obj, TofFrame | SpectralFrame | Weight | DeviceStatus | DeviceConfig | Result)
     return obj
 
 

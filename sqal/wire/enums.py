@@ -13,6 +13,8 @@ class Kind(StrEnum):
     STATUS = "status"
     CONFIG = "config"
     RESULT = "result"
+    WEIGHT = "weight"
+    """A tray's mass from the line's checkweigher, with the sample_id of the node's frames."""
 
 
 class Grade(StrEnum):

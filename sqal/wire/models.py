@@ -133,7 +133,7 @@ class _Payload(_Strict):
 
 
 class _Frame(_Payload):
-    """A raw sensor frame: one half of a sample."""
+    """A per-tray message: a raw sensor frame (one half of a sample) or the tray's weight."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -241,6 +241,26 @@ class SpectralFrame(_Frame):
     def _timing(self) -> SpectralFrame:
         _check_timing(self.atime, self.astep)
         return self
+
+
+MAX_MASS_G = 100_000.0
+"""The heaviest tray a weight may report (100 kg): a checkweigher on a food line weighs grams to
+a few kilograms, so anything beyond is a unit or parsing error, not a tray."""
+Grams = Annotated[float, Field(gt=0, le=MAX_MASS_G)]
+"""A positive, finite mass or mass uncertainty in g, at most :data:`MAX_MASS_G`."""
+
+
+class Weight(_Frame):
+    """One tray's net mass from the line's checkweigher (docs/contract.md, "Weight").
+
+    Published by the checkweigher, or by the node that relays it, with the ``sample_id`` and
+    ``seq`` of the tray's ToF and spectral frames; ``ts`` is when the tray was weighed, on the
+    publisher's clock (upstream of the node, so a little before the frames' ``ts``).
+    """
+
+    mass_g: Grams
+    sigma_g: Grams | None = None
+    """The instrument's standard uncertainty (1 σ); ``None``: unknown."""
 
 
 class DeviceStatus(_Payload):
@@ -358,14 +378,25 @@ class Calibration(_Strict):
         return self
 
 
+class CheckweigherSettings(_Strict):
+    """The line's checkweigher, as the device's config announces it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sigma_g: Grams
+    """The instrument's standard uncertainty (1 σ) in g, what its ``weight`` messages carry."""
+
+
 class DeviceConfig(_Payload):
-    """A device's retained configuration: product profile, sensor settings, calibration."""
+    """A device's retained configuration: product profile, sensor settings, calibration, and
+    whether a checkweigher weighs its trays (``None``: no weight is expected)."""
 
     profile: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     ts: Timestamp | None = None
     tof: TofSettings = Field(default_factory=TofSettings)
     spectral: SpectralSettings = Field(default_factory=SpectralSettings)
     calibration: Calibration | None = None
+    checkweigher: CheckweigherSettings | None = None
 
 
 class Lab(_Strict):
@@ -473,7 +504,7 @@ class DeadLetter(_Strict):
     received_at: AwareDatetime
 
 
-Frame = TofFrame | SpectralFrame | DeviceStatus | DeviceConfig | Result
+Frame = TofFrame | SpectralFrame | Weight | DeviceStatus | DeviceConfig | Result
 """Any payload that arrives on a device topic."""
 
 MODEL_BY_KIND: dict[Kind, type[_Payload]] = {
@@ -482,4 +513,5 @@ MODEL_BY_KIND: dict[Kind, type[_Payload]] = {
     Kind.STATUS: DeviceStatus,
     Kind.CONFIG: DeviceConfig,
     Kind.RESULT: Result,
+    Kind.WEIGHT: Weight,
 }

@@ -14,11 +14,13 @@ from sqal.wire.models import (
     Result,
     SpectralFrame,
     TofFrame,
+    Weight,
 )
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "tof": TofFrame,
     "spectral": SpectralFrame,
+    "weight": Weight,
     "status": DeviceStatus,
     "config": DeviceConfig,
     "result": Result,
