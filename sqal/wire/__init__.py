@@ -45,6 +45,7 @@ from sqal.wire.models import (
     TofHistogram,
     TofResult,
     TofSettings,
+    WeighedMassModel,
 )
 from sqal.wire.topics import (
     DEAD_LETTERS,
@@ -104,6 +105,7 @@ __all__ = [
     "TofResult",
     "TofSettings",
     "TsWindow",
+    "WeighedMassModel",
     "dead_letter",
     "dead_letter_topic",
     "decode",
