@@ -139,6 +139,13 @@ class MassModel:
         return np.asarray(np.abs(m) * self.sigma_frac, dtype=np.float64)
 
 
+def published_volume_scale(product: Product) -> float:
+    """The factor analyzer/tof.py multiplies V̂ by to publish ``volume_mm3``: the profile's
+    b_m/ρ (docs/domain.md §2 "Outputs"; 1 when b_m is the density). A mass model takes V̂
+    itself, so a fit on published volumes divides it out."""
+    return product.mass_model.b_g_per_cm3 / product.density_g_cm3
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One form fitted to the weighed trays.
