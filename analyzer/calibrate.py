@@ -5,16 +5,22 @@ and settings), prompt the operator to present the fixture, capture frames from t
 topics with progress, compute the reference (or refuse it with the reason), and publish the
 config again with the new reference and a fresh calibration id. Fields of the calibration block
 that this step does not measure are kept.
+
+The weighed step captures nothing: it joins a file of scale weights with the volumes the
+analyzer published for the same samples (read from the database by the caller) and fits the
+line's mass model (:mod:`analyzer.massmodel`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
+import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +38,7 @@ from analyzer.calibration import (
     fit_colour_matrix,
     spectral_reference,
 )
+from analyzer.massmodel import MIN_TRAYS, MassFit, fit
 from sqal.devices import Target, fetch_configs, publish_config
 from sqal.errors import BrokerError, CalibrationError, ConfigError, PayloadError
 from sqal.mqtt import aiomqtt_client, client_id
@@ -290,3 +297,147 @@ def calibrate_colour(
     summary = {"step": "colour", "patches": len(names), "held_out_de": fit.held_out_de,
                "fitted_de": fit.fitted_de, "calibration_id": new.id}  # fmt: skip
     return config, summary
+
+
+@dataclass(frozen=True)
+class Weighings:
+    """Scale weights of one device's trays, from a ``--weights`` file.
+
+    Attributes:
+        mass_g: net mass by sample id.
+        other_devices: rows whose ``device_id`` names another device (passed over).
+    """
+
+    mass_g: dict[str, float]
+    other_devices: int = 0
+
+
+def load_weights(path: Path, device: str) -> Weighings:
+    """A CSV of ``sample_id,mass_g`` with a header, and optionally a ``device_id`` column.
+
+    Rows naming another device are passed over and counted, so one file can serve a line.
+
+    Raises:
+        ConfigError: unreadable, a missing column, a mass that is not a finite number, or a
+            sample id given twice.
+    """
+    flag = f"--weights {path}"
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            if not {"sample_id", "mass_g"} <= set(columns):
+                raise ConfigError(
+                    f"{flag}: needs a header with sample_id and mass_g (and optionally "
+                    f"device_id); found {','.join(columns) or 'nothing'}"
+                )
+            reader.fieldnames = columns
+            masses: dict[str, float] = {}
+            other = 0
+            for row in reader:
+                where = f"{flag} line {reader.line_num}"
+                sample = (row.get("sample_id") or "").strip()
+                if not sample:
+                    continue
+                dev = (row.get("device_id") or "").strip()
+                if dev and dev != device:
+                    other += 1
+                    continue
+                text = (row.get("mass_g") or "").strip()
+                try:
+                    mass = float(text)
+                except ValueError:
+                    raise ConfigError(f"{where}: mass_g {text!r} is not a number") from None
+                if not math.isfinite(mass):
+                    raise ConfigError(f"{where}: mass_g {text!r} is not a finite number")
+                if sample in masses:
+                    raise ConfigError(f"{where}: sample {sample} is weighed twice")
+                masses[sample] = mass
+    except OSError as exc:
+        raise ConfigError(f"{flag}: {exc.strerror or exc}") from None
+    except csv.Error as exc:
+        raise ConfigError(f"{flag}: not a CSV file: {exc}") from None
+    return Weighings(masses, other)
+
+
+def calibrate_weighed(
+    broker: str,
+    target: Target,
+    weighings: Weighings,
+    published: Mapping[str, tuple[float | None, str]],
+    dry_run: bool = False,
+) -> tuple[DeviceConfig, dict[str, Any]]:
+    """Fit the line's mass model on weighed trays and publish it in the device's calibration.
+
+    Args:
+        weighings: the scale's masses by sample id.
+        published: by sample id, the volume the analyzer published for it (``None`` without
+            one) and the profile it was scored with; samples without a stored result absent.
+        dry_run: fit and report, publish nothing.
+
+    Raises:
+        ConfigError: the device has no retained config.
+        CalibrationError: fewer than 30 trays matched, or the fit refused them.
+        BrokerError: the broker is unreachable.
+    """
+    held = asyncio.run(fetch_configs(broker, target.topic)).get(target.topic)
+    if not isinstance(held, DeviceConfig):
+        raise ConfigError(
+            f"{target.line}/{target.device} has no valid retained config; "
+            f"run sqal config set {target.line}/{target.device} --profile NAME first"
+        )
+    profile = load_profile(held.profile)
+    ids = sorted(weighings.mass_g)
+    not_found = [i for i in ids if i not in published]
+    no_volume = [i for i in ids if i in published and published[i][0] is None]
+    other_profile = [
+        i for i in ids if i in published and published[i][0] is not None
+        and published[i][1] != held.profile
+    ]  # fmt: skip
+    matched = [i for i in ids if i in published and i not in no_volume and i not in other_profile]
+    summary: dict[str, Any] = {
+        "step": "weighed",
+        "weighed": len(ids),
+        "other_devices": weighings.other_devices,
+        "matched": len(matched),
+        "not_found": not_found,
+        "no_volume": no_volume,
+        "other_profile": other_profile,
+    }
+    if len(matched) < MIN_TRAYS:
+        raise CalibrationError(
+            f"weighed: {len(matched)} of {len(ids)} weighed trays have a published volume of "
+            f"{target.line}/{target.device} with profile {held.profile}, need at least "
+            f"{MIN_TRAYS} ({len(not_found)} not found, {len(no_volume)} without a volume, "
+            f"{len(other_profile)} scored with another profile)"
+        )
+    # The published volume_mm3 is V̂ itself, the geometric estimate the model weighs.
+    volume = np.array([published[i][0] for i in matched], dtype=np.float64)
+    mass = np.array([weighings.mass_g[i] for i in matched], dtype=np.float64)
+    result = fit(volume, mass, profile.product)
+    summary |= _fit_summary(result)
+    now = datetime.now(UTC)
+    cal = new_calibration(
+        held.calibration, target, now, mass_model=result.model.to_calibration().model_dump()
+    )
+    config = held.model_copy(update={"calibration": cal, "ts": now})
+    if not dry_run:
+        asyncio.run(publish_config(broker, target, config))
+    summary |= {"calibration_id": None if dry_run else cal.id, "published": not dry_run}
+    return config, summary
+
+
+def _fit_summary(result: MassFit) -> dict[str, Any]:
+    m = result.model
+    return {
+        "form": result.form,
+        "reason": result.reason,
+        "mass_model": {"a_g": m.a_g, "b_g_per_cm3": m.b_g_per_cm3,
+                       "c_g_per_cm2": m.c_g_per_cm2, "sigma_g": m.sigma_g, "n": m.n},
+        "candidates": [
+            {"form": c.form, "a_g": c.coef[0], "b_g_per_cm3": c.coef[1],
+             "c_g_per_cm2": c.coef[2], "loo_sigma_g": c.loo_sigma_g,
+             "tercile_bias_g": list(c.tercile_bias_g)}
+            for c in result.candidates
+        ],
+    }  # fmt: skip

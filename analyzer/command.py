@@ -1,14 +1,14 @@
-"""``sqal analyzer`` and ``sqal calibrate``: typer-annotated functions the CLI registers."""
+"""``sqal analyzer``: the typer-annotated function the CLI registers.
+
+``sqal calibrate`` lives in :mod:`app.calibrate`: its weighed step reads the database too.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
-import sys
 import threading
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -105,78 +105,3 @@ def analyzer_command(
     finally:
         if server is not None:
             server.stop()
-
-
-def calibrate_command(
-    target: Annotated[str, typer.Argument(help="LINE/DEVICE")],
-    step: Annotated[str | None, typer.Option("--step", help="empty, dark or white.")] = None,
-    colour_chart: Annotated[
-        Path | None,
-        typer.Option(
-            "--colour-chart", help="Fit the colour matrix from a chart file (patch bc + XYZ)."
-        ),
-    ] = None,
-    frames: Annotated[
-        int,
-        typer.Option("--frames", min=20, help="Frames to capture (100 for a good d0 map)."),
-    ] = 20,
-    rho_white: Annotated[
-        str,
-        typer.Option("--rho-white", help="White tile reflectance: one value or ten (F1..NIR)."),
-    ] = "0.97",
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for the frames.")
-    ] = 120.0,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not wait for Enter.")] = False,
-    broker: Annotated[
-        str | None, typer.Option("--broker", help="MQTT broker URL [env SQAL_BROKER].")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Capture a calibration fixture, compute its reference and publish the device's new config."""
-    from analyzer.calibrate import ask, calibrate, calibrate_colour, parse_rho_white
-    from sqal.devices import Target
-
-    settings = load_settings(broker=broker)
-    dev = Target.parse(target)
-    if (step is None) == (colour_chart is None):
-        raise ConfigError("give exactly one of --step and --colour-chart")
-    if colour_chart is not None:
-        _, result = calibrate_colour(settings.broker, dev, colour_chart)
-        typer.echo(json.dumps(result) if as_json else (
-            f"calibration {result['calibration_id']} published for {target}: colour matrix "
-            f"from {result['patches']} patches, held-out mean ΔE*ab {result['held_out_de']:.2f} "
-            f"(fitted {result['fitted_de']:.2f})"))  # fmt: skip
-        return
-    if step not in ("empty", "dark", "white"):
-        raise ConfigError(f"--step {step!r}: must be empty, dark or white")
-    rho = parse_rho_white(rho_white)
-
-    def progress(c: Any) -> None:
-        if sys.stderr.isatty():
-            sys.stderr.write(f"\rcapturing: {len(c.tof)} ToF, {len(c.spectral)} spectral\x1b[K")
-
-    def confirm(prompt: str) -> None:
-        if yes:
-            sys.stderr.write(f"{prompt}\n")
-        else:
-            ask(prompt)
-
-    _, summary = calibrate(settings.broker, dev, step, frames, rho, timeout,  # type: ignore[arg-type]
-                           confirm, progress)  # fmt: skip
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
-    if as_json:
-        typer.echo(json.dumps(summary))
-        return
-    lines = [f"calibration {summary['calibration_id']} published for {target} ({step})"]
-    if step == "empty":
-        d0, share, drift = summary["d0_mm"], summary["valid_share"], summary["drift"]
-        lines.append(f"d0 {d0:.1f} mm, ROI readings valid {share:.0%}, spread {drift:.2f}x noise")
-    else:
-        lines.append(f"basic counts {summary['basic_counts']}")
-        peak, cv = summary["peak_fs"], summary["max_cv"]
-        lines.append(f"peak {peak:.0%} of full scale, max CV {cv:.1%}")
-        if "z_cal_mm" in summary:
-            lines.append(f"z_cal {summary['z_cal_mm']:.1f} mm")
-    typer.echo("\n".join(lines))

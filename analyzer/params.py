@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from analyzer.massmodel import MassModel
 from sqal.profiles import Profile, tne_g
 from sqal.wire import Calibration
 
@@ -130,6 +131,8 @@ class ScoringParams:
         anchors: (MI_fresh, MI_met, BR_fresh, BR_ox, NR_ref).
         lab_ref: (3,) reference L*a*b*.
         tne_g: tolerable negative error for the nominal mass.
+        mass_model: m̂ from V̂ and its own σ: the calibration's ``mass_model`` (fitted on the
+            line's weighed trays) when it has one, else the profile's (docs/domain.md §2).
     """
 
     profile: Profile
@@ -151,6 +154,7 @@ class ScoringParams:
     anchors: tuple[float, float, float, float, float]
     lab_ref: NDArray[np.float64]
     tne_g: float
+    mass_model: MassModel
     valid_status: NDArray[np.int64] = field(default_factory=lambda: np.array([5, 6, 9]))
 
     @property
@@ -183,6 +187,11 @@ def build_params(profile: Profile, calibration: Calibration | None = None) -> Sc
     if cal is not None and cal.d0_map_mm is not None and len(cal.d0_map_mm) == layout:
         # A map for another layout (the node was reconfigured) cannot be used: scalar d0.
         d0_zone = np.asarray(cal.d0_map_mm, dtype=np.float64).ravel()
+    mass_model = (
+        MassModel.from_calibration(cal.mass_model)
+        if cal is not None and cal.mass_model is not None
+        else MassModel.from_profile(profile.product)
+    )
     if dark is not None and white is not None and rho is None:
         rho = np.ones(10)  # a reference without its ρw: treat the tile as ideal, ratios still hold
     return ScoringParams(
@@ -205,5 +214,6 @@ def build_params(profile: Profile, calibration: Calibration | None = None) -> Sc
         anchors=(anchors.MI_fresh, anchors.MI_met, anchors.BR_fresh, anchors.BR_ox, anchors.NR_ref),
         lab_ref=np.asarray(lab_ref, dtype=np.float64),
         tne_g=tne_g(profile.product.nominal_mass_g),
+        mass_model=mass_model,
         valid_status=np.asarray(profile.tof.valid_status, dtype=np.int64),
     )

@@ -280,9 +280,8 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     tilt, direction, rough = fit.tilt, fit.direction, fit.roughness
     volume, sigma_v = _volume(p, h, sig, vr, roi, fit.surface)
     volume = np.where(usable, volume, np.nan)
-    mm = product.mass_model
-    mass = mm.a_g + mm.b_g_per_cm3 * volume / 1000.0
-    sigma_m = np.sqrt((mm.b_g_per_cm3 * sigma_v / 1000.0) ** 2 + (mass * mm.sigma_frac) ** 2)
+    mass, dm_dv = p.mass_model.predict(volume)
+    sigma_m = np.sqrt((dm_dv * sigma_v) ** 2 + p.mass_model.sigma_model_g(mass) ** 2)
     fill = mass / product.nominal_mass_g
     avg_h = _masked_mean(h, prod)
     var_h = _masked_mean((h - zero_nan(avg_h)[:, None]) ** 2, prod)

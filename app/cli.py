@@ -321,7 +321,8 @@ def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:
 
 def _register() -> None:
     """Wire the parts' commands in; each lives beside the code it runs."""
-    from analyzer.command import analyzer_command, calibrate_command
+    from analyzer.command import analyzer_command
+    from app.calibrate import calibrate_command
     from broker.admin import mosquitto_add_device_command, mosquitto_add_service_command
     from broker.certs import mosquitto_certs_command
     from broker.init import mosquitto_init_command

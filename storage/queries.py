@@ -1,4 +1,5 @@
-"""Read-side queries: ``sqal eval --db``, ``sqal demo`` and the shift report (:mod:`views`).
+"""Read-side queries: ``sqal eval --db``, ``sqal calibrate --weights``, ``sqal demo`` and the shift
+report (:mod:`views`).
 
 Each returns plain data; the SQL stays here (Grafana's panel queries excepted: they are panel
 definitions Grafana runs, in ``views/boards``).
@@ -6,6 +7,7 @@ definitions Grafana runs, in ``views/boards``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,6 +76,48 @@ def results_for_eval(dsn: str, since: datetime | None = None) -> list[dict[str, 
             ox,
         ) in rows
     ]
+
+
+_VOLUMES = """
+SELECT DISTINCT ON (sample_id) sample_id, tof_volume_mm3, profile
+FROM results
+WHERE line_id = %s AND device_id = %s AND sample_id = ANY(%s)
+ORDER BY sample_id, received_at DESC, ts DESC
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedVolume:
+    """A sample's published ToF volume and the profile it was scored with.
+
+    Attributes:
+        volume_mm3: the result's ``tof.volume_mm3``; ``None`` when it had no ToF section or no
+            usable volume.
+    """
+
+    volume_mm3: float | None
+    profile: str
+
+
+def published_volumes(
+    dsn: str, line: str, device: str, sample_ids: Sequence[str]
+) -> dict[str, PublishedVolume]:
+    """The stored volume of each of these samples of one device (the latest result of each).
+
+    Samples without a stored result are absent from the answer.
+
+    Raises:
+        StorageError: the database is unreachable or has no ``results`` table.
+    """
+    with connect(dsn, "sqal-calibrate") as conn:
+        try:
+            rows = conn.execute(_VOLUMES, (line, device, list(sample_ids))).fetchall()
+        except psycopg.Error as exc:
+            raise storage_error(exc, "cannot read results") from None
+    return {
+        sample_id: PublishedVolume(None if volume is None else float(volume), profile)
+        for sample_id, volume, profile in rows
+    }
 
 
 def count_rows(dsn: str, table: str) -> int:

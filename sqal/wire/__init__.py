@@ -48,6 +48,7 @@ from sqal.wire.models import (
     TofHistogram,
     TofResult,
     TofSettings,
+    WeighedMassModel,
     Weight,
 )
 from sqal.wire.topics import (
@@ -111,6 +112,7 @@ __all__ = [
     "TofResult",
     "TofSettings",
     "TsWindow",
+    "WeighedMassModel",
     "Weight",
     "dead_letter",
     "dead_letter_topic",

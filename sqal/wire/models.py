@@ -323,6 +323,24 @@ class SpectralAnchors(_Strict):
     NR_ref: Annotated[float, Field(gt=0)]
 
 
+class WeighedMassModel(_Strict):
+    """A line's own mass model, fitted on weighed trays by ``sqal calibrate --weights``
+    (docs/domain.md §2, docs/calibration.md).
+
+    ``m̂ = a_g + b_g_per_cm3·V + c_g_per_cm2·V^⅔`` with V the analyzer's volume in cm³;
+    ``sigma_g`` is the fit's leave-one-out residual σ, ``n`` the trays it was fitted on. The
+    bounds only keep out what no food line produces; the fit refuses much more.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    a_g: Annotated[float, Field(ge=-5000, le=5000)]
+    b_g_per_cm3: Annotated[float, Field(gt=0, le=5)]
+    c_g_per_cm2: Annotated[float, Field(ge=-100, le=100)] = 0.0
+    sigma_g: Annotated[float, Field(gt=0, le=1000)]
+    n: Annotated[int, Field(ge=30, le=2**31 - 1)]
+
+
 Distance = Annotated[float, Field(gt=0, le=4000)]
 """A calibrated distance in mm, within the VL53L8CH's 4 m."""
 Counts = Annotated[float, Field(ge=0, le=65535)]
@@ -341,8 +359,8 @@ class Calibration(_Strict):
     ``dark_bc`` and ``white_bc``: basic counts of channels F1-F8, Clear, NIR (wire order, Flicker
     left out) on the dark trap and on the white tile of reflectance ``rho_white`` at ``z_cal_mm``.
     ``color_matrix``: the 3x9 M of ``XYZ = M·[R_F1..R_F8, 1]``. ``anchors`` and ``lab_ref``
-    replace the profile's placeholders once measured on the node. Every field the analyzer
-    lacks falls back to the profile.
+    replace the profile's placeholders once measured on the node. ``mass_model``: the line's mass
+    model fitted on weighed trays. Every field the analyzer lacks falls back to the profile.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -359,6 +377,7 @@ class Calibration(_Strict):
     color_delta_e: Annotated[float, Field(ge=0)] | None = None
     anchors: SpectralAnchors | None = None
     lab_ref: tuple[float, float, float] | None = None
+    mass_model: WeighedMassModel | None = None
 
     @model_validator(mode="after")
     def _matrix(self) -> Calibration:
