@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from sqal.wire import AS7341_GAINS, CHANNELS, SpectralFrame, TofFrame
+from sqal.wire import AS7341_GAINS, CHANNELS, SpectralFrame, TofFrame, Weight
 
 G_EFF: dict[float, float] = dict(
     zip(
@@ -96,6 +96,55 @@ class SpectralArrays:
             flicker=np.zeros(n, dtype=bool),
             present=np.zeros(n, dtype=bool),
         )
+
+
+@dataclass(frozen=True, eq=False)
+class WeightArrays:
+    """n checkweigher readings (issue #17): the tray's net mass and the instrument's σ.
+
+    Attributes:
+        expected: (n,) True where the device's line weighs its trays.
+        present: (n,) True where the sample's weight arrived.
+        mass_g, sigma_g: (n,) NaN where absent.
+    """
+
+    expected: NDArray[np.bool_]
+    present: NDArray[np.bool_]
+    mass_g: NDArray[np.float64]
+    sigma_g: NDArray[np.float64]
+
+    @property
+    def n(self) -> int:
+        return int(self.present.shape[0])
+
+    @classmethod
+    def none(cls, n: int) -> WeightArrays:
+        """No checkweigher on the line."""
+        return cls(
+            expected=np.zeros(n, dtype=bool),
+            present=np.zeros(n, dtype=bool),
+            mass_g=np.full(n, np.nan),
+            sigma_g=np.full(n, np.nan),
+        )
+
+
+def stack_weights(
+    weights: Sequence[Weight | None], expected: Sequence[bool], default_sigma_g: float | None
+) -> WeightArrays:
+    """Stack weights (None where missing) into :class:`WeightArrays`.
+
+    A weight without its own ``sigma_g`` takes the one the device's config announces.
+    """
+    out = WeightArrays.none(len(weights))
+    out.expected[:] = np.asarray(expected, dtype=bool)
+    for i, w in enumerate(weights):
+        if w is None:
+            continue
+        sigma = w.sigma_g if w.sigma_g is not None else default_sigma_g
+        out.mass_g[i] = w.mass_g
+        out.sigma_g[i] = np.nan if sigma is None else sigma
+        out.present[i] = True
+    return out
 
 
 def stack_tof(frames: Sequence[TofFrame | None], layout: int) -> TofArrays:

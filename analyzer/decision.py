@@ -119,7 +119,12 @@ def _score_sigma(t: TofScores, p: ScoringParams, tof_share: F64) -> F64:
     qn = p.profile.product.nominal_mass_g
     r0 = tof.surface_r0_mm
     parts = [
-        (w.fill, t.fill_ratio, t.sigma_mass_g / qn, lambda v: band_score(v, 1.0, *tof.fill_tol)),
+        (
+            w.fill,
+            t.fill_ratio,
+            t.sigma_fill_mass_g / qn,
+            lambda v: band_score(v, 1.0, *tof.fill_tol),
+        ),
         (
             w.height,
             t.max_height_mm,
@@ -155,7 +160,7 @@ def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64]:
     qn, tne = product.nominal_mass_g, p.tne_g
     p_minor = np.zeros((n, len(CODES)))
     p_crit = np.zeros((n, len(CODES)))
-    m, sm = t.mass_g, t.sigma_mass_g
+    m, sm = t.fill_mass_g, t.sigma_fill_mass_g
     u = CODE_INDEX[DefectCode.UNDERFILL]
     p_minor[:, u] = p_mass_below(m, sm, qn - tne, p)
     # A lost cluster reads as a short tray: critical underfill needs v ≥ valid_share.minor, as

@@ -22,7 +22,13 @@ import numpy as np
 from sqal.errors import ConfigError
 
 GRADES = ("A", "B", "C", "REJECT")
-DATA_QUALITY = {"missing_tof", "missing_spectral", "low_confidence", "uncalibrated"}
+DATA_QUALITY = {
+    "missing_tof",
+    "missing_spectral",
+    "missing_weight",
+    "low_confidence",
+    "uncalibrated",
+}
 """Fusion codes about the data, not the product: truth never carries them, so they get no
 precision/recall line (coverage and the confusion matrix show their effect)."""
 Z95 = 1.959964

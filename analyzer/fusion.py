@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from analyzer.arrays import SpectralArrays, TofArrays
+from analyzer.arrays import SpectralArrays, TofArrays, WeightArrays
 from analyzer.decision import decide
 from analyzer.grading import CODE_INDEX, CRITICAL, MINOR, REJECT, clamp, zero_nan
 from analyzer.params import ScoringParams
@@ -51,20 +51,28 @@ class SampleScores:
     tof: TofScores
     spectral: SpectralScores
     fusion: FusionScores
+    weights: WeightArrays | None = None
 
     @property
     def n(self) -> int:
         return int(self.fusion.final_score.shape[0])
 
 
-def fuse(tof: TofScores, spectral: SpectralScores, p: ScoringParams) -> FusionScores:
+def fuse(
+    tof: TofScores,
+    spectral: SpectralScores,
+    p: ScoringParams,
+    weights: WeightArrays | None = None,
+) -> FusionScores:
     """Confidence-weighted fusion, then the decision from probabilities (docs/domain.md §5).
 
     ``final_score = Σ W_s c_s Q_s / Σ W_s c_s`` over sensors with a score, ``data_quality =
     Σ W_s c_s / Σ W_s``. A sensor that is missing, or present without any usable index, has
     c = 0; both cap the grade at ``missing_sensor_cap`` and send the tray to HOLD. A data
     quality below ``min_confidence`` is the critical ``low_confidence`` (grade REJECT, decision
-    HOLD: a manual check). Every other defect counts by its probability (analyzer.decision).
+    HOLD: a manual check). A weight the line's checkweigher should have sent and did not is
+    ``missing_weight``, handled like a missing sensor. Every other defect counts by its
+    probability (analyzer.decision).
     """
     grading = p.profile.grading
     w_t, w_s = p.profile.fusion.tof, p.profile.fusion.spectral
@@ -84,6 +92,10 @@ def fuse(tof: TofScores, spectral: SpectralScores, p: ScoringParams) -> FusionSc
     defects[:, CODE_INDEX[DefectCode.LOW_CONFIDENCE]] = np.where(low, CRITICAL, 0)
     # A sensor with weight that gave nothing (absent, or no usable index) caps the grade.
     blind = ((w_t > 0) & (c_t <= 0)) | ((w_s > 0) & (c_s <= 0))
+    if weights is not None:
+        unweighed = weights.expected & ~weights.present
+        defects[:, CODE_INDEX[DefectCode.MISSING_WEIGHT]] = np.where(unweighed, MINOR, 0)
+        blind = blind | unweighed
     d = decide(tof, spectral, defects, final, tof_share, blind, low, p)
     defects = np.where(d.p_critical >= 0.5, CRITICAL, np.where(d.p_minor >= 0.5, MINOR, 0))
     return FusionScores(
@@ -98,14 +110,20 @@ def fuse(tof: TofScores, spectral: SpectralScores, p: ScoringParams) -> FusionSc
     )
 
 
-def score_batch(tof: TofArrays, spectral: SpectralArrays, p: ScoringParams) -> SampleScores:
+def score_batch(
+    tof: TofArrays,
+    spectral: SpectralArrays,
+    p: ScoringParams,
+    weights: WeightArrays | None = None,
+) -> SampleScores:
     """Score n samples of one device configuration.
 
     Args:
         tof: n ToF frames (``present`` False where the frame never came).
         spectral: n spectral readings, same order.
         p: the device's scoring parameters.
+        weights: the checkweigher's readings where the line has one (None: it has none).
     """
-    t = score_tof(tof, p)
+    t = score_tof(tof, p, weights)
     s = score_spectral(spectral, p, t.spot_distance_mm, t.reflectance_cv)
-    return SampleScores(tof=t, spectral=s, fusion=fuse(t, s, p))
+    return SampleScores(tof=t, spectral=s, fusion=fuse(t, s, p, weights), weights=weights)

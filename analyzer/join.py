@@ -1,4 +1,5 @@
-"""The ToF/spectral join: frames of one sample meet by (device_id, sample_id), never by ``ts``.
+"""The sample join: ToF and spectral frames (and the checkweigher's weight where the line has
+one) meet by (line, device_id, sample_id), never by ``ts``.
 
 Pure and clock-free (STYLE.md): every call takes ``now`` (seconds, monotonic). The service
 feeds it decoded frames with an opaque handle (what it must acknowledge once the sample's
@@ -6,8 +7,10 @@ result is out) and acts on what comes back.
 
 Rules (issue 4, docs/domain.md §7 "Timing"):
 
-- The first half of a sample waits at most ``join_timeout_s`` for the other; then the sample
-  is released with the missing half ``None`` (its result says ``missing_*``).
+- The first part of a sample waits at most ``join_timeout_s`` for the others; then the sample
+  is released with the missing part ``None`` (its result says ``missing_*``). A sample is
+  complete with its ToF and spectral frames, and its weight when the offer said one is
+  expected (the device's config has a ``checkweigher``, issue #17). "Half" below means part.
 - A second copy of a half while the sample waits is a duplicate: its handle joins the sample's
   handles (acknowledged with it), the first copy is scored.
 - After a sample was released, its key is remembered for ``done_ttl_s`` (at most
@@ -24,12 +27,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from sqal.wire import SpectralFrame, TofFrame
+from sqal.wire import SpectralFrame, TofFrame, Weight
 
 H = TypeVar("H")
 Key = tuple[str, str, str]
 """(line, device, sample): a device id is unique within its line only."""
-TOF, SPEC = 1, 2
+TOF, SPEC, WEIGHT = 1, 2, 4
+Part = TofFrame | SpectralFrame | Weight
 
 
 class Outcome(StrEnum):
@@ -55,8 +59,10 @@ class Release(StrEnum):
 class _Pending(Generic[H]):
     line: str
     since_s: float
+    needed: int = TOF | SPEC
     tof: TofFrame | None = None
     spectral: SpectralFrame | None = None
+    weight: Weight | None = None
     handles: list[H] = field(default_factory=list)
     digests: dict[int, int] = field(default_factory=dict)
     """Per half (TOF, SPEC): the digest it was offered with."""
@@ -64,8 +70,9 @@ class _Pending(Generic[H]):
 
 @dataclass(frozen=True)
 class Ready(Generic[H]):
-    """A sample to score: its frames (either may be None), handles to acknowledge after the
-    result is delivered, why it was released, and when its last frame was offered."""
+    """A sample to score: its frames (any may be None), handles to acknowledge after the
+    result is delivered, why it was released, and when its last frame was offered.
+    ``weight_expected``: the line weighs its trays, so a missing ``weight`` is a missing part."""
 
     device_id: str
     sample_id: str
@@ -75,6 +82,8 @@ class Ready(Generic[H]):
     handles: tuple[H, ...]
     release: Release
     last_offer_s: float
+    weight: Weight | None = None
+    weight_expected: bool = False
 
 
 @dataclass
@@ -115,17 +124,20 @@ class Joiner(Generic[H]):
     def offer(
         self,
         line: str,
-        frame: TofFrame | SpectralFrame,
+        frame: Part,
         handle: H,
         now: float,
         digest: int | None = None,
+        expect_weight: bool = False,
     ) -> tuple[Outcome, list[Ready[H]]]:
-        """Offer one decoded frame.
+        """Offer one decoded frame (or weight).
 
         Args:
             digest: a fingerprint of the frame's content (the analyzer hashes the payload). A
                 copy of a half the sample has, or had, with another digest is ``CONFLICT``: the
                 caller dead-letters it instead of taking it for a redelivery.
+            expect_weight: the device's line weighs its trays: the sample waits for its weight
+                too. The latest offer's word counts (a config may change while a sample waits).
 
         Returns:
             (what happened to it, samples released by this call: the joined one, or one
@@ -133,7 +145,8 @@ class Joiner(Generic[H]):
             list is empty and the caller may acknowledge ``handle`` at once.
         """
         key = (line, frame.device_id, frame.sample_id)
-        half = TOF if isinstance(frame, TofFrame) else SPEC
+        half = _part(frame)
+        needed = TOF | SPEC | (WEIGHT if expect_weight else 0)
         self._forget(now)
         done = self._done.get(key)
         if done is not None:
@@ -147,7 +160,7 @@ class Joiner(Generic[H]):
             return Outcome.LATE, []
         pend = self._pending.get(key)
         if pend is None:
-            pend = _Pending[H](line=line, since_s=now)
+            pend = _Pending[H](line=line, since_s=now, needed=needed)
             self._set(pend, frame, half, digest)
             pend.handles.append(handle)
             self._pending[key] = pend
@@ -157,7 +170,7 @@ class Joiner(Generic[H]):
                 self.stats.evicted += 1
                 released.append(self._release(old_key, old, Release.EVICTED, now))
             return Outcome.WAITING, released
-        held = (TOF if pend.tof is not None else 0) | (SPEC if pend.spectral is not None else 0)
+        held = _held(pend)
         if held & half and _differs(pend.digests.get(half), digest):
             self.stats.conflicts += 1
             return Outcome.CONFLICT, []
@@ -166,6 +179,9 @@ class Joiner(Generic[H]):
             self.stats.duplicates += 1
             return Outcome.HELD, []
         self._set(pend, frame, half, digest)
+        pend.needed = needed
+        if _held(pend) & needed != needed:
+            return Outcome.WAITING, []
         del self._pending[key]
         self.stats.joined += 1
         return Outcome.JOINED, [self._release(key, pend, Release.JOINED, now)]
@@ -215,19 +231,18 @@ class Joiner(Generic[H]):
         return out
 
     @staticmethod
-    def _set(
-        pend: _Pending[H], frame: TofFrame | SpectralFrame, half: int, digest: int | None
-    ) -> None:
+    def _set(pend: _Pending[H], frame: Part, half: int, digest: int | None) -> None:
         if digest is not None:
             pend.digests[half] = digest
         if isinstance(frame, TofFrame):
             pend.tof = frame
-        else:
+        elif isinstance(frame, SpectralFrame):
             pend.spectral = frame
+        else:
+            pend.weight = frame
 
     def _release(self, key: Key, pend: _Pending[H], why: Release, now: float) -> Ready[H]:
-        halves = (TOF if pend.tof is not None else 0) | (SPEC if pend.spectral is not None else 0)
-        self._done[key] = (now, halves, pend.digests)
+        self._done[key] = (now, _held(pend), pend.digests)
         self._done.move_to_end(key)
         while len(self._done) > self.done_capacity:
             self._done.popitem(last=False)
@@ -240,6 +255,8 @@ class Joiner(Generic[H]):
             handles=tuple(pend.handles),
             release=why,
             last_offer_s=now,
+            weight=pend.weight,
+            weight_expected=bool(pend.needed & WEIGHT),
         )
 
     def _forget(self, now: float) -> None:
@@ -248,6 +265,21 @@ class Joiner(Generic[H]):
             if now - when < self.done_ttl_s:
                 break
             del self._done[key]
+
+
+def _part(frame: Part) -> int:
+    if isinstance(frame, TofFrame):
+        return TOF
+    return SPEC if isinstance(frame, SpectralFrame) else WEIGHT
+
+
+def _held(pend: _Pending[H]) -> int:
+    """The parts a waiting sample has, as TOF | SPEC | WEIGHT bits."""
+    return (
+        (TOF if pend.tof is not None else 0)
+        | (SPEC if pend.spectral is not None else 0)
+        | (WEIGHT if pend.weight is not None else 0)
+    )
 
 
 def _differs(kept: int | None, offered: int | None) -> bool:

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from analyzer.massmodel import MassModel
 from sqal.profiles import Profile, tne_g
-from sqal.wire import Calibration
+from sqal.wire import Calibration, CheckweigherSettings
 
 FOV_DEG = 45.0
 """VL53L8CH square field of view (docs/domain.md §1); zone pitch k = 2·tan(FOV/2)/N."""
@@ -156,6 +156,9 @@ class ScoringParams:
     tne_g: float
     mass_model: MassModel
     valid_status: NDArray[np.int64] = field(default_factory=lambda: np.array([5, 6, 9]))
+    checkweigher_sigma_g: float | None = None
+    """The line's checkweigher σ as the device's config announces it; ``None``: no checkweigher,
+    no weight expected (docs/contract.md "Weight")."""
 
     @property
     def layout(self) -> int:
@@ -167,8 +170,13 @@ class ScoringParams:
         return self.dark_bc is not None and self.white_bc is not None
 
 
-def build_params(profile: Profile, calibration: Calibration | None = None) -> ScoringParams:
-    """Compile a profile and (optionally) a device calibration into :class:`ScoringParams`."""
+def build_params(
+    profile: Profile,
+    calibration: Calibration | None = None,
+    checkweigher: CheckweigherSettings | None = None,
+) -> ScoringParams:
+    """Compile a profile, (optionally) a device calibration and the line's checkweigher into
+    :class:`ScoringParams`."""
     cal = calibration
     d0 = cal.d0_mm if cal is not None and cal.d0_mm is not None else profile.tof.mount_distance_mm
     layout = profile.tof.layout
@@ -216,4 +224,5 @@ def build_params(profile: Profile, calibration: Calibration | None = None) -> Sc
         tne_g=tne_g(profile.product.nominal_mass_g),
         mass_model=mass_model,
         valid_status=np.asarray(profile.tof.valid_status, dtype=np.int64),
+        checkweigher_sigma_g=checkweigher.sigma_g if checkweigher is not None else None,
     )

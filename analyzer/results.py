@@ -23,6 +23,7 @@ from sqal.wire import (
     Result,
     SpectralResult,
     TofResult,
+    WeighedResult,
 )
 
 
@@ -61,7 +62,7 @@ def to_results(
     processing_ms: Sequence[float],
 ) -> list[Result]:
     """One :class:`Result` per sample; a section is ``None`` when its frame never came."""
-    t, s, f = scores.tof, scores.spectral, scores.fusion
+    t, s, f, w = scores.tof, scores.spectral, scores.fusion, scores.weights
     out = []
     for i, m in enumerate(meta):
         tof = None
@@ -116,6 +117,11 @@ def to_results(
                 ),
                 analyzer=AnalyzerInfo(
                     version=__version__, processing_ms=max(0.0, float(processing_ms[i]))
+                ),
+                weight=(
+                    WeighedResult(mass_g=float(w.mass_g[i]), sigma_g=_num(w.sigma_g[i]))
+                    if w is not None and w.present[i]
+                    else None
                 ),
             )
         )

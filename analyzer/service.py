@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from analyzer.arrays import stack_spectral, stack_tof
+from analyzer.arrays import stack_spectral, stack_tof, stack_weights
 from analyzer.fusion import score_batch
 from analyzer.join import Joiner, Outcome, Ready
 from analyzer.liveness import PROBE_FILTER, BrokerLiveness
@@ -43,6 +43,7 @@ from sqal.wire import (
     SpectralFrame,
     TofFrame,
     TsWindow,
+    Weight,
     dead_letter,
     dead_letter_topic,
     decode,
@@ -175,7 +176,11 @@ class AnalyzerService:
         self.sub = Subscriber(
             cfg.broker,
             cfg.client_id,
-            [subscription(k, line=ln) for k in (Kind.TOF, Kind.SPECTRAL) for ln in lines],
+            [
+                subscription(k, line=ln)
+                for k in (Kind.TOF, Kind.SPECTRAL, Kind.WEIGHT)
+                for ln in lines
+            ],
             self._on_message,
             state_filters=[subscription(Kind.CONFIG, line=ln) for ln in lines],
             on_state=lambda: self.inbox.signal(_StateSent()),
@@ -351,7 +356,7 @@ class AnalyzerService:
                 self._apply_config(topic.line, topic.device, frame)
                 self._done((m,))
                 return []
-            if not isinstance(frame, TofFrame | SpectralFrame):
+            if not isinstance(frame, TofFrame | SpectralFrame | Weight):
                 raise PayloadError(DeadReason.BAD_TOPIC, "not a frame topic", m.topic)
             params = self.device_params.get((topic.line, topic.device), self.default_params)
             if isinstance(frame, TofFrame) and frame.layout != params.layout:
@@ -366,7 +371,12 @@ class AnalyzerService:
             return []
         # A redelivery is byte-identical: another payload for a half already taken conflicts.
         outcome, released = self.joiner.offer(
-            topic.line, frame, m, now=m.arrived_s, digest=hash(m.payload)
+            topic.line,
+            frame,
+            m,
+            now=m.arrived_s,
+            digest=hash(m.payload),
+            expect_weight=params.checkweigher_sigma_g is not None,
         )
         if outcome is Outcome.CONFLICT:
             self._dead_letter(m, PayloadError(DeadReason.CONFLICT, CONFLICT_DETAIL, m.topic))
@@ -382,7 +392,7 @@ class AnalyzerService:
 
     def _apply_config(self, line: str, device: str, cfg: DeviceConfig) -> None:
         try:
-            params = build_params(load_profile(cfg.profile), cfg.calibration)
+            params = build_params(load_profile(cfg.profile), cfg.calibration, cfg.checkweigher)
         except ConfigError as exc:
             log.warning("config of %s not applied: %s", device, exc)
             raise PayloadError(DeadReason.UNKNOWN_PROFILE, str(exc)) from None
@@ -399,10 +409,18 @@ class AnalyzerService:
         for key, group in groups.items():
             p = params_by_id[key]
             try:
+                weighs = any(r.weight_expected or r.weight is not None for r in group)
                 scores = score_batch(
                     stack_tof([r.tof for r in group], p.layout),
                     stack_spectral([r.spectral for r in group]),
                     p,
+                    stack_weights(
+                        [r.weight for r in group],
+                        [r.weight_expected for r in group],
+                        p.checkweigher_sigma_g,
+                    )
+                    if weighs
+                    else None,
                 )
                 now = time.monotonic()
                 meta = [SampleMeta(r.device_id, r.sample_id, _sample_ts(r)) for r in group]
@@ -446,7 +464,7 @@ class AnalyzerService:
 
 
 def _sample_ts(r: Ready[Delivery]) -> Any:
-    """A result's ``ts`` is the ToF capture time, else the spectral one."""
-    frame = r.tof if r.tof is not None else r.spectral
+    """A result's ``ts`` is the ToF capture time, else the spectral one, else the weighing's."""
+    frame = r.tof or r.spectral or r.weight
     assert frame is not None
     return frame.ts

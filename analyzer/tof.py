@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from analyzer.arrays import TofArrays
+from analyzer.arrays import TofArrays, WeightArrays
 from analyzer.fitting import masked_median, weighted_lstsq
 from analyzer.grading import (
     apply_defects,
@@ -41,6 +41,9 @@ CV_MIN_ZONES = 6
 CONF_V = (0.5, 0.9)
 """c_tof = lin(v; 0.5, 0.9) (docs/domain.md §5)."""
 CONF_SIGMA_FACTOR = 0.8
+CHECKWEIGHER_SIGMA_G = 1.0
+"""A weight whose σ neither it nor the device's config states: a checkweigher's scale interval
+on a food line is 0.1-1 g, so 1 g is the cautious reading [D]."""
 PEAK_SIGMA_FLOOR_MM = 1.0
 """The ULD's distances are whole mm: a peak is never known better than this (docs/domain.md §1)."""
 
@@ -54,7 +57,8 @@ class TofScores:
     is c_tof (0 where the frame is absent). ``reflectance_cv`` and ``spot_distance_mm`` feed the
     spectral side (colour uniformity, distance factor). The ``sigma_*`` arrays are each
     estimate's standard error from its own error model (analyzer.decision turns them into
-    probabilities).
+    probabilities). ``fill_mass_g`` and its σ are the mass fill is decided on: the
+    checkweigher's where ``weighed``, else m̂; ``fill_ratio`` is fill_mass_g / Qn.
     """
 
     present: B
@@ -64,6 +68,9 @@ class TofScores:
     sigma_volume_mm3: F64
     mass_g: F64
     sigma_mass_g: F64
+    fill_mass_g: F64
+    sigma_fill_mass_g: F64
+    weighed: B
     fill_ratio: F64
     avg_height_mm: F64
     max_height_mm: F64
@@ -237,12 +244,16 @@ def _fits(
     )
 
 
-def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
+def score_tof(
+    arrays: TofArrays, p: ScoringParams, weights: WeightArrays | None = None
+) -> TofScores:
     """Score n ToF frames of one device configuration (docs/domain.md §2, §5).
 
     Args:
         arrays: n frames (absent ones flagged in ``present``).
         p: the device's scoring parameters.
+        weights: the line's checkweigher readings, if it has one: where a weight came, fill is
+            decided on its mass and σ instead of m̂ (docs/domain.md §5, revised 2026-12).
     """
     tof, tray, product = p.profile.tof, p.profile.tray, p.profile.product
     n, m = arrays.n, p.layout * p.layout
@@ -282,7 +293,14 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
     volume = np.where(usable, volume, np.nan)
     mass, dm_dv = p.mass_model.predict(volume)
     sigma_m = np.sqrt((dm_dv * sigma_v) ** 2 + p.mass_model.sigma_model_g(mass) ** 2)
-    fill = mass / product.nominal_mass_g
+    weighed = np.zeros(n, dtype=bool)
+    fill_mass, sigma_fill = mass, sigma_m
+    if weights is not None:
+        weighed = weights.present & np.isfinite(weights.mass_g)
+        w_sigma = np.where(np.isfinite(weights.sigma_g), weights.sigma_g, CHECKWEIGHER_SIGMA_G)
+        fill_mass = np.where(weighed, weights.mass_g, mass)
+        sigma_fill = np.where(weighed, w_sigma, sigma_m)
+    fill = fill_mass / product.nominal_mass_g
     avg_h = _masked_mean(h, prod)
     var_h = _masked_mean((h - zero_nan(avg_h)[:, None]) ** 2, prod)
     # max_height: the max of noisy zones overshoots the surface by ~2σ (an order statistic of
@@ -321,8 +339,8 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
                 # as a short tray (−9 % volume) and rejected good trays; such a tray is already
                 # held as zones_invalid [D].
                 DefectCode.UNDERFILL: severity(
-                    mass < qn - tne,
-                    (mass + tof.underfill_z * sigma_m < qn - 2 * tne)
+                    fill_mass < qn - tne,
+                    (fill_mass + tof.underfill_z * sigma_fill < qn - 2 * tne)
                     & (share >= tof.valid_share.minor),
                 ),
                 DefectCode.OVERFILL: severity(
@@ -372,6 +390,9 @@ def score_tof(arrays: TofArrays, p: ScoringParams) -> TofScores:
         sigma_volume_mm3=sigma_v * nan_unless,
         mass_g=mass,
         sigma_mass_g=sigma_m,
+        fill_mass_g=fill_mass,
+        sigma_fill_mass_g=sigma_fill,
+        weighed=weighed,
         fill_ratio=fill,
         avg_height_mm=avg_h,
         max_height_mm=max_h,

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from analyzer import SampleMeta, build_params, score_batch, stack_spectral, stack_tof, to_results
+from analyzer.arrays import stack_weights
 from analyzer.evaluation import (
     EvalReport,
     evaluate,
@@ -36,6 +37,7 @@ from analyzer.evaluation import (
 )
 from analyzer.fusion import SampleScores
 from analyzer.grading import band_score, lower_better
+from analyzer.massmodel import MassFit, fit
 from analyzer.params import ScoringParams
 from bench.common import header
 from device_sim.command import build_devices
@@ -43,7 +45,15 @@ from device_sim.device import SimDevice, _seq_rng
 from device_sim.fleet import config_payload
 from device_sim.trays import DEFECTS, draw_tray
 from sqal.profiles import SCENARIOS, load_profile
-from sqal.wire import DeviceConfig, SpectralFrame, TofFrame, decode, decode_as
+from sqal.wire import (
+    DeviceConfig,
+    SpectralFrame,
+    TofFrame,
+    WeighedMassModel,
+    Weight,
+    decode,
+    decode_as,
+)
 
 PROFILES = ("foie_gras_lobe_400g", "pate_terrine_300g")
 CHUNK = 256
@@ -67,10 +77,14 @@ class Run:
     scores: dict[str, list[float]]
 
 
-def _params(dev: SimDevice) -> ScoringParams:
-    """The device's retained config, decoded and compiled as the service does."""
+def _params(dev: SimDevice, mass_model: WeighedMassModel | None = None) -> ScoringParams:
+    """The device's retained config, decoded and compiled as the service does; with
+    ``mass_model``, as after ``sqal calibrate --weights`` put the line's model in it."""
     cfg = decode_as(DeviceConfig, config_payload(dev, START))
-    return build_params(load_profile(cfg.profile), cfg.calibration)
+    cal = cfg.calibration
+    if mass_model is not None and cal is not None:
+        cal = cal.model_copy(update={"mass_model": mass_model})
+    return build_params(load_profile(cfg.profile), cal, cfg.checkweigher)
 
 
 def _offset_mm(dev: SimDevice, seq: int) -> float:
@@ -110,6 +124,8 @@ def run_profile(
     scenario: str = "production",
     ceiling: bool = False,
     only: str | None = None,
+    mass_model: WeighedMassModel | None = None,
+    checkweigher_sigma_g: float | None = None,
 ) -> Run:
     """Render, score and collect ``samples`` trays of one profile.
 
@@ -117,8 +133,9 @@ def run_profile(
     same trays seen by a perfect sensor (every noise source off, ``render_batch(noise=False)``).
     """
     fleet = build_devices(
-        1, devices, rate, profile, seed, START, "none", None, defect_rate, scenario
-    )
+        1, devices, rate, profile, seed, START, "none", None, defect_rate, scenario,
+        checkweigher_sigma_g=checkweigher_sigma_g,
+    )  # fmt: skip
     for dev in fleet:
         dev.noise = not ceiling
         if only is not None:  # a stratified sample: this defect injected into every tray
@@ -126,7 +143,7 @@ def run_profile(
     per_device = math.ceil(samples / devices)
     run = Run([], [], [], defaultdict(list))
     for dev in fleet:
-        params = _params(dev)
+        params = _params(dev, mass_model)
         done = 0
         while done < per_device:
             count = min(CHUNK, per_device - done)
@@ -134,17 +151,26 @@ def run_profile(
             out, truth = dev.produce(count)
             tofs: dict[str, TofFrame] = {}
             specs: dict[str, SpectralFrame] = {}
+            weights: dict[str, Weight] = {}
             for msg in out:
                 frame = decode(msg.topic, msg.payload)
                 if isinstance(frame, TofFrame):
                     tofs[frame.sample_id] = frame
                 elif isinstance(frame, SpectralFrame):
                     specs[frame.sample_id] = frame
+                elif isinstance(frame, Weight):
+                    weights[frame.sample_id] = frame
             ids = [t["sample_id"] for t in truth]
+            weighs = params.checkweigher_sigma_g is not None
             scores = score_batch(
                 stack_tof([tofs.get(i) for i in ids], params.layout),
                 stack_spectral([specs.get(i) for i in ids]),
                 params,
+                stack_weights(
+                    [weights.get(i) for i in ids], [weighs] * len(ids), params.checkweigher_sigma_g
+                )
+                if weighs
+                else None,
             )
             meta = [SampleMeta(dev.device_id, i, tofs[i].ts) for i in ids]
             results = to_results(scores, meta, profile, params.calibration_id, [0.0] * len(ids))
@@ -333,26 +359,24 @@ def grade_breakdown(run: Run, params: ScoringParams) -> None:
         print(f"  wrong grade {cause:<58} {n:5d}")
 
 
-REFIT_SEED_OFFSET = 1000
-"""The weighed trays of the refit come from other seeds than the evaluation's."""
+WEIGHED_SEED_OFFSET = 1000
+"""The weighed trays of the line calibration come from other seeds than the evaluation's."""
 
 
-def refit_mass_model(profile: str, trays: int, seed: int) -> tuple[float, float, float]:
-    """docs/domain.md §2 mass model refit: weigh untouched trays, regress mass on measured volume.
+def weigh_line(profile: str, trays: int, seed: int, scenario: str) -> MassFit:
+    """The plant's ``sqal calibrate --weights`` on simulated trays (docs/calibration.md).
 
-    What an operator does on a real line with a checkweigher: run ``trays`` production trays
-    (no injected defects) past the node, weigh each, and fit ``m = b_m·V̂`` (V̂ in cm³). a_m is
-    held at 0: production masses span only ~±6 %, so a free intercept is not identifiable (noise
-    in V̂ attenuates the slope: a 200-tray fit gave a_m 213 g, b_m 0.44, which misjudges a 25 %
-    underfill). Returns (a_g = 0, b_g_per_cm3, residual std in % of the mean mass).
+    What an operator does: run ``trays`` trays of the line's own production (no injected
+    defect) past the node, weigh each on a scale, and fit the line's mass model on the volumes
+    the analyzer published (:func:`analyzer.massmodel.fit`: intercept, slope, V^⅔ only when
+    leave-one-out says so, through the origin when the volumes span too little). Other seeds
+    than the evaluation's, so the model is judged on trays it was not fitted on.
     """
-    run = run_profile(profile, trays, 2, 30.0, seed + REFIT_SEED_OFFSET, defect_rate=0.0)
-    v = np.array([(r.get("tof") or {}).get("volume_mm3") or np.nan for r in run.results]) / 1e3
+    run = run_profile(profile, trays, 2, 30.0, seed + WEIGHED_SEED_OFFSET, 0.0, scenario)
+    v = np.array([(r.get("tof") or {}).get("volume_mm3") or np.nan for r in run.results])
     m = np.array([t["mass_g"] for t in run.truth])
     ok = np.isfinite(v)
-    b = float(m[ok].sum() / v[ok].sum())
-    resid = m[ok] - b * v[ok]
-    return 0.0, b, float(100.0 * resid.std() / m[ok].mean())
+    return fit(v[ok], m[ok], load_profile(profile).product)
 
 
 def _verdict(rep: EvalReport) -> list[str]:
@@ -433,25 +457,43 @@ def main() -> None:
         metavar="N",
         help="also inject each defect into N trays of its own and print its recall",
     )
+    ap.add_argument(
+        "--checkweigher",
+        type=float,
+        nargs="?",
+        const=0.5,
+        default=None,
+        metavar="SIGMA_G",
+        help="each line has a checkweigher of this σ (0.5 g when given without a value): fill "
+        "is decided on its weight",
+    )
     ap.add_argument("--quiet", action="store_true", help="summary only, no breakdown")
     ap.add_argument(
-        "--refit", type=int, default=0, help="first refit the mass model on this many weighed trays"
+        "--weighed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first calibrate each line's mass model on N weighed trays (sqal calibrate --weights)",
     )
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(header("accuracy"))
     for profile in args.profile or PROFILES:
-        if args.refit:
-            a, b, res = refit_mass_model(profile, args.refit, args.seed)
+        mass_model = None
+        if args.weighed:
+            weighed = weigh_line(profile, args.weighed, args.seed, args.scenario)
+            mm = weighed.model
+            mass_model = mm.to_calibration()
             print(
-                f"## {profile}: mass model refit on {args.refit} weighed trays: a_g {a:.2f}, "
-                f"b_g_per_cm3 {b:.4f}, residual {res:.2f} % of mass"
+                f"## {profile}: mass model from {args.weighed} weighed trays ({weighed.reason}): "
+                f"a_g {mm.a_g:.2f}, b_g_per_cm3 {mm.b_g_per_cm3:.4f}, "
+                f"c_g_per_cm2 {mm.c_g_per_cm2:.3f}, leave-one-out σ {mm.sigma_g:.2f} g"
             )
         reports, ceilings = [], []
         for seed in range(args.seed, args.seed + max(1, args.seeds)):
             run = run_profile(
                 profile, args.samples, args.devices, args.rate, seed, args.defect_rate,
-                args.scenario,
+                args.scenario, mass_model=mass_model, checkweigher_sigma_g=args.checkweigher,
             )  # fmt: skip
             rep = evaluate(run.results, run.truth)
             reports.append(rep)
@@ -464,7 +506,8 @@ def main() -> None:
             if args.ceiling:
                 perfect = run_profile(
                     profile, args.samples, args.devices, args.rate, seed, args.defect_rate,
-                    args.scenario, ceiling=True,
+                    args.scenario, ceiling=True, mass_model=mass_model,
+                    checkweigher_sigma_g=args.checkweigher,
                 )  # fmt: skip
                 ceilings.append(evaluate(perfect.results, perfect.truth))
                 print(f"## {profile}: the same trays, sensor-perfect ceiling (no sensor noise)")

@@ -107,6 +107,7 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
     Service.ANALYZER: (
         AclRule("read", subscription(Kind.TOF)),
         AclRule("read", subscription(Kind.SPECTRAL)),
+        AclRule("read", subscription(Kind.WEIGHT)),  # a line's checkweigher: fill decisions
         AclRule("read", subscription(Kind.CONFIG)),
         AclRule("write", subscription(Kind.RESULT)),
         AclRule("write", dead_letter_topic("analyzer")),

@@ -190,6 +190,7 @@ def result_row(topic: DeviceTopic, r: Result) -> tuple[object, ...]:
         r.fusion.data_quality,
         r.fusion.p_reject,
         Jsonb({k.value: v for k, v in r.fusion.p_defects.items()}) if r.fusion.decision else None,
+        r.weight.mass_g if r.weight is not None else None,
     )
 
 

@@ -207,6 +207,7 @@ RESULTS = Table(
         ("data_quality", "float4"),
         ("p_reject", "float4"),
         ("p_defects", "jsonb"),
+        ("weight_mass_g", "float8"),
     ),
 )
 

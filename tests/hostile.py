@@ -251,10 +251,6 @@ FOREIGN_DEAD = (
     "ingest stores other stages' dead letters (sqal/v1/_dead/+, README 'Ingest') and refuses "
     "one that is not a dead letter as schema; the analyzer does not subscribe there"
 )
-NO_WEIGHTS = (
-    "the analyzer does not subscribe to weights yet (issue #17: the three-way join comes "
-    "later); ingest stores them"
-)
 RESERVED_LINE = (
     "parse_topic calls sqal/v1/_dead/{device}/tof a bad topic and the analyzer dead-letters it "
     "so; ingest takes every topic under sqal/v1/_dead/ for another stage's dead letter"
@@ -543,9 +539,9 @@ CATALOGUE: tuple[Hostile, ...] = (
         R.NOT_UTF8,
         not_delivered={ANALYZER: ANALYZER_KINDS},
     ),
-    # Weights (the checkweigher's): ingest's alone for now
+    # Weights (the checkweigher's): ingest stores them, the analyzer decides fill on them
     *(
-        Hostile(f"weight_{name}", on(WEIGHT, build), reason, not_delivered={ANALYZER: NO_WEIGHTS})
+        Hostile(f"weight_{name}", on(WEIGHT, build), reason)
         for name, build, reason in (
             ("bad_json", b"{not json", R.BAD_JSON),
             ("mass_nan", changed(WEIGHT, mass_g=math.nan), R.SCHEMA),
@@ -572,7 +568,6 @@ CATALOGUE: tuple[Hostile, ...] = (
         on(WEIGHT, changed(WEIGHT, ts="2090-01-01T00:00:00Z")),
         R.TS_OUT_OF_RANGE,
         wire=None,
-        not_delivered={ANALYZER: NO_WEIGHTS},
     ),
     Hostile("config_bad_json", on(CFG, b"{not json"), R.BAD_JSON),
     Hostile(

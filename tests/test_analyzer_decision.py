@@ -12,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyzer import build_params, score_batch, stack_spectral, stack_tof
+from analyzer import SampleMeta, build_params, score_batch, stack_spectral, stack_tof, to_results
+from analyzer.arrays import WeightArrays
 from analyzer.decision import p_above, p_mass_below
-from sqal.profiles import load_profile
-from sqal.wire import TofFrame
-from tests.test_analyzer_support import tof_payload
+from analyzer.grading import CODE_INDEX
+from sqal.profiles import FusionWeights, load_profile
+from sqal.wire import DefectCode, TofFrame
+from tests.test_analyzer_support import TS, tof_payload
 
 PARAMS = build_params(load_profile("foie_gras_lobe_400g"))
 D0 = 260.0
@@ -101,3 +103,50 @@ def test_seal_contact_decides_from_the_peak_and_its_sigma(height_mm: float, deci
     # The spectral frame is missing: what was seen decides a REJECT, anything else is held.
     expect = "REJECT" if decision == "REJECT" else "HOLD"
     assert ("PASS", "HOLD", "REJECT")[int(f.decision[0])] == expect
+
+
+def _weights(mass_g: float | None, expected: bool = True) -> WeightArrays:
+    return WeightArrays(
+        expected=np.array([expected]),
+        present=np.array([mass_g is not None]),
+        mass_g=np.array([np.nan if mass_g is None else mass_g]),
+        sigma_g=np.array([0.5]),
+    )
+
+
+def test_a_checkweigher_s_mass_decides_fill_where_the_volume_cannot() -> None:
+    """The same flat 30 mm frame reads m̂ = 450 g (σ_m 13.5 g). Weighed at 365 g, below
+    Qn − 2·TNE = 376 g, the tray is a certain critical underfill; weighed at 401 g, no fill
+    defect at all. The ToF section keeps its own estimate; the result echoes the weight."""
+    frame = stack_tof([_flat(30.0)], 8)
+    spec = stack_spectral([None])
+    short = score_batch(frame, spec, PARAMS, _weights(365.0))
+    assert short.tof.mass_g[0] == pytest.approx(450.3, abs=0.5)
+    assert short.tof.fill_mass_g[0] == pytest.approx(365.0)
+    assert short.fusion.p_reject[0] > 0.999
+    assert short.fusion.decision[0] == 2  # REJECT
+    good = score_batch(frame, spec, PARAMS, _weights(401.0))
+    u = CODE_INDEX[DefectCode.UNDERFILL]
+    assert good.fusion.p_defect[0, u] < 1e-6
+    (res,) = to_results(good, [SampleMeta("dev1", "dev1-abc123-00000001", TS)], "x", None, [0])
+    assert res.weight is not None
+    assert res.weight.mass_g == pytest.approx(401.0)
+    assert res.tof is not None
+    assert res.tof.fill_ratio == pytest.approx(401.0 / 400.0)
+
+
+def test_a_weight_the_line_owes_and_did_not_send_holds_the_tray() -> None:
+    """A ToF-only profile (spectral fusion weight 0), so the weight is the only missing part:
+    a flat 27 mm fill (m̂ 410 g) passes when weighed at 404 g and is held when the weight the
+    line's config announces never came."""
+    profile = load_profile("foie_gras_lobe_400g")
+    tof_only = build_params(
+        profile.model_copy(update={"fusion": FusionWeights(tof=1.0, spectral=0.0)})
+    )
+    frame, spec = stack_tof([_flat(27.0)], 8), stack_spectral([None])
+    weighed = score_batch(frame, spec, tof_only, _weights(404.0))
+    assert weighed.fusion.decision[0] == 0  # PASS
+    missing = score_batch(frame, spec, tof_only, _weights(None))
+    w = CODE_INDEX[DefectCode.MISSING_WEIGHT]
+    assert missing.fusion.defects[0, w] == 1
+    assert missing.fusion.decision[0] == 1  # HOLD

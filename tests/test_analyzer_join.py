@@ -6,7 +6,7 @@ import pytest
 
 from analyzer.join import Joiner, Outcome, Release
 from analyzer.liveness import BrokerLiveness
-from sqal.wire import SpectralFrame, TofFrame
+from sqal.wire import SpectralFrame, TofFrame, Weight
 from tests.test_analyzer_support import spectral_payload, tof_payload
 
 
@@ -271,3 +271,59 @@ def test_a_half_again_with_other_content_is_a_conflict_not_a_copy() -> None:
     assert j.offer("L1", tof, "t late copy", now=0.4, digest=1)[0] is Outcome.DUPLICATE
     assert j.offer("L1", other, "t late other", now=0.5, digest=2)[0] is Outcome.CONFLICT
     assert j.stats.conflicts == 2
+
+
+def weight(seq: int, mass_g: float = 401.5, device: str = "dev1") -> Weight:
+    return Weight(
+        device_id=device,
+        sample_id=f"{device}-abc123-{seq:08d}",
+        seq=seq,
+        ts=tof(seq).ts,
+        mass_g=mass_g,
+        sigma_g=0.5,
+    )
+
+
+def test_a_weighed_line_s_sample_waits_for_its_weight_too() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    assert j.offer("L1", tof(1), "t1", now=0.0, expect_weight=True)[0] is Outcome.WAITING
+    assert j.offer("L1", spec(1), "s1", now=0.1, expect_weight=True) == (Outcome.WAITING, [])
+    outcome, (r,) = j.offer("L1", weight(1), "w1", now=0.2, expect_weight=True)
+    assert outcome is Outcome.JOINED
+    assert r.weight is not None
+    assert r.weight.mass_g == pytest.approx(401.5)
+    assert r.weight_expected
+    assert r.handles == ("t1", "s1", "w1")
+
+
+def test_a_missing_weight_is_released_like_a_missing_half() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    j.offer("L1", tof(1), "t1", now=0.0, expect_weight=True)
+    j.offer("L1", spec(1), "s1", now=0.1, expect_weight=True)
+    (r,) = j.expire(now=2.0)
+    assert r.release is Release.TIMEOUT
+    assert r.weight is None
+    assert r.weight_expected
+    # Its weight arriving now is late: no second result.
+    assert j.offer("L1", weight(1), "w1", now=2.5, expect_weight=True) == (Outcome.LATE, [])
+
+
+def test_without_a_checkweigher_two_halves_complete_and_a_stray_weight_is_late() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    j.offer("L1", tof(1), "t1", now=0.0)
+    outcome, (r,) = j.offer("L1", spec(1), "s1", now=0.1)
+    assert outcome is Outcome.JOINED
+    assert r.weight is None
+    assert not r.weight_expected
+    assert j.offer("L1", weight(1), "w1", now=0.2) == (Outcome.LATE, [])
+
+
+def test_a_second_weight_with_another_mass_conflicts() -> None:
+    j: Joiner[str] = Joiner(join_timeout_s=2.0)
+    j.offer("L1", weight(1, 401.5), "w1", now=0.0, digest=1, expect_weight=True)
+    assert j.offer("L1", weight(1, 401.5), "w1b", now=0.1, digest=1, expect_weight=True)[0] is (
+        Outcome.HELD
+    )
+    assert j.offer("L1", weight(1, 390.0), "w2", now=0.2, digest=2, expect_weight=True)[0] is (
+        Outcome.CONFLICT
+    )

@@ -22,12 +22,14 @@ from analyzer.service import AnalyzerConfig, AnalyzerService
 from embedded import Mosquitto, free_port
 from sqal.mqtt import INFLIGHT_WINDOW, paho_client
 from sqal.wire import (
+    CheckweigherSettings,
     DeadLetter,
     DeviceConfig,
     Kind,
     Result,
     SpectralFrame,
     TofFrame,
+    Weight,
     dead_letter_topic,
     device_topic,
     encode,
@@ -167,6 +169,50 @@ def test_every_sample_gets_exactly_one_result_and_bad_input_is_dead_lettered(
         assert base64.b64decode(bad.payload_b64) == truncated[1]
         assert service.metrics.dead.value("bad_json") == 1
         assert service.metrics.scored.value() == 40
+    finally:
+        service.stop()
+        worker.join(10)
+        collector.close()
+        send(publisher, device_topic(line, dev, Kind.CONFIG), b"", retain=True)
+
+
+def test_a_weighed_line_decides_fill_on_the_weight_and_holds_a_tray_without_one(
+    broker: Mosquitto, publisher: paho.Client
+) -> None:
+    """The device's config announces a checkweigher: each sample waits for its weight too."""
+    line, dev = f"L{uuid.uuid4().hex[:6]}", "devW"
+    cfg = DeviceConfig(
+        device_id=dev,
+        profile="foie_gras_lobe_400g",
+        calibration=calibration(),
+        checkweigher=CheckweigherSettings(sigma_g=0.5),
+    )
+    send(publisher, device_topic(line, dev, Kind.CONFIG), encode(cfg), retain=True)
+    collector = Collector(broker, line)
+    service = AnalyzerService(
+        AnalyzerConfig(broker.url, client_id=f"an-{uuid.uuid4().hex[:8]}", join_timeout_s=0.5)
+    )
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        assert service.ready.wait(10)
+        for seq in (1, 2):
+            send_sample(publisher, line, dev, seq)
+        tof = TofFrame.model_validate_json(frames(dev, 1)[0])
+        weighed = Weight(device_id=dev, sample_id=sample_id(dev, 1), seq=1, ts=tof.ts, mass_g=366.0)
+        send(publisher, device_topic(line, dev, Kind.WEIGHT), encode(weighed))
+        collector.wait({sample_id(dev, 1), sample_id(dev, 2)})
+        with collector.lock:
+            one = collector.results[sample_id(dev, 1)][0]
+            two = collector.results[sample_id(dev, 2)][0]
+        assert one.weight is not None
+        assert one.weight.mass_g == 366.0
+        assert one.weight.sigma_g == 0.5  # the config's σ: the weight stated none
+        assert "underfill" in one.fusion.defects  # 366 g < Qn − 2·TNE = 376 g
+        assert one.fusion.decision == "REJECT"
+        assert two.weight is None
+        assert "missing_weight" in two.fusion.defects
+        assert two.fusion.decision in ("HOLD", "REJECT")
     finally:
         service.stop()
         worker.join(10)

@@ -49,6 +49,7 @@ from sqal.wire.models import (
     TofResult,
     TofSettings,
     WeighedMassModel,
+    WeighedResult,
     Weight,
 )
 from sqal.wire.topics import (
@@ -113,6 +114,7 @@ __all__ = [
     "TofSettings",
     "TsWindow",
     "WeighedMassModel",
+    "WeighedResult",
     "Weight",
     "dead_letter",
     "dead_letter_topic",

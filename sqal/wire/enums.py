@@ -49,6 +49,7 @@ class DefectCode(StrEnum):
     SPECTRAL_SATURATED = "spectral_saturated"
     MISSING_TOF = "missing_tof"
     MISSING_SPECTRAL = "missing_spectral"
+    MISSING_WEIGHT = "missing_weight"
     LOW_CONFIDENCE = "low_confidence"
     UNCALIBRATED = "uncalibrated"
     """The device has no dark/white reference yet: spectral indices cannot be computed."""

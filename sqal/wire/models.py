@@ -485,6 +485,15 @@ class Fusion(_Strict):
     p_defects: dict[DefectCode, Score] = Field(default_factory=dict)
 
 
+class WeighedResult(_Strict):
+    """The checkweigher's reading a result decided fill on (issue #17)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mass_g: float
+    sigma_g: float | None
+
+
 class AnalyzerInfo(_Strict):
     """Who scored a sample, and how long it took."""
 
@@ -505,6 +514,8 @@ class Result(_Payload):
     spectral: SpectralResult | None
     fusion: Fusion
     analyzer: AnalyzerInfo
+    weight: WeighedResult | None = None
+    """The checkweigher's reading fill was decided on; absent without one (docs/contract.md)."""
 
 
 class DeadLetter(_Strict):
