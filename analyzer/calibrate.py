@@ -220,7 +220,9 @@ def calibrate(
             if z_cal is None:
                 raise CalibrationError("white: no valid ToF reading of the tile to measure z_cal")
             cal = new_calibration(held.calibration, target, now, white_bc=bc,
-                                  rho_white=rho_white, z_cal_mm=round(z_cal, 1))  # fmt: skip
+                                  rho_white=rho_white, z_cal_mm=round(z_cal, 1),
+                                  count_noise_k=sref.count_noise_k,
+                                  common_noise_frac=sref.common_noise_frac)  # fmt: skip
             summary["z_cal_mm"] = z_cal
         summary |= {"basic_counts": bc, "peak_fs": sref.peak_fs,
                     "max_cv": float(sref.cv[:8].max())}  # fmt: skip

@@ -64,13 +64,37 @@ class EmptyReference:
 
 @dataclass(frozen=True)
 class SpectralReference:
-    """Mean basic counts of a fixture, channel order F1-F8, Clear, NIR."""
+    """Mean basic counts of a fixture, channel order F1-F8, Clear, NIR; for the white tile also
+    its count noise (:func:`count_noise`)."""
 
     bc: F64
     cv: F64
     peak_fs: float
     frames: int
     z_cal_mm: float | None = None
+    count_noise_k: float | None = None
+    common_noise_frac: float | None = None
+
+
+def count_noise(raw: F64) -> tuple[float, float]:
+    """The white tile's count noise, split into its per-channel and common parts.
+
+    ``raw`` (N frames, C channels), all on one fixture. In logs, each frame's reading is the
+    channel's mean, times one factor shared by every channel (the LED's drift, the tile's
+    distance), times each channel's own scatter (photon shot noise). The shared factor of a
+    frame is its mean log deviation over the channels; what is left is the channel's own. Shot
+    noise has var(raw) = k·raw, so k = var_relative·mean, one conversion gain for every channel
+    (they share the ADCs), so k is pooled over the channels: the analyzer scales it to any
+    count (docs/domain.md §3). Returns (k, relative sd of the shared factor).
+    """
+    mean = raw.mean(axis=0)
+    logs = np.log(np.maximum(raw, 1e-9) / mean)
+    shared = logs.mean(axis=1)
+    own = logs - shared[:, None]
+    c = raw.shape[1]
+    # Taking each frame's mean over c channels out removes 1/c of every channel's own variance.
+    var_rel = own.var(axis=0, ddof=1) * c / (c - 1)
+    return float(np.mean(var_rel * mean)), float(shared.std(ddof=1))
 
 
 def _valid(arrays: TofArrays, profile: Profile) -> NDArray[np.bool_]:
@@ -201,7 +225,8 @@ def spectral_reference(
         readings = tof.distance_mm[:, spot][valid]
         if readings.size:
             z_cal = float(np.median(readings))
-    return SpectralReference(mean, cv, peak, n, z_cal)
+    k, common = count_noise(raw)
+    return SpectralReference(mean, cv, peak, n, z_cal, k, common)
 
 
 RIDGE_LAMBDA: Final = 1e-3

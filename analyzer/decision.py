@@ -9,8 +9,9 @@ probabilities follow from them and from the score band's, the published grade is
 ``confidence`` its probability, and ``decision`` compares P(REJECT) with the profile's
 ``p_reject`` and ``p_hold``.
 
-Spectral defects, zones_invalid, saturation and calibration state are read as certain (their
-severities are 0 or 1 here): the spectral indices carry no error model yet.
+The spectral indices' σ come from the count noise the white step measured (analyzer.spectral);
+a device calibrated before that has none, and its spectral defects count as certain, as do
+zones_invalid, saturation, missing parts and the calibration state.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ PROBABILISTIC = (
     DefectCode.OVERFILL,
     DefectCode.TILTED,
     DefectCode.SURFACE_IRREGULAR,
+    DefectCode.OXIDATION,
+    DefectCode.FAT_YELLOWING,
+    DefectCode.DISCOLORATION,
 )
-"""The ToF defects decided on an estimate and its σ; every other code is read as certain."""
+"""The defects decided on an estimate and its σ; every other code is read as certain."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,8 +116,8 @@ def _sub_sigma(f: object, x: F64, sigma: F64) -> F64:
     return np.asarray(np.where(np.isnan(x), 0.0, d))
 
 
-def _score_sigma(t: TofScores, p: ScoringParams, tof_share: F64) -> F64:
-    """σ of the fused score from the ToF sub-scores' σ (the spectral side counts as exact)."""
+def _score_sigma(t: TofScores, s: SpectralScores, p: ScoringParams, tof_share: F64) -> F64:
+    """σ of the fused score: the ToF sub-scores' σ and the spectral score's, by their shares."""
     tof = p.profile.tof
     w = tof.weights
     qn = p.profile.product.nominal_mass_g
@@ -146,8 +150,9 @@ def _score_sigma(t: TofScores, p: ScoringParams, tof_share: F64) -> F64:
         var += np.where(known, (weight * _sub_sigma(f, x, sigma)) ** 2, 0.0)
         den += np.where(known, weight, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        sigma_q = np.sqrt(var) / den
-    return np.asarray(np.where(den > 0, sigma_q * tof_share, 0.0))
+        sigma_t = np.where(den > 0, np.sqrt(var) / den, 0.0)
+    sigma_s = zero_nan(s.sigma_quality_score)
+    return np.asarray(np.hypot(sigma_t * tof_share, sigma_s * (1.0 - tof_share)))
 
 
 def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64]:
@@ -184,6 +189,27 @@ def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64]:
     return np.where(absent, 0.0, p_minor), np.where(absent, 0.0, p_crit)
 
 
+def spectral_probabilities(s: SpectralScores, p: ScoringParams) -> tuple[F64, F64]:
+    """(P(at least minor), P(critical)), each (n, D), of oxidation, fat yellowing and
+    discoloration from the indices and their σ; the other codes are left at 0."""
+    sp = p.profile.spectral
+    n = s.present.shape[0]
+    p_minor = np.zeros((n, len(CODES)))
+    p_crit = np.zeros((n, len(CODES)))
+    ox = CODE_INDEX[DefectCode.OXIDATION]
+    p_minor[:, ox] = p_above(s.oxidation_index, s.sigma_oxidation_index, sp.oxidation.minor)
+    p_crit[:, ox] = p_above(s.oxidation_index, s.sigma_oxidation_index, sp.oxidation.critical)
+    fy = CODE_INDEX[DefectCode.FAT_YELLOWING]
+    p_minor[:, fy] = p_above(s.delta_b, s.sigma_delta_b, sp.db.minor)
+    p_crit[:, fy] = p_above(s.delta_b, s.sigma_delta_b, sp.db.critical)
+    dc = CODE_INDEX[DefectCode.DISCOLORATION]
+    patchy = (s.color_uniformity < sp.u_minor).astype(np.float64)  # from the ToF map: certain
+    p_minor[:, dc] = 1.0 - (1.0 - p_above(s.delta_e, s.sigma_delta_e, sp.de.minor)) * (1 - patchy)
+    p_crit[:, dc] = p_above(s.delta_e, s.sigma_delta_e, sp.de.critical)
+    absent = ~s.present[:, None]
+    return np.where(absent, 0.0, p_minor), np.where(absent, 0.0, p_crit)
+
+
 def decide(
     t: TofScores,
     s: SpectralScores,
@@ -209,6 +235,8 @@ def decide(
     grading = p.profile.grading
     n = defects.shape[0]
     p_minor, p_crit = tof_probabilities(t, p)
+    s_minor, s_crit = spectral_probabilities(s, p)
+    p_minor, p_crit = p_minor + s_minor, p_crit + s_crit  # disjoint columns
     certain = np.ones(len(CODES), dtype=bool)
     certain[[CODE_INDEX[c] for c in PROBABILISTIC]] = False
     p_minor[:, certain] = (defects[:, certain] >= MINOR).astype(np.float64)
@@ -222,7 +250,7 @@ def decide(
     pm = np.maximum(1.0 - np.prod(1.0 - p_minor, axis=1), pc)
     pm = np.where(blind, 1.0, pm)
     # Score bands: P(Q ≥ edge) with σ_Q from the ToF sub-scores.
-    sigma_q = np.maximum(_score_sigma(t, p, tof_share), SIGMA_MIN)
+    sigma_q = np.maximum(_score_sigma(t, s, p, tof_share), SIGMA_MIN)
     q = np.where(np.isnan(final_score), -np.inf, final_score)
     above = [ndtr((q - edge) / sigma_q) for edge in (grading.A, grading.B, grading.C)]
     band = np.stack(

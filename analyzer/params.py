@@ -156,6 +156,11 @@ class ScoringParams:
     tne_g: float
     mass_model: MassModel
     valid_status: NDArray[np.int64] = field(default_factory=lambda: np.array([5, 6, 9]))
+    count_noise_k: float | None = None
+    """The spectral sensor's shot noise, var(raw) = k·raw (the white step measured it); with
+    ``common_noise_frac`` it gives the spectral indices their σ. ``None``: no error model, the
+    indices count as exact."""
+    common_noise_frac: float = 0.0
     checkweigher_sigma_g: float | None = None
     """The line's checkweigher σ as the device's config announces it; ``None``: no checkweigher,
     no weight expected (docs/contract.md "Weight")."""
@@ -224,5 +229,9 @@ def build_params(
         tne_g=tne_g(profile.product.nominal_mass_g),
         mass_model=mass_model,
         valid_status=np.asarray(profile.tof.valid_status, dtype=np.int64),
+        count_noise_k=cal.count_noise_k if cal is not None else None,
+        common_noise_frac=(
+            cal.common_noise_frac if cal is not None and cal.common_noise_frac is not None else 0.0
+        ),
         checkweigher_sigma_g=checkweigher.sigma_g if checkweigher is not None else None,
     )

@@ -65,6 +65,120 @@ class SpectralScores:
     grade: NDArray[np.int8]
     defects: NDArray[np.int8]
     confidence: F64
+    sigma_oxidation_index: F64
+    sigma_delta_e: F64
+    sigma_delta_b: F64
+    sigma_quality_score: F64
+
+
+@dataclass(frozen=True, eq=False)
+class _Indices:
+    """§4 indices of n reflectance rows (arrays (n,), ``lab`` (n, 3), NaN where null)."""
+
+    lab: F64
+    delta_e: F64
+    delta_b: F64
+    met: F64
+    brown: F64
+    freshness: F64
+    fat: F64
+    oxidation: F64
+    quality: F64
+
+
+def _indices(r: F64, nir_low: B, uniformity: F64, p: ScoringParams) -> _Indices:
+    """L*a*b*, ΔE, Δb*, the met and browning ratios, freshness, fat quality, oxidation and the
+    spectral quality score from reflectances (n, 10) (docs/domain.md §4, §5)."""
+    sp = p.profile.spectral
+    n = r.shape[0]
+    f = r[:, :8]
+    f_ok: B = np.asarray(~np.isnan(f).any(axis=1))
+    if p.color_matrix is not None:
+        xyz = zero_nan(f) @ p.color_matrix[:, :8].T + p.color_matrix[:, 8]
+        lab = np.where(f_ok[:, None], lab_from_xyz(xyz), np.nan)
+    else:
+        lab = np.full((n, 3), np.nan)
+    delta_e = np.linalg.norm(lab - p.lab_ref, axis=1)
+    delta_b = lab[:, 2] - p.lab_ref[2]
+    mi_fresh, mi_met, br_fresh, br_ox, nr_ref = p.anchors
+    r525 = 0.75 * f[:, 3] + 0.25 * f[:, 4]
+    r572 = 0.514 * f[:, 4] + 0.486 * f[:, 5]
+    ks525 = kubelka_munk(r525)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mi = np.where(ks525 > 0, kubelka_munk(r572) / ks525, np.nan)
+        br = np.where(f[:, 6] > 0, f[:, 1] / f[:, 6], np.nan)
+        nr = np.where(f[:, 7] > 0, r[:, 9] / f[:, 7], np.nan)
+    met = lin(mi, mi_fresh, mi_met)
+    brown = lin(br, br_fresh, br_ox)
+    yellow = lin(delta_b, sp.db.ok, sp.db.bad)
+    heme = np.ones(n) if sp.w_heme == 0 else 1.0 - sp.w_heme * met
+    freshness = heme * (1.0 - lin(delta_e, sp.de.ok, sp.de.bad))
+    if sp.w_m == 0:
+        oxidation = clamp(brown, 0.0, 1.0)
+    else:
+        oxidation = clamp(sp.w_m * met + (1.0 - sp.w_m) * brown, 0.0, 1.0)
+    # NIR ratio: a drift detector against the reference. No NIR light (channel below raw_min)
+    # leaves 1 − y; a saturated NIR makes the index null (its input is invalid).
+    nir_term = 1.0 - lin(np.abs(nr - nr_ref), *sp.nr_tol)
+    fat = np.where(nir_low, 1.0, nir_term) * (1.0 - yellow)
+    w = sp.weights
+    quality, _ = weighted_score(
+        [freshness, fat, 1.0 - oxidation, uniformity],
+        [w.freshness, w.fat_quality, w.oxidation, w.color_uniformity],
+    )
+    return _Indices(lab, delta_e, delta_b, met, brown, freshness, fat, oxidation, quality)
+
+
+NOISE_CHANNELS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 9])
+"""The channels the indices read (F1..F8, NIR), each perturbed on its own for the σ's."""
+READ_NOISE_COUNTS = 1.0
+"""A floor under a channel's shot noise: the ADC's own count scatter [D]."""
+
+
+def _sigmas(
+    arrays: SpectralArrays,
+    r: F64,
+    nir_low: B,
+    uniformity: F64,
+    p: ScoringParams,
+    ix: _Indices,
+) -> tuple[F64, F64, F64, F64]:
+    """σ of (oxidation index, ΔE, Δb*, quality score) by first-order propagation of the count
+    noise the white step measured: each channel's own shot noise, var = k·raw, moves its
+    reflectance by r·σ/(raw − dark), one channel at a time; the shared part (LED drift) moves
+    them all by the same fraction. Each σ² is the sum over these directions of the squared
+    change (docs/domain.md §4 "Uncertainty"). Zeros without a noise model.
+    """
+    n = r.shape[0]
+    if p.count_noise_k is None or n == 0 or p.dark_bc is None:
+        zero = np.zeros(n)
+        return zero, zero, zero, zero
+    raw = arrays.raw[:, :10]
+    steps = (arrays.atime + 1.0) * (arrays.astep + 1.0)
+    scale = (effective_gain(arrays.gain) * steps * T_STEP_MS)[:, None]
+    dark_raw = p.dark_bc[None, :] * scale
+    sigma_raw = np.sqrt(p.count_noise_k * np.maximum(raw, 0.0) + READ_NOISE_COUNTS**2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(raw - dark_raw > 0, sigma_raw / (raw - dark_raw), 0.0)
+    dirs = len(NOISE_CHANNELS) + 1
+    bumped = np.repeat(r[None], dirs, axis=0)
+    for d, c in enumerate(NOISE_CHANNELS):
+        bumped[d, :, c] = r[:, c] * (1.0 + rel[:, c])
+    bumped[-1] = r * (1.0 + p.common_noise_frac)
+    moved = _indices(
+        bumped.reshape(dirs * n, 10), np.tile(nir_low, dirs), np.tile(uniformity, dirs), p
+    )
+
+    def spread(base: F64, shifted: F64) -> F64:
+        delta = shifted.reshape(dirs, n) - base[None]
+        return np.asarray(np.sqrt(np.nansum(delta * delta, axis=0)))
+
+    return (
+        spread(ix.oxidation, moved.oxidation),
+        spread(ix.delta_e, moved.delta_e),
+        spread(ix.delta_b, moved.delta_b),
+        spread(ix.quality, moved.quality),
+    )
 
 
 def lab_from_xyz(xyz: F64) -> F64:
@@ -135,39 +249,13 @@ def score_spectral(
     n = arrays.n
     present = arrays.present
     r, saturated, low = reflectance(arrays, p, z_s_mm)
-    f = r[:, :8]
-    f_ok: B = np.asarray(~np.isnan(f).any(axis=1))
-    if p.color_matrix is not None:
-        xyz = zero_nan(f) @ p.color_matrix[:, :8].T + p.color_matrix[:, 8]
-        lab = np.where(f_ok[:, None], lab_from_xyz(xyz), np.nan)
-    else:
-        lab = np.full((n, 3), np.nan)
-    delta_e = np.linalg.norm(lab - p.lab_ref, axis=1)
-    delta_b = lab[:, 2] - p.lab_ref[2]
-    mi_fresh, mi_met, br_fresh, br_ox, nr_ref = p.anchors
-    r525 = 0.75 * f[:, 3] + 0.25 * f[:, 4]
-    r572 = 0.514 * f[:, 4] + 0.486 * f[:, 5]
-    ks525 = kubelka_munk(r525)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mi = np.where(ks525 > 0, kubelka_munk(r572) / ks525, np.nan)
-        br = np.where(f[:, 6] > 0, f[:, 1] / f[:, 6], np.nan)
-        nr = np.where(f[:, 7] > 0, r[:, 9] / f[:, 7], np.nan)
-    met = lin(mi, mi_fresh, mi_met)
-    brown = lin(br, br_fresh, br_ox)
-    yellow = lin(delta_b, sp.db.ok, sp.db.bad)
-    heme = np.ones(n) if sp.w_heme == 0 else 1.0 - sp.w_heme * met
-    freshness = heme * (1.0 - lin(delta_e, sp.de.ok, sp.de.bad))
-    if sp.w_m == 0:
-        oxidation = clamp(brown, 0.0, 1.0)
-    else:
-        oxidation = clamp(sp.w_m * met + (1.0 - sp.w_m) * brown, 0.0, 1.0)
-    # NIR ratio: a drift detector against the reference. No NIR light (channel below raw_min)
-    # leaves 1 − y; a saturated NIR makes the index null (its input is invalid).
-    nir_term = 1.0 - lin(np.abs(nr - nr_ref), *sp.nr_tol)
-    nir_low = low[:, 9] & ~saturated[:, 9]
-    fat = np.where(nir_low, 1.0, nir_term) * (1.0 - yellow)
     uniformity = np.where(present, 1.0 - lin(reflectance_cv, *sp.cv_tol), np.nan)
-
+    nir_low = low[:, 9] & ~saturated[:, 9]
+    ix = _indices(r, nir_low, uniformity, p)
+    lab, delta_e, delta_b = ix.lab, ix.delta_e, ix.delta_b
+    met, brown = ix.met, ix.brown
+    freshness, fat, oxidation = ix.freshness, ix.fat, ix.oxidation
+    sig = _sigmas(arrays, r, nir_low, uniformity, p, ix)
     sat_used: B = np.asarray(saturated[:, USED].any(axis=1))
     with np.errstate(invalid="ignore"):
         defects = defect_matrix(
@@ -193,11 +281,7 @@ def score_spectral(
         )
     defects = np.where(present[:, None], defects, 0).astype(np.int8)
     w = sp.weights
-    quality, _ = weighted_score(
-        [freshness, fat, 1.0 - oxidation, uniformity],
-        [w.freshness, w.fat_quality, w.oxidation, w.color_uniformity],
-    )
-    quality = np.where(present, quality, np.nan)
+    quality = np.where(present, ix.quality, np.nan)
     grading = p.profile.grading
     grade = apply_defects(grade_from_score(quality, grading), defects, grading)
     # Confidence scales with the share of the spectral weight the reading itself could judge
@@ -226,6 +310,10 @@ def score_spectral(
         oxidation_index=oxidation,
         color_uniformity=uniformity,
         quality_score=quality,
+        sigma_oxidation_index=sig[0],
+        sigma_delta_e=sig[1],
+        sigma_delta_b=sig[2],
+        sigma_quality_score=sig[3],
         grade=grade,
         defects=defects,
         confidence=conf,

@@ -110,6 +110,22 @@ def mean_basic_counts(samples: list[Sample]) -> F64:
     return np.asarray(np.mean(bc, axis=0))
 
 
+def white_noise(samples: list[Sample]) -> tuple[float, float]:
+    """The white frames' count noise as a plant's calibration measures it (docs/calibration.md).
+
+    Per frame, the log ratio of each raw count to its channel's mean splits into a part all
+    channels share (the frame's mean over channels: LED drift) and each channel's own (shot
+    noise, var = k·raw). Returns (k pooled over channels, relative sd of the shared part).
+    """
+    raw = np.array([[s.spectral["channels"][c] for c in as7341.CHANNEL_NAMES] for s in samples])
+    mu = raw.mean(axis=0)
+    dev = np.log(np.maximum(raw, 1e-9) / mu)
+    frame = dev.mean(axis=1, keepdims=True)
+    n_ch = raw.shape[1]
+    own_var = (dev - frame).var(axis=0, ddof=1) * n_ch / (n_ch - 1)
+    return float((own_var * mu).mean()), float(frame.std(ddof=1))
+
+
 def _training_spectra(model: ProductModel, rng: np.random.Generator, n: int) -> F64:
     """Half generic smooth spectra (a colour chart), half product-like tiles [D]."""
     lam = WAVELENGTHS_NM
@@ -165,6 +181,7 @@ def calibrate(
     white = capture(model, device, tof, spectral, "white", REFERENCE_FRAMES, rng)
     d0 = roi_median_mm(model, empty)
     m, de = fit_color_matrix(model, rng)
+    k, common = white_noise(white)
     a = model.anchors
     fresh_ch = as7341.channel_reflectance(model.optics.reflectance(model.optics.fresh[None]))
     lab_ref = lab_of_xyz(np.hstack([fresh_ch[:, :8], np.ones((1, 1))]) @ m.T)[0]
@@ -192,4 +209,6 @@ def calibrate(
             round(float(lab_ref[1]), 3),
             round(float(lab_ref[2]), 3),
         ),
+        count_noise_k=round(k, 5),
+        common_noise_frac=round(common, 5),
     )

@@ -377,6 +377,11 @@ class Calibration(_Strict):
     color_delta_e: Annotated[float, Field(ge=0)] | None = None
     anchors: SpectralAnchors | None = None
     lab_ref: tuple[float, float, float] | None = None
+    count_noise_k: Annotated[float, Field(ge=0, le=1000)] | None = None
+    """The white tile's frame-to-frame variance of a raw count per count (shot noise,
+    var = k·raw; one conversion gain for every channel), the part common to all removed."""
+    common_noise_frac: Annotated[float, Field(ge=0, le=0.5)] | None = None
+    """The white tile's frame-to-frame scatter common to every channel (LED drift), relative."""
     mass_model: WeighedMassModel | None = None
 
     @model_validator(mode="after")
