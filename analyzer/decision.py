@@ -36,7 +36,7 @@ from analyzer.grading import (
 from analyzer.params import ScoringParams
 from analyzer.spectral import SpectralScores
 from analyzer.tof import TofScores
-from sqal.wire import DefectCode
+from sqal.wire import DefectCode, IndexPrior
 
 F64 = NDArray[np.float64]
 B = NDArray[np.bool_]
@@ -81,31 +81,71 @@ def p_above(x: F64, sigma: F64, t: float) -> F64:
     return np.asarray(np.where(np.isnan(x), 0.0, ndtr((x - t) / s)))
 
 
-def p_mass_below(m: F64, sigma: F64, t: float, p: ScoringParams) -> F64:
-    """P(true mass < t | m̂, σ_m) under the line's fill prior (a two-part mixture).
+def p_below_mixture(
+    x: F64, sigma: F64, t: float, mu: float, s: float, pi: float, lo: float, hi: float
+) -> F64:
+    """P(true value < t | estimate x, σ) under a two-part prior: (1 − π)·N(μ, s), the good
+    product, + π·U(lo, hi), a value anywhere a faulty tray may have (NaN x → 0).
 
-    Prior: (1 − π)·N(μ·Qn, s·Qn) + π·U(mass_range_g). The posterior keeps the same two parts,
-    weighted by how well each explains m̂: the Gaussian part's posterior is N((m̂s² + μσ²)/(s² +
-    σ²), sσ/√(s² + σ²)); the uniform part's is N(m̂, σ) cut to the range.
+    The posterior keeps the two parts, weighted by how well each explains x: the Gaussian
+    part's posterior is N((x·s² + μ·σ²)/(s² + σ²), s·σ/√(s² + σ²)); the uniform part's is
+    N(x, σ) cut to [lo, hi].
     """
+    sig = np.maximum(zero_nan(sigma), SIGMA_MIN)
+    tot = np.sqrt(s * s + sig * sig)
+    xv = np.where(np.isnan(x), mu, x)
+    dens_g = (1.0 - pi) * np.exp(-0.5 * ((xv - mu) / tot) ** 2) / tot
+    z_lo, z_hi = ndtr((lo - xv) / sig), ndtr((hi - xv) / sig)
+    mass_u = np.maximum(z_hi - z_lo, 1e-300)
+    dens_u = pi * mass_u / (hi - lo) * np.sqrt(2.0 * np.pi)
+    w_g = dens_g / (dens_g + dens_u)
+    post_mu = (xv * s * s + mu * sig * sig) / (tot * tot)
+    post_sd = s * sig / tot
+    below_g = ndtr((t - post_mu) / post_sd)
+    below_u = (ndtr((np.clip(t, lo, hi) - xv) / sig) - z_lo) / mass_u
+    out = w_g * below_g + (1.0 - w_g) * below_u
+    return np.asarray(np.where(np.isnan(x), 0.0, out))
+
+
+def p_mass_below(m: F64, sigma: F64, t: float, p: ScoringParams) -> F64:
+    """P(true mass < t | m̂, σ_m) under the line's fill prior: the filler's setting
+    N(μ·Qn, s·Qn), and with weight π any mass in ``mass_range_g``."""
     prior = p.profile.decision.prior
     qn = p.profile.product.nominal_mass_g
     lo, hi = p.profile.product.mass_range_g
-    mu, s = prior.fill_mean * qn, prior.fill_sd * qn
-    sig = np.maximum(zero_nan(sigma), SIGMA_MIN)
-    tot = np.sqrt(s * s + sig * sig)
-    x = np.where(np.isnan(m), mu, m)
-    dens_g = (1.0 - prior.defect_rate) * np.exp(-0.5 * ((x - mu) / tot) ** 2) / tot
-    z_lo, z_hi = ndtr((lo - x) / sig), ndtr((hi - x) / sig)
-    mass_u = np.maximum(z_hi - z_lo, 1e-300)
-    dens_u = prior.defect_rate * mass_u / (hi - lo) * np.sqrt(2.0 * np.pi)
-    w_g = dens_g / (dens_g + dens_u)
-    post_mu = (x * s * s + mu * sig * sig) / (tot * tot)
-    post_sd = s * sig / tot
-    below_g = ndtr((t - post_mu) / post_sd)
-    below_u = (ndtr((np.clip(t, lo, hi) - x) / sig) - z_lo) / mass_u
-    out = w_g * below_g + (1.0 - w_g) * below_u
-    return np.asarray(np.where(np.isnan(m), 0.0, out))
+    return p_below_mixture(
+        m, sigma, t, prior.fill_mean * qn, prior.fill_sd * qn, prior.defect_rate, lo, hi
+    )
+
+
+def prior_range(name: str, p: ScoringParams) -> tuple[float, float]:
+    """Where a faulty tray's value may lie, for the broad part of a variable's prior [D]."""
+    if name == "max_height_mm":
+        return 0.0, p.profile.tray.depth_mm + 20.0
+    return PRIOR_RANGES[name]
+
+
+PRIOR_RANGES: dict[str, tuple[float, float]] = {
+    "oxidation_index": (0.0, 1.0),
+    "delta_b": (-10.0, 30.0),
+    "delta_e": (0.0, 40.0),
+    "tilt_deg": (0.0, 45.0),
+    "roughness_mm": (0.0, 20.0),
+}
+"""The ranges of the variables a reference batch gives a prior for (max height: the tray's)."""
+
+
+def p_beyond(x: F64, sigma: F64, t: float, name: str, p: ScoringParams) -> F64:
+    """P(true value > t): under the line's product prior when its reference batch gave one for
+    ``name`` (analyzer.prior), else under a flat prior."""
+    prior = p.product_prior
+    ip: IndexPrior | None = getattr(prior, name) if prior is not None else None
+    if ip is None:
+        return p_above(x, sigma, t)
+    lo, hi = prior_range(name, p)
+    pi = p.profile.decision.prior.defect_rate
+    below = p_below_mixture(x, sigma, t, ip.mean, ip.sd, pi, lo, hi)
+    return np.asarray(np.where(np.isnan(x), 0.0, 1.0 - below))
 
 
 def _sub_sigma(f: object, x: F64, sigma: F64) -> F64:
@@ -175,16 +215,19 @@ def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64]:
     o = CODE_INDEX[DefectCode.OVERFILL]
     giveaway = 1.0 - p_mass_below(m, sm, qn * (1 + tof.overfill_minor), p)
     giveaway = np.where(np.isnan(m), 0.0, giveaway)
-    p_crit[:, o] = p_above(t.max_height_mm, t.sigma_max_height_mm, tray.seal_limit_mm)
+    p_crit[:, o] = p_beyond(
+        t.max_height_mm, t.sigma_max_height_mm, tray.seal_limit_mm, "max_height_mm", p
+    )
     p_minor[:, o] = 1.0 - (1.0 - giveaway) * (1.0 - p_crit[:, o])
     ti = CODE_INDEX[DefectCode.TILTED]
-    p_minor[:, ti] = p_above(t.tilt_deg, t.sigma_tilt_deg, tof.tilt_deg.minor)
-    p_crit[:, ti] = p_above(t.tilt_deg, t.sigma_tilt_deg, tof.tilt_deg.critical)
+    p_minor[:, ti] = p_beyond(t.tilt_deg, t.sigma_tilt_deg, tof.tilt_deg.minor, "tilt_deg", p)
+    p_crit[:, ti] = p_beyond(t.tilt_deg, t.sigma_tilt_deg, tof.tilt_deg.critical, "tilt_deg", p)
     si = CODE_INDEX[DefectCode.SURFACE_IRREGULAR]
-    p_minor[:, si] = p_above(t.roughness_mm, t.sigma_roughness_mm, tof.roughness_mm.minor)
+    rough, sr = t.roughness_mm, t.sigma_roughness_mm
+    p_minor[:, si] = p_beyond(rough, sr, tof.roughness_mm.minor, "roughness_mm", p)
     rc = tof.roughness_mm.critical
     if rc is not None:
-        p_crit[:, si] = p_above(t.roughness_mm, t.sigma_roughness_mm, rc)
+        p_crit[:, si] = p_beyond(rough, sr, rc, "roughness_mm", p)
     absent = ~t.present[:, None]
     return np.where(absent, 0.0, p_minor), np.where(absent, 0.0, p_crit)
 
@@ -197,15 +240,17 @@ def spectral_probabilities(s: SpectralScores, p: ScoringParams) -> tuple[F64, F6
     p_minor = np.zeros((n, len(CODES)))
     p_crit = np.zeros((n, len(CODES)))
     ox = CODE_INDEX[DefectCode.OXIDATION]
-    p_minor[:, ox] = p_above(s.oxidation_index, s.sigma_oxidation_index, sp.oxidation.minor)
-    p_crit[:, ox] = p_above(s.oxidation_index, s.sigma_oxidation_index, sp.oxidation.critical)
+    ox_i, ox_s = s.oxidation_index, s.sigma_oxidation_index
+    p_minor[:, ox] = p_beyond(ox_i, ox_s, sp.oxidation.minor, "oxidation_index", p)
+    p_crit[:, ox] = p_beyond(ox_i, ox_s, sp.oxidation.critical, "oxidation_index", p)
     fy = CODE_INDEX[DefectCode.FAT_YELLOWING]
-    p_minor[:, fy] = p_above(s.delta_b, s.sigma_delta_b, sp.db.minor)
-    p_crit[:, fy] = p_above(s.delta_b, s.sigma_delta_b, sp.db.critical)
+    p_minor[:, fy] = p_beyond(s.delta_b, s.sigma_delta_b, sp.db.minor, "delta_b", p)
+    p_crit[:, fy] = p_beyond(s.delta_b, s.sigma_delta_b, sp.db.critical, "delta_b", p)
     dc = CODE_INDEX[DefectCode.DISCOLORATION]
     patchy = (s.color_uniformity < sp.u_minor).astype(np.float64)  # from the ToF map: certain
-    p_minor[:, dc] = 1.0 - (1.0 - p_above(s.delta_e, s.sigma_delta_e, sp.de.minor)) * (1 - patchy)
-    p_crit[:, dc] = p_above(s.delta_e, s.sigma_delta_e, sp.de.critical)
+    off = p_beyond(s.delta_e, s.sigma_delta_e, sp.de.minor, "delta_e", p)
+    p_minor[:, dc] = 1.0 - (1.0 - off) * (1.0 - patchy)
+    p_crit[:, dc] = p_beyond(s.delta_e, s.sigma_delta_e, sp.de.critical, "delta_e", p)
     absent = ~s.present[:, None]
     return np.where(absent, 0.0, p_minor), np.where(absent, 0.0, p_crit)
 

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from analyzer.massmodel import MassModel
 from sqal.profiles import Profile, tne_g
-from sqal.wire import Calibration, CheckweigherSettings
+from sqal.wire import Calibration, CheckweigherSettings, ProductPrior
 
 FOV_DEG = 45.0
 """VL53L8CH square field of view (docs/domain.md §1); zone pitch k = 2·tan(FOV/2)/N."""
@@ -156,6 +156,9 @@ class ScoringParams:
     tne_g: float
     mass_model: MassModel
     valid_status: NDArray[np.int64] = field(default_factory=lambda: np.array([5, 6, 9]))
+    product_prior: ProductPrior | None = None
+    """The line's good product from a reference batch (analyzer.prior): the decision's prior
+    for the variables it lists; ``None``: those take a flat prior."""
     count_noise_k: float | None = None
     """The spectral sensor's shot noise, var(raw) = k·raw (the white step measured it); with
     ``common_noise_frac`` it gives the spectral indices their σ. ``None``: no error model, the
@@ -229,6 +232,7 @@ def build_params(
         tne_g=tne_g(profile.product.nominal_mass_g),
         mass_model=mass_model,
         valid_status=np.asarray(profile.tof.valid_status, dtype=np.int64),
+        product_prior=cal.product_prior if cal is not None else None,
         count_noise_k=cal.count_noise_k if cal is not None else None,
         common_noise_frac=(
             cal.common_noise_frac if cal is not None and cal.common_noise_frac is not None else 0.0

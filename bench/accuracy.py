@@ -19,6 +19,7 @@ import itertools
 import math
 import os
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,7 @@ from analyzer.fusion import SampleScores
 from analyzer.grading import band_score, lower_better
 from analyzer.massmodel import MassFit, fit
 from analyzer.params import ScoringParams
+from analyzer.prior import fit_prior, prior_columns
 from bench.common import header
 from device_sim.command import build_devices
 from device_sim.device import SimDevice, _seq_rng
@@ -47,6 +49,7 @@ from device_sim.trays import DEFECTS, draw_tray
 from sqal.profiles import SCENARIOS, load_profile
 from sqal.wire import (
     DeviceConfig,
+    ProductPrior,
     SpectralFrame,
     TofFrame,
     WeighedMassModel,
@@ -77,13 +80,20 @@ class Run:
     scores: dict[str, list[float]]
 
 
-def _params(dev: SimDevice, mass_model: WeighedMassModel | None = None) -> ScoringParams:
+def _params(
+    dev: SimDevice,
+    mass_model: WeighedMassModel | None = None,
+    product_prior: ProductPrior | None = None,
+) -> ScoringParams:
     """The device's retained config, decoded and compiled as the service does; with
-    ``mass_model``, as after ``sqal calibrate --weights`` put the line's model in it."""
+    ``mass_model`` as after ``sqal calibrate --weights``, with ``product_prior`` as after
+    ``sqal calibrate --reference`` put the line's own in it."""
     cfg = decode_as(DeviceConfig, config_payload(dev, START))
     cal = cfg.calibration
     if mass_model is not None and cal is not None:
         cal = cal.model_copy(update={"mass_model": mass_model})
+    if product_prior is not None and cal is not None:
+        cal = cal.model_copy(update={"product_prior": product_prior})
     return build_params(load_profile(cfg.profile), cal, cfg.checkweigher)
 
 
@@ -126,6 +136,8 @@ def run_profile(
     only: str | None = None,
     mass_model: WeighedMassModel | None = None,
     checkweigher_sigma_g: float | None = None,
+    product_prior: ProductPrior | None = None,
+    on_scores: Callable[[SampleScores], None] | None = None,
 ) -> Run:
     """Render, score and collect ``samples`` trays of one profile.
 
@@ -143,7 +155,7 @@ def run_profile(
     per_device = math.ceil(samples / devices)
     run = Run([], [], [], defaultdict(list))
     for dev in fleet:
-        params = _params(dev, mass_model)
+        params = _params(dev, mass_model, product_prior)
         done = 0
         while done < per_device:
             count = min(CHUNK, per_device - done)
@@ -178,6 +190,8 @@ def run_profile(
             run.truth.extend(truth)
             run.offset_mm.extend(_offset_mm(dev, first_seq + j) for j in range(count))
             _collect(scores, run.scores)
+            if on_scores is not None:
+                on_scores(scores)
             done += count
     return run
 
@@ -379,6 +393,35 @@ def weigh_line(profile: str, trays: int, seed: int, scenario: str) -> MassFit:
     return fit(v[ok], m[ok], load_profile(profile).product)
 
 
+REFERENCE_SEED_OFFSET = 2000
+"""The reference batch comes from other seeds than the evaluation's and the weighed trays'."""
+
+
+def reference_batch(
+    profile: str,
+    trays: int,
+    seed: int,
+    scenario: str,
+    mass_model: WeighedMassModel | None,
+) -> ProductPrior:
+    """The plant's ``sqal calibrate --reference`` on simulated trays (docs/calibration.md).
+
+    A batch of the line's own good production (no injected defect) is scored as the line
+    scores it, and :func:`analyzer.prior.fit_prior` takes each variable's population from the
+    estimates and their σ alone: the truth is never read.
+    """
+    chunks: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
+    run_profile(
+        profile, trays, 2, 30.0, seed + REFERENCE_SEED_OFFSET, 0.0, scenario,
+        mass_model=mass_model, on_scores=lambda s: chunks.append(prior_columns(s)),
+    )  # fmt: skip
+    merged = {
+        k: (np.concatenate([c[k][0] for c in chunks]), np.concatenate([c[k][1] for c in chunks]))
+        for k in chunks[0]
+    }
+    return fit_prior(merged)
+
+
 def _verdict(rep: EvalReport) -> list[str]:
     lines = []
     checks = [
@@ -458,6 +501,14 @@ def main() -> None:
         help="also inject each defect into N trays of its own and print its recall",
     )
     ap.add_argument(
+        "--reference",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first take each line's product prior from a reference batch of N good trays "
+        "(sqal calibrate --reference)",
+    )
+    ap.add_argument(
         "--checkweigher",
         type=float,
         nargs="?",
@@ -489,11 +540,23 @@ def main() -> None:
                 f"a_g {mm.a_g:.2f}, b_g_per_cm3 {mm.b_g_per_cm3:.4f}, "
                 f"c_g_per_cm2 {mm.c_g_per_cm2:.3f}, leave-one-out σ {mm.sigma_g:.2f} g"
             )
+        product_prior = None
+        if args.reference:
+            product_prior = reference_batch(
+                profile, args.reference, args.seed, args.scenario, mass_model
+            )
+            shown = ", ".join(
+                f"{k} {v['mean']:.3g} ± {v['sd']:.3g}"
+                for k, v in product_prior.model_dump(exclude={"n"}).items()
+                if v is not None
+            )
+            print(f"## {profile}: product prior from {product_prior.n} reference trays: {shown}")
         reports, ceilings = [], []
         for seed in range(args.seed, args.seed + max(1, args.seeds)):
             run = run_profile(
                 profile, args.samples, args.devices, args.rate, seed, args.defect_rate,
                 args.scenario, mass_model=mass_model, checkweigher_sigma_g=args.checkweigher,
+                product_prior=product_prior,
             )  # fmt: skip
             rep = evaluate(run.results, run.truth)
             reports.append(rep)
@@ -507,7 +570,7 @@ def main() -> None:
                 perfect = run_profile(
                     profile, args.samples, args.devices, args.rate, seed, args.defect_rate,
                     args.scenario, ceiling=True, mass_model=mass_model,
-                    checkweigher_sigma_g=args.checkweigher,
+                    checkweigher_sigma_g=args.checkweigher, product_prior=product_prior,
                 )  # fmt: skip
                 ceilings.append(evaluate(perfect.results, perfect.truth))
                 print(f"## {profile}: the same trays, sensor-perfect ceiling (no sensor noise)")

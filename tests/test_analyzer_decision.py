@@ -9,15 +9,19 @@ seal limit, scored through the whole core.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from analyzer import SampleMeta, build_params, score_batch, stack_spectral, stack_tof, to_results
 from analyzer.arrays import WeightArrays
-from analyzer.decision import p_above, p_mass_below
+from analyzer.decision import p_above, p_beyond, p_mass_below
 from analyzer.grading import CODE_INDEX
+from analyzer.prior import fit_prior
+from sqal.errors import CalibrationError
 from sqal.profiles import FusionWeights, load_profile
-from sqal.wire import DefectCode, TofFrame
+from sqal.wire import DefectCode, IndexPrior, ProductPrior, TofFrame
 from tests.test_analyzer_support import TS, tof_payload
 
 PARAMS = build_params(load_profile("foie_gras_lobe_400g"))
@@ -150,3 +154,34 @@ def test_a_weight_the_line_owes_and_did_not_send_holds_the_tray() -> None:
     w = CODE_INDEX[DefectCode.MISSING_WEIGHT]
     assert missing.fusion.defects[0, w] == 1
     assert missing.fusion.decision[0] == 1  # HOLD
+
+
+def test_a_reference_batch_gives_the_population_with_the_noise_taken_out() -> None:
+    """Good trays' oxidation index ~ N(0.10, 0.05), each read with σ 0.07: the batch's
+    estimates spread 0.086, the prior keeps 0.05."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    true = rng.normal(0.10, 0.05, n)
+    sigma = np.full(n, 0.07)
+    est = true + sigma * rng.standard_normal(n)
+    prior = fit_prior({"oxidation_index": (est, sigma)})
+    assert prior.n == n
+    assert prior.oxidation_index is not None
+    assert prior.oxidation_index.mean == pytest.approx(0.10, abs=0.005)
+    assert prior.oxidation_index.sd == pytest.approx(0.05, rel=0.1)
+    with pytest.raises(CalibrationError, match="need at least 30"):
+        fit_prior({"oxidation_index": (est[:29], sigma[:29])})
+
+
+def test_with_the_line_s_prior_a_noisy_reading_near_a_limit_is_weighed_against_it() -> None:
+    """Oxidation limit 0.35. A reading of 0.38 ± 0.07 is 67 % likely beyond it under a flat
+    prior; under good product N(0.10, 0.05) (π 0.5 % anywhere in [0, 1]) it is most likely
+    a good tray read high. A reading of 0.80 is beyond whatever the prior."""
+    ip = IndexPrior(mean=0.10, sd=0.05)
+    with_prior = replace(PARAMS, product_prior=ProductPrior(n=100, oxidation_index=ip))
+    x, sigma = np.array([0.38, 0.80]), np.array([0.07, 0.07])
+    flat = p_beyond(x, sigma, 0.35, "oxidation_index", PARAMS)
+    informed = p_beyond(x, sigma, 0.35, "oxidation_index", with_prior)
+    assert flat[0] == pytest.approx(0.666, abs=0.01)
+    assert informed[0] < 0.2
+    assert informed[1] > 0.99

@@ -349,6 +349,31 @@ Reflectance = Annotated[float, Field(gt=0, le=1)]
 """A reference tile's reflectance per channel: in (0, 1]."""
 
 
+class IndexPrior(_Strict):
+    """One variable's population on the line's good product: mean and true spread."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mean: Real
+    sd: Annotated[float, Field(gt=0, le=1e4, allow_inf_nan=False)]
+
+
+class ProductPrior(_Strict):
+    """What a reference batch of the line's good product looks like (``sqal calibrate
+    --reference``): per variable, the mean of the estimates and their spread with the
+    estimates' own noise taken out; the verdict's prior for that variable (docs/domain.md §5)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: Annotated[int, Field(ge=30)]
+    oxidation_index: IndexPrior | None = None
+    delta_b: IndexPrior | None = None
+    delta_e: IndexPrior | None = None
+    tilt_deg: IndexPrior | None = None
+    roughness_mm: IndexPrior | None = None
+    max_height_mm: IndexPrior | None = None
+
+
 class Calibration(_Strict):
     """The references a device's verdicts are computed with (docs/domain.md §2, §3, §4).
 
@@ -382,6 +407,7 @@ class Calibration(_Strict):
     var = k·raw; one conversion gain for every channel), the part common to all removed."""
     common_noise_frac: Annotated[float, Field(ge=0, le=0.5)] | None = None
     """The white tile's frame-to-frame scatter common to every channel (LED drift), relative."""
+    product_prior: ProductPrior | None = None
     mass_model: WeighedMassModel | None = None
 
     @model_validator(mode="after")
