@@ -34,6 +34,7 @@ from analyzer.grading import (
     zero_nan,
 )
 from analyzer.params import ScoringParams
+from analyzer.posterior import SIGMA_MIN, p_below_mixture
 from analyzer.spectral import SpectralScores
 from analyzer.tof import TofScores
 from sqal.wire import DefectCode, IndexPrior
@@ -43,8 +44,6 @@ B = NDArray[np.bool_]
 
 PASS, HOLD, REJECT_DECISION = 0, 1, 2
 DECISIONS = ("PASS", "HOLD", "REJECT")
-SIGMA_MIN = 1e-9
-"""A σ of 0 (or unknown) makes the probability a step at the threshold."""
 
 PROBABILISTIC = (
     DefectCode.UNDERFILL,
@@ -79,32 +78,6 @@ def p_above(x: F64, sigma: F64, t: float) -> F64:
     """P(true value > t) for an estimate x with Gaussian error σ under a flat prior; NaN x → 0."""
     s = np.maximum(zero_nan(sigma), SIGMA_MIN)
     return np.asarray(np.where(np.isnan(x), 0.0, ndtr((x - t) / s)))
-
-
-def p_below_mixture(
-    x: F64, sigma: F64, t: float, mu: float, s: float, pi: float, lo: float, hi: float
-) -> F64:
-    """P(true value < t | estimate x, σ) under a two-part prior: (1 − π)·N(μ, s), the good
-    product, + π·U(lo, hi), a value anywhere a faulty tray may have (NaN x → 0).
-
-    The posterior keeps the two parts, weighted by how well each explains x: the Gaussian
-    part's posterior is N((x·s² + μ·σ²)/(s² + σ²), s·σ/√(s² + σ²)); the uniform part's is
-    N(x, σ) cut to [lo, hi].
-    """
-    sig = np.maximum(zero_nan(sigma), SIGMA_MIN)
-    tot = np.sqrt(s * s + sig * sig)
-    xv = np.where(np.isnan(x), mu, x)
-    dens_g = (1.0 - pi) * np.exp(-0.5 * ((xv - mu) / tot) ** 2) / tot
-    z_lo, z_hi = ndtr((lo - xv) / sig), ndtr((hi - xv) / sig)
-    mass_u = np.maximum(z_hi - z_lo, 1e-300)
-    dens_u = pi * mass_u / (hi - lo) * np.sqrt(2.0 * np.pi)
-    w_g = dens_g / (dens_g + dens_u)
-    post_mu = (xv * s * s + mu * sig * sig) / (tot * tot)
-    post_sd = s * sig / tot
-    below_g = ndtr((t - post_mu) / post_sd)
-    below_u = (ndtr((np.clip(t, lo, hi) - xv) / sig) - z_lo) / mass_u
-    out = w_g * below_g + (1.0 - w_g) * below_u
-    return np.asarray(np.where(np.isnan(x), 0.0, out))
 
 
 def p_mass_below(m: F64, sigma: F64, t: float, p: ScoringParams) -> F64:
@@ -165,8 +138,8 @@ def _score_sigma(t: TofScores, s: SpectralScores, p: ScoringParams, tof_share: F
     parts = [
         (
             w.fill,
-            t.fill_ratio,
-            t.sigma_fill_mass_g / qn,
+            t.fill_posterior_g / qn,
+            t.sigma_fill_posterior_g / qn,
             lambda v: band_score(v, 1.0, *tof.fill_tol),
         ),
         (

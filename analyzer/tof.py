@@ -26,6 +26,7 @@ from analyzer.grading import (
     zero_nan,
 )
 from analyzer.params import MIN_NEIGHBOURS_FILL, SIGMA_FLOOR_MM, ScoringParams
+from analyzer.posterior import posterior_mean_sd
 from sqal.wire import DefectCode
 
 F64 = NDArray[np.float64]
@@ -58,7 +59,9 @@ class TofScores:
     spectral side (colour uniformity, distance factor). The ``sigma_*`` arrays are each
     estimate's standard error from its own error model (analyzer.decision turns them into
     probabilities). ``fill_mass_g`` and its σ are the mass fill is decided on: the
-    checkweigher's where ``weighed``, else m̂; ``fill_ratio`` is fill_mass_g / Qn.
+    checkweigher's where ``weighed``, else m̂; ``fill_ratio`` is fill_mass_g / Qn;
+    ``fill_posterior_g`` and its σ the true mass likely under the line's fill prior (the fill
+    sub-score reads it).
     """
 
     present: B
@@ -70,6 +73,8 @@ class TofScores:
     sigma_mass_g: F64
     fill_mass_g: F64
     sigma_fill_mass_g: F64
+    fill_posterior_g: F64
+    sigma_fill_posterior_g: F64
     weighed: B
     fill_ratio: F64
     avg_height_mm: F64
@@ -301,6 +306,16 @@ def score_tof(
         fill_mass = np.where(weighed, weights.mass_g, mass)
         sigma_fill = np.where(weighed, w_sigma, sigma_m)
     fill = fill_mass / product.nominal_mass_g
+    # The fill sub-score weighs the tray's likely true fill, not the raw estimate: with a σ_m
+    # larger than the filler's own spread, the raw m̂ of a good tray often reads outside the
+    # band (docs/domain.md §5, the line's fill prior).
+    prior = p.profile.decision.prior
+    qn = product.nominal_mass_g
+    lo_g, hi_g = product.mass_range_g
+    fill_mass_post, fill_sd_post = posterior_mean_sd(
+        fill_mass, sigma_fill, prior.fill_mean * qn, prior.fill_sd * qn, prior.defect_rate,
+        lo_g, hi_g,
+    )  # fmt: skip
     avg_h = _masked_mean(h, prod)
     var_h = _masked_mean((h - zero_nan(avg_h)[:, None]) ** 2, prod)
     # max_height: the max of noisy zones overshoots the surface by ~2σ (an order statistic of
@@ -328,7 +343,7 @@ def score_tof(
     in_spot = p.spot.ravel()
     spot_z = masked_median(dist[:, in_spot], valid[:, in_spot])
 
-    qn, tne = product.nominal_mass_g, p.tne_g
+    tne = p.tne_g
     with np.errstate(invalid="ignore"):
         rc = tof.roughness_mm.critical
         defects = defect_matrix(
@@ -364,7 +379,7 @@ def score_tof(
     w = tof.weights
     quality, _ = weighted_score(
         [
-            band_score(fill, 1.0, lo, hi),
+            band_score(fill_mass_post / qn, 1.0, lo, hi),
             band_score(max_h, tof.max_height.target_mm, tol_a, tol_b),
             lower_better(tilt, tof.tilt_deg.good, tof.tilt_deg.bad),
             uniformity,
@@ -392,6 +407,8 @@ def score_tof(
         sigma_mass_g=sigma_m,
         fill_mass_g=fill_mass,
         sigma_fill_mass_g=sigma_fill,
+        fill_posterior_g=fill_mass_post,
+        sigma_fill_posterior_g=fill_sd_post,
         weighed=weighed,
         fill_ratio=fill,
         avg_height_mm=avg_h,

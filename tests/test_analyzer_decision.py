@@ -18,6 +18,7 @@ from analyzer import SampleMeta, build_params, score_batch, stack_spectral, stac
 from analyzer.arrays import WeightArrays
 from analyzer.decision import p_above, p_beyond, p_mass_below
 from analyzer.grading import CODE_INDEX
+from analyzer.posterior import posterior_mean_sd
 from analyzer.prior import fit_prior
 from sqal.errors import CalibrationError
 from sqal.profiles import FusionWeights, load_profile
@@ -185,3 +186,25 @@ def test_with_the_line_s_prior_a_noisy_reading_near_a_limit_is_weighed_against_i
     assert flat[0] == pytest.approx(0.666, abs=0.01)
     assert informed[0] < 0.2
     assert informed[1] > 0.99
+
+
+def test_the_posterior_fill_is_unbiased_given_the_reading() -> None:
+    """Among trays read at about the same m̂, the posterior mean is their true mean (the
+    fill sub-score reads it): drawn from the line's declared population, read with σ 10 g."""
+    prior = PARAMS.profile.decision.prior
+    qn = PARAMS.profile.product.nominal_mass_g
+    lo, hi = PARAMS.profile.product.mass_range_g
+    rng = np.random.default_rng(9)
+    n = 400_000
+    odd = rng.random(n) < prior.defect_rate
+    true = np.where(
+        odd, rng.uniform(lo, hi, n), rng.normal(prior.fill_mean * qn, prior.fill_sd * qn, n)
+    )
+    est = true + 10.0 * rng.standard_normal(n)
+    mean, sd = posterior_mean_sd(
+        est, np.full(n, 10.0), prior.fill_mean * qn, prior.fill_sd * qn, prior.defect_rate, lo, hi
+    )
+    for a, b in ((380, 390), (395, 405), (410, 420), (430, 440)):
+        m = (est >= a) & (est < b)
+        assert float(np.mean(true[m] - mean[m])) == pytest.approx(0.0, abs=0.6)
+        assert float(np.std(true[m] - mean[m])) == pytest.approx(float(np.mean(sd[m])), rel=0.1)
