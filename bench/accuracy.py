@@ -135,6 +135,7 @@ def run_profile(
     ceiling: bool = False,
     only: str | None = None,
     mass_model: WeighedMassModel | None = None,
+    rates: dict[str, float] | None = None,
     checkweigher_sigma_g: float | None = None,
     product_prior: ProductPrior | None = None,
     on_scores: Callable[[SampleScores], None] | None = None,
@@ -152,6 +153,8 @@ def run_profile(
         dev.noise = not ceiling
         if only is not None:  # a stratified sample: this defect injected into every tray
             dev.rates = {only: 1.0}
+        elif rates is not None:
+            dev.rates = dict(rates)
     per_device = math.ceil(samples / devices)
     run = Run([], [], [], defaultdict(list))
     for dev in fleet:
@@ -380,13 +383,18 @@ WEIGHED_SEED_OFFSET = 1000
 def weigh_line(profile: str, trays: int, seed: int, scenario: str) -> MassFit:
     """The plant's ``sqal calibrate --weights`` on simulated trays (docs/calibration.md).
 
-    What an operator does: run ``trays`` trays of the line's own production (no injected
-    defect) past the node, weigh each on a scale, and fit the line's mass model on the volumes
-    the analyzer published (:func:`analyzer.massmodel.fit`: intercept, slope, V^⅔ only when
-    leave-one-out says so, through the origin when the volumes span too little). Other seeds
-    than the evaluation's, so the model is judged on trays it was not fitted on.
+    What an operator does (docs/calibration.md "The mass model"): run ``trays`` trays of the
+    line's own product past the node, a third of them filled light and a third heavy on
+    purpose (product taken out or added, as the simulator's underfill and overfill do), weigh
+    each on a scale, and fit the line's mass model on the volumes the analyzer published
+    (:func:`analyzer.massmodel.fit`: intercept, slope, V^⅔ only when leave-one-out says so).
+    Without the light and heavy trays the volumes span too little for an intercept. Other
+    seeds than the evaluation's, so the model is judged on trays it was not fitted on.
     """
-    run = run_profile(profile, trays, 2, 30.0, seed + WEIGHED_SEED_OFFSET, 0.0, scenario)
+    run = run_profile(
+        profile, trays, 2, 30.0, seed + WEIGHED_SEED_OFFSET, None, scenario,
+        rates={"underfill": 1 / 3, "overfill": 1 / 3},
+    )  # fmt: skip
     v = np.array([(r.get("tof") or {}).get("volume_mm3") or np.nan for r in run.results])
     m = np.array([t["mass_g"] for t in run.truth])
     ok = np.isfinite(v)
@@ -446,26 +454,49 @@ def _verdict(rep: EvalReport) -> list[str]:
     return lines
 
 
-def per_defect(profile: str, trays: int, args: argparse.Namespace) -> None:
+def per_defect(
+    profile: str,
+    trays: int,
+    args: argparse.Namespace,
+    mass_model: WeighedMassModel | None = None,
+    product_prior: ProductPrior | None = None,
+) -> None:
     """Recall of each defect on a stratified sample: ``trays`` trays with it injected (some
-    injections stay within limits: recall counts the trays whose truth carries the code)."""
+    injections stay within limits: recall counts the trays whose truth carries the code).
+    ``caught``: of the trays the code makes a true REJECT, those the gate did not PASS (a
+    HOLD goes to the re-check lane, so it counts as caught)."""
     print(f"## {profile}: per defect, {trays} trays each with it injected ({args.scenario})")
-    print(f"  {'defect':<20} {'true':>5} {'found':>6}  recall [95 % interval]")
+    print(
+        f"  {'defect':<20} {'true':>5} {'found':>6}  {'recall [95 % interval]':<28} "
+        f"{'true REJ':>8} {'caught':>6}  caught [95 % interval]"
+    )
     for i, code in enumerate(DEFECTS):
         run = run_profile(
             profile, trays, args.devices, args.rate, args.seed + 1000 * (i + 1), None,
-            args.scenario, only=code,
+            args.scenario, only=code, mass_model=mass_model, product_prior=product_prior,
+            checkweigher_sigma_g=args.checkweigher,
         )  # fmt: skip
         stats = evaluate(run.results, run.truth).defects.get(code)
         true = 0 if stats is None else stats.true_positive + stats.false_negative
         found = 0 if stats is None else stats.true_positive
-        ci = wilson(found, true)
-        shown = (
-            "n/a"
-            if ci is None
-            else (f"{100 * found / true:.1f} % [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]")
+        rej = [
+            r["fusion"].get("decision")
+            for t, r in zip(run.truth, run.results, strict=True)
+            if code in t["defects"] and t["grade"] == "REJECT"
+        ]
+        caught = sum(1 for d in rej if d in ("HOLD", "REJECT"))
+        print(
+            f"  {code:<20} {true:>5} {found:>6}  {_rate(found, true):<28} {len(rej):>8} "
+            f"{caught:>6}  {_rate(caught, len(rej))}"
         )
-        print(f"  {code:<20} {true:>5} {found:>6}  {shown}")
+
+
+def _rate(k: int, n: int) -> str:
+    """``97.5 % [93.1, 99.2]``: k of n with its Wilson 95 % interval, or n/a."""
+    ci = wilson(k, n)
+    if ci is None:
+        return "n/a"
+    return f"{100 * k / n:.1f} % [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
 def main() -> None:
@@ -582,7 +613,7 @@ def main() -> None:
                 print(f"## {profile}: sensor-perfect ceiling over {len(ceilings)} seeds")
                 print(format_seed_summary(summarize_seeds(ceilings)))
         if args.per_defect:
-            per_defect(profile, args.per_defect, args)
+            per_defect(profile, args.per_defect, args, mass_model, product_prior)
         if not args.quiet:
             params = build_params(load_profile(profile))
             volume_breakdown(run)

@@ -176,15 +176,16 @@ def test_a_reference_batch_gives_the_population_with_the_noise_taken_out() -> No
 
 def test_with_the_line_s_prior_a_noisy_reading_near_a_limit_is_weighed_against_it() -> None:
     """Oxidation limit 0.35. A reading of 0.38 ± 0.07 is 67 % likely beyond it under a flat
-    prior; under good product N(0.10, 0.05) (π 0.5 % anywhere in [0, 1]) it is most likely
-    a good tray read high. A reading of 0.80 is beyond whatever the prior."""
+    prior; under good product N(0.10, 0.05) with the profile's 3 % anywhere in [0, 1] it is
+    38 % likely: less likely than not, a good tray read high (and still a HOLD at p_hold
+    0.02). A reading of 0.80 is beyond whatever the prior."""
     ip = IndexPrior(mean=0.10, sd=0.05)
     with_prior = replace(PARAMS, product_prior=ProductPrior(n=100, oxidation_index=ip))
     x, sigma = np.array([0.38, 0.80]), np.array([0.07, 0.07])
     flat = p_beyond(x, sigma, 0.35, "oxidation_index", PARAMS)
     informed = p_beyond(x, sigma, 0.35, "oxidation_index", with_prior)
     assert flat[0] == pytest.approx(0.666, abs=0.01)
-    assert informed[0] < 0.2
+    assert informed[0] == pytest.approx(0.38, abs=0.01)
     assert informed[1] > 0.99
 
 
