@@ -168,8 +168,10 @@ def _score_sigma(t: TofScores, s: SpectralScores, p: ScoringParams, tof_share: F
     return np.asarray(np.hypot(sigma_t * tof_share, sigma_s * (1.0 - tof_share)))
 
 
-def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64]:
-    """(P(at least minor), P(critical)), each (n, D), of the ToF defects decided on estimates.
+def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64, F64]:
+    """(P(at least minor), P(critical)), each (n, D), of the ToF defects decided on estimates,
+    and (n,) the probability of a critical underfill read on too few zones to reject on (it
+    can only hold the tray).
 
     Codes not in :data:`PROBABILISTIC` are left at 0 here (the caller reads them as certain).
     """
@@ -181,10 +183,13 @@ def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64]:
     m, sm = t.fill_mass_g, t.sigma_fill_mass_g
     u = CODE_INDEX[DefectCode.UNDERFILL]
     p_minor[:, u] = p_mass_below(m, sm, qn - tne, p)
-    # A lost cluster reads as a short tray: critical underfill needs v ≥ valid_share.minor, as
-    # the §2 rule does (zones_invalid holds such a tray).
-    enough = t.valid_share >= tof.valid_share.minor
-    p_crit[:, u] = np.where(enough, p_mass_below(m, sm, qn - 2 * tne, p), 0.0)
+    # A ToF mass read on too few zones may be short for the lost ones (a hole without valid
+    # neighbours counts h = 0): its critical underfill holds the tray instead of rejecting it.
+    # A checkweigher's mass does not depend on the zones.
+    enough = (t.valid_share >= tof.valid_share.minor) | t.weighed
+    short = p_mass_below(m, sm, qn - 2 * tne, p)
+    p_crit[:, u] = np.where(enough, short, 0.0)
+    held_short = np.where(enough | ~t.present, 0.0, short)
     o = CODE_INDEX[DefectCode.OVERFILL]
     giveaway = 1.0 - p_mass_below(m, sm, qn * (1 + tof.overfill_minor), p)
     giveaway = np.where(np.isnan(m), 0.0, giveaway)
@@ -202,7 +207,7 @@ def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64]:
     if rc is not None:
         p_crit[:, si] = p_beyond(rough, sr, rc, "roughness_mm", p)
     absent = ~t.present[:, None]
-    return np.where(absent, 0.0, p_minor), np.where(absent, 0.0, p_crit)
+    return np.where(absent, 0.0, p_minor), np.where(absent, 0.0, p_crit), held_short
 
 
 def spectral_probabilities(s: SpectralScores, p: ScoringParams) -> tuple[F64, F64]:
@@ -252,7 +257,7 @@ def decide(
     """
     grading = p.profile.grading
     n = defects.shape[0]
-    p_minor, p_crit = tof_probabilities(t, p)
+    p_minor, p_crit, held_short = tof_probabilities(t, p)
     s_minor, s_crit = spectral_probabilities(s, p)
     p_minor, p_crit = p_minor + s_minor, p_crit + s_crit  # disjoint columns
     certain = np.ones(len(CODES), dtype=bool)
@@ -302,6 +307,7 @@ def decide(
     pc_seen = 1.0 - np.prod(1.0 - p_crit[:, seen], axis=1)
     p_rej_seen = pc_seen + (1.0 - pc_seen) * band[:, REJECT]
     unsure = (blind | low_quality) & (p_rej_seen < dec.p_reject)
+    unsure |= (held_short >= dec.p_hold) & (p_rej_seen < dec.p_reject)
     decision = np.where(unsure, HOLD, decision).astype(np.int8)
     return Decisions(
         p_minor=p_minor,

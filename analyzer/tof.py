@@ -356,7 +356,7 @@ def score_tof(
                 DefectCode.UNDERFILL: severity(
                     fill_mass < qn - tne,
                     (fill_mass + tof.underfill_z * sigma_fill < qn - 2 * tne)
-                    & (share >= tof.valid_share.minor),
+                    & ((share >= tof.valid_share.minor) | weighed),
                 ),
                 DefectCode.OVERFILL: severity(
                     fill > 1 + tof.overfill_minor, max_h > tray.seal_limit_mm

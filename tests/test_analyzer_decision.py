@@ -209,3 +209,28 @@ def test_the_posterior_fill_is_unbiased_given_the_reading() -> None:
         m = (est >= a) & (est < b)
         assert float(np.mean(true[m] - mean[m])) == pytest.approx(0.0, abs=0.6)
         assert float(np.std(true[m] - mean[m])) == pytest.approx(float(np.mean(sd[m])), rel=0.1)
+
+
+def test_a_short_reading_on_too_few_zones_holds_unless_a_checkweigher_confirms_it() -> None:
+    """A lobe-like block (the inner 2×4 ROI zones at 44 mm, the rest at 16 mm) reads
+    m̂ ≈ 366 g, below Qn − 2·TNE = 376 g, but 6 of the 24 ROI zones returned nothing
+    (v = 0.75 < 0.8): lost zones read as missing product, so the ToF mass can only hold the
+    tray. A checkweigher's 366 g rejects it."""
+    profile = load_profile("foie_gras_lobe_400g")
+    tof_only = build_params(
+        profile.model_copy(update={"fusion": FusionWeights(tof=1.0, spectral=0.0)})
+    )
+    dist = np.full((8, 8), D0 - 16.0)
+    dist[3:5, 2:6] = D0 - 44.0
+    payload = tof_payload(dist, sigma_mm=1.0)
+    status = np.full((8, 8), 5)
+    status[2, 1:7] = 255  # the ROI's top row
+    payload["target_status"] = status.tolist()
+    frame = stack_tof([TofFrame.model_validate(payload)], 8)
+    spec = stack_spectral([None])
+    seen = score_batch(frame, spec, tof_only)
+    assert seen.tof.valid_share[0] == pytest.approx(0.75)
+    assert seen.tof.mass_g[0] == pytest.approx(366.0, abs=1.0)
+    assert seen.fusion.decision[0] == 1  # HOLD
+    weighed = score_batch(frame, spec, tof_only, _weights(366.0))
+    assert weighed.fusion.decision[0] == 2  # REJECT
