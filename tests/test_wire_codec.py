@@ -8,20 +8,25 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from sqal.errors import PayloadError
 from sqal.wire import (
     MAX_PAYLOAD_BYTES,
     DeadReason,
+    Decision,
+    DefectCode,
     DeviceConfig,
     DeviceState,
     DeviceStatus,
     Kind,
+    Result,
     SpectralFrame,
     TofFrame,
     Weight,
     dead_letter,
     decode,
+    decode_as,
     device_topic,
     encode,
     parse_topic,
@@ -269,3 +274,51 @@ def test_dead_letter_of_a_huge_message_stays_under_the_broker_limit() -> None:
     assert len(encode(letter)) < MAX_MESSAGE_BYTES
     assert letter.payload_bytes == len(payload)
     assert len(base64.b64decode(letter.payload_b64)) == MAX_DEAD_PAYLOAD_BYTES
+
+
+def _result_doc(**fusion_extra: object) -> dict[str, object]:
+    return {
+        "v": 1,
+        "device_id": "dev1",
+        "sample_id": "dev1-abc123-00000001",
+        "ts": "2026-12-04T08:00:00Z",
+        "profile": "foie_gras_lobe_400g",
+        "tof": None,
+        "spectral": None,
+        "fusion": {
+            "final_score": 0.9,
+            "final_grade": "A",
+            "confidence": 0.97,
+            "defects": [],
+            **fusion_extra,
+        },
+        "analyzer": {"version": "0.1.0", "processing_ms": 1.0},
+    }
+
+
+def test_a_result_carries_its_decision_and_an_earlier_one_still_decodes() -> None:
+    """The 2026-12 fields are additive within v1: a result of an earlier analyzer (no
+    decision, no data_quality) decodes with them absent; a new one round-trips them."""
+    old = Result.model_validate_json(json.dumps(_result_doc()))
+    assert old.fusion.decision is None
+    assert old.fusion.p_defects == {}
+    assert old.weight is None
+    new = Result.model_validate_json(
+        json.dumps(
+            _result_doc(
+                decision="HOLD",
+                data_quality=0.95,
+                p_reject=0.031,
+                p_defects={"underfill": 0.031, "oxidation": 0.2},
+            )
+            | {"weight": {"mass_g": 401.3, "sigma_g": 0.5}}
+        )
+    )
+    assert new.fusion.decision is Decision.HOLD
+    assert new.fusion.p_defects[DefectCode.OXIDATION] == 0.2
+    assert new.weight is not None
+    assert decode_as(Result, encode(new)) == new
+    with pytest.raises(ValidationError):
+        Result.model_validate_json(json.dumps(_result_doc(decision="MAYBE")))
+    with pytest.raises(ValidationError):
+        Result.model_validate_json(json.dumps(_result_doc(p_reject=1.5)))
