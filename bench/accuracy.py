@@ -563,7 +563,9 @@ def main() -> None:
     for profile in args.profile or PROFILES:
         mass_model = None
         if args.weighed:
-            weighed = weigh_line(profile, args.weighed, args.seed, args.scenario)
+            # A plant calibrates on its own product as it runs: the production population,
+            # whatever scenario is then evaluated (stress is a robustness run).
+            weighed = weigh_line(profile, args.weighed, args.seed, "production")
             mm = weighed.model
             mass_model = mm.to_calibration()
             print(
@@ -574,7 +576,7 @@ def main() -> None:
         product_prior = None
         if args.reference:
             product_prior = reference_batch(
-                profile, args.reference, args.seed, args.scenario, mass_model
+                profile, args.reference, args.seed, "production", mass_model
             )
             shown = ", ".join(
                 f"{k} {v['mean']:.3g} ± {v['sd']:.3g}"
