@@ -21,7 +21,7 @@ from storage.connection import connect, storage_error
 _RESULTS = """
 SELECT device_id, sample_id, final_grade, defects, final_score, confidence,
        tof_present, tof_volume_mm3, tof_mass_g, tof_max_height_mm, tof_tilt_deg,
-       spectral_present, spectral_oxidation_index
+       spectral_present, spectral_oxidation_index, decision
 FROM results
 WHERE received_at >= %s
 ORDER BY ts
@@ -52,6 +52,7 @@ def results_for_eval(dsn: str, since: datetime | None = None) -> list[dict[str, 
                 "defects": list(defects or []),
                 "final_score": score,
                 "confidence": confidence,
+                "decision": decision,
             },
             "tof": (
                 {"volume_mm3": volume, "mass_g": mass, "max_height_mm": max_h, "tilt_deg": tilt}
@@ -74,6 +75,7 @@ def results_for_eval(dsn: str, since: datetime | None = None) -> list[dict[str, 
             tilt,
             spectral_present,
             ox,
+            decision,
         ) in rows
     ]
 
