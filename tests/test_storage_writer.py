@@ -9,7 +9,16 @@ import psycopg
 import pytest
 
 from sqal.errors import StorageError
-from sqal.wire import Frame, Grade, Kind, device_topic, parse_topic
+from sqal.wire import (
+    Decision,
+    DefectCode,
+    Frame,
+    Grade,
+    Kind,
+    WeighedResult,
+    device_topic,
+    parse_topic,
+)
 from storage.rows import PendingRow, pending_row
 from storage.tables import TABLES
 from storage.writer import BatchWriter
@@ -226,3 +235,40 @@ def test_isolated_batch_of_results_keeps_the_rollups_exact(fresh_db: str) -> Non
         n = conn.execute("SELECT sum(n) FROM defects_1m").fetchone()
     assert roll == (5, 5)
     assert n == (5,)
+
+
+def test_a_result_s_decision_and_probabilities_are_stored_beside_an_earlier_one_s_nulls(
+    fresh_db: str,
+) -> None:
+    """Migration 0008: decision, data_quality, p_reject, p_defects and the checkweigher's mass
+    land in their columns; a result of an earlier analyzer leaves them NULL."""
+    dsn = migrated(fresh_db)
+    old = result("d9", 1, Grade.A, 0.9, [])
+    new = result("d9", 2, Grade.B, 0.8, ["oxidation"])
+    fusion = new.fusion.model_copy(
+        update={
+            "decision": Decision.HOLD,
+            "data_quality": 0.95,
+            "p_reject": 0.031,
+            "p_defects": {DefectCode.OXIDATION: 0.62, DefectCode.UNDERFILL: 0.031},
+        }
+    )
+    new = new.model_copy(
+        update={"fusion": fusion, "weight": WeighedResult(mass_g=401.3, sigma_g=0.5)}
+    )
+    w = BatchWriter(dsn)
+    try:
+        assert w.write(_rows(Kind.RESULT, [old, new]), []).inserted == {"results": 2}
+    finally:
+        w.close()
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT sample_id, decision, data_quality, p_reject, p_defects, weight_mass_g"
+            " FROM results ORDER BY sample_id"
+        ).fetchall()
+    assert rows[0][1:] == (None, None, None, None, None)
+    assert rows[1][1] == "HOLD"
+    assert rows[1][2] == pytest.approx(0.95)
+    assert rows[1][3] == pytest.approx(0.031)
+    assert rows[1][4] == {"oxidation": 0.62, "underfill": 0.031}
+    assert rows[1][5] == 401.3
