@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sqal.wire import Grade
+from sqal.wire import Decision, Grade
 from storage.connection import connect, storage_error
 
 _RESULTS = """
@@ -138,6 +138,27 @@ def count_rows(dsn: str, table: str) -> int:
     return int(row[0]) if row else 0
 
 
+NO_DECISION = "no decision"
+"""How results without a ``decision`` count: analyzers before 2026-12 did not publish one
+(``storage/migrations/0008_decisions.sql`` leaves them NULL); they are counted, not dropped."""
+NO_DEFECT_REASON = "(score only)"
+"""The HOLD reason of a held tray whose ``p_defects`` has no code at 0.01 or more: its score
+alone put P(REJECT) past the profile's ``p_hold``."""
+HOLD_TOP_JOIN = (
+    "LEFT JOIN LATERAL (SELECT e.key AS reason,\n"
+    "    rank() OVER (ORDER BY e.value::float8 DESC) AS rk\n"
+    "  FROM jsonb_each(r.p_defects) AS e) top ON top.rk = 1"
+)
+"""Joined to ``results r``: the ``p_defects`` codes holding the tray's largest probability.
+
+Codes that tie (two certain ones at 1.0, say) each give a row, so a tray counts under every
+reason it has; a tray without codes gives one row whose ``top.reason`` is NULL (a LEFT join).
+Shared by the Quality dashboard's HOLD reasons and the shift report.
+"""
+HOLD_REASON = f"coalesce(top.reason, '{NO_DEFECT_REASON}')"
+"""A held tray's reason as text, over :data:`HOLD_TOP_JOIN`."""
+
+
 @dataclass(frozen=True, slots=True)
 class ShiftDevice:
     """One device's shift: trays per grade, mean score, ToF seq gaps, latest presence.
@@ -169,6 +190,9 @@ class ShiftFacts:
         devices: per device, by id.
         dead_letters: (stage, reason, count), most frequent first; letters without a line
             count too.
+        decisions: trays per decision, every :class:`~sqal.wire.Decision` present, and those
+            without one under :data:`NO_DECISION`.
+        hold_reasons: (reason, held trays), most frequent first (:data:`HOLD_TOP_JOIN`).
     """
 
     grades: dict[str, int]
@@ -178,6 +202,8 @@ class ShiftFacts:
     volumes_cm3: dict[str, list[float]]
     devices: list[ShiftDevice]
     dead_letters: list[tuple[str, str, int]]
+    decisions: dict[str, int]
+    hold_reasons: list[tuple[str, int]]
 
 
 _WINDOW = sql.SQL("line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s")
@@ -268,4 +294,15 @@ def _shift_facts(conn: psycopg.Connection, win: dict[str, object], bucket: timed
         " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
         win,
     ).fetchall()
-    return ShiftFacts(grades, mean_score, series, defects, volumes, devices, dead)
+    decisions = {d.value: 0 for d in Decision} | {NO_DECISION: 0}
+    q = sql.SQL("SELECT decision, count(*) FROM results WHERE {} GROUP BY 1").format(_WINDOW)
+    for decision, n in conn.execute(q, win):
+        decisions[decision or NO_DECISION] = n
+    q = sql.SQL(
+        "SELECT {reason}, count(*) FROM results r {top}"
+        " WHERE {window} AND r.decision = 'HOLD' GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).format(reason=sql.SQL(HOLD_REASON), top=sql.SQL(HOLD_TOP_JOIN), window=_WINDOW)
+    reasons = [(str(reason), int(n)) for reason, n in conn.execute(q, win)]
+    return ShiftFacts(
+        grades, mean_score, series, defects, volumes, devices, dead, decisions, reasons
+    )

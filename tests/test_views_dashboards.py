@@ -11,6 +11,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ VALUES: dict[str, str | list[str]] = {
     "profile": "foie_gras_lobe_400g",
     "d0_mm": "260",
 }
+CENT = Decimal("0.01")
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +128,75 @@ def test_line_overview_numbers_match_the_rows_written(db: str, shift: Shift) -> 
     latest = max(l1, key=lambda r: r["ts"])
     assert as_dicts(cols, rows)[0]["sample_id"] == latest["sample_id"]
     assert len(rows) == 50
+
+
+def test_line_overview_counts_decisions_and_keeps_results_without_one_apart(
+    db: str, shift: Shift
+) -> None:
+    l1 = shift.results_of("L1")
+    decisions = Counter(r["decision"] for r in l1)
+    assert decisions[None] > 0
+    assert decisions["HOLD"] > 0
+    cols, rows = run(db, panel("sqal-line-overview", "Decisions").sql, VALUES)
+    assert as_dicts(cols, rows) == [
+        {
+            "PASS": decisions["PASS"],
+            "HOLD": decisions["HOLD"],
+            "REJECT": decisions["REJECT"],
+            "no decision": decisions[None],
+        }
+    ]
+    decided = len(l1) - decisions[None]
+    cols, rows = run(db, panel("sqal-line-overview", "Decision rates").sql, VALUES)
+    rates = as_dicts(cols, rows)[0]
+    for d in ("PASS", "HOLD", "REJECT"):
+        assert rates[d] == pytest.approx(decisions[d] / decided)
+
+    # per 5-minute bucket ($__interval of the run), over the trays with a decision only
+    per_bucket: dict[int, Counter[str]] = {}
+    for r in l1:
+        if r["decision"] is not None:
+            per_bucket.setdefault(int(r["ts"].timestamp()) // 300, Counter())[r["decision"]] += 1
+    cols, rows = run(db, panel("sqal-line-overview", "HOLD and REJECT rates").sql, VALUES)
+    series = as_dicts(cols, rows)
+    assert len(series) == len(per_bucket)
+    for point in series:
+        c = per_bucket[int(point["time"].timestamp()) // 300]
+        assert point["HOLD"] == pytest.approx(c["HOLD"] / c.total())
+        assert point["REJECT"] == pytest.approx(c["REJECT"] / c.total())
+
+    cols, rows = run(db, panel("sqal-line-overview", "Latest results").sql, VALUES)
+    latest = max(l1, key=lambda r: r["ts"])
+    first = as_dicts(cols, rows)[0]
+    assert first["decision"] == latest["decision"]
+    assert float(first["p_reject"]) == pytest.approx(latest["p_reject"], abs=1e-3)
+
+
+def test_quality_hold_reasons_count_each_held_trays_top_defect_codes(db: str, shift: Shift) -> None:
+    want = shift.hold_reasons("L1")
+    # the fixture holds trays for a defect, for a score alone, and one with two codes tied at 1.0
+    assert want["(score only)"] > 0
+    assert want["zones_invalid"] == 1
+    cols, rows = run(db, panel("sqal-quality", "HOLD reasons").sql, VALUES)
+    got = as_dicts(cols, rows)
+    assert Counter({g["reason"]: g["trays"] for g in got}) == want
+    assert [g["trays"] for g in got] == sorted((g["trays"] for g in got), reverse=True)
+
+    holds = sorted(
+        (r for r in shift.results_of("L1") if r["decision"] == "HOLD"),
+        key=lambda r: r["ts"],
+        reverse=True,
+    )
+    cols, rows = run(db, panel("sqal-quality", "HOLD trays to re-check").sql, VALUES)
+    table = as_dicts(cols, rows)
+    assert [t["sample_id"] for t in table] == [r["sample_id"] for r in holds[:50]]
+    assert {t["decision"] for t in table} == {"HOLD"}
+    for t, r in zip(table, holds, strict=False):
+        assert float(t["p_reject"]) == pytest.approx(r["p_reject"], abs=1e-3)
+        codes = sorted(r["p_defects"].items(), key=lambda kv: (-kv[1], kv[0]))
+        # jsonb keeps the decimal text (0.975) and numeric rounds half up
+        text = ", ".join(f"{k} {Decimal(str(v)).quantize(CENT, ROUND_HALF_UP)}" for k, v in codes)
+        assert t["p_defects"] == (text or None)
 
 
 def test_fleet_shows_presence_seq_gaps_duplicates_and_dead_letters(db: str, shift: Shift) -> None:

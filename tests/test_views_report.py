@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from sqal.errors import ConfigError
 from tests.views_data import END, START, build_shift, fill
 from views.boards import ProfileTarget
 from views.command import report_command
-from views.report import bucket_for, parse_instant
+from views.report import DECISIONS, bucket_for, parse_instant
 
 needs_poppler = pytest.mark.skipif(
     shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,
@@ -55,6 +56,11 @@ def test_report_pages_show_titles_and_the_numbers_in_the_database(
         underfill = conn.execute(
             "SELECT count(*) FROM results WHERE line_id = 'L1' AND 'underfill' = ANY(defects)"
         ).fetchone()
+        decisions: dict[str | None, int] = dict(
+            conn.execute(
+                "SELECT decision, count(*) FROM results WHERE line_id = 'L1' GROUP BY 1"
+            ).fetchall()
+        )
     out = tmp_path / "shift.pdf"
     result = cli(
         "--db",
@@ -81,8 +87,26 @@ def test_report_pages_show_titles_and_the_numbers_in_the_database(
         "Volume distribution vs target · foie_gras_lobe_400g",
         "Per device",
         "Dead letters",
+        "Decisions and HOLD reasons · line L1",
+        "HOLD reasons (the defect code of largest probability)",
     ):
         assert title in text, title
+    # decisions: rates of the trays with one; results without one counted apart, not dropped
+    decided = n - decisions[None]
+    assert decisions[None] > 0
+    assert (
+        "Decisions: "
+        + ", ".join(f"{d} {decisions[d]} ({100 * decisions[d] / decided:.1f} %)" for d in DECISIONS)
+        + f"; no decision {decisions[None]}"
+    ) in text
+    assert f"no decision: {decisions[None]} trays scored by analyzers before 2026-12" in text
+    reasons = {
+        m[1]: (int(m[2]), m[3])
+        for m in re.finditer(r"^\s*(.+?)\s+(\d+)\s+(\d+\.\d %)\s*$", text, re.MULTILINE)
+    }
+    want = build_shift().hold_reasons("L1")
+    holds = decisions["HOLD"]
+    assert reasons == {r: (c, f"{100 * c / holds:.1f} %") for r, c in want.items()}
     assert f"Trays: {n}" in text
     assert f"Rejects: {rejects} ({100 * rejects / n:.1f} %)" in text
     target = ProfileTarget.load("foie_gras_lobe_400g")  # the lines come from the profile
@@ -104,11 +128,11 @@ def test_report_pages_show_titles_and_the_numbers_in_the_database(
     )
     assert pages.returncode == 0
     images = sorted(tmp_path.glob("p-*.png"))
-    assert len(images) == 4  # summary, rejects+defects, one profile's volumes, devices
+    assert len(images) == 5  # summary, rejects+defects, decisions, one profile's volumes, devices
     for image in images:
         assert np.asarray(imread(image))[..., :3].min() < 0.5, f"{image.name} is blank"
     html = (tmp_path / "shift.html").read_text(encoding="utf-8")
-    assert html.count("data:image/svg+xml;base64,") == 4
+    assert html.count("data:image/svg+xml;base64,") == 5
 
 
 @needs_poppler

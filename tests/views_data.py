@@ -8,15 +8,23 @@ Rows are built here, not by the simulator or ingest, and written with COPY. What
   frame of seq 200 twice with different ``ts`` (a seq duplicate the unique key lets through).
 - ``dev-02`` reboots at 60 min: a last-will ``offline``, a new boot id, ``seq`` from 0 again.
 - ``dev-03`` goes offline (last will) at 100 min and sends nothing after.
-- every 40th tray of ``dev-01`` has no spectral frame (result ``missing_spectral``).
+- every 40th tray of ``dev-01`` has no spectral frame (result ``missing_spectral``); the one at
+  seq 159 also reads ``zones_invalid`` (glare on the film), so two certain codes tie at 1.0.
 - masses ~ N(1.02·Qn, 3 %) with injected underfills; grades follow docs/domain.md §5 thresholds.
 - dead letters: 5 ``bad_json`` and 3 ``schema`` on ``L1``, 2 ``bad_topic`` without a line.
+- decisions (issue #17) from 30 min on, as if the line's analyzer were upgraded then: earlier
+  results (and all of ``L2``) have NULL ``decision``, ``p_reject``, ``p_defects``, as results of
+  analyzers before 2026-12 do. ``p_defects`` holds ``underfill`` and ``oxidation`` probabilities
+  from the mass and index (σ 1 % of Qn, 0.05), ``missing_spectral`` at 1.0; P(REJECT) joins a
+  critical underfill and a score below 0.5; HOLD at P(REJECT) ≥ 0.02 or without a spectrum,
+  REJECT at ≥ 0.5, as the profile's ``decision`` block (docs/domain.md §5).
 - per-minute roll-ups computed from exactly the result rows written.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg.types.json import Jsonb
 
 from sqal.profiles import tne_g
 from storage.migrate import migrate
@@ -33,6 +42,9 @@ START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 END = START + timedelta(hours=2)
 PITCH = timedelta(seconds=15)
 D0_MM = 260
+DECISIONS_FROM = START + timedelta(minutes=30)
+"""Results before this instant come from an analyzer without decisions (NULL)."""
+P_HOLD, P_REJECT = 0.02, 0.5
 
 
 @dataclass
@@ -49,6 +61,17 @@ class Shift:
     def results_of(self, line: str) -> list[dict[str, Any]]:
         return [r for r in self.results if r["line_id"] == line]
 
+    def hold_reasons(self, line: str) -> collections.Counter[str]:
+        """Held trays per top ``p_defects`` code, ties under each, none as ``(score only)``."""
+        reasons = collections.Counter[str]()
+        for r in self.results_of(line):
+            if r["decision"] != "HOLD":
+                continue
+            p = r["p_defects"]
+            top = max(p.values(), default=None)
+            reasons.update([k for k, v in p.items() if v == top] or ["(score only)"])
+        return reasons
+
 
 def _height_map(rng: np.random.Generator, mass_g: float) -> tuple[list[int], list[int]]:
     """8x8 distances (mm) of a dome-shaped lobe under a sensor d0 = 260 mm above the tray."""
@@ -60,6 +83,44 @@ def _height_map(rng: np.random.Generator, mass_g: float) -> tuple[list[int], lis
     status[0, 0] = 255  # a corner zone sees no target
     status[7, 7] = 9
     return dist.ravel().tolist(), status.ravel().tolist()
+
+
+def _phi(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def _decision(
+    qn: float,
+    tne: float,
+    mass: float,
+    oxidation: float,
+    has_spec: bool,
+    score: float,
+    certain: set[str],
+) -> dict[str, Any]:
+    """The decision columns of a tray, deterministic in its figures (no draw from the rng)."""
+    sd_g = 0.01 * qn
+    p = {"underfill": _phi((qn - tne - mass) / sd_g), **dict.fromkeys(certain, 1.0)}
+    if has_spec:
+        p["oxidation"] = _phi((oxidation - 0.35) / 0.05)
+    else:
+        p["missing_spectral"] = 1.0
+    p_defects = {k: round(v, 3) for k, v in p.items() if v >= 0.01}
+    p_crit = _phi((qn - 2 * tne - mass) / sd_g)
+    p_reject = 1 - (1 - p_crit) * (1 - _phi((0.5 - score) / 0.05))
+    decision = (
+        "REJECT"
+        if p_reject >= P_REJECT
+        else "HOLD"
+        if p_reject >= P_HOLD or not has_spec
+        else "PASS"
+    )
+    return {
+        "decision": decision,
+        "p_reject": round(p_reject, 4),
+        "p_defects": p_defects,
+        "data_quality": 0.9 if has_spec else 0.5,
+    }
 
 
 def _grade(score: float, defects: set[str], critical: bool, missing: bool) -> str:
@@ -149,11 +210,20 @@ def _tray(
         defects.add("oxidation")
     if not has_spec:
         defects.add("missing_spectral")
+    glare = device == "dev-01" and seq == 159
+    if glare:
+        defects.add("zones_invalid")
     fill = 1 - min(1.0, abs(mass / qn - 1) / 0.12)
     score = float(np.clip(0.55 * fill + 0.45 * (1 - oxidation) + rng.normal(0, 0.03), 0, 1))
     grade = _grade(score, defects - {"missing_spectral"}, critical, not has_spec)
+    decided = (
+        _decision(qn, tne, mass, oxidation, has_spec, score, {"zones_invalid"} if glare else set())
+        if ts >= DECISIONS_FROM and line == "L1"
+        else {"decision": None, "p_reject": None, "p_defects": None, "data_quality": None}
+    )
     shift.results.append(
         {
+            **decided,
             "ts": ts,
             "line_id": line,
             "device_id": device,
@@ -237,7 +307,8 @@ def _copy(
     cols = sorted({k for r in rows for k in r} | set(fixed))
     with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
         for r in rows:
-            cp.write_row([r.get(c, fixed.get(c)) for c in cols])
+            values = (r.get(c, fixed.get(c)) for c in cols)
+            cp.write_row([Jsonb(v) if isinstance(v, dict) else v for v in values])
 
 
 def _rollups(results: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:

@@ -158,7 +158,7 @@ def report_command(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a printable shift report: grades, rejects, defects, volumes, devices, dead letters."""
+    """Write a printable shift report: grades, decisions and HOLD reasons, defects, devices."""
     from sqal.wire import is_valid_id
     from storage.connection import connect
     from views.report import load_shift, parse_instant, write_report
@@ -179,6 +179,7 @@ def report_command(
         "trays": data.trays,
         "grades": data.grades,
         "reject_rate": data.reject_rate,
+        "decisions": data.decisions,
         "written": [str(p) for p in paths],
     }
     rate = "–" if data.reject_rate is None else f"{100 * data.reject_rate:.1f} %"

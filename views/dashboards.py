@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 from grafana_foundation_sdk.builders import (
     barchart,
@@ -44,6 +44,9 @@ DATASOURCE = gmodel.DataSourceRef(type_val=DATASOURCE_TYPE, uid=DATASOURCE_UID)
 GRID_COLUMNS = 24
 """Grafana's dashboard grid is 24 columns wide."""
 GRADE_COLORS = {"A": "green", "B": "blue", "C": "orange", "REJECT": "red"}
+DECISION_COLORS = {"PASS": "green", "HOLD": "yellow", "REJECT": "red"}
+"""What the reject gate did with a tray; HOLD (the re-check lane) is kept apart from grade C's
+orange so the two coloured columns of a table do not read alike."""
 
 Format = Literal["time_series", "table"]
 
@@ -90,6 +93,13 @@ class _PanelBuilder(Protocol):
     def grid_pos(self, grid_pos: gmodel.GridPos) -> Self: ...
     def description(self, description: str) -> Self: ...
     def build(self) -> gmodel.Panel: ...
+
+
+class _Overridable(Protocol):
+    def override_by_name(self, name: str, properties: list[gmodel.DynamicConfigValue]) -> Self: ...
+
+
+_O = TypeVar("_O", bound=_Overridable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +244,10 @@ def grade_cells() -> list[gmodel.DynamicConfigValue]:
     return _colored_cells(GRADE_COLORS)
 
 
+def decision_cells() -> list[gmodel.DynamicConfigValue]:
+    return _colored_cells(DECISION_COLORS)
+
+
 def state_cells() -> list[gmodel.DynamicConfigValue]:
     return _colored_cells({"online": "green", "offline": "red", "unknown": "gray"})
 
@@ -264,6 +278,13 @@ def series_panel(
 def grade_colors(p: timeseries.Panel) -> timeseries.Panel:
     for grade, color in GRADE_COLORS.items():
         p = p.override_by_name(grade, fixed_color(color))
+    return p
+
+
+def decision_colors(p: _O) -> _O:
+    """Fields named PASS, HOLD, REJECT take their decision's colour (stat or time series)."""
+    for decision, color in DECISION_COLORS.items():
+        p = p.override_by_name(decision, fixed_color(color))
     return p
 
 

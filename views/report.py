@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from sqal.errors import ConfigError
 from sqal.profiles import profile_names
 from sqal.settings import parse_aware_time
-from sqal.wire import Grade
-from storage.queries import ShiftDevice, shift_facts
+from sqal.wire import Decision, Grade
+from storage.queries import NO_DECISION, NO_DEFECT_REASON, ShiftDevice, shift_facts
 from views.boards import ProfileTarget
 
 # TrueType fonts keep the PDF's text extractable (pdftotext, copy-paste); Type 3 would not.
@@ -34,6 +34,13 @@ mpl.rcParams.update({"pdf.fonttype": 42, "font.size": 9})
 
 GRADES = tuple(g.value for g in Grade)
 GRADE_COLORS = {"A": "#2e7d32", "B": "#1565c0", "C": "#ef6c00", "REJECT": "#c62828"}
+DECISIONS = tuple(d.value for d in Decision)
+DECISION_COLORS = {
+    "PASS": "#2e7d32",
+    "HOLD": "#f9a825",
+    "REJECT": "#c62828",
+    NO_DECISION: "#9e9e9e",
+}
 A4_LANDSCAPE_IN = (11.69, 8.27)
 
 
@@ -45,6 +52,10 @@ class ShiftData:
         reject_series: (bucket start, trays, rejects) per ``bucket``.
         volumes_cm3: per profile, the ToF volumes of its trays.
         dead_letters: (stage, reason, count), most frequent first.
+        decisions: trays per decision (PASS, HOLD, REJECT) and, under ``no decision``, those of
+            analyzers before 2026-12 that published none.
+        hold_reasons: (reason, held trays), most frequent first; a tray whose top defect
+            probabilities tie counts under each.
     """
 
     line_id: str
@@ -59,10 +70,21 @@ class ShiftData:
     targets: dict[str, ProfileTarget]
     devices: list[ShiftDevice]
     dead_letters: list[tuple[str, str, int]]
+    decisions: dict[str, int]
+    hold_reasons: list[tuple[str, int]]
 
     @property
     def trays(self) -> int:
         return sum(self.grades.values())
+
+    @property
+    def decided(self) -> int:
+        """Trays with a decision: the denominator of the decision rates."""
+        return sum(self.decisions[d] for d in DECISIONS)
+
+    def decision_rate(self, decision: str) -> float | None:
+        """The share of ``decision`` among the trays with one; ``None`` without any."""
+        return self.decisions[decision] / self.decided if self.decided else None
 
     @property
     def reject_rate(self) -> float | None:
@@ -114,6 +136,8 @@ def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: date
         targets,
         f.devices,
         f.dead_letters,
+        f.decisions,
+        f.hold_reasons,
     )
 
 
@@ -133,6 +157,9 @@ def _figures(d: ShiftData) -> Iterator[Figure]:
         f"Rejects: {d.grades['REJECT']} ({_pct(d.reject_rate)})",
         f"Mean score: {score}",
         "Grades: " + ", ".join(f"{g} {d.grades[g]}" for g in GRADES),
+        "Decisions: "
+        + ", ".join(f"{x} {d.decisions[x]} ({_pct(d.decision_rate(x))})" for x in DECISIONS)
+        + f"; {NO_DECISION} {d.decisions[NO_DECISION]}",
         "Dead letters: " + str(sum(n for _, _, n in d.dead_letters)),
     ]
     fig.text(0.05, 0.88, "\n".join(lines), va="top", fontsize=11, linespacing=1.7)
@@ -168,6 +195,8 @@ def _figures(d: ShiftData) -> Iterator[Figure]:
         bottom.annotate(str(c), (i, c), ha="center", va="bottom")
     fig.tight_layout()
     yield fig
+
+    yield _decisions_page(d)
 
     for profile, vols in d.volumes_cm3.items():
         fig = Figure(figsize=A4_LANDSCAPE_IN)
@@ -236,6 +265,51 @@ def _figures(d: ShiftData) -> Iterator[Figure]:
     else:
         ax.text(0.5, 0.8, "None.", ha="center")
     yield fig
+
+
+def _decisions_page(d: ShiftData) -> Figure:
+    """Decisions of the reject gate and why trays were held."""
+    fig = Figure(figsize=A4_LANDSCAPE_IN)
+    fig.suptitle(f"Decisions and HOLD reasons · line {d.line_id}", fontsize=14, x=0.05, ha="left")
+    ax = fig.add_axes((0.06, 0.3, 0.4, 0.55))
+    names = [*DECISIONS, NO_DECISION]
+    counts = [d.decisions[x] for x in names]
+    ax.bar(names, counts, color=[DECISION_COLORS[x] for x in names])
+    for i, c in enumerate(counts):
+        ax.annotate(str(c), (i, c), ha="center", va="bottom")
+    ax.set_title("Decisions")
+    ax.set_ylabel("trays")
+    rates = ", ".join(f"{x} {_pct(d.decision_rate(x))}" for x in DECISIONS)
+    fig.text(
+        0.06,
+        0.2,
+        f"Of {d.decided} trays with a decision: {rates}.\n"
+        f"{NO_DECISION}: {d.decisions[NO_DECISION]} trays scored by analyzers before 2026-12, "
+        "which published no decision;\nthey count in the grades and trays, apart from the "
+        "decision rates, and are not dropped.",
+        va="top",
+        fontsize=10,
+        linespacing=1.6,
+    )
+    ax = fig.add_axes((0.55, 0.1, 0.4, 0.75))
+    ax.axis("off")
+    ax.set_title("HOLD reasons (the defect code of largest probability)")
+    holds = d.decisions["HOLD"]
+    if d.hold_reasons:
+        rows = [[r, str(n), _pct(n / holds if holds else None)] for r, n in d.hold_reasons]
+        _table(ax, rows, ["reason", "held trays", "of HOLDs"])
+        ax.text(
+            0.5,
+            0.0,
+            "A tray whose top codes tie counts under each.\n"
+            f"{NO_DEFECT_REASON}: no defect code reached 0.01; the score came near REJECT.",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    else:
+        ax.text(0.5, 0.8, "No HOLD.", ha="center")
+    return fig
 
 
 def _table(ax: Axes, rows: list[list[str]], head: list[str]) -> None:

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from sqal.profiles import load_profile, tne_g
+from storage.queries import HOLD_REASON, HOLD_TOP_JOIN
 from views.dashboards import Variable
 
 
@@ -98,6 +99,16 @@ _FRAGMENTS = {
     "WHERE r.line_id = '$line' AND r.device_id IN ($device) AND r.profile = '$profile'\n"
     "  AND $__timeFilter(r.ts) AND r.tof_mass_g IS NOT NULL",
 }
+# The share of a decision among the trays that carry one (``count(decision)`` skips the NULL
+# of analyzers before 2026-12, which the panels count apart as "no decision").
+_FRAGMENTS.update(
+    (f"{d}RATE", f"count(*) FILTER (WHERE decision = '{d}')::float8 / nullif(count(decision), 0)")
+    for d in ("PASS", "HOLD", "REJECT")
+)
+# A held tray's reasons, shared with the shift report (storage.queries): ``results r`` joined to
+# the p_defects codes of largest probability, and the reason's text.
+_FRAGMENTS["HOLDTOP"] = HOLD_TOP_JOIN
+_FRAGMENTS["HOLDREASON"] = HOLD_REASON
 # one column per zone row, the heatmap's y buckets (8x8 is the largest layout)
 _FRAGMENTS["HROWS"] = ",\n".join(
     f'  max(h) FILTER (WHERE zone_row = {r}) AS "row {r}"' for r in range(8)

@@ -1,4 +1,4 @@
-"""The Line overview board: live grade mix, reject rate, score trend, throughput."""
+"""The Line overview board: live grade mix, reject rate, decisions, score trend, throughput."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from views.boards.common import DEVICE, LINE, sql
 from views.dashboards import (
     Board,
     PanelQuery,
+    decision_cells,
+    decision_colors,
+    fixed_color,
     grade_cells,
     grade_colors,
     pie_panel,
@@ -17,7 +20,7 @@ from views.dashboards import (
 
 
 def line_overview() -> Board:
-    """Live grade mix, reject rate, score trend, throughput and the latest results."""
+    """Live grade mix, reject rate, decisions, score trend, throughput and the latest results."""
     b = Board(
         "sqal-line-overview",
         "SQAL · Line overview",
@@ -83,6 +86,62 @@ def line_overview() -> Board:
         8,
         8,
     )
+    # Decisions: what the reject gate did (PASS, HOLD to the re-check lane, REJECT). The roll-ups
+    # do not count them, so these read ``results`` (a window of a few thousand rows per device).
+    # Rates are of the trays that carry a decision; results of analyzers before 2026-12 have none
+    # and are counted apart as "no decision".
+    b.add(
+        decision_colors(stat_panel("Decisions", "short"))
+        .override_by_name("no decision", fixed_color("gray"))
+        .description(
+            "Trays per decision of the reject gate. 'no decision': results of analyzers before "
+            "2026-12, which did not publish one."
+        ),
+        q(
+            sql(
+                "SELECT count(*) FILTER (WHERE decision = 'PASS') AS \"PASS\",\n"
+                "  count(*) FILTER (WHERE decision = 'HOLD') AS \"HOLD\",\n"
+                "  count(*) FILTER (WHERE decision = 'REJECT') AS \"REJECT\",\n"
+                '  count(*) FILTER (WHERE decision IS NULL) AS "no decision"\n'
+                "FROM results WHERE {RES}"
+            ),
+            "table",
+            ("PASS", "HOLD", "REJECT", "no decision"),
+        ),
+        8,
+        4,
+    )
+    b.add(
+        decision_colors(stat_panel("Decision rates", "percentunit")).description(
+            "Share of the trays with a decision; HOLD trays go to the re-check lane."
+        ),
+        q(
+            sql(
+                'SELECT {PASSRATE} AS "PASS",\n  {HOLDRATE} AS "HOLD",\n'
+                '  {REJECTRATE} AS "REJECT"\nFROM results WHERE {RES}'
+            ),
+            "table",
+            ("PASS", "HOLD", "REJECT"),
+        ),
+        8,
+        4,
+    )
+    b.add(
+        decision_colors(series_panel("HOLD and REJECT rates", "percentunit")).description(
+            "Share of the trays with a decision sent to HOLD and to REJECT."
+        ),
+        q(
+            sql(
+                "SELECT $__timeGroupAlias(ts, $__interval),\n"
+                '  {HOLDRATE} AS "HOLD", {REJECTRATE} AS "REJECT"\n'
+                "FROM results WHERE {RES} AND decision IS NOT NULL\nGROUP BY 1 ORDER BY 1"
+            ),
+            "time_series",
+            ("time", "HOLD", "REJECT"),
+        ),
+        8,
+        8,
+    )
     b.add(
         grade_colors(series_panel("Grades over time", "short", bars=True, stacked=True)),
         q(
@@ -140,10 +199,13 @@ def line_overview() -> Board:
         8,
     )
     b.add(
-        table_panel("Latest results").override_by_name("final_grade", grade_cells()),
+        table_panel("Latest results")
+        .override_by_name("final_grade", grade_cells())
+        .override_by_name("decision", decision_cells()),
         q(
             sql(
-                'SELECT ts AS "time", device_id, sample_id, profile, final_grade,\n'
+                'SELECT ts AS "time", device_id, sample_id, profile, final_grade, decision,\n'
+                "  round(p_reject::numeric, 3) AS p_reject,\n"
                 "  round(final_score::numeric, 3) AS final_score,\n"
                 "  round(confidence::numeric, 2) AS confidence,\n"
                 "  array_to_string(defects, ', ') AS defects,\n"
@@ -151,7 +213,17 @@ def line_overview() -> Board:
                 "FROM results WHERE {RES}\nORDER BY ts DESC LIMIT 50"
             ),
             "table",
-            ("time", "device_id", "sample_id", "final_grade", "final_score", "defects", "mass_g"),
+            (
+                "time",
+                "device_id",
+                "sample_id",
+                "final_grade",
+                "decision",
+                "p_reject",
+                "final_score",
+                "defects",
+                "mass_g",
+            ),
         ),
         16,
         8,

@@ -1,7 +1,9 @@
-"""The Quality board: fill against Qn and TNE, defects, spectral indices, a height map."""
+"""The Quality board: fill against Qn and TNE, defects, HOLD reasons, spectral indices, a height
+map."""
 
 from __future__ import annotations
 
+from storage.queries import NO_DEFECT_REASON
 from views.boards.common import (
     DEVICE,
     LINE,
@@ -17,6 +19,7 @@ from views.dashboards import (
     PanelQuery,
     Variable,
     bar_panel,
+    decision_cells,
     display_name,
     fixed_color,
     grade_cells,
@@ -29,7 +32,7 @@ from views.dashboards import (
 
 
 def quality(targets: list[ProfileTarget]) -> Board:
-    """Mass and volume against Qn and TNE, defect Pareto, spectral indices, one height map."""
+    """Mass and volume against Qn and TNE, defects, HOLD reasons, spectral indices, a height map."""
     cte = targets_cte(targets)
     d0 = Variable(
         "d0_mm",
@@ -168,6 +171,51 @@ def quality(targets: list[ProfileTarget]) -> Board:
             ),
             "time_series",
             ("time", "metric", "trays"),
+        ),
+        12,
+        8,
+    )
+    # What a quality manager re-checks: why trays were held, and the latest held trays.
+    b.add(
+        bar_panel("HOLD reasons", "reason").description(
+            "Held trays by the defect code with the largest probability in p_defects (a tray "
+            f"whose top codes tie counts under each); '{NO_DEFECT_REASON}': no code reached "
+            "0.01, the score alone came near REJECT."
+        ),
+        q(
+            sql(
+                "SELECT {HOLDREASON} AS reason, count(*) AS trays\n"
+                "FROM results r {HOLDTOP}\n"
+                "WHERE {RES} AND r.decision = 'HOLD'\n"
+                "GROUP BY 1 ORDER BY 2 DESC, 1"
+            ),
+            "table",
+            ("reason", "trays"),
+        ),
+        12,
+        8,
+    )
+    b.add(
+        table_panel("HOLD trays to re-check")
+        .override_by_name("final_grade", grade_cells())
+        .override_by_name("decision", decision_cells())
+        .description(
+            "The latest held trays, with P(REJECT) and each defect code's probability, largest "
+            "first."
+        ),
+        q(
+            sql(
+                'SELECT ts AS "time", device_id, sample_id, final_grade, decision,\n'
+                "  round(p_reject::numeric, 3) AS p_reject,\n"
+                "  (SELECT string_agg(e.key || ' ' || round(e.value::numeric, 2), ', '\n"
+                "    ORDER BY e.value::float8 DESC, e.key) FROM jsonb_each(p_defects) AS e)\n"
+                "    AS p_defects,\n"
+                "  round(data_quality::numeric, 2) AS data_quality,\n"
+                "  round(coalesce(weight_mass_g, tof_mass_g)::numeric, 1) AS mass_g\n"
+                "FROM results WHERE {RES} AND decision = 'HOLD'\nORDER BY ts DESC LIMIT 50"
+            ),
+            "table",
+            ("time", "device_id", "sample_id", "p_reject", "p_defects"),
         ),
         12,
         8,
