@@ -16,12 +16,14 @@ import pytest
 from analyzer import build_params, score_batch, stack_spectral, stack_tof
 from analyzer.decision import p_above, p_beyond
 from analyzer.prior import SD_MIN, fit_prior, fit_reference
+from analyzer.reference import rescore
 from app.cli import main
 from embedded import Mosquitto
 from sqal.devices import Target, fetch_configs, publish_config
 from sqal.profiles import load_profile
 from sqal.wire import (
     Calibration,
+    CheckweigherSettings,
     DeviceConfig,
     Frame,
     Kind,
@@ -252,6 +254,31 @@ def test_a_variable_read_the_same_on_every_tray_still_gets_a_prior() -> None:
     assert prior.tilt_deg is not None
     assert prior.tilt_deg.sd == pytest.approx(float(np.std(np.linspace(1.0, 1.0001, n), ddof=1)),
                                               rel=1e-4)  # fmt: skip
+
+
+def test_on_a_weighed_line_the_batch_is_scored_with_its_weights() -> None:
+    """A device whose config announces a checkweigher: each tray is joined with its weight as
+    the analyzer joins it, and a tray whose weight is missing is held, as the line holds it."""
+    rng = np.random.default_rng(8)
+    trays = [tray("w1", i, rng) for i in range(32)]
+    ids = [t.sample_id for t, _ in trays]
+    params = build_params(
+        load_profile(PROFILE), device_calibration("w1"), CheckweigherSettings(sigma_g=0.5)
+    )
+    weights = {
+        i: wire_frames.weight("w1", seq=j, sample_id=i, mass_g=300.0)
+        for j, i in enumerate(ids[1:], start=1)
+    }
+    tof, spectral = {t.sample_id: t for t, _ in trays}, {s.sample_id: s for _, s in trays}
+    got = rescore(ids, tof, spectral, weights, params, batch=10)
+    whole = rescore(ids, tof, spectral, weights, params)
+    assert [(f.sample_id, f.decision) for f in got.flagged] == [(ids[0], "HOLD")]
+    assert "missing_weight" in got.flagged[0].defects
+    assert got.unscored == []
+    assert all(len(x) == 32 for x, _ in got.columns.values())
+    for name, (x, sigma) in whole.columns.items():
+        np.testing.assert_array_equal(got.columns[name][0], x)
+        np.testing.assert_array_equal(got.columns[name][1], sigma)
 
 
 def test_stored_frames_come_back_as_they_were_sent(fresh_db: str) -> None:
