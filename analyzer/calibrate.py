@@ -170,6 +170,22 @@ def new_calibration(
     return Calibration.model_validate(base)
 
 
+def held_config(broker: str, target: Target) -> DeviceConfig:
+    """The device's retained config: its profile, settings and current calibration.
+
+    Raises:
+        ConfigError: the device has no valid retained config.
+        BrokerError: the broker is unreachable.
+    """
+    held = asyncio.run(fetch_configs(broker, target.topic)).get(target.topic)
+    if not isinstance(held, DeviceConfig):
+        raise ConfigError(
+            f"{target.line}/{target.device} has no valid retained config; "
+            f"run sqal config set {target.line}/{target.device} --profile NAME first"
+        )
+    return held
+
+
 def calibrate(
     broker: str,
     target: Target,
@@ -187,12 +203,7 @@ def calibrate(
         CalibrationError: the capture was refused or did not complete.
         BrokerError: the broker is unreachable.
     """
-    held = asyncio.run(fetch_configs(broker, target.topic)).get(target.topic)
-    if not isinstance(held, DeviceConfig):
-        raise ConfigError(
-            f"{target.line}/{target.device} has no valid retained config; "
-            f"run sqal config set {target.line}/{target.device} --profile NAME first"
-        )
+    held = held_config(broker, target)
     profile = load_profile(held.profile)
     confirm(PROMPTS[step].format(t=f"{target.line}/{target.device}"))
     need_tof = frames if step in ("empty", "white") else 0
@@ -314,6 +325,70 @@ class Weighings:
     other_devices: int = 0
 
 
+@dataclass(frozen=True)
+class SampleRow:
+    """A row of a sample file (``--weights``, ``--reference``) naming this device's sample.
+
+    Attributes:
+        line: the row's line number in the file (1 is the header).
+        fields: the row's columns by (stripped) header name.
+    """
+
+    line: int
+    sample_id: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SampleRows:
+    """This device's rows of a sample file, and how many rows named other devices."""
+
+    rows: list[SampleRow]
+    other_devices: int
+
+
+def read_sample_rows(path: Path, flag: str, device: str, columns: tuple[str, ...]) -> SampleRows:
+    """A CSV with a header holding ``sample_id``, ``columns`` and optionally ``device_id``.
+
+    Rows without a sample id are skipped; rows naming another device are passed over and
+    counted, so one file can serve a line.
+
+    Args:
+        flag: the option and file, for messages (``--weights trays.csv``).
+
+    Raises:
+        ConfigError: unreadable, not a CSV, or a needed column missing from the header.
+    """
+    need = ("sample_id", *columns)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [c.strip() for c in reader.fieldnames or []]
+            if not set(need) <= set(header):
+                raise ConfigError(
+                    f"{flag}: needs a header with {' and '.join(need)} (and optionally "
+                    f"device_id); found {','.join(header) or 'nothing'}"
+                )
+            reader.fieldnames = header
+            rows: list[SampleRow] = []
+            other = 0
+            for row in reader:
+                sample = (row.get("sample_id") or "").strip()
+                if not sample:
+                    continue
+                dev = (row.get("device_id") or "").strip()
+                if dev and dev != device:
+                    other += 1
+                    continue
+                fields = {k: (v or "").strip() for k, v in row.items() if isinstance(k, str)}
+                rows.append(SampleRow(reader.line_num, sample, fields))
+    except OSError as exc:
+        raise ConfigError(f"{flag}: {exc.strerror or exc}") from None
+    except csv.Error as exc:
+        raise ConfigError(f"{flag}: not a CSV file: {exc}") from None
+    return SampleRows(rows, other)
+
+
 def load_weights(path: Path, device: str) -> Weighings:
     """A CSV of ``sample_id,mass_g`` with a header, and optionally a ``device_id`` column.
 
@@ -324,42 +399,21 @@ def load_weights(path: Path, device: str) -> Weighings:
             sample id given twice.
     """
     flag = f"--weights {path}"
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            if not {"sample_id", "mass_g"} <= set(columns):
-                raise ConfigError(
-                    f"{flag}: needs a header with sample_id and mass_g (and optionally "
-                    f"device_id); found {','.join(columns) or 'nothing'}"
-                )
-            reader.fieldnames = columns
-            masses: dict[str, float] = {}
-            other = 0
-            for row in reader:
-                where = f"{flag} line {reader.line_num}"
-                sample = (row.get("sample_id") or "").strip()
-                if not sample:
-                    continue
-                dev = (row.get("device_id") or "").strip()
-                if dev and dev != device:
-                    other += 1
-                    continue
-                text = (row.get("mass_g") or "").strip()
-                try:
-                    mass = float(text)
-                except ValueError:
-                    raise ConfigError(f"{where}: mass_g {text!r} is not a number") from None
-                if not math.isfinite(mass):
-                    raise ConfigError(f"{where}: mass_g {text!r} is not a finite number")
-                if sample in masses:
-                    raise ConfigError(f"{where}: sample {sample} is weighed twice")
-                masses[sample] = mass
-    except OSError as exc:
-        raise ConfigError(f"{flag}: {exc.strerror or exc}") from None
-    except csv.Error as exc:
-        raise ConfigError(f"{flag}: not a CSV file: {exc}") from None
-    return Weighings(masses, other)
+    read = read_sample_rows(path, flag, device, ("mass_g",))
+    masses: dict[str, float] = {}
+    for row in read.rows:
+        where = f"{flag} line {row.line}"
+        text = row.fields.get("mass_g", "")
+        try:
+            mass = float(text)
+        except ValueError:
+            raise ConfigError(f"{where}: mass_g {text!r} is not a number") from None
+        if not math.isfinite(mass):
+            raise ConfigError(f"{where}: mass_g {text!r} is not a finite number")
+        if row.sample_id in masses:
+            raise ConfigError(f"{where}: sample {row.sample_id} is weighed twice")
+        masses[row.sample_id] = mass
+    return Weighings(masses, read.other_devices)
 
 
 def calibrate_weighed(
@@ -382,12 +436,7 @@ def calibrate_weighed(
         CalibrationError: fewer than 30 trays matched, or the fit refused them.
         BrokerError: the broker is unreachable.
     """
-    held = asyncio.run(fetch_configs(broker, target.topic)).get(target.topic)
-    if not isinstance(held, DeviceConfig):
-        raise ConfigError(
-            f"{target.line}/{target.device} has no valid retained config; "
-            f"run sqal config set {target.line}/{target.device} --profile NAME first"
-        )
+    held = held_config(broker, target)
     profile = load_profile(held.profile)
     ids = sorted(weighings.mass_g)
     not_found = [i for i in ids if i not in published]

@@ -27,6 +27,9 @@ MIN_REFERENCE = 30
 SD_FLOOR_FRAC = 0.1
 """A population narrower than its estimates' noise gets this fraction of the noise as its
 spread: the batch cannot tell how much narrower it is."""
+SD_MIN = 1e-6
+"""The smallest spread a prior gets (IndexPrior needs sd > 0): a variable every tray of the
+batch read the same, with no noise, still has a population the decision can weigh."""
 
 
 def _one(values: F64, sigmas: F64) -> IndexPrior | None:
@@ -37,8 +40,10 @@ def _one(values: F64, sigmas: F64) -> IndexPrior | None:
     noise2 = float(np.mean(s * s))
     spread2 = float(np.var(x, ddof=1)) - noise2
     floor = SD_FLOOR_FRAC * np.sqrt(noise2)
-    sd = max(float(np.sqrt(max(spread2, 0.0))), floor, 1e-6)
-    return IndexPrior(mean=round(float(np.mean(x)), 5), sd=round(sd, 5))
+    sd = max(float(np.sqrt(max(spread2, 0.0))), floor, SD_MIN)
+    # Five significant digits, not decimals: rounding to decimals took an sd under 5e-6 (a
+    # variable read the same on every tray, with σ ≈ 0) to 0, which IndexPrior refuses.
+    return IndexPrior(mean=round(float(np.mean(x)), 5), sd=float(f"{sd:.5g}"))
 
 
 def prior_columns(scores: SampleScores) -> dict[str, tuple[F64, F64]]:

@@ -1,8 +1,9 @@
 """``sqal calibrate``: the typer-annotated function the CLI registers.
 
 It lives in ``app`` rather than beside :mod:`analyzer.calibrate` because the weighed step reads
-the published volumes from the database (:mod:`storage.queries`), and only ``app`` may import
-both the analyzer and storage (docs/architecture.md).
+the published volumes from the database (:mod:`storage.queries`), and the reference step the
+stored frames, and only ``app`` may import both the analyzer and storage
+(docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ def calibrate_command(
             "[,device_id] with a header, joined with the volumes stored for them (--db).",
         ),
     ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="Fit the line's product prior from a batch of known-good trays: a CSV with "
+            "a sample_id column [and device_id] and a header; their stored frames (--db) are "
+            "re-scored with the device's current config.",
+        ),
+    ] = None,
     frames: Annotated[
         int,
         typer.Option("--frames", min=20, help="Frames to capture (100 for a good d0 map)."),
@@ -52,11 +62,15 @@ def calibrate_command(
         typer.Option(
             "--db",
             metavar="DSN",
-            help="With --weights: PostgreSQL DSN of the results [env SQAL_DB].",
+            help="With --weights or --reference: PostgreSQL DSN of the stored results and "
+            "frames [env SQAL_DB].",
         ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="With --weights: fit and print, publish nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="With --weights or --reference: fit and print, publish nothing."
+        ),
     ] = False,
     broker: Annotated[
         str | None, typer.Option("--broker", help="MQTT broker URL [env SQAL_BROKER].")
@@ -65,19 +79,24 @@ def calibrate_command(
 ) -> None:
     """Capture a calibration fixture, compute its reference and publish the device's new config.
 
-    --weights fits the line's mass model instead, on at least 30 trays weighed on a scale.
+    --weights fits the line's mass model instead, on at least 30 trays weighed on a scale;
+    --reference the line's product prior, on at least 30 trays known to be good.
     """
     from analyzer.calibrate import ask, calibrate, calibrate_colour, parse_rho_white
     from sqal.devices import Target
 
     settings = load_settings(broker=broker, db=db)
     dev = Target.parse(target)
-    if sum(x is not None for x in (step, colour_chart, weights)) != 1:
-        raise ConfigError("give exactly one of --step, --colour-chart and --weights")
-    if weights is None and (db is not None or dry_run):
-        raise ConfigError("--db and --dry-run go with --weights")
+    if sum(x is not None for x in (step, colour_chart, weights, reference)) != 1:
+        raise ConfigError("give exactly one of --step, --colour-chart, --weights and --reference")
+    if weights is None and reference is None and (db is not None or dry_run):
+        raise ConfigError("--db and --dry-run go with --weights or --reference")
     if weights is not None:
         _weighed(settings.broker, settings.db.get_secret_value(), dev, weights, dry_run, as_json)
+        return
+    if reference is not None:
+        dsn = settings.db.get_secret_value()
+        _reference(settings.broker, dsn, dev, reference, dry_run, as_json)
         return
     if colour_chart is not None:
         _, result = calibrate_colour(settings.broker, dev, colour_chart)
@@ -170,6 +189,84 @@ def format_weighed(s: dict[str, Any], target: str, source: str) -> str:
         bias = " / ".join(f"{b:+.1f}" for b in c["tercile_bias_g"])
         mark = "  <- chosen" if c["form"] == s["form"] else ""
         lines.append(f"{FORM_NAMES[c['form']]:<16} {c['loo_sigma_g']:6.2f} g   {bias} g{mark}")
+    if s["published"]:
+        lines.append(f"calibration {s['calibration_id']} published for {target}")
+    else:
+        lines.append("dry run: nothing published")
+    return "\n".join(lines)
+
+
+def _reference(broker: str, dsn: str, dev: Any, path: Path, dry_run: bool, as_json: bool) -> None:
+    """``--reference``: re-score the listed trays' stored frames, fit the prior, publish, report."""
+    from analyzer.reference import calibrate_reference, load_reference_ids
+    from storage.queries import stored_frames
+
+    listed = load_reference_ids(path, dev.device)
+    if not listed.sample_ids:
+        raise ConfigError(f"--reference {path}: no tray of {dev.line}/{dev.device}")
+    frames = stored_frames(dsn, dev.line, dev.device, listed.sample_ids)
+    _, s = calibrate_reference(
+        broker, dev, listed, frames.tof, frames.spectral, frames.weights, dry_run
+    )
+    if as_json:
+        typer.echo(json.dumps(s))
+        return
+    typer.echo(format_reference(s, f"{dev.line}/{dev.device}", path.name))
+
+
+UNMATCHED = (
+    ("not_found", "not found"),
+    ("only_tof", "with only a ToF frame"),
+    ("only_spectral", "with only a spectral frame"),
+    ("unscored", "with both frames, one of which did not score (e.g. another ToF layout)"),
+)
+"""The reference file's ids the prior was not fitted on: summary key and label."""
+
+
+def _ids(n: int, label: str, ids: list[str]) -> str:
+    return f"  {n} {label}: " + ", ".join(ids[:10]) + (", …" if n > 10 else "")
+
+
+def format_reference(s: dict[str, Any], target: str, source: str) -> str:
+    """The reference step's report: the join, each variable's population against its noise, and
+    the trays of the batch the current verdict would not pass."""
+    lines = [f"{s['listed']} trays listed in {source}, {s['matched']} with both frames stored "
+             f"for {target}"]  # fmt: skip
+    if s["other_devices"]:
+        rows = "row" if s["other_devices"] == 1 else "rows"
+        lines[0] += f" ({s['other_devices']} {rows} of other devices passed over)"
+    for key, label in UNMATCHED:
+        if s[key]:
+            lines.append(_ids(len(s[key]), label, s[key]))
+    cal = s["calibration_scored_with"] or "no calibration"
+    lines.append(f"product prior from {s['trays']} trays, scored with {cal}:")
+    lines.append("variable              mean          sd   estimates' σ   trays")
+    floored = False
+    for name, v in s["variables"].items():
+        noise = "—" if v["noise_sigma"] is None else f"{v['noise_sigma']:.4g}"
+        if v["mean"] is None:
+            lines.append(f"{name:<16} {'no prior':>21}   {noise:>12}   {v['n']:5d}")
+            continue
+        mark = "*" if v["floored"] else " "
+        floored = floored or v["floored"]
+        lines.append(
+            f"{name:<16} {v['mean']:9.4g} ± {v['sd']:9.4g}{mark}  {noise:>12}   {v['n']:5d}"
+        )
+    if floored:
+        lines.append(
+            "  * narrower than its estimates' noise: the batch cannot tell by how much "
+            "(sd set to a tenth of the noise)"
+        )
+    flagged = s["flagged"]
+    if flagged:
+        lines.append(
+            f"{len(flagged)} of these trays the current verdict would not pass; check them "
+            "before trusting the batch:"
+        )
+        for f in flagged[:20]:
+            lines.append(f"  {f['sample_id']}  {f['decision']}  {', '.join(f['defects']) or '—'}")
+        if len(flagged) > 20:
+            lines.append(f"  … and {len(flagged) - 20} more (--json lists them all)")
     if s["published"]:
         lines.append(f"calibration {s['calibration_id']} published for {target}")
     else:

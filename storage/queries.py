@@ -1,5 +1,5 @@
-"""Read-side queries: ``sqal eval --db``, ``sqal calibrate --weights``, ``sqal demo`` and the shift
-report (:mod:`views`).
+"""Read-side queries: ``sqal eval --db``, ``sqal calibrate --weights`` and ``--reference``,
+``sqal demo`` and the shift report (:mod:`views`).
 
 Each returns plain data; the SQL stays here (Grafana's panel queries excepted: they are panel
 definitions Grafana runs, in ``views/boards``).
@@ -7,16 +7,20 @@ definitions Grafana runs, in ``views/boards``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from pydantic import ValidationError
 
-from sqal.wire import Decision, Grade
+from sqal.errors import StorageError
+from sqal.wire import Decision, Grade, SpectralFrame, TofFrame, Weight
 from storage.connection import connect, storage_error
+from storage.rows import spectral_frame, tof_frame, weight_frame
+from storage.tables import SPECTRAL, TOF, WEIGHTS, Table
 
 _RESULTS = """
 SELECT device_id, sample_id, final_grade, defects, final_score, confidence,
@@ -120,6 +124,59 @@ def published_volumes(
         sample_id: PublishedVolume(None if volume is None else float(volume), profile)
         for sample_id, volume, profile in rows
     }
+
+
+_STORED = sql.SQL(
+    "SELECT DISTINCT ON (sample_id) {columns} FROM {table}"
+    " WHERE line_id = %s AND device_id = %s AND sample_id = ANY(%s)"
+    " ORDER BY sample_id, received_at DESC, ts DESC"
+)
+"""One device's rows of these samples, the latest stored copy of each (a sample stored twice,
+e.g. re-sent with another capture time, counts once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFrames:
+    """The stored frames of some samples of one device, by sample id.
+
+    Attributes:
+        tof, spectral, weights: one frame per sample that has one (absent otherwise).
+    """
+
+    tof: dict[str, TofFrame]
+    spectral: dict[str, SpectralFrame]
+    weights: dict[str, Weight]
+
+
+def stored_frames(dsn: str, line: str, device: str, sample_ids: Sequence[str]) -> StoredFrames:
+    """The raw frames stored for these samples of one device, as models: ToF, spectral, and the
+    checkweigher's weights (none where the line has no checkweigher).
+
+    Raises:
+        StorageError: the database is unreachable, lacks a frame table, or holds a row that is
+            no valid frame.
+    """
+    ids = list(sample_ids)
+    tables: list[tuple[Table, Callable[[Sequence[object]], Any]]] = [
+        (TOF, tof_frame),
+        (SPECTRAL, spectral_frame),
+        (WEIGHTS, weight_frame),
+    ]
+    found: list[dict[str, Any]] = []
+    with connect(dsn, "sqal-calibrate") as conn:
+        for table, model in tables:
+            q = _STORED.format(columns=table.column_list, table=table.ident)
+            try:
+                rows = conn.execute(q, (line, device, ids)).fetchall()
+            except psycopg.Error as exc:
+                raise storage_error(exc, f"cannot read {table.name}") from None
+            try:
+                found.append({str(table.value(r, "sample_id")): model(r) for r in rows})
+            except ValidationError as exc:
+                raise StorageError(
+                    f"{table.name}: a stored row is no valid frame: {exc.errors()[0]['msg']}"
+                ) from None
+    return StoredFrames(*found)
 
 
 def count_rows(dsn: str, table: str) -> int:

@@ -1,4 +1,5 @@
-"""Payload models → table rows, in the COPY column order of :mod:`storage.tables` (pure).
+"""Payload models → table rows, in the COPY column order of :mod:`storage.tables`, and frame rows
+back to models (pure).
 
 A :class:`PendingRow` is what :class:`storage.writer.BatchWriter` takes: the row and the
 message it came from, so a row the database refuses becomes its own :class:`DeadRow`.
@@ -11,6 +12,7 @@ Fields beyond the v1 contract (the models keep them, docs/contract.md) go to ``e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from sqal.wire import (
+    CHANNELS,
     DeviceConfig,
     DeviceStatus,
     DeviceTopic,
@@ -27,7 +30,7 @@ from sqal.wire import (
     TofFrame,
     Weight,
 )
-from storage.tables import CONFIG, DEAD_LETTERS, RESULTS, SPECTRAL, STATUS, TOF, WEIGHTS
+from storage.tables import CONFIG, DEAD_LETTERS, RESULTS, SPECTRAL, STATUS, TOF, WEIGHTS, Table
 
 STATUS_SAMPLE_ID = "status"
 CONFIG_SAMPLE_ID = "config"
@@ -266,3 +269,91 @@ def pending_row(
     if row is None:
         return None
     return PendingRow(row[0], row[1], str(topic), payload, tag)
+
+
+# Rows → models: the inverse of tof_row, spectral_row and weight_row, for code that re-reads
+# stored frames (sqal calibrate --reference re-scores them). A row is in its table's COPY order.
+
+
+def _folded(flat: Any, layout: int) -> list[list[Any]]:
+    """A row-major one-dimensional array column folded back into ``layout × layout``."""
+    values = list(flat)
+    return [values[r * layout : (r + 1) * layout] for r in range(layout)]
+
+
+def _frame_fields(table: Table, row: Sequence[object]) -> dict[str, Any]:
+    """The fields every frame row starts with (``_frame_head``), and its ``extra`` merged in."""
+    extra = table.value(row, "extra")
+    fields: dict[str, Any] = dict(extra) if isinstance(extra, dict) else {}
+    fields.update({c: table.value(row, c) for c in ("ts", "device_id", "sample_id", "seq", "v")})
+    return fields
+
+
+def tof_frame(row: Sequence[object]) -> TofFrame:
+    """The :class:`TofFrame` of a ``tof_frames`` row (the inverse of :func:`tof_row`).
+
+    Raises:
+        pydantic.ValidationError: the row holds what no valid frame has.
+    """
+    t = TOF
+    fields = _frame_fields(t, row)
+    hist_extra = fields.pop("histogram", None)
+    layout = int(t.value(row, "layout"))  # type: ignore[call-overload]
+    fields["layout"] = layout
+    for name in (
+        "distance_mm",
+        "target_status",
+        "signal_per_spad",
+        "ambient_per_spad",
+        "range_sigma_mm",
+        "reflectance_pct",
+    ):
+        fields[name] = _folded(t.value(row, name), layout)
+    for name in ("ranging_hz", "integration_ms", "sensor_temp_c"):
+        fields[name] = t.value(row, name)
+    if t.value(row, "hist_start_bin") is not None:
+        count = int(t.value(row, "hist_bin_count") or 0)  # type: ignore[call-overload]
+        flat = list(t.value(row, "hist_bins") or [])  # type: ignore[call-overload]
+        fields["histogram"] = {
+            **(hist_extra if isinstance(hist_extra, dict) else {}),
+            "start_bin": t.value(row, "hist_start_bin"),
+            "sub_sample": t.value(row, "hist_sub_sample"),
+            "bin_width_mm": t.value(row, "hist_bin_width_mm"),
+            "agg_map": t.value(row, "hist_agg_map"),
+            "bins": [flat[i : i + count] for i in range(0, len(flat), count)] if count else [],
+            "ambient": t.value(row, "hist_ambient"),
+        }
+    return TofFrame.model_validate(fields)
+
+
+_CHANNEL_COLUMNS = tuple(c.value.lower() for c in CHANNELS)
+"""``spectral_frames``' count columns, in wire order (``f1_415nm`` … ``flicker``)."""
+
+
+def spectral_frame(row: Sequence[object]) -> SpectralFrame:
+    """The :class:`SpectralFrame` of a ``spectral_frames`` row (the inverse of
+    :func:`spectral_row`).
+
+    Raises:
+        pydantic.ValidationError: the row holds what no valid frame has.
+    """
+    s = SPECTRAL
+    fields = _frame_fields(s, row)
+    fields["channels"] = {
+        c.value: s.value(row, col) for c, col in zip(CHANNELS, _CHANNEL_COLUMNS, strict=True)
+    }
+    for name in ("gain", "atime", "astep", "integration_ms", "led_ma", "saturated", "flicker_hz"):
+        fields[name] = s.value(row, name)
+    return SpectralFrame.model_validate(fields)
+
+
+def weight_frame(row: Sequence[object]) -> Weight:
+    """The :class:`Weight` of a ``weights`` row (the inverse of :func:`weight_row`).
+
+    Raises:
+        pydantic.ValidationError: the row holds what no valid weight has.
+    """
+    fields = _frame_fields(WEIGHTS, row)
+    fields["mass_g"] = WEIGHTS.value(row, "mass_g")
+    fields["sigma_g"] = WEIGHTS.value(row, "sigma_g")
+    return Weight.model_validate(fields)
