@@ -36,6 +36,7 @@ from analyzer.calibration import (
     chart_reflectance,
     empty_reference,
     fit_colour_matrix,
+    range_scale,
     spectral_reference,
 )
 from analyzer.massmodel import MIN_TRAYS, MassFit, fit
@@ -195,8 +196,12 @@ def calibrate(
     timeout_s: float,
     confirm: Callable[[str], None],
     on_progress: Callable[[Capture], None] | None = None,
+    tile_height_mm: float | None = None,
 ) -> tuple[DeviceConfig, dict[str, Any]]:
     """Run one calibration step end to end; returns the published config and a summary.
+
+    ``tile_height_mm``: with the white step, the tile's top above the tray base (the fixture's
+    spec): with the empty step's d0 map it gives the ToF range's slope (``range_scale``).
 
     Raises:
         ConfigError: the device has no retained config (so no profile to calibrate for).
@@ -230,10 +235,21 @@ def calibrate(
             z_cal = sref.z_cal_mm
             if z_cal is None:
                 raise CalibrationError("white: no valid ToF reading of the tile to measure z_cal")
+            measured: dict[str, Any] = {}
+            if tile_height_mm is not None:
+                base = held.calibration
+                if base is None or base.d0_map_mm is None or tof is None:
+                    raise CalibrationError(
+                        "white: --tile-height-mm needs the empty step's d0 map first"
+                    )
+                scale = range_scale(tof, np.asarray(base.d0_map_mm), tile_height_mm, profile)
+                measured["range_scale"] = round(scale, 5)
+                summary["range_scale"] = scale
             cal = new_calibration(held.calibration, target, now, white_bc=bc,
                                   rho_white=rho_white, z_cal_mm=round(z_cal, 1),
                                   count_noise_k=sref.count_noise_k,
-                                  common_noise_frac=sref.common_noise_frac)  # fmt: skip
+                                  common_noise_frac=sref.common_noise_frac,
+                                  **measured)  # fmt: skip
             summary["z_cal_mm"] = z_cal
         summary |= {"basic_counts": bc, "peak_fs": sref.peak_fs,
                     "max_cv": float(sref.cv[:8].max())}  # fmt: skip

@@ -152,6 +152,43 @@ def empty_reference(arrays: TofArrays, profile: Profile) -> EmptyReference:
     return EmptyReference(d0, d_map, share, drift, n)
 
 
+RANGE_SCALE_LIMITS = (0.9, 1.1)
+"""A range slope outside ±10 % is a wrong tile height or a tile not in place, not a sensor."""
+
+
+def range_scale(
+    arrays: TofArrays, d0_map_mm: F64, tile_height_mm: float, profile: Profile
+) -> float:
+    """The ToF range's slope from frames of a flat tile of known height above the tray base.
+
+    Each valid ROI zone reads a height d0_i − distance_i with d0_i from the empty step's map
+    (which took each zone's fixed offset out at the base): a range error linear in distance
+    makes that height tile_height·s. Returns s from the readings' mean within 3 robust σ of
+    their median (whole-mm readings would quantise a median, as for the d0 map).
+
+    Raises:
+        CalibrationError: no valid reading, or s outside :data:`RANGE_SCALE_LIMITS`.
+    """
+    valid = _valid(arrays, profile)
+    roi = roi_mask(profile, profile.tof.mount_distance_mm).ravel()
+    n = arrays.distance_mm.shape[0]
+    dist = arrays.distance_mm.reshape(n, -1)[:, roi]
+    ok = valid.reshape(n, -1)[:, roi]
+    heights = (np.asarray(d0_map_mm, dtype=np.float64).ravel()[roi][None, :] - dist)[ok]
+    if heights.size == 0:
+        raise CalibrationError("white: no valid ToF reading of the tile to measure the range")
+    med = float(np.median(heights))
+    mad = 1.4826 * float(np.median(np.abs(heights - med)))
+    s = float(heights[np.abs(heights - med) <= 3.0 * max(mad, 1.0)].mean()) / tile_height_mm
+    lo, hi = RANGE_SCALE_LIMITS
+    if not lo <= s <= hi:
+        raise CalibrationError(
+            f"white: the tile reads {s * tile_height_mm:.1f} mm high, {s:.3f} times "
+            f"--tile-height-mm {tile_height_mm:g}; check the tile's height and that it lies flat"
+        )
+    return s
+
+
 def basic_counts(arrays: SpectralArrays) -> F64:
     """(n, 10) basic counts raw/(g_eff·t_int_ms) of channels F1-F8, Clear, NIR
     (docs/domain.md §3)."""

@@ -159,6 +159,9 @@ class ScoringParams:
     product_prior: ProductPrior | None = None
     """The line's good product from a reference batch (analyzer.prior): the decision's prior
     for the variables it lists; ``None``: those take a flat prior."""
+    range_scale: float = 1.0
+    """The ToF range's slope from the white step (measured height per true height); heights are
+    divided by it. 1 without that measurement."""
     count_noise_k: float | None = None
     """The spectral sensor's shot noise, var(raw) = k·raw (the white step measured it); with
     ``common_noise_frac`` it gives the spectral indices their σ. ``None``: no error model, the
@@ -233,6 +236,7 @@ def build_params(
         mass_model=mass_model,
         valid_status=np.asarray(profile.tof.valid_status, dtype=np.int64),
         product_prior=cal.product_prior if cal is not None else None,
+        range_scale=(cal.range_scale if cal is not None and cal.range_scale is not None else 1.0),
         count_noise_k=cal.count_noise_k if cal is not None else None,
         common_noise_frac=(
             cal.common_noise_frac if cal is not None and cal.common_noise_frac is not None else 0.0

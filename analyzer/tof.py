@@ -280,10 +280,12 @@ def score_tof(
         & (dist <= d0_zone + 30)
     )
     roi = p.roi.ravel()[None, :]
-    # h_i = d0_i − distance_i with the per-zone empty-tray distance (removes each zone's fixed
-    # offset, docs/domain.md §1), clipped; small negatives kept (dropping them biases volume up).
-    # z_i = d0 − h_i puts the surface on the common base plane for the frustum and the fits.
-    h = clamp(d0_zone - np.where(finite, dist, d0_zone), -10.0, tray.depth_mm + 20.0)
+    # h_i = (d0_i − distance_i)/s with the per-zone empty-tray distance (removes each zone's
+    # fixed offset, docs/domain.md §1) and the range slope s of the white step (1 without it),
+    # clipped; small negatives kept (dropping them biases volume up). z_i = d0 − h_i puts the
+    # surface on the common base plane for the frustum and the fits.
+    raw_h = (d0_zone - np.where(finite, dist, d0_zone)) / p.range_scale
+    h = clamp(raw_h, -10.0, tray.depth_mm + 20.0)
     z = p.d0_mm - h
     sig = np.maximum(np.where(finite, sigma, tof.max_sigma_mm), SIGMA_FLOOR_MM)
     vr = valid & roi

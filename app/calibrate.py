@@ -53,6 +53,15 @@ def calibrate_command(
         str,
         typer.Option("--rho-white", help="White tile reflectance: one value or ten (F1..NIR)."),
     ] = "0.97",
+    tile_height_mm: Annotated[
+        float | None,
+        typer.Option(
+            "--tile-height-mm",
+            min=1.0,
+            help="With --step white: the tile's top above the tray base, from the fixture's "
+            "spec; measures the ToF range's slope (after --step empty).",
+        ),
+    ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds to wait for the frames.")
     ] = 120.0,
@@ -119,8 +128,10 @@ def calibrate_command(
         else:
             ask(prompt)
 
+    if tile_height_mm is not None and step != "white":
+        raise ConfigError("--tile-height-mm goes with --step white")
     _, summary = calibrate(settings.broker, dev, step, frames, rho, timeout,  # type: ignore[arg-type]
-                           confirm, progress)  # fmt: skip
+                           confirm, progress, tile_height_mm)  # fmt: skip
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     if as_json:

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 
 from analyzer.arrays import stack_tof
+from analyzer.calibration import range_scale
 from analyzer.params import build_params
 from analyzer.tof import TofScores, score_tof
+from sqal.errors import CalibrationError
 from sqal.profiles import load_profile
 from sqal.wire import TofFrame
-from tests.test_analyzer_support import tof_payload
+from tests.test_analyzer_support import calibration, tof_payload
 
 D0 = 260.0
 K = 2.0 * math.tan(math.radians(22.5)) / 8
@@ -108,3 +110,44 @@ def test_a_mixed_zone_ring_reads_its_true_two_target_volume() -> None:
     full = K * K * (D0**3 - zp**3) / 3.0
     expected = 8 * full + 16 * full / 2
     assert s.volume_mm3[0] == pytest.approx(expected, rel=0.01)
+
+
+def _ranged(z: np.ndarray) -> np.ndarray:
+    """A sensor whose range error is linear in distance: reads z + 0.02·(z − 200) mm."""
+    return z + 0.02 * (z - 200.0)
+
+
+def test_a_tile_of_known_height_measures_the_range_slope_and_heights_come_out_true() -> None:
+    """Empty tray at 260 mm reads 261.2; a 30 mm tile (z 230) reads 230.6: 30.6 mm of height
+    for 30, a slope of 1.02. With it a flat 30 mm fill reads 30 mm, without it 30.6."""
+    rng = np.random.default_rng(4)
+    profile = load_profile("foie_gras_lobe_400g")
+    d0_map = np.full((8, 8), _ranged(np.array(D0)))
+    frames = [
+        TofFrame.model_validate(
+            tof_payload(_ranged(np.full((8, 8), D0 - 30.0)) + rng.normal(0, 1.0, (8, 8)))
+        )
+        for _ in range(100)
+    ]
+    scale = range_scale(stack_tof(frames, 8), d0_map, 30.0, profile)
+    assert scale == pytest.approx(1.02, abs=0.002)
+    with pytest.raises(CalibrationError, match="times --tile-height-mm 24"):
+        range_scale(stack_tof(frames, 8), d0_map, 24.0, profile)
+    cal = calibration(d0_mm=float(d0_map[0, 0])).model_copy(
+        update={"d0_map_mm": d0_map.tolist(), "range_scale": scale}
+    )
+    params = build_params(profile, cal)
+    # Whole-mm readings dithered by 1 mm of noise, averaged over 50 frames.
+    fills = stack_tof(
+        [
+            TofFrame.model_validate(
+                tof_payload(_ranged(np.full((8, 8), D0 - 30.0)) + rng.normal(0, 1.0, (8, 8)))
+            )
+            for _ in range(50)
+        ],
+        8,
+    )
+    s = score_tof(fills, params)
+    assert float(np.mean(s.avg_height_mm)) == pytest.approx(30.0, abs=0.1)
+    raw = score_tof(fills, build_params(profile, cal.model_copy(update={"range_scale": None})))
+    assert float(np.mean(raw.avg_height_mm)) == pytest.approx(30.6, abs=0.1)

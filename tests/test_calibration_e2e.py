@@ -18,6 +18,7 @@ from analyzer.arrays import stack_spectral, stack_tof
 from analyzer.calibrate import calibrate
 from analyzer.fusion import score_batch
 from analyzer.params import build_params
+from device_sim.model import product_model
 from embedded import Mosquitto
 from sqal.devices import Target, fetch_configs
 from sqal.errors import CalibrationError
@@ -38,14 +39,17 @@ def sim(broker: Mosquitto, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def calibrate_with_fixture(broker: Mosquitto, step: str, frames: int = 25) -> dict[str, Any]:
+def calibrate_with_fixture(
+    broker: Mosquitto, step: str, frames: int = 25, tile_height_mm: float | None = None
+) -> dict[str, Any]:
     """Run ``calibrate`` while a simulated node presents the fixture; re-raise its error."""
     out: dict[str, Any] = {}
 
     def run() -> None:
         try:
             out["summary"] = calibrate(broker.url, DEVICE, step, frames, [0.97] * 10,  # type: ignore[arg-type]
-                                       timeout_s=60, confirm=lambda _p: None)[1]  # fmt: skip
+                                       timeout_s=60, confirm=lambda _p: None,
+                                       tile_height_mm=tile_height_mm)[1]  # fmt: skip
         except CalibrationError as exc:
             out["error"] = exc
 
@@ -87,7 +91,10 @@ def test_calibrate_then_score(private_broker: Mosquitto, tmp_path: Path) -> None
     config_set(broker, "spectral.gain=16")  # back to the profile's gain
     empty = calibrate_with_fixture(broker, "empty", 40)
     dark = calibrate_with_fixture(broker, "dark")
-    white = calibrate_with_fixture(broker, "white")
+    # With the tile's height (the simulated fixture's spec: 17 mm for pâté, d0 200, z_cal 183)
+    # the white step also measures the range's slope (the simulator's 0.005 mm per mm).
+    model = product_model(PROFILE)
+    white = calibrate_with_fixture(broker, "white", tile_height_mm=model.d0_mm - model.z_cal_mm)
     cal = held_config(broker).calibration
     assert cal is not None
     assert cal.id == white["calibration_id"] != dark["calibration_id"]
@@ -96,6 +103,8 @@ def test_calibrate_then_score(private_broker: Mosquitto, tmp_path: Path) -> None
     assert cal.white_bc is not None
     assert abs(empty["d0_mm"] - load_profile(PROFILE).tof.mount_distance_mm) < 5
     assert white["z_cal_mm"] < empty["d0_mm"]
+    assert cal.range_scale is not None
+    assert cal.range_scale == pytest.approx(1.005, abs=0.015)
 
     # Score product trays with the analyzer service: every result carries the calibration id
     # and the spectral indices are there.

@@ -398,6 +398,9 @@ class Calibration(_Strict):
     white_bc: list[Counts] | None = Field(default=None, min_length=10, max_length=10)
     rho_white: list[Reflectance] | None = Field(default=None, min_length=10, max_length=10)
     z_cal_mm: Annotated[float, Field(gt=0, le=4000)] | None = None
+    range_scale: Annotated[float, Field(ge=0.9, le=1.1)] | None = None
+    """Measured height per true height: the ToF range's slope between the empty tray (d0) and a
+    white tile of known height (docs/domain.md §1 "range bias"); heights are divided by it."""
     color_matrix: list[list[float]] | None = None
     color_delta_e: Annotated[float, Field(ge=0)] | None = None
     anchors: SpectralAnchors | None = None
