@@ -140,6 +140,16 @@ def config_set(
         list[str] | None,
         typer.Option("--set", help="Sensor setting SECTION.KEY=VALUE, e.g. spectral.gain=32."),
     ] = None,
+    checkweigher: Annotated[
+        float | None,
+        typer.Option(
+            "--checkweigher",
+            metavar="SIGMA_G",
+            help="The line weighs each tray: the checkweigher's standard uncertainty in g (its "
+            "weights then decide fill, and a tray waits for its weight); 0: no checkweigher. "
+            "[kept]",
+        ),
+    ] = None,
     broker: Broker = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -154,7 +164,9 @@ def config_set(
     devices.apply_sets({}, set_ or [])  # malformed assignments fail before the broker is asked
     held = asyncio.run(devices.fetch_configs(settings.broker, dev.topic)).get(dev.topic)
     current = held if isinstance(held, DeviceConfig) else None
-    config, note = devices.build_config(dev, profile, set_ or [], current, devices.utc_now())
+    config, note = devices.build_config(
+        dev, profile, set_ or [], current, devices.utc_now(), checkweigher
+    )
     asyncio.run(devices.publish_config(settings.broker, dev, config))
     if note:
         sys.stderr.write(f"Warning: {note}\n")

@@ -6,7 +6,8 @@ published; ``sqal config show`` reads back what the broker holds.
 Settings start from the profile's (``spectral.settings``, ``tof.layout``) when the product
 changes, and from the device's current ones when it stays; ``--set`` overrides either.
 
-The checkweigher block (whether a checkweigher weighs the device's trays) is kept as it is.
+The checkweigher block (whether a checkweigher weighs the device's trays, and its σ) is kept as
+it is unless ``checkweigher`` says otherwise: a σ in g announces one, ``0`` removes it.
 
 A calibration is valid only for the settings it was measured with (docs/domain.md §3: "redone each
 shift and after any setting change"). ``config set`` therefore keeps the device's calibration
@@ -87,9 +88,17 @@ def apply_sets(doc: dict[str, Any], sets: list[str]) -> dict[str, Any]:
 
 
 def build_config(
-    target: Target, profile: str, sets: list[str], current: DeviceConfig | None, now: datetime
+    target: Target,
+    profile: str,
+    sets: list[str],
+    current: DeviceConfig | None,
+    now: datetime,
+    checkweigher: float | None = None,
 ) -> tuple[DeviceConfig, str | None]:
     """The config to publish, and a note when the old calibration was dropped.
+
+    ``checkweigher``: the line's checkweigher σ in g (its weights then decide fill and every
+    tray waits for one), 0 to say the line has none; ``None`` keeps what the device has.
 
     Raises:
         ConfigError: unknown profile, unknown setting, or a value outside the sensor's range.
@@ -102,7 +111,11 @@ def build_config(
     else:  # a new product starts from its profile's sensor settings
         base["tof"] = {"layout": prof.tof.layout}
         base["spectral"] = prof.spectral.settings.model_dump()
-    if current is not None and current.checkweigher is not None:
+    if checkweigher is not None and checkweigher < 0:
+        raise ConfigError(f"--checkweigher {checkweigher:g}: a σ in g, or 0 for none")
+    if checkweigher:
+        base["checkweigher"] = {"sigma_g": checkweigher}
+    elif checkweigher is None and current is not None and current.checkweigher is not None:
         # The line's checkweigher stays whatever the product or the sensor settings become.
         base["checkweigher"] = current.checkweigher.model_dump()
     doc = apply_sets(base, sets)

@@ -101,6 +101,26 @@ def test_the_checkweigher_block_survives_a_product_change(
     assert (doc["profile"], doc["checkweigher"]) == ("foie_gras_lobe_400g", {"sigma_g": 0.3})
 
 
+def test_a_line_announces_its_checkweigher_and_takes_it_away(
+    broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--checkweigher SIGMA_G sets the block (the analyzer then waits for each tray's weight),
+    0 removes it; a negative σ is a one-line error and nothing is published."""
+    show = ["config", "show", "cfg5/d1", "--broker", broker.url, "--json"]
+    base = ["config", "set", "cfg5/d1", "--profile", "pate_terrine_300g", "--broker", broker.url]
+    code, _, err = run([*base, "--checkweigher", "0.5"], capsys)
+    assert code == 0, err
+    code, out, _ = run(show, capsys)
+    assert json.loads(out)["sqal/v1/cfg5/d1/config"]["checkweigher"] == {"sigma_g": 0.5}
+    code, _, err = run([*base, "--checkweigher", "-1"], capsys)
+    assert code == 1
+    assert err.startswith("Error: --checkweigher -1")
+    code, _, err = run([*base, "--checkweigher", "0"], capsys)
+    assert code == 0, err
+    code, out, _ = run(show, capsys)
+    assert "checkweigher" not in json.loads(out)["sqal/v1/cfg5/d1/config"]
+
+
 def test_bad_target_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["config", "show", "L1-d1", "--broker", "mqtt://127.0.0.1:1"], capsys)
     assert code == 1
