@@ -380,7 +380,9 @@ WEIGHED_SEED_OFFSET = 1000
 """The weighed trays of the line calibration come from other seeds than the evaluation's."""
 
 
-def weigh_line(profile: str, trays: int, seed: int, scenario: str) -> MassFit:
+def weigh_line(
+    profile: str, trays: int, seed: int, scenario: str, ceiling: bool = False
+) -> MassFit:
     """The plant's ``sqal calibrate --weights`` on simulated trays (docs/calibration.md).
 
     What an operator does (docs/calibration.md "The mass model"): run ``trays`` trays of the
@@ -393,7 +395,7 @@ def weigh_line(profile: str, trays: int, seed: int, scenario: str) -> MassFit:
     """
     run = run_profile(
         profile, trays, 2, 30.0, seed + WEIGHED_SEED_OFFSET, None, scenario,
-        rates={"underfill": 1 / 3, "overfill": 1 / 3},
+        rates={"underfill": 1 / 3, "overfill": 1 / 3}, ceiling=ceiling,
     )  # fmt: skip
     v = np.array([(r.get("tof") or {}).get("volume_mm3") or np.nan for r in run.results])
     m = np.array([t["mass_g"] for t in run.truth])
@@ -411,6 +413,7 @@ def reference_batch(
     seed: int,
     scenario: str,
     mass_model: WeighedMassModel | None,
+    ceiling: bool = False,
 ) -> ProductPrior:
     """The plant's ``sqal calibrate --reference`` on simulated trays (docs/calibration.md).
 
@@ -422,12 +425,47 @@ def reference_batch(
     run_profile(
         profile, trays, 2, 30.0, seed + REFERENCE_SEED_OFFSET, 0.0, scenario,
         mass_model=mass_model, on_scores=lambda s: chunks.append(prior_columns(s)),
+        ceiling=ceiling,
     )  # fmt: skip
     merged = {
         k: (np.concatenate([c[k][0] for c in chunks]), np.concatenate([c[k][1] for c in chunks]))
         for k in chunks[0]
     }
     return fit_prior(merged)
+
+
+def line_calibration(
+    profile: str, args: argparse.Namespace, ceiling: bool
+) -> tuple[WeighedMassModel | None, ProductPrior | None]:
+    """The line's mass model (``--weighed``) and product prior (``--reference``), each printed.
+
+    A plant calibrates on its own product as it runs: the production population, whatever
+    scenario is then evaluated (stress is a robustness run). ``ceiling``: with the perfect
+    sensor, for the ceiling's runs.
+    """
+    tag = " (sensor-perfect)" if ceiling else ""
+    mass_model = None
+    if args.weighed:
+        weighed = weigh_line(profile, args.weighed, args.seed, "production", ceiling)
+        mm = weighed.model
+        mass_model = mm.to_calibration()
+        print(
+            f"## {profile}: mass model from {args.weighed} weighed trays{tag} ({weighed.reason}):"
+            f" a_g {mm.a_g:.2f}, b_g_per_cm3 {mm.b_g_per_cm3:.4f}, "
+            f"c_g_per_cm2 {mm.c_g_per_cm2:.3f}, leave-one-out σ {mm.sigma_g:.2f} g"
+        )
+    product_prior = None
+    if args.reference:
+        product_prior = reference_batch(
+            profile, args.reference, args.seed, "production", mass_model, ceiling
+        )
+        shown = ", ".join(
+            f"{k} {v['mean']:.3g} ± {v['sd']:.3g}"
+            for k, v in product_prior.model_dump(exclude={"n"}).items()
+            if v is not None
+        )
+        print(f"## {profile}: product prior from {product_prior.n} reference trays{tag}: {shown}")
+    return mass_model, product_prior
 
 
 def _verdict(rep: EvalReport) -> list[str]:
@@ -561,29 +599,9 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(header("accuracy"))
     for profile in args.profile or PROFILES:
-        mass_model = None
-        if args.weighed:
-            # A plant calibrates on its own product as it runs: the production population,
-            # whatever scenario is then evaluated (stress is a robustness run).
-            weighed = weigh_line(profile, args.weighed, args.seed, "production")
-            mm = weighed.model
-            mass_model = mm.to_calibration()
-            print(
-                f"## {profile}: mass model from {args.weighed} weighed trays ({weighed.reason}): "
-                f"a_g {mm.a_g:.2f}, b_g_per_cm3 {mm.b_g_per_cm3:.4f}, "
-                f"c_g_per_cm2 {mm.c_g_per_cm2:.3f}, leave-one-out σ {mm.sigma_g:.2f} g"
-            )
-        product_prior = None
-        if args.reference:
-            product_prior = reference_batch(
-                profile, args.reference, args.seed, "production", mass_model
-            )
-            shown = ", ".join(
-                f"{k} {v['mean']:.3g} ± {v['sd']:.3g}"
-                for k, v in product_prior.model_dump(exclude={"n"}).items()
-                if v is not None
-            )
-            print(f"## {profile}: product prior from {product_prior.n} reference trays: {shown}")
+        mass_model, product_prior = line_calibration(profile, args, ceiling=False)
+        if args.ceiling:  # the perfect sensor's line is calibrated with that sensor too
+            mass_model_c, product_prior_c = line_calibration(profile, args, ceiling=True)
         reports, ceilings = [], []
         for seed in range(args.seed, args.seed + max(1, args.seeds)):
             run = run_profile(
@@ -602,8 +620,8 @@ def main() -> None:
             if args.ceiling:
                 perfect = run_profile(
                     profile, args.samples, args.devices, args.rate, seed, args.defect_rate,
-                    args.scenario, ceiling=True, mass_model=mass_model,
-                    checkweigher_sigma_g=args.checkweigher, product_prior=product_prior,
+                    args.scenario, ceiling=True, mass_model=mass_model_c,
+                    checkweigher_sigma_g=args.checkweigher, product_prior=product_prior_c,
                 )  # fmt: skip
                 ceilings.append(evaluate(perfect.results, perfect.truth))
                 print(f"## {profile}: the same trays, sensor-perfect ceiling (no sensor noise)")

@@ -48,14 +48,15 @@ def capture(
     fixture: Fixture,
     frames: int,
     rng: np.random.Generator,
+    noise: bool = True,
 ) -> list[Sample]:
-    """Render ``frames`` captures of a calibration fixture."""
+    """Render ``frames`` captures of a calibration fixture (``noise`` as ``render_batch``)."""
     shots = []
     for _ in range(frames):
         tray_rng = np.random.default_rng(rng.integers(2**63))
         draw = draw_tray(model, tray_rng, {}, model.profile.scenarios.production)
         shots.append(Shot(draw, tray_rng, device, tof, spectral, CAL_UPTIME_S, False))
-    return render_batch(model, shots, fixture=fixture, truth=False)
+    return render_batch(model, shots, fixture=fixture, truth=False, noise=noise)
 
 
 def roi_median_mm(model: ProductModel, samples: list[Sample]) -> float:
@@ -174,11 +175,14 @@ def calibrate(
     rng: np.random.Generator,
     cal_id: str,
     now: datetime,
+    noise: bool = True,
 ) -> Calibration:
-    """The calibration block a device publishes in its retained config."""
-    empty = capture(model, device, tof, spectral, "empty", EMPTY_FRAMES, rng)
-    dark = capture(model, device, tof, spectral, "dark", REFERENCE_FRAMES, rng)
-    white = capture(model, device, tof, spectral, "white", REFERENCE_FRAMES, rng)
+    """The calibration block a device publishes in its retained config. ``noise`` False: as a
+    sensor without noise measures it (``bench.accuracy --ceiling``), so the references match
+    the noiseless frames they are applied to (no zone offsets in the d0 map, no count noise)."""
+    empty = capture(model, device, tof, spectral, "empty", EMPTY_FRAMES, rng, noise)
+    dark = capture(model, device, tof, spectral, "dark", REFERENCE_FRAMES, rng, noise)
+    white = capture(model, device, tof, spectral, "white", REFERENCE_FRAMES, rng, noise)
     d0 = roi_median_mm(model, empty)
     m, de = fit_color_matrix(model, rng)
     k, common = white_noise(white)

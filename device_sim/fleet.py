@@ -83,8 +83,9 @@ def config_payload(dev: SimDevice, now: datetime) -> bytes:
     line's checkweigher when it has one."""
     rng = np.random.default_rng(np.random.SeedSequence(dev.seed, spawn_key=(dev.index, 3)))
     cal = calibrate(
-        dev.model, dev.optics, dev.tof, dev.spectral, rng, f"cal-{dev.device_id}-{dev.seed:x}", now
-    )
+        dev.model, dev.optics, dev.tof, dev.spectral, rng, f"cal-{dev.device_id}-{dev.seed:x}", now,
+        noise=dev.noise,
+    )  # fmt: skip
     cfg = DeviceConfig(
         device_id=dev.device_id,
         profile=dev.profile,
