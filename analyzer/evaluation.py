@@ -151,11 +151,21 @@ class EvalReport:
         return out
 
 
-def read_jsonl(path: Path, flag: str) -> list[dict[str, Any]]:
+TRUTH_KEYS = ("device_id", "sample_id", "grade")
+"""Keys every truth line must have (``sqal sim --truth`` writes them): the join and the grade."""
+
+
+def read_jsonl(path: Path, flag: str, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """JSON objects, one per line; blank lines skipped.
 
+    Args:
+        path: the file.
+        flag: the option that named it, for the error.
+        required: keys every object must have.
+
     Raises:
-        ConfigError: the file is missing or a line is not a JSON object.
+        ConfigError: the file is missing, a line is not a JSON object or lacks a required key
+            (naming the file, the line number and the key).
     """
     try:
         lines = path.read_text().splitlines()
@@ -171,7 +181,28 @@ def read_jsonl(path: Path, flag: str) -> list[dict[str, Any]]:
             raise ConfigError(f"{flag} {path}:{no}: not JSON") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"{flag} {path}:{no}: not a JSON object")
+        missing = [k for k in required if k not in doc]
+        if missing:
+            raise ConfigError(
+                f"{flag} {path}:{no}: no {missing[0]!r} key; each line needs {', '.join(required)}"
+            )
         docs.append(doc)
+    return docs
+
+
+def read_truth(path: Path, flag: str = "--truth") -> list[dict[str, Any]]:
+    """Truth records of ``sqal sim --truth``, each with :data:`TRUTH_KEYS` and a known grade.
+
+    Raises:
+        ConfigError: as :func:`read_jsonl`, or a grade not one of A, B, C, REJECT.
+    """
+    docs = read_jsonl(path, flag, TRUTH_KEYS)
+    for no, doc in enumerate(docs, 1):
+        if doc["grade"] not in GRADES:
+            raise ConfigError(
+                f"{flag} {path}: record {no} has grade {doc['grade']!r}; expected one of "
+                f"{', '.join(GRADES)}"
+            )
     return docs
 
 

@@ -296,12 +296,13 @@ def eval_(
     Rates come with Wilson 95 % intervals; A/B/C misgrades are shown apart from REJECT errors,
     and a reliability table with its ECE shows how well fusion confidence predicts a right grade.
     """
-    from analyzer.evaluation import evaluate, format_report, read_jsonl
+    from analyzer.evaluation import evaluate, format_report, read_jsonl, read_truth
 
     given = (("--results", results), ("--capture", capture), ("--db", db))
     sources = [name for name, v in given if v]
     if len(sources) != 1:
         raise ConfigError("give exactly one source of results: --results, --capture or --db")
+    truth_docs = read_truth(truth)  # first: a bad truth file fails before the database is asked
     if results is not None:
         docs = read_jsonl(results, "--results")
     elif db is not None:
@@ -310,7 +311,7 @@ def eval_(
         docs = results_for_eval(db, parse_aware_time(since, "--since") if since else None)
     else:
         docs = _results_from_capture(capture or [])
-    report = evaluate(docs, read_jsonl(truth, "--truth"))
+    report = evaluate(docs, truth_docs)
     typer.echo(json.dumps(report.as_dict()) if as_json else format_report(report))
 
 

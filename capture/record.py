@@ -19,6 +19,7 @@ from sqal import __version__
 from sqal.errors import BrokerError, ConfigError
 from sqal.mqtt import aiomqtt_client, client_id
 from sqal.settings import parse_broker_url
+from sqal.wire import check_topic_filter
 
 FLUSH_EVERY_S = 0.5
 """Records reach the OS at least this often, so a crash loses at most this much traffic."""
@@ -104,11 +105,14 @@ async def record(
     """Record until ``duration_s`` passed, ``count`` messages came, or SIGINT/SIGTERM.
 
     Raises:
+        ConfigError: no topic filter, or one that is not a valid MQTT filter.
         BrokerError: the broker is unreachable or refused.
         CaptureError: the output cannot be created.
     """
     if not topics:
         raise ConfigError("--topic: give at least one topic filter")
+    for flt in topics:
+        check_topic_filter(flt)  # paho refuses a bad one with a bare ValueError, after connecting
     url = parse_broker_url(broker)
     meta = {"broker": str(url), "topics": topics, "sqal": __version__,
             "host": socket.gethostname(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from capture.fileformat import CaptureReader, Record
 from sqal.errors import ConfigError, SqalError
 from sqal.mqtt import client_id, paho_client
-from sqal.wire.topics import join_levels, topic_levels
+from sqal.wire.topics import check_topic_filter, join_levels, topic_levels
 
 PUBLISH_PROPERTIES = (
     "PayloadFormatIndicator",
@@ -142,12 +142,14 @@ def replay(
     """Publish the capture(s) ``loops`` times.
 
     Raises:
-        ConfigError: bad speed, loop count, QoS or retain mode.
+        ConfigError: bad speed, loop count, QoS, retain mode or topic filter.
         BrokerError: the broker is unreachable or refused.
         CaptureError: a file is not a capture or is of a newer format.
     """
     if speed <= 0:
         raise ConfigError(f"--speed {speed}: must be above 0")
+    for flt in topics or []:
+        check_topic_filter(flt)
     if loops < 1:
         raise ConfigError(f"--loop {loops}: must be at least 1")
     if qos is not None and qos not in (0, 1, 2):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -36,7 +36,39 @@ def _start_time(text: str | None) -> datetime:
         raise ConfigError(f"--start-time {text!r}: not an RFC 3339 time") from None
     if ts.tzinfo is None:
         raise ConfigError(f"--start-time {text!r}: needs a UTC offset (e.g. Z)")
-    return ts.astimezone(UTC)
+    ts = ts.astimezone(UTC)
+    if ts - now_utc() > MAX_START_AHEAD:
+        raise ConfigError(
+            f"--start-time {text!r} is more than a year from now; give a time before "
+            f"{(now_utc() + MAX_START_AHEAD).date().isoformat()} (or none: now)"
+        )
+    return ts
+
+
+MAX_START_AHEAD = timedelta(days=366)
+"""How far ahead ``--start-time`` may be. Further, the device clocks run past datetime's year
+9999 (the simulator hung there) and the analyzer and ingest dead-letter such frames anyway
+(``--ts-window-hours``)."""
+
+
+def now_utc() -> datetime:
+    """The wall clock, aware UTC (one place to read it)."""
+    return datetime.now(UTC)
+
+
+def _check_run_fits(start: datetime, per_device: int, rate: float) -> None:
+    """Refuse a run whose last tray would be stamped past datetime's maximum.
+
+    Raises:
+        ConfigError: ``--count`` / ``--duration`` at ``--rate`` runs past year 9999.
+    """
+    run_s = per_device * 60.0 / rate
+    room_s = (datetime.max.replace(tzinfo=UTC) - start).total_seconds() - 86400.0
+    if run_s > room_s:
+        raise ConfigError(
+            f"{per_device} trays at {rate:g}/min from {start.isoformat()} run past year 9999; "
+            "give fewer trays (--count, --duration) or an earlier --start-time"
+        )
 
 
 def build_devices(
@@ -126,7 +158,11 @@ Faults = Annotated[
     str, _opt("--faults", "Transport faults: none or realistic (docs/domain.md §7).")
 ]
 StartTime = Annotated[
-    str | None, _opt("--start-time", "RFC 3339 start of the device clocks: byte-identical frames.")
+    str | None,
+    _opt(
+        "--start-time",
+        "RFC 3339 start of the device clocks: byte-identical frames. At most a year from now.",
+    ),
 ]
 FixtureOpt = Annotated[
     str | None, _opt("--fixture", "Present empty, dark or white (calibration) instead of product.")
@@ -210,8 +246,10 @@ def sim_command(
     url = load_settings(broker=broker).broker
     parse_broker_url(url)
     load_profile(profile).scenarios.get(scenario)  # one line for an unknown one
+    start = _start_time(start_time)
+    _check_run_fits(start, per_device, rate)
     fleet = build_devices(
-        lines, devices, rate, profile, seed, _start_time(start_time), faults, fixture,
+        lines, devices, rate, profile, seed, start, faults, fixture,
         defect_rate, scenario, sigma_g,
     )  # fmt: skip
     counters = Counters()

@@ -177,13 +177,22 @@ class IngestService:
         Raises:
             BrokerError: the broker is unreachable or refused at start.
             ConfigError: ``--batch-rows`` does not fit the broker's limit.
+            ServiceError: the ``--metrics-port`` is taken.
         """
-        self.link.start()
+        # Bind /metrics before connecting: a taken port fails at once, not after the broker.
         server = None
+        if self.cfg.metrics_port is not None:
+            server = MetricsServer(self.metrics.registry, self.cfg.metrics_port)
+        try:
+            self.link.start()
+        except BaseException:
+            if server is not None:
+                server.stop()
+            raise
         try:
             check_batch_fits(self.cfg.batch_rows, INFLIGHT_WINDOW, self.link.broker_receive_maximum)
-            if self.cfg.metrics_port is not None:
-                server = MetricsServer(self.metrics.registry, self.cfg.metrics_port).start()
+            if server is not None:
+                server.start()
             log.info(
                 "ingest running: batch %d rows / %.0f ms",
                 self.cfg.batch_rows,

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 
+from sqal.errors import ServiceError
+
 LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )  # fmt: skip
@@ -142,6 +144,11 @@ class MetricsServer:
     """``/metrics`` and ``/healthz`` on a loopback port, served from a daemon thread."""
 
     def __init__(self, registry: Registry, port: int, host: str = "127.0.0.1") -> None:
+        """Bind the port now (serving starts with :meth:`start`).
+
+        Raises:
+            ServiceError: the port is taken or not ours to bind, naming it.
+        """
         reg = registry
 
         class Handler(BaseHTTPRequestHandler):
@@ -163,7 +170,13 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 return  # scrapes are not news
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # EADDRINUSE mostly; EACCES for a port below 1024
+            raise ServiceError(
+                f"cannot serve /metrics on {host}:{port} ({exc.strerror or exc}); "
+                "choose a free port with --metrics-port"
+            ) from None
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
@@ -175,5 +188,6 @@ class MetricsServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever: never if not started
+            self._server.shutdown()
         self._server.server_close()

@@ -68,9 +68,16 @@ def parse_broker_url(url: str) -> BrokerUrl:
     """Parse a broker URL.
 
     Raises:
-        ConfigError: the scheme is not ``mqtt``/``mqtts``, or the host or port is missing or bad.
+        ConfigError: the URL does not parse (an unclosed ``[``), the scheme is not
+            ``mqtt``/``mqtts``, or the host or port is missing or bad.
     """
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    try:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    except ValueError as exc:  # an unclosed [ of an IPv6 host, a bad character after ://
+        raise ConfigError(
+            f"broker URL {url!r} is malformed ({exc}); expected mqtt://HOST[:PORT], "
+            "e.g. mqtt://127.0.0.1:1883 or mqtt://[::1]:1883"
+        ) from None
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
         raise ConfigError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
     try:

@@ -31,18 +31,27 @@ ALL_TABLES = (*RETENTION_TABLES, "results_1m", "defects_1m")
 
 _AGE = re.compile(r"\A(?P<n>\d+)(?P<unit>[smhdw])\Z")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_AGE_DAYS = 36500
+"""The longest age accepted: 100 years. Longer ones reach before year 1 in datetime arithmetic
+(``now - age``, OverflowError) and mean nothing for a production line's data anyway."""
 
 
 def parse_age(text: str, flag: str = "--older-than") -> timedelta:
-    """Parse ``30d``, ``12h``, ``2w``, ``90m``, ``45s``.
+    """Parse ``30d``, ``12h``, ``2w``, ``90m``, ``45s``, at most :data:`MAX_AGE_DAYS`.
 
     Raises:
-        ConfigError: not a positive count followed by one of s, m, h, d, w.
+        ConfigError: not a positive count followed by one of s, m, h, d, w, or longer than
+            100 years.
     """
     m = _AGE.match(text.strip())
     if m is None or int(m["n"]) == 0:
         raise ConfigError(f"{flag} {text!r}: give a positive age like 30d, 12h or 2w")
-    return timedelta(seconds=int(m["n"]) * _UNIT_S[m["unit"]])
+    seconds = int(m["n"]) * _UNIT_S[m["unit"]]
+    if seconds > MAX_AGE_DAYS * 86400:
+        raise ConfigError(
+            f"{flag} {text!r} is too long: give an age of at most 100 years ({MAX_AGE_DAYS}d)"
+        )
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True, slots=True)

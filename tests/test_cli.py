@@ -215,3 +215,143 @@ def test_services_up_status_down_round_trip(data_dir: Path) -> None:
     )  # fmt: skip
     assert "stopped mosquitto" in down.stdout
     assert not any(pid_alive(pid) for pid in pids)
+
+
+def assert_one_error_line(code: int, err: str) -> str:
+    """The CLI's failure contract: exit non-zero, one ``Error:`` line, no traceback."""
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["config", "show"],
+        ["config", "set", "L1/d1", "--profile", "foie_gras_lobe_400g"],
+        ["record", "--topic", "sqal/v1/#", "--out", "never.sqalcap"],
+        ["sim", "--count", "1"],
+        ["analyzer"],
+        ["ingest"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_a_malformed_broker_url_is_one_error_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#18: ``mqtt://[::1`` made urlsplit raise a bare ValueError on every broker command."""
+    code, _, err = run_main([*argv, "--broker", "mqtt://[::1"], capsys)
+    line = assert_one_error_line(code, err)
+    assert "'mqtt://[::1'" in line
+    assert "mqtt://HOST[:PORT]" in line
+
+
+@pytest.mark.parametrize(
+    ("topic", "rule"),
+    [
+        ("a/#/b", "'#' must be a whole level and the last one"),
+        ("a/b#", "'#' must be a whole level and the last one"),
+        ("a/b+/c", "'+' must be a whole level"),
+        ("", "must not be empty"),
+    ],
+)
+def test_an_invalid_topic_filter_is_refused_before_connecting(
+    topic: str, rule: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#18: paho raised ValueError at subscribe; now no broker is needed to fail (port 1)."""
+    out = tmp_path / "never.sqalcap"
+    code, _, err = run_main(
+        ["record", "--topic", topic, "--out", str(out), "--broker", "mqtt://127.0.0.1:1"], capsys
+    )
+    line = assert_one_error_line(code, err)
+    assert f"--topic {topic!r}" in line
+    assert rule in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "--line", "L1", "--since", "99999999h"],
+        ["db", "retention", "--older-than", "999999999d"],
+        ["db", "retention", "--older-than", "99999999999999999999999999999d"],
+    ],
+    ids=lambda a: " ".join(a[-2:]),
+)
+def test_an_age_past_datetime_range_is_refused_before_connecting(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#18: OverflowError from datetime arithmetic; the DSN points at a closed port."""
+    code, _, err = run_main([*argv, "--db", "postgresql://sqal@127.0.0.1:1/none"], capsys)
+    line = assert_one_error_line(code, err)
+    assert argv[-1] in line
+    assert "at most 100 years" in line
+
+
+def test_an_age_before_year_one_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(
+        ["report", "--line", "L1", "--until", "0001-01-01T01:00:00+00:00", "--since", "2h",
+         "--db", "postgresql://sqal@127.0.0.1:1/none"],
+        capsys,
+    )  # fmt: skip
+    assert "before year 1" in assert_one_error_line(code, err)
+
+
+@pytest.mark.parametrize(
+    ("record", "want"),
+    [
+        ({"sample_id": "s1", "grade": "A"}, "truth.jsonl:2: no 'device_id' key"),
+        ({"device_id": "d1", "grade": "A"}, "truth.jsonl:2: no 'sample_id' key"),
+        ({"device_id": "d1", "sample_id": "s1"}, "truth.jsonl:2: no 'grade' key"),
+        ({"device_id": "d1", "sample_id": "s1", "grade": "Z"}, "grade 'Z'; expected one of"),
+    ],
+)
+def test_a_truth_line_without_a_required_key_names_file_line_and_key(
+    record: dict[str, str], want: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#18: a KeyError traceback from evaluate(); blank lines still count for the number."""
+    truth, results = tmp_path / "truth.jsonl", tmp_path / "results.jsonl"
+    truth.write_text("\n" + json.dumps(record) + "\n")
+    results.write_text("")
+    code, _, err = run_main(["eval", "--truth", str(truth), "--results", str(results)], capsys)
+    line = assert_one_error_line(code, err)
+    assert want in line
+    assert str(tmp_path) in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--count", "1", "--start-time", "9999-12-31T23:59:59Z"],
+        ["--count", "1", "--start-time", "2999-01-01T00:00:00Z"],
+        ["--count", "100000000000", "--rate", "0.1", "--start-time", "2026-01-01T00:00:00Z"],
+    ],
+    ids=["year-9999", "centuries-ahead", "run-past-9999"],
+)
+def test_a_sim_run_past_datetime_max_is_refused(argv: list[str]) -> None:
+    """#18: the simulator hung silently; now one line, before any broker (port 1) is asked."""
+    run = subprocess.run(
+        [*SQAL, "sim", *argv, "--broker", "mqtt://127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    line = assert_one_error_line(run.returncode, run.stderr)
+    assert "--start-time" in line or "past year 9999" in line
+
+
+@pytest.mark.parametrize("service", ["analyzer", "ingest"])
+def test_a_taken_metrics_port_is_one_error_line(service: str) -> None:
+    """#18: the port is bound before the broker is asked, so a taken one fails at once."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [*SQAL, service, "--metrics-port", str(port), "--broker", "mqtt://127.0.0.1:1"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    line = assert_one_error_line(run.returncode, run.stderr)
+    assert f"127.0.0.1:{port}" in line
+    assert "--metrics-port" in line

@@ -100,7 +100,13 @@ def parse_instant(text: str, now: datetime, flag: str) -> datetime:
     from storage.retention import parse_age
 
     if text and text[-1] in "smhdw" and text[:-1].isdigit():
-        return now - parse_age(text, flag)
+        age = parse_age(text, flag)
+        try:
+            return now - age
+        except OverflowError:  # --until near year 1, then an age before it
+            raise ConfigError(
+                f"{flag} {text!r} reaches before year 1 from {now.isoformat()}; give a shorter age"
+            ) from None
     return parse_aware_time(text, flag, "an age like 8h or a time like 2026-03-02T06:00:00+00:00")
 
 

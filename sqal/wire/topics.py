@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqal.errors import PayloadError
+from sqal.errors import ConfigError, PayloadError
 from sqal.wire.enums import DeadReason, Kind
 
 ROOT = "sqal/v1"
@@ -147,6 +147,39 @@ def parse_device_ref(text: str) -> tuple[str, str] | None:
     if not sep or line == RESERVED_LINE or not (is_valid_id(line) and is_valid_id(device)):
         return None
     return line, device
+
+
+MAX_TOPIC_BYTES = 65535
+"""A topic filter is a UTF-8 string with a two-byte length prefix (MQTT 3.1.1 §1.5.3)."""
+
+
+def check_topic_filter(text: str, flag: str = "--topic") -> str:
+    """``text`` if it is a valid MQTT topic filter (MQTT 3.1.1 §4.7), else a one-line error.
+
+    The rules, each a sentence of the error: the filter is 1 to 65535 bytes of UTF-8 without
+    U+0000 (§4.7.3); ``#`` is a whole level and the last one (§4.7.1.2); ``+`` is a whole level
+    (§4.7.1.3). paho raises a bare ``ValueError`` on these at subscribe time, after connecting.
+
+    Raises:
+        ConfigError: the filter breaks one of the rules, naming the filter and the rule.
+    """
+    if not text:
+        raise ConfigError(f"{flag} {text!r}: a topic filter must not be empty")
+    if "\0" in text:
+        raise ConfigError(f"{flag} {text!r}: a topic filter must not contain U+0000")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
+        raise ConfigError(f"{flag}: a topic filter is at most {MAX_TOPIC_BYTES} bytes of UTF-8")
+    levels = text.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ConfigError(
+                f"{flag} {text!r}: '#' must be a whole level and the last one, e.g. sqal/v1/#"
+            )
+        if "+" in level and level != "+":
+            raise ConfigError(
+                f"{flag} {text!r}: '+' must be a whole level, e.g. sqal/v1/+/+/result"
+            )
+    return text
 
 
 def topic_levels(topic: str) -> list[str]:
