@@ -16,6 +16,7 @@ zones_invalid, saturation, missing parts and the calibration state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,11 +122,11 @@ def p_beyond(x: F64, sigma: F64, t: float, name: str, p: ScoringParams) -> F64:
     return np.asarray(np.where(np.isnan(x), 0.0, 1.0 - below))
 
 
-def _sub_sigma(f: object, x: F64, sigma: F64) -> F64:
+def _sub_sigma(f: Callable[[F64], F64], x: F64, sigma: F64) -> F64:
     """σ of a sub-score s(x) by a central difference over ±σ (0 where x or σ is unknown)."""
     s = zero_nan(sigma)
     xs = zero_nan(x)
-    d = np.abs(f(xs + s) - f(xs - s)) / 2.0  # type: ignore[operator]
+    d = np.abs(f(xs + s) - f(xs - s)) / 2.0
     return np.asarray(np.where(np.isnan(x), 0.0, d))
 
 

@@ -54,17 +54,24 @@ def test_a_flat_prior_probability_is_calibrated_on_a_broad_population() -> None:
     assert max(gaps) < 0.02
 
 
-def test_the_fill_posterior_is_calibrated_on_the_line_s_own_population() -> None:
-    """Masses drawn from the declared prior itself: (1 − π) N(μ·Qn, s·Qn) + π U(mass range)."""
+def _declared_population(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n true masses from the profile's declared fill prior: the filler's N(μ·Qn, s·Qn), and
+    with weight π any mass in mass_range_g."""
     prior = PARAMS.profile.decision.prior
     qn = PARAMS.profile.product.nominal_mass_g
     lo, hi = PARAMS.profile.product.mass_range_g
-    rng = np.random.default_rng(2)
-    n = 1_000_000
     odd = rng.random(n) < prior.defect_rate
-    true = np.where(
+    return np.where(
         odd, rng.uniform(lo, hi, n), rng.normal(prior.fill_mean * qn, prior.fill_sd * qn, n)
     )
+
+
+def test_the_fill_posterior_is_calibrated_on_the_line_s_own_population() -> None:
+    """Masses drawn from the declared prior itself: (1 − π) N(μ·Qn, s·Qn) + π U(mass range)."""
+    qn = PARAMS.profile.product.nominal_mass_g
+    rng = np.random.default_rng(2)
+    n = 1_000_000
+    true = _declared_population(rng, n)
     sigma = np.full(n, 10.0)
     est = true + sigma * rng.standard_normal(n)
     t1 = qn - PARAMS.tne_g
@@ -197,10 +204,7 @@ def test_the_posterior_fill_is_unbiased_given_the_reading() -> None:
     lo, hi = PARAMS.profile.product.mass_range_g
     rng = np.random.default_rng(9)
     n = 400_000
-    odd = rng.random(n) < prior.defect_rate
-    true = np.where(
-        odd, rng.uniform(lo, hi, n), rng.normal(prior.fill_mean * qn, prior.fill_sd * qn, n)
-    )
+    true = _declared_population(rng, n)
     est = true + 10.0 * rng.standard_normal(n)
     mean, sd = posterior_mean_sd(
         est, np.full(n, 10.0), prior.fill_mean * qn, prior.fill_sd * qn, prior.defect_rate, lo, hi

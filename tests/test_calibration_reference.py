@@ -17,9 +17,8 @@ from analyzer import build_params, score_batch, stack_spectral, stack_tof
 from analyzer.decision import p_above, p_beyond
 from analyzer.prior import SD_MIN, fit_prior, fit_reference
 from analyzer.reference import rescore
-from app.cli import main
 from embedded import Mosquitto
-from sqal.devices import Target, fetch_configs, publish_config
+from sqal.devices import Target, publish_config
 from sqal.profiles import load_profile
 from sqal.wire import (
     Calibration,
@@ -46,6 +45,7 @@ from tests.test_analyzer_support import (
     spectral_payload,
     tof_payload,
 )
+from tests.test_calibration_weighed import held, run_cli
 from tests.test_ingest_frames import migrated
 
 PROFILE = "pate_terrine_300g"
@@ -106,19 +106,6 @@ def store(dsn: str, line: str, frames: list[Frame]) -> None:
         assert sum(w.write(rows, []).inserted.values()) == len(rows)
     finally:
         w.close()
-
-
-def held(broker: Mosquitto, target: Target) -> DeviceConfig:
-    cfg = asyncio.run(fetch_configs(broker.url, target.topic))[target.topic]
-    assert isinstance(cfg, DeviceConfig)
-    return cfg
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def test_a_reference_batch_gives_the_device_its_product_prior(
