@@ -223,6 +223,7 @@ def calibrate(
         cal = new_calibration(
             held.calibration, target, now, d0_mm=round(ref.d0_mm, 2),
             d0_map_mm=[[round(float(v), 2) for v in row] for row in ref.d0_map_mm],
+            signal0_map_kcps=[[round(float(v), 1) for v in row] for row in ref.signal_map_kcps],
         )  # fmt: skip
         summary |= {"d0_mm": ref.d0_mm, "valid_share": ref.valid_share, "drift": ref.drift_ratio}
     else:

@@ -2,7 +2,8 @@
 
 ``sqal calibrate`` captures frames of a fixture and hands them here:
 
-- **empty**: ≥ 20 frames of an empty tray → ``d0_mm`` (ROI median) and ``d0_map_mm`` (per zone,
+- **empty**: ≥ 20 frames of an empty tray → ``d0_mm`` (ROI median), ``signal0_map_kcps`` (per
+  zone, the mean signal: the floor's return) and ``d0_map_mm`` (per zone,
   the mean of the valid readings within 3 robust σ of their median; a median of whole-mm
   readings would keep ±0.5 mm of quantisation).
 - **dark**: frames of a black trap with the LED on → mean basic counts per channel.
@@ -57,6 +58,7 @@ class EmptyReference:
 
     d0_mm: float
     d0_map_mm: F64
+    signal_map_kcps: F64
     valid_share: float
     drift_ratio: float
     frames: int
@@ -149,7 +151,12 @@ def empty_reference(arrays: TofArrays, profile: Profile) -> EmptyReference:
         )
     d0 = float(np.median(arrays.distance_mm[:, roi][valid[:, roi]]))
     d_map = np.where(zone_valid & np.isfinite(d_map), d_map, d0)
-    return EmptyReference(d0, d_map, share, drift, n)
+    # The floor's return per zone: what a zone that later sees product and floor at once is
+    # split against (docs/domain.md §2 "mixed zones"); 0 where the zone never read valid.
+    with np.errstate(all="ignore"):
+        s_map = np.nanmean(np.where(valid, arrays.signal_per_spad, np.nan), axis=0)
+    s_map = np.where(zone_valid & np.isfinite(s_map), s_map, 0.0)
+    return EmptyReference(d0, d_map, s_map, share, drift, n)
 
 
 RANGE_SCALE_LIMITS = (0.9, 1.1)

@@ -167,6 +167,10 @@ class ScoringParams:
     ``common_noise_frac`` it gives the spectral indices their σ. ``None``: no error model, the
     indices count as exact."""
     common_noise_frac: float = 0.0
+    signal0_zone: NDArray[np.float64] | None = None
+    """(N²,) the empty tray's signal per zone (the calibration's ``signal0_map_kcps``): with it
+    a zone that sees product and floor at once is split into the two (analyzer.tof); ``None``:
+    every zone is read as one surface."""
     checkweigher_sigma_g: float | None = None
     """The line's checkweigher σ as the device's config announces it; ``None``: no checkweigher,
     no weight expected (docs/contract.md "Weight")."""
@@ -206,6 +210,9 @@ def build_params(
     if cal is not None and cal.d0_map_mm is not None and len(cal.d0_map_mm) == layout:
         # A map for another layout (the node was reconfigured) cannot be used: scalar d0.
         d0_zone = np.asarray(cal.d0_map_mm, dtype=np.float64).ravel()
+    signal0 = None
+    if cal is not None and cal.signal0_map_kcps is not None and len(cal.signal0_map_kcps) == layout:
+        signal0 = np.asarray(cal.signal0_map_kcps, dtype=np.float64).ravel()
     mass_model = (
         MassModel.from_calibration(cal.mass_model)
         if cal is not None and cal.mass_model is not None
@@ -236,6 +243,7 @@ def build_params(
         mass_model=mass_model,
         valid_status=np.asarray(profile.tof.valid_status, dtype=np.int64),
         product_prior=cal.product_prior if cal is not None else None,
+        signal0_zone=signal0,
         range_scale=(cal.range_scale if cal is not None and cal.range_scale is not None else 1.0),
         count_noise_k=cal.count_noise_k if cal is not None else None,
         common_noise_frac=(

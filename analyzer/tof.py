@@ -45,6 +45,10 @@ CONF_SIGMA_FACTOR = 0.8
 CHECKWEIGHER_SIGMA_G = 1.0
 """A weight whose σ neither it nor the device's config states: a checkweigher's scale interval
 on a food line is 0.1-1 g, so 1 g is the cautious reading [D]."""
+UNMIX_MAX_SHARE = 1.25
+"""A split zone's product share is kept up to this: above 1 is the noise of a zone that is all
+product, and cutting it at 1 would bias the sum over zones low (ranging noise alone scatters
+the share of a 90 % zone by ±0.1)."""
 PEAK_SIGMA_FLOOR_MM = 1.0
 """The ULD's distances are whole mm: a peak is never known better than this (docs/domain.md §1)."""
 
@@ -102,11 +106,15 @@ def _masked_mean(x: F64, m: B) -> F64:
     return np.asarray(np.where(cnt > 0, out, np.nan))
 
 
-def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B, surface: F64) -> tuple[F64, F64]:
+def _volume(
+    p: ScoringParams, h: F64, sig: F64, vr: B, roi: B, surface: F64, share: F64, h_p: F64
+) -> tuple[F64, F64]:
     """(V, σ_V) in mm³ by the profile's volume_method (docs/domain.md §2).
 
     ``surface``: the fitted surface (n, N²) of :func:`_fits`, NaN where there is none; an invalid
-    ROI zone takes it, bounded by 0 and its valid neighbours' median (see below).
+    ROI zone takes it, bounded by 0 and its valid neighbours' median (see below). ``share``,
+    ``h_p``: :func:`_unmixed`; a split ROI zone holds ``share`` of a frustum at ``h_p`` instead
+    of a whole one at its merged height.
     """
     tof, k, d0 = p.profile.tof, p.k, p.d0_mm
     n = h.shape[0]
@@ -137,11 +145,67 @@ def _volume(p: ScoringParams, h: F64, sig: F64, vr: B, roi: B, surface: F64) -> 
     z = d0 - h_used
     # Frustum of the zone's pyramid between the surface and the base: k²(d0³ − z³)/3.
     v_zone = k * k * (d0**3 - z**3) / 3.0
+    split = np.isfinite(share)
+    z_p = d0 - np.where(split, h_p, 0.0)
+    v_zone = np.where(split, share * k * k * (d0**3 - z_p**3) / 3.0, v_zone)
     volume = np.where(roi, v_zone, 0.0).sum(axis=1)
     # σ_V² = Σ (k² z² σ)²; a filled zone has no σ of its own: take max_sigma (conservative).
     s_used = np.where(vr, sig, max_sigma)
     var = np.where(roi, (k * k * z * z * s_used) ** 2, 0.0).sum(axis=1)
     return volume, np.sqrt(var)
+
+
+def _unmixed(
+    p: ScoringParams, dist: F64, signal: F64, valid: B, pure: B, edge: B
+) -> tuple[F64, F64]:
+    """Split each ``edge`` zone's return into product and floor (docs/domain.md §2 "mixed zones").
+
+    A zone whose footprint holds product over a share F of the floor it saw empty returns
+    S = S₀ + F·(K_p/z_p² − K_f/d_f²) and reads the return-weighted distance
+    D·S = D₀·S₀ + F·(K_p/z_p − K_f/d_f) (docs/domain.md §1, §7: merged targets). S₀, D₀: the
+    zone's empty-tray signal and distance; K_f = S₀·D₀² of the floor (median over ROI zones),
+    K_p = S·D² of the product (median over the frame's ``pure`` zones), d_f the floor's
+    distance. Eliminating z_p leaves F² K_f(K_p − K_f)/d_f² + F(K_p·s₁ − 2K_f·t₁/d_f) − t₁² = 0
+    with s₁ = S − S₀, t₁ = D·S − D₀·S₀: one positive root. Then z_p = (t₁ + F·K_f/d_f) /
+    (s₁ + F·K_f/d_f²).
+
+    Returns (F, h_p) (n, N²): the product's share of the zone (:data:`UNMIX_MAX_SHARE`) and its
+    height above the floor (range slope applied), NaN where the zone is not split (not an edge
+    zone, no pure zone to take K_p from, no real root).
+    """
+    s0 = p.signal0_zone
+    n, m = dist.shape
+    nan = np.full((n, m), np.nan)
+    if s0 is None:
+        return nan, nan
+    d0z = p.d0_zone_mm
+    roi = p.roi.ravel()
+    floor_ok = roi & (s0 > 0) & np.isfinite(s0)
+    if not floor_ok.any():
+        return nan, nan
+    k_f = float(np.median(s0[floor_ok] * d0z[floor_ok] ** 2))
+    with np.errstate(invalid="ignore"):
+        k_p = np.nanmedian(np.where(pure, signal * dist * dist, np.nan), axis=1)[:, None]
+    d_f = np.where(roi, d0z, p.d0_mm)[None, :]
+    a, b = k_f / d_f**2, k_f / d_f
+    s1 = signal - s0[None, :]
+    t1 = dist * signal - (d0z * s0)[None, :]
+    quad_a = k_p * a - b * b  # 0 when product and floor reflect alike: then F = t₁²/quad_b
+    quad_b = k_p * s1 - 2.0 * b * t1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # The positive root in the form that stays exact as quad_a → 0.
+        disc = quad_b * quad_b + 4.0 * quad_a * t1 * t1
+        root = 2.0 * t1 * t1 / (quad_b + np.sqrt(np.maximum(disc, 0.0)))
+        share = np.clip(root, 0.0, UNMIX_MAX_SHARE)
+        den = s1 + root * a
+        z_p = (t1 + root * b) / den
+    depth = p.profile.tray.depth_mm + 20.0
+    ok = edge & valid & (s0 > 0)[None, :] & (k_p > 0) & (disc >= 0) & np.isfinite(root) & (den > 0)
+    h_p = clamp((d_f - z_p) / p.range_scale, 0.0, depth)
+    return (
+        np.asarray(np.where(ok, share, np.nan)),
+        np.asarray(np.where(ok & np.isfinite(h_p), h_p, np.nan)),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -296,7 +360,16 @@ def score_tof(
 
     fit = _fits(p, h, z, sig, status, vr, prod)
     tilt, direction, rough = fit.tilt, fit.direction, fit.roughness
-    volume, sigma_v = _volume(p, h, sig, vr, roi, fit.surface)
+    # Mixed zones: the ROI's zones not inside the product (4-neighbours all product), where the
+    # product's rim meets the floor. Zones outside the ROI are not split: where they hold no
+    # product, noise alone gives a positive share (F ≥ 0 by construction), +0.3 % a zone.
+    pad = np.concatenate([prod, np.zeros((n, 1), dtype=bool)], axis=1)
+    pure = prod & pad[:, p.neighbours4].all(axis=2) & (status != MIXED_STATUS)
+    edge = roi & ~pure
+    cover, h_p = _unmixed(p, np.where(finite, dist, np.nan), signal, valid, pure, edge)
+    if tof.volume_method != "integrate":
+        cover = h_p = np.full((n, m), np.nan)
+    volume, sigma_v = _volume(p, h, sig, vr, roi, fit.surface, cover, h_p)
     volume = np.where(usable, volume, np.nan)
     mass, dm_dv = p.mass_model.predict(volume)
     sigma_m = np.sqrt((dm_dv * sigma_v) ** 2 + p.mass_model.sigma_model_g(mass) ** 2)

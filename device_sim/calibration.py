@@ -2,8 +2,8 @@
 
 The simulator calibrates each device the way an operator would on the line, with its own
 physics: 100 empty-tray frames (ROI median → ``d0_mm``; per-zone robust mean → ``d0_map_mm``,
-which carries each zone's fixed range offset), 10 frames of a dark trap and 10 of a
-white tile at ``z_cal`` (mean basic counts), a 3x9 colour matrix fitted by ridge least squares on
+which carries each zone's fixed range offset; per-zone mean signal → ``signal0_map_kcps``), 10
+frames of a dark trap and 10 of a white tile at ``z_cal`` (mean basic counts), a 3x9 colour matrix fitted by ridge least squares on
 random smooth spectra with a held-out ΔE, and the index anchors and ``lab_ref`` measured on the
 fresh and degraded reference spectra.
 """
@@ -101,6 +101,19 @@ def zone_map_mm(
     return [[round(float(v), 2) for v in row] for row in out]
 
 
+def signal_map_kcps(model: ProductModel, samples: list[Sample]) -> list[list[float]]:
+    """Per-zone empty-tray signal (layout x layout), the ``signal0_map_kcps`` block: the mean
+    of each zone's valid-status readings (0 where a zone never read valid)."""
+    layout = samples[0].tof["layout"]
+    sig = np.array([np.ravel(s.tof["signal_per_spad"]) for s in samples], dtype=np.float64)
+    st = np.array([np.ravel(s.tof["target_status"]) for s in samples])
+    ok = np.isin(st, model.profile.tof.valid_status)
+    cnt = ok.sum(axis=0)
+    mean = np.where(ok, sig, 0.0).sum(axis=0) / np.maximum(cnt, 1)
+    out = np.where(cnt > 0, mean, 0.0).reshape(layout, layout)
+    return [[round(float(v), 1) for v in row] for row in out]
+
+
 def mean_basic_counts(samples: list[Sample]) -> F64:
     """(10,) mean ``BC = raw/(g_eff·t_int_ms)`` over frames, channels F1..F8, Clear, NIR."""
     bc = [
@@ -195,6 +208,7 @@ def calibrate(
         ts=now,
         d0_mm=round(d0, 2),
         d0_map_mm=zone_map_mm(model, empty, d0),
+        signal0_map_kcps=signal_map_kcps(model, empty),
         dark_bc=[round(float(v), 5) for v in mean_basic_counts(dark)],
         white_bc=[round(float(v), 5) for v in mean_basic_counts(white)],
         rho_white=[round(float(v), 5) for v in rho_white],

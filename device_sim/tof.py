@@ -38,10 +38,20 @@ UNIFORM_ROWS: Final = 3
 
 LEVEL_ITERATIONS: Final = 3
 """Fixed-point steps z ← d0 − h(x(z), y(z)) on the product alone: rays are within 32° of the
-axis and the product's surface is continuous, so it converges in 2-3 steps."""
+axis and the product's surface is continuous, so it converges in 2-3 steps, to *a* crossing of
+the ray with the surface; :data:`MARCH_STEP_MM` then finds the first one."""
+MARCH_STEP_MM: Final = 1.0
+"""Step of the march from above the product's top that finds each ray's first crossing. The
+fixed point starts at the base, so a ray that enters a lobe's steep side and leaves it again
+before the base (the wedge the lobe shadows, seen from the sensor) converged on the base behind
+it: the lobe's rim went missing, 6.5 % of a foie gras lobe's volume (measured against a 0.05 mm
+march). 1 mm of depth moves a ray ≤ 0.42 mm sideways (within 0.3 % of the volume a 0.05 mm march
+sees; 2 mm steps missed 0.7 %: rays that clip a rim)."""
 BISECTIONS: Final = 11
 """Bisection steps for the general cast (tilted trays, the static scene): the bracket of at
 most ~150 mm shrinks below 0.1 mm."""
+REFINE_BISECTIONS: Final = 6
+"""Bisection steps inside a march step's bracket: 1 mm → 0.016 mm."""
 
 
 def _lookup(scene: TrayScene, flat: F32, xt: F64, yt: F64) -> tuple[F64, F64, NDArray[np.intp]]:
@@ -134,10 +144,74 @@ def cast_level(
         h = flat.take(py)
         z = np.float32(d0_mm) - h
     zp = z.astype(np.float64)
+    hp = h.astype(np.float64)
+    _first_crossings(flat, base, tx, ty, ox, oy, (cy, cx), d0_mm, product_h, static.z_mm, zp, hp)
+    h = hp
     use_static = static.z_mm[None] < zp - 0.01
     z_out = np.where(use_static, static.z_mm[None], zp)
     prod = np.where(use_static, 0.0, h)
     return z_out, fan.tan_x[None] * z_out, fan.tan_y[None] * z_out, prod
+
+
+def _first_crossings(
+    flat: F32,
+    base: NDArray[np.intp],
+    tx: F32,
+    ty: F32,
+    ox: np.float32,
+    oy: np.float32,
+    crop: tuple[int, int],
+    d0_mm: float,
+    product_h: F32,
+    static_z: F64,
+    z: F64,
+    h: F64,
+) -> None:
+    """Move each ray's hit ``z``, ``h`` (n, Z, S), in place, to its first crossing with the
+    product: march down from above the tray's highest point in :data:`MARCH_STEP_MM` steps to
+    the fixed point's hit, and bisect the step where the ray first goes under the surface.
+
+    Only rays that can meet product before their hit are marched: their hit is below the
+    product's top, and the static scene (walls, flange) does not stop them first.
+    """
+    cy, cx = crop
+    n = z.shape[0]
+    rays = z[0].size
+    top = d0_mm - product_h.reshape(n, -1).max(axis=1).astype(np.float64) - 0.5
+    cand = (z > top[:, None, None] + MARCH_STEP_MM) & (static_z[None] > top[:, None, None])
+    idx = np.flatnonzero(cand)
+    if idx.size == 0:
+        return
+    tray, ray = np.divmod(idx, rays)
+    txr = tx.reshape(-1)[ray].astype(np.float64)
+    tyr = ty.reshape(-1)[ray].astype(np.float64)
+    start = base.reshape(-1)[tray]
+    stride = cx + 2
+
+    def height(sel: NDArray[np.intp], zz: F64) -> F64:
+        px = np.clip(txr[sel] * zz + ox, -1.0, cx).astype(np.intp)
+        py = np.clip(tyr[sel] * zz + oy, -1.0, cy).astype(np.intp)
+        return flat.take(start[sel] + (py + 1) * stride + px + 1).astype(np.float64)
+
+    zf, hf = z.reshape(-1), h.reshape(-1)
+    end = zf[idx]
+    lo = top[tray]
+    live = np.arange(idx.size)
+    while live.size:
+        nxt = np.minimum(lo[live] + MARCH_STEP_MM, end[live])
+        under = d0_mm - nxt <= height(live, nxt)
+        reached = nxt >= end[live]
+        hit = live[under & ~reached]
+        if hit.size:
+            a, b = lo[hit], nxt[under & ~reached]
+            for _ in range(REFINE_BISECTIONS):
+                mid = 0.5 * (a + b)
+                below = d0_mm - mid <= height(hit, mid)
+                a, b = np.where(below, a, mid), np.where(below, mid, b)
+            zf[idx[hit]] = b
+            hf[idx[hit]] = height(hit, b)
+        lo[live] = nxt
+        live = live[~under & ~reached]
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,14 @@ from analyzer.params import build_params
 from analyzer.tof import TofScores, score_tof
 from sqal.errors import CalibrationError
 from sqal.profiles import load_profile
-from sqal.wire import TofFrame
+from sqal.wire import Calibration, TofFrame
 from tests.test_analyzer_support import calibration, tof_payload
 
 D0 = 260.0
 K = 2.0 * math.tan(math.radians(22.5)) / 8
 U = np.arange(8) - 3.5  # column offsets in pitches; rows likewise
-PARAMS = build_params(load_profile("foie_gras_lobe_400g"))
+PROFILE = load_profile("foie_gras_lobe_400g")
+PARAMS = build_params(PROFILE)
 
 
 def _score(distance_mm: np.ndarray, sigma_mm: float = 0.5) -> TofScores:
@@ -85,31 +86,78 @@ def test_a_block_of_zones_at_a_second_height_adds_its_own_frustums() -> None:
     assert s.max_height_mm[0] == pytest.approx(42.0, abs=1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="#17 (open): a mixed zone's distance is taken at face value; its return is weighted "
-    "by ρ/z², so the nearer product counts more than its share of the footprint and each ring "
-    "zone reads +19 % of its true volume here (+9.7 % on the frame)",
-)
-def test_a_mixed_zone_ring_reads_its_true_two_target_volume() -> None:
-    """Inner 2×4 ROI zones at 30 mm; the 16 ROI zones around them each half product at 30 mm,
-    half floor (status 9, same reflectance). A zone's distance is its return-power-weighted
-    mean z̄ = (z_p/z_p² + d0/d0²)/(1/z_p² + 1/d0²) = 243.2 mm (domain §1, §7): 16.8 mm of
-    'height' for 15 mm of area-mean product. True volume: 8 full frustums at 30 mm and 16 half
-    ones = 16·k²(d0³ − 230³)/3 = 309.5 cm³."""
+RHO_FLOOR, RHO_PRODUCT = 0.45, 0.70
+
+
+def _signal(rho: float, z: float) -> float:
+    """The §1 return, S = 2000·(ρ/0.5)·(200/z)² kcps/SPAD."""
+    return 2000.0 * (rho / 0.5) * (200.0 / z) ** 2
+
+
+def _mixed_ring(share: float, rho_product: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Inner 2×4 ROI zones product at 30 mm; the 16 ROI zones around them ``share`` product at
+    30 mm, the rest floor (status 9); every other zone sees the floor. A split zone returns
+    S = f·S_p + (1 − f)·S_f and reads the return-weighted distance (S_p·z_p + S_f·d0)/(S_p + S_f)
+    with each part's S weighted by its share (docs/domain.md §1, §7). Returns distances, signals
+    and the true volume: 8 full frustums at 30 mm and 16 × ``share`` of one."""
     zp = D0 - 30.0
-    zbar = (1 / zp + 1 / D0) / (1 / zp**2 + 1 / D0**2)
-    assert zbar == pytest.approx(243.2, abs=0.05)
-    dist = np.full((8, 8), zbar)
+    sp, sf = share * _signal(rho_product, zp), (1 - share) * _signal(RHO_FLOOR, D0)
+    dist = np.full((8, 8), D0)
+    signal = np.full((8, 8), _signal(RHO_FLOOR, D0))
+    ring = PARAMS.roi.reshape(8, 8).copy()
+    ring[3:5, 2:6] = False
+    dist[ring] = (sp * zp + sf * D0) / (sp + sf)
+    signal[ring] = sp + sf
     dist[3:5, 2:6] = zp
-    status = np.full((8, 8), 9)
-    status[3:5, 2:6] = 5
+    signal[3:5, 2:6] = _signal(rho_product, zp)
+    return dist, signal, (8 + 16 * share) * _frustum(30.0)
+
+
+def _score_mixed(dist: np.ndarray, signal: np.ndarray, cal: Calibration | None) -> TofScores:
     payload = tof_payload(dist, sigma_mm=0.5)
+    status = np.full((8, 8), 5)
+    status[np.abs(dist - np.rint(dist)) > 0.0] = 9  # the split zones (non-integral z̄)
+    status[PARAMS.roi.reshape(8, 8) & (dist < D0) & (dist > D0 - 29.5)] = 9
     payload["target_status"] = status.tolist()
-    s = score_tof(stack_tof([TofFrame.model_validate(payload)], 8), PARAMS)
-    full = K * K * (D0**3 - zp**3) / 3.0
-    expected = 8 * full + 16 * full / 2
-    assert s.volume_mm3[0] == pytest.approx(expected, rel=0.01)
+    payload["signal_per_spad"] = np.round(signal, 1).tolist()
+    return score_tof(stack_tof([TofFrame.model_validate(payload)], 8), build_params(PROFILE, cal))
+
+
+def _floor_calibration() -> Calibration:
+    """An empty-tray step that saw the floor everywhere: d0 260, S₀ of ρ 0.45 at 260 mm."""
+    return calibration().model_copy(
+        update={
+            "d0_map_mm": [[D0] * 8 for _ in range(8)],
+            "signal0_map_kcps": [[round(_signal(RHO_FLOOR, D0), 1)] * 8 for _ in range(8)],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("share", "rho_product", "rel"),
+    [(0.5, RHO_PRODUCT, 0.01), (0.25, RHO_PRODUCT, 0.01), (0.5, RHO_FLOOR, 0.03)],
+)
+def test_a_mixed_zone_ring_reads_its_true_two_target_volume(
+    share: float, rho_product: float, rel: float
+) -> None:
+    """With the floor's return from the empty step, each split zone is read as its product
+    share at the product's height: the frame's volume comes out within 1 %, distances in whole
+    mm as on the wire. A product that reflects like the floor is told apart by its distance
+    alone, so the rounding weighs more: z̄ = 243.2 → 243 moves t₁ by 1.3 % and the share by
+    2.7 % (within 3 %)."""
+    dist, signal, expected = _mixed_ring(share, rho_product)
+    s = _score_mixed(dist, signal, _floor_calibration())
+    assert s.volume_mm3[0] == pytest.approx(expected, rel=rel)
+
+
+def test_without_the_floor_s_return_a_mixed_ring_reads_its_merged_height() -> None:
+    """No ``signal0_map_kcps``: the zone's merged distance is taken at face value. Half product
+    at 30 mm, same reflectance: z̄ = (z_p/z_p² + d0/d0²)/(1/z_p² + 1/d0²) = 243.2 mm, 16.8 mm
+    of 'height' for 15 mm of area-mean product, and the frame reads ~10 % high."""
+    dist, signal, expected = _mixed_ring(0.5, RHO_FLOOR)
+    assert dist[2, 2] == pytest.approx(243.2, abs=0.05)
+    s = _score_mixed(dist, signal, None)
+    assert s.volume_mm3[0] / expected == pytest.approx(1.097, abs=0.01)
 
 
 def _ranged(z: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import pytest
 from analyzer.arrays import stack_spectral, stack_tof
 from analyzer.calibrate import calibrate
 from analyzer.fusion import score_batch
-from analyzer.params import build_params
+from analyzer.params import build_params, roi_mask
 from device_sim.model import product_model
 from embedded import Mosquitto
 from sqal.devices import Target, fetch_configs
@@ -99,6 +99,13 @@ def test_calibrate_then_score(private_broker: Mosquitto, tmp_path: Path) -> None
     assert cal is not None
     assert cal.id == white["calibration_id"] != dark["calibration_id"]
     assert cal.d0_map_mm is not None
+    # The floor's return per zone, for splitting mixed zones: the tray base (ρ 0.45) at d0 ≈ 200
+    # returns S = 2000·(0.45/0.5)·(200/z)² ≈ 1,800 kcps/SPAD over the ROI (docs/domain.md §1).
+    assert cal.signal0_map_kcps is not None
+    roi_signal = np.ravel(cal.signal0_map_kcps)[
+        roi_mask(load_profile(PROFILE), empty["d0_mm"]).ravel()
+    ]
+    assert 1500 < float(np.median(roi_signal)) < 2100
     assert cal.dark_bc is not None
     assert cal.white_bc is not None
     assert abs(empty["d0_mm"] - load_profile(PROFILE).tof.mount_distance_mm) < 5

@@ -249,6 +249,11 @@ def test_calibration_recovers_d0_and_fits_colour():
     residual = np.ravel(cal.d0_map_mm)[roi] - optics.zone_offset_mm[8][roi]
     assert residual.std() < 0.45
     assert abs(residual.mean() - model.d0_mm) < 1.0
+    # The floor's return per zone: the tray base (ρ 0.45) at d0 returns 2000·(0.45/0.5)·(200/d0)²
+    # over the ROI, to the 2 % signal noise averaged over 100 frames.
+    assert cal.signal0_map_kcps is not None
+    floor = 2000.0 * (0.45 / 0.5) * (200.0 / model.d0_mm) ** 2
+    assert np.ravel(cal.signal0_map_kcps)[roi] == pytest.approx(floor, rel=0.02)
     assert cal.color_delta_e is not None
     assert cal.color_delta_e < 3.0
     assert cal.white_bc is not None

@@ -394,6 +394,10 @@ class Calibration(_Strict):
     ts: Timestamp
     d0_mm: Annotated[float, Field(gt=0, le=4000)] | None = None
     d0_map_mm: list[list[Distance]] | None = None
+    signal0_map_kcps: list[list[Annotated[float, Field(ge=0, le=1e6)]]] | None = None
+    """Per zone, the same empty-tray frames' mean ``signal_per_spad`` (layout × layout): the
+    floor's return, which lets the analyzer split a zone that sees product and floor at once
+    into the two (docs/domain.md §2 "mixed zones"). Without it mixed zones are read as is."""
     dark_bc: list[Counts] | None = Field(default=None, min_length=10, max_length=10)
     white_bc: list[Counts] | None = Field(default=None, min_length=10, max_length=10)
     rho_white: list[Reflectance] | None = Field(default=None, min_length=10, max_length=10)
@@ -421,6 +425,9 @@ class Calibration(_Strict):
         d = self.d0_map_mm
         if d is not None and (len(d) not in (4, 8) or any(len(r) != len(d) for r in d)):
             raise ValueError("d0_map_mm must be 4x4 or 8x8")
+        g = self.signal0_map_kcps
+        if g is not None and (len(g) not in (4, 8) or any(len(r) != len(g) for r in g)):
+            raise ValueError("signal0_map_kcps must be 4x4 or 8x8")
         dark, white = self.dark_bc, self.white_bc
         if (
             dark is not None
