@@ -3,9 +3,9 @@
 The simulator calibrates each device the way an operator would on the line, with its own
 physics: 100 empty-tray frames (ROI median → ``d0_mm``; per-zone robust mean → ``d0_map_mm``,
 which carries each zone's fixed range offset; per-zone mean signal → ``signal0_map_kcps``), 10
-frames of a dark trap and 10 of a white tile at ``z_cal`` (mean basic counts), a 3x9 colour matrix fitted by ridge least squares on
-random smooth spectra with a held-out ΔE, and the index anchors and ``lab_ref`` measured on the
-fresh and degraded reference spectra.
+frames of a dark trap and 10 of a white tile at ``z_cal`` (mean basic counts), a 3x9 colour
+matrix fitted by ridge least squares on random smooth spectra with a held-out ΔE, and the index
+anchors and ``lab_ref`` measured on the fresh and degraded reference spectra.
 """
 
 from __future__ import annotations
