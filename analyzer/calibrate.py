@@ -139,9 +139,17 @@ async def capture_frames(
         raise BrokerError(f"cannot reach broker {url}: {exc}") from None
     if len(got.tof) < need_tof or len(got.spectral) < need_spectral:
         waited = timeout_s - max(0.0, deadline - time.monotonic())
+        # Mosquitto grants a subscription the ACL denies and then delivers nothing on it, so a
+        # user without read rights looks exactly like a silent device: name both.
+        who = (
+            f", and may broker user {url.username} read its frames (sqal calibrate runs as user "
+            "calibrate)"
+            if url.username
+            else ""
+        )
         raise CalibrationError(
             f"got {len(got.tof)}/{need_tof} ToF and {len(got.spectral)}/{need_spectral} "
-            f"spectral frames in {waited:.0f} s; is {target.line}/{target.device} publishing?"
+            f"spectral frames in {waited:.0f} s; is {target.line}/{target.device} publishing{who}?"
         )
     return got
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiomqtt
 import numpy as np
@@ -38,6 +40,11 @@ from sqal.errors import ServiceError, SqalError
 from sqal.mqtt import aiomqtt_client, client_id
 from sqal.settings import DEFAULT_MQTT_PORT, DEFAULT_PG_PORT
 from sqal.wire import DEAD_LETTERS, Kind, is_dead_letter_topic, kind_of, subscription
+
+GRAFANA_DIR = Path(__file__).resolve().parent.parent / "grafana"
+"""Provisioning and dashboards of a checkout, mounted by the Grafana command the demo prints."""
+GRAFANA_IMAGE = "grafana/grafana-oss:11.6.0"
+"""The image compose.yaml runs."""
 
 DRAIN_QUIET_S = 3.0
 """After the fleet stops, wait until no result came for this long (the last joins time out)."""
@@ -293,7 +300,13 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             child.stop()
         eval_args = ["eval", "--truth", str(truth), "--db", dsn, "--since", since.isoformat()]
         report = json.loads(_run_sqal([*eval_args, "--json"]))
-        _print_end(console, _run_sqal(eval_args), data_dir, truth, dsn, logs)
+        until = datetime.now(UTC)
+        steps = NextSteps(data_dir, run_dir, mqtt_port=running["mosquitto"].port,
+                          pg_port=running["postgres"].port, dsn=dsn,
+                          lines=_demo_lines(dsn, since), since=since, until=until,
+                          grafana_dir=GRAFANA_DIR if GRAFANA_DIR.is_dir() else None,
+                          stop_after=bool(started_here))  # fmt: skip
+        _print_end(console, _run_sqal(eval_args), data_dir, truth, logs, steps)
         return dict(report)
     finally:
         for child in children:
@@ -304,8 +317,73 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             stack.forget(data_dir, [r.name for r in started_here])
 
 
-def _print_end(console: Console, evaluation: str, data_dir: Path, truth: Path, dsn: str,
-               logs: Path) -> None:  # fmt: skip
+def _demo_lines(dsn: str, since: datetime) -> list[str]:
+    """The line ids the demo's fleet produced results for (from the database)."""
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT line_id FROM results WHERE ts >= %s ORDER BY 1", (since,)
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+@dataclass(frozen=True)
+class NextSteps:
+    """What the demo used, for the commands it prints at the end (all of them runnable as is).
+
+    Attributes:
+        stop_after: the demo started the broker and the database and stops them at exit, so
+            the commands start with ``sqal services up`` on the same ports and data.
+        grafana_dir: the repository's ``grafana/`` folder, when this is a checkout.
+    """
+
+    data_dir: Path
+    run_dir: Path
+    mqtt_port: int
+    pg_port: int
+    dsn: str
+    lines: list[str]
+    since: datetime
+    until: datetime
+    grafana_dir: Path | None
+    stop_after: bool
+
+    def commands(self) -> list[str]:
+        """The next steps, one shell command (or comment) a line."""
+        data = shlex.quote(str(self.data_dir))
+        ports = f"--mqtt-port {self.mqtt_port} --pg-port {self.pg_port}"
+        up = f"sqal services up --data-dir {data} {ports}"
+        why = "with this run's data" if self.stop_after else "still running: the demo found them up"
+        out = [f"{up}    # the broker and the database, {why}"]
+        if self.lines:
+            first = self.lines[0]
+            pdf = shlex.quote(str(self.run_dir / f"shift-{first}.pdf"))
+            # Whole seconds, the end rounded up: the run's every result falls in the window.
+            since = self.since.replace(microsecond=0).isoformat()
+            until = (self.until.replace(microsecond=0) + timedelta(seconds=1)).isoformat()
+            out.append(
+                f"sqal report --line {first} --db {self.dsn} --since {since} --until {until} "
+                f"--out {pdf}"
+            )
+            if len(self.lines) > 1:
+                out.append(f"    # the other lines: --line {', '.join(self.lines[1:])}")
+        out.append(f"psql {self.dsn}")
+        if self.grafana_dir is not None:
+            g = self.grafana_dir
+            out += [
+                f"psql {self.dsn} -c 'CREATE ROLE grafana LOGIN IN ROLE sqal_reader'    # once",
+                "docker run --rm --network host -e PG_HOST=127.0.0.1:"
+                f"{self.pg_port} -e PG_DATABASE={urlsplit(self.dsn).path.lstrip('/')} "
+                "-e PG_READER_USER=grafana -e PG_READER_PASSWORD=trusted -e PG_SSLMODE=disable "
+                f"-v {shlex.quote(str(g / 'provisioning'))}:/etc/grafana/provisioning:ro "
+                f"-v {shlex.quote(str(g / 'dashboards'))}:/var/lib/grafana/dashboards/sqal:ro "
+                f"{GRAFANA_IMAGE}    # then http://127.0.0.1:3000, admin/admin, folder SQAL",
+            ]
+        out.append(f"sqal services down --data-dir {data}")
+        return out
+
+
+def _print_end(console: Console, evaluation: str, data_dir: Path, truth: Path, logs: Path,
+               steps: NextSteps) -> None:  # fmt: skip
     def say(text: str = "") -> None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
@@ -316,8 +394,10 @@ def _print_end(console: Console, evaluation: str, data_dir: Path, truth: Path, d
     say(f"data:   {data_dir} (broker persistence, database cluster)")
     say(f"truth:  {truth}")
     say(f"logs:   {logs}")
-    say(f"again:  sqal services up --data-dir {data_dir}")
-    say(f"        psql {dsn}")
+    say("next:")
+    for command in steps.commands():
+        say(f"  {command}")
+    say("queries (in psql):")
     for q in EXAMPLE_QUERIES:
         say(f"  {q}")
 

@@ -72,6 +72,7 @@ class Service(StrEnum):
     INGEST = "ingest"
     RECORD = "record"
     CONFIG = "config"
+    CALIBRATE = "calibrate"
     SIMULATOR = "simulator"
     MONITOR = "monitor"
 
@@ -127,6 +128,13 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
     Service.RECORD: (AclRule("read", EVERYTHING),),
     # `sqal config set` reads the retained config (to keep a calibration) before publishing.
     Service.CONFIG: (AclRule("readwrite", subscription(Kind.CONFIG)),),
+    # `sqal calibrate`: the device's held config in, its ToF and spectral frames of the fixture
+    # in, the config with the new calibration out (--weights/--reference: config only).
+    Service.CALIBRATE: (
+        AclRule("readwrite", subscription(Kind.CONFIG)),
+        AclRule("read", subscription(Kind.TOF)),
+        AclRule("read", subscription(Kind.SPECTRAL)),
+    ),
     # `sqal sim`: a whole simulated fleet through one user, each device as a real one behaves
     # (its frames, status and last will out; its retained config, which it also seeds, in).
     Service.SIMULATOR: (

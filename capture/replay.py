@@ -7,7 +7,6 @@ publish only queues (its network thread sends), so the scheduling thread stays f
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,8 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from capture.fileformat import CaptureReader, Record
-from sqal.errors import ConfigError, SqalError
-from sqal.mqtt import client_id, paho_client
+from sqal.errors import ConfigError
+from sqal.publisher import Publisher
 from sqal.wire.topics import check_topic_filter, join_levels, topic_levels
 
 PUBLISH_PROPERTIES = (
@@ -34,7 +33,6 @@ PUBLISH_PROPERTIES = (
 )
 """MQTT 5 properties a sender sets on PUBLISH and a replay carries over."""
 
-MAX_INFLIGHT = 1000
 ACK_WAIT_S = 30.0
 
 
@@ -143,7 +141,11 @@ def replay(
 
     Raises:
         ConfigError: bad speed, loop count, QoS, retain mode or topic filter.
-        BrokerError: the broker is unreachable or refused.
+        BrokerError: the broker is unreachable or refused the connection, or did not
+            acknowledge every message within ``ACK_WAIT_S``.
+        PublishError: the broker refused a message (its PUBACK reason code), a message is
+            over the broker's maximum packet size (not sent; what came before was), or the
+            connection was lost: the replay stops there.
         CaptureError: a file is not a capture or is of a newer format.
     """
     if speed <= 0:
@@ -160,11 +162,8 @@ def replay(
         CaptureReader(path)  # fail on a bad file before connecting
     span = capture_span_s(paths) if loops > 1 else 0.0
     stats = ReplayStats()
-    client = paho_client(broker, client_id("sqal-replay"), persistent=False,
-                         max_inflight=MAX_INFLIGHT)  # fmt: skip
-    acked = threading.Semaphore(0)
-    client.on_publish = lambda *_args: acked.release()
-    try:
+    # Every PUBACK is checked: a refused message (ACL, size) ends the replay with its reason.
+    with Publisher(broker, "sqal-replay") as pub:
         t0 = time.monotonic()
         last_progress = t0
         for loop in range(loops):
@@ -177,31 +176,18 @@ def replay(
                         time.sleep(due - now)
                         now = time.monotonic()
                     stats.lateness_ms.append((now - due) * 1000.0)
-                info = client.publish(
+                pub.publish(
                     remap_topic(rec.topic, remaps or []),
                     rec.payload,
                     qos=rec.qos if qos is None else qos,
                     retain=rec.retain and retain == "keep",
                     properties=publish_properties(rec.properties),
                 )
-                if info.rc != paho.MQTT_ERR_SUCCESS and info.rc != paho.MQTT_ERR_QUEUE_SIZE:
-                    raise SqalError(f"publish failed: {paho.error_string(info.rc)}")
                 stats.published += 1
                 if on_progress is not None and now - last_progress > 0.5:
                     on_progress(stats)
                     last_progress = now
         stats.schedule_s = time.monotonic() - t0
-        _wait_acks(acked, stats.published)
+        pub.wait(ACK_WAIT_S)
         stats.elapsed_s = time.monotonic() - t0
-    finally:
-        client.disconnect()
-        client.loop_stop()
     return stats
-
-
-def _wait_acks(acked: threading.Semaphore, n: int) -> None:
-    """Block until the broker acknowledged ``n`` publishes (QoS 0 counts once sent)."""
-    deadline = time.monotonic() + ACK_WAIT_S
-    for _ in range(n):
-        if not acked.acquire(timeout=max(deadline - time.monotonic(), 0.001)):
-            raise SqalError(f"broker did not acknowledge every publish within {ACK_WAIT_S:g} s")

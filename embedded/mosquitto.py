@@ -14,7 +14,7 @@ from embedded.ports import LOOPBACK, port_is_free, wait_for_port
 from embedded.process import ServiceProcess
 from sqal.errors import ServiceError
 from sqal.mqtt import INFLIGHT_WINDOW
-from sqal.wire.codec import MAX_MESSAGE_BYTES
+from sqal.wire.codec import MAX_MESSAGE_BYTES, MAX_PACKET_BYTES
 
 MAX_QUEUED_MESSAGES = 500_000
 """QoS 1 messages queued for one offline client with a persistent session.
@@ -69,6 +69,7 @@ def render_config(port: int, data_dir: Path, host: str = LOOPBACK) -> str:
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
             "max_queued_bytes 0",
             f"message_size_limit {MAX_MESSAGE_BYTES}",
+            f"max_packet_size {MAX_PACKET_BYTES}",
             "set_tcp_nodelay true",
             f"log_dest file {data_dir}/mosquitto.log",
             "log_type error",

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from sqal.errors import BrokerError, ConfigError, PayloadError
 from sqal.mqtt import aiomqtt_client, client_id
 from sqal.profiles import load_profile
+from sqal.publisher import publish_acked
 from sqal.settings import parse_broker_url
 from sqal.wire import DeviceConfig, Kind, decode, device_topic, encode, subscription
 from sqal.wire.topics import parse_device_ref
@@ -177,13 +178,17 @@ async def fetch_configs(broker: str, topic_filter: str) -> dict[str, DeviceConfi
 
 
 async def publish_config(broker: str, target: Target, config: DeviceConfig) -> None:
-    """Publish retained at QoS 1 and wait for the broker's PUBACK."""
-    url = parse_broker_url(broker)
-    try:
-        async with aiomqtt_client(url, client_id("sqal-config")) as client:
-            await client.publish(target.topic, encode(config), qos=1, retain=True)
-    except aiomqtt.MqttError as exc:
-        raise BrokerError(f"cannot publish to broker {url}: {exc}") from None
+    """Publish retained at QoS 1 and return once the broker's PUBACK accepted it.
+
+    Raises:
+        BrokerError: the broker is unreachable or did not answer.
+        PublishError: the broker refused the config (e.g. not authorised, 0x87): the device
+            keeps its old one.
+    """
+    # paho, not aiomqtt: aiomqtt's publish drops the PUBACK's reason code (sqal.publisher).
+    await asyncio.to_thread(
+        publish_acked, broker, target.topic, encode(config), retain=True, prefix="sqal-config"
+    )
 
 
 def config_filter(target: Target | None) -> str:

@@ -5,6 +5,7 @@ SqalError
 ├── ConfigError      bad flag, env value or profile
 ├── PayloadError     .reason, .topic; dead-lettered, never escapes a service loop
 ├── BrokerError      connect/subscribe refused (keeps paho's reason code)
+│   └── PublishError a PUBACK's failure code, too large to send, connection lost
 ├── StorageError     database unreachable, COPY failed (keeps sqlstate)
 │   └── MigrationError
 ├── ServiceError     an embedded broker or database would not start or stop
@@ -59,6 +60,20 @@ class BrokerError(SqalError):
     def __init__(self, message: str, reason_code: int | None = None) -> None:
         self.reason_code = reason_code
         super().__init__(f"[code:{reason_code}] {message}" if reason_code is not None else message)
+
+
+class PublishError(BrokerError):
+    """The broker refused a publish (its PUBACK's reason code), the message is over the broker's
+    maximum packet size (not sent), or the connection was lost before the acknowledgement.
+
+    Attributes:
+        topic: the refused message's topic ("" when the connection was lost with none pending).
+        reason_code: the PUBACK's reason code (0x87 not authorised, ...), or ``None``.
+    """
+
+    def __init__(self, message: str, topic: str, reason_code: int | None = None) -> None:
+        self.topic = topic
+        super().__init__(message, reason_code)
 
 
 class StorageError(SqalError):

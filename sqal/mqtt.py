@@ -79,6 +79,7 @@ def paho_client(
     max_inflight: int | None = None,
     on_message: Callable[..., None] | None = None,
     on_publish: Callable[..., None] | None = None,
+    on_connack: Callable[[Properties | None], None] | None = None,
     connect_timeout_s: float = 10.0,
 ) -> paho.Client:
     """A connected paho client running its network loop in a background thread.
@@ -93,6 +94,8 @@ def paho_client(
         on_message, on_publish: installed *before* CONNECT. A persistent session's queued
             messages arrive right after the CONNACK; with manual acks, one that arrived before
             ``on_message`` was set would be dropped by paho and never acknowledged.
+        on_connack: called in paho's thread with the properties of every accepted CONNACK,
+            reconnections included: the broker's limits (Maximum Packet Size, Receive Maximum).
 
     Raises:
         BrokerError: the broker is unreachable or refused the connection.
@@ -110,6 +113,8 @@ def paho_client(
         c: paho.Client, userdata: object, flags: object, rc: object, props: object
     ) -> None:
         result["rc"] = rc
+        if on_connack is not None and not getattr(rc, "is_failure", False):
+            on_connack(props if isinstance(props, Properties) else None)
         connected.set()
 
     client.on_connect = on_connect
@@ -133,7 +138,8 @@ def paho_client(
         raise BrokerError(
             f"broker {broker} refused the connection: {rc}", getattr(rc, "value", None)
         )
-    client.on_connect = None
+    if on_connack is None:
+        client.on_connect = None
     return client
 
 

@@ -298,6 +298,51 @@ _DEVICES = sql.SQL(
 )
 
 
+_LINE_TABLES = ("results", "tof_frames", "spectral_frames", "device_status", "device_config")
+"""Where a line leaves a trace; each has an index led by ``line_id``, so each probe is a seek."""
+
+_LINE_SEEN = sql.SQL(" OR ").join(
+    sql.SQL("EXISTS (SELECT 1 FROM {} WHERE line_id = %(line)s)").format(sql.Identifier(t))
+    for t in _LINE_TABLES
+)
+
+# The distinct lines with results, by a loose index scan of results_line_ts (one seek per line,
+# not a scan of every row).
+_RESULT_LINES = sql.SQL(
+    "WITH RECURSIVE l(line_id) AS ("
+    " (SELECT line_id FROM results ORDER BY line_id LIMIT 1)"
+    " UNION ALL"
+    " SELECT (SELECT r.line_id FROM results r WHERE r.line_id > l.line_id"
+    "         ORDER BY r.line_id LIMIT 1) FROM l WHERE l.line_id IS NOT NULL)"
+    " SELECT line_id FROM l WHERE line_id IS NOT NULL LIMIT %(limit)s"
+)
+
+
+def line_seen(conn: psycopg.Connection, line: str) -> bool:
+    """Whether the database holds anything of ``line``: a result, a frame, a status, a config.
+
+    Raises:
+        StorageError: a query failed.
+    """
+    try:
+        row = conn.execute(sql.SQL("SELECT {}").format(_LINE_SEEN), {"line": line}).fetchone()
+    except psycopg.Error as exc:
+        raise storage_error(exc, "cannot look the line up") from None
+    return bool(row and row[0])
+
+
+def result_lines(conn: psycopg.Connection, limit: int = 20) -> list[str]:
+    """The first ``limit`` line ids with results, in order.
+
+    Raises:
+        StorageError: a query failed.
+    """
+    try:
+        return [r[0] for r in conn.execute(_RESULT_LINES, {"limit": limit})]
+    except psycopg.Error as exc:
+        raise storage_error(exc, "cannot list the lines") from None
+
+
 def shift_facts(
     conn: psycopg.Connection, line: str, since: datetime, until: datetime, bucket: timedelta
 ) -> ShiftFacts:

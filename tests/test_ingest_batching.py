@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from embedded.mosquitto import MAX_QUEUED_MESSAGES
+from embedded.mosquitto import MAX_QUEUED_MESSAGES, render_config
 from ingest.batching import (
     DEFAULT_BATCH_ROWS,
     Backoff,
@@ -18,6 +18,7 @@ from ingest.batching import (
 from ingest.service import subscription_filters
 from sqal.errors import ConfigError
 from sqal.mqtt import INFLIGHT_WINDOW
+from sqal.wire.codec import MAX_MESSAGE_BYTES, MAX_PACKET_BYTES
 
 MOSQUITTO = Path(__file__).resolve().parents[1] / "mosquitto"
 
@@ -66,6 +67,16 @@ def test_broker_configs_match_ingest_and_the_embedded_broker(name: str) -> None:
     assert _setting(conf, "max_inflight_messages") == INFLIGHT_WINDOW
     assert _setting(conf, "max_queued_messages") == MAX_QUEUED_MESSAGES
     assert _setting(conf, "max_inflight_messages") >= DEFAULT_BATCH_ROWS
+
+
+@pytest.mark.parametrize("name", ["compose.conf", "dev.conf", "test.conf", "production.conf"])
+def test_broker_configs_announce_the_packet_limit_publishers_check(name: str) -> None:
+    conf = MOSQUITTO / name
+    assert _setting(conf, "message_size_limit") == MAX_MESSAGE_BYTES
+    assert _setting(conf, "max_packet_size") == MAX_PACKET_BYTES
+    embedded = render_config(1883, Path("/data"))
+    assert f"message_size_limit {MAX_MESSAGE_BYTES}\n" in embedded
+    assert f"max_packet_size {MAX_PACKET_BYTES}\n" in embedded
 
 
 def test_shared_workers_subscribe_through_share_groups() -> None:

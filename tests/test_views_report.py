@@ -16,6 +16,8 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from sqal.errors import ConfigError
+from storage.migrate import migrate
+from tests.test_cli import assert_one_error_line, run_main
 from tests.views_data import END, START, build_shift, fill
 from views.boards import ProfileTarget
 from views.command import report_command
@@ -173,3 +175,28 @@ def test_bad_line_and_reversed_period_are_config_errors(tmp_path: Path) -> None:
     result = cli("--line", "L 1", "--out", str(tmp_path / "x.pdf"))
     assert isinstance(result.exception, ConfigError)  # type: ignore[attr-defined]
     assert "--line" in str(result.exception)  # type: ignore[attr-defined]
+
+
+def test_an_unknown_line_is_one_error_line_and_no_pdf(
+    fresh_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "l9.pdf"
+    argv = ["report", "--line", "L9", "--db", fresh_db, "--out", str(out)]
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        migrate(conn)
+    code, _, err = run_main(argv, capsys)
+    assert assert_one_error_line(code, err) == (
+        "Error: --line L9: the database has no result, frame or status of that line; "
+        "it holds no results yet"
+    )
+    fill(fresh_db, build_shift())
+    code, _, err = run_main(argv, capsys)
+    assert assert_one_error_line(code, err).endswith("; lines with results: L1, L2")
+    assert not out.exists()
+    # A line known by its devices' status alone is no error: its report says it had no trays.
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE device_status SET line_id = 'L9' WHERE device_id = 'dev-21'")
+        conn.execute("DELETE FROM results WHERE line_id = 'L2'")
+    code, text, err = run_main([*argv[:-2], "--out", str(tmp_path / "l9-known.pdf")], capsys)
+    assert code == 0, err
+    assert text.startswith("line L9: 0 trays")

@@ -26,7 +26,14 @@ from sqal.errors import ConfigError
 from sqal.profiles import profile_names
 from sqal.settings import parse_aware_time
 from sqal.wire import Decision, Grade
-from storage.queries import NO_DECISION, NO_DEFECT_REASON, ShiftDevice, shift_facts
+from storage.queries import (
+    NO_DECISION,
+    NO_DEFECT_REASON,
+    ShiftDevice,
+    line_seen,
+    result_lines,
+    shift_facts,
+)
 from views.boards import ProfileTarget
 
 # TrueType fonts keep the PDF's text extractable (pdftotext, copy-paste); Type 3 would not.
@@ -42,6 +49,8 @@ DECISION_COLORS = {
     NO_DECISION: "#9e9e9e",
 }
 A4_LANDSCAPE_IN = (11.69, 8.27)
+LINES_SHOWN = 10
+"""Known lines an unknown ``--line`` error lists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +128,23 @@ def bucket_for(span: timedelta) -> timedelta:
 def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: datetime) -> ShiftData:
     """Read a line's shift from the database.
 
+    A line the database has never heard of is an error (a mistyped id would otherwise give a
+    well-formed, empty report); a known line without trays in the period renders as such.
+
     Raises:
-        ConfigError: ``since`` is not before ``until``.
+        ConfigError: ``since`` is not before ``until``, or the database holds nothing of
+            ``line``.
         StorageError: a query failed.
     """
     if since >= until:
         raise ConfigError(f"--since {since.isoformat()} must be before --until {until.isoformat()}")
+    if not line_seen(conn, line):
+        lines = result_lines(conn, LINES_SHOWN + 1)
+        shown = ", ".join(lines[:LINES_SHOWN]) + (", …" if len(lines) > LINES_SHOWN else "")
+        there = f"lines with results: {shown}" if lines else "it holds no results yet"
+        raise ConfigError(
+            f"--line {line}: the database has no result, frame or status of that line; {there}"
+        )
     bucket = bucket_for(until - since)
     f = shift_facts(conn, line, since, until, bucket)
     known = set(profile_names())

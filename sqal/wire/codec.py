@@ -39,6 +39,13 @@ MAX_MESSAGE_BYTES = 256 * 1024
 """The brokers' ``message_size_limit`` (``mosquitto/*.conf``, the embedded broker): anything
 larger never reaches a service."""
 
+MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 8 * 1024
+"""The brokers' ``max_packet_size``: a whole PUBLISH packet, the payload's limit plus 8 KiB for
+the topic and properties. Mosquitto announces it in CONNACK (MQTT 5 section 3.2.2.3.6), so
+SQAL's publishers refuse a larger message before sending it (``sqal.publisher``). Between the
+two limits the broker answers PUBACK 0x95, which paho 2.x reads as a malformed packet and
+drops the connection over; the publisher then fails naming the packet."""
+
 MAX_DEAD_LETTER_BYTES = 512 * 1024
 """Largest dead letter accepted (context plus the refused message in base64)."""
 
