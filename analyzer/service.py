@@ -261,7 +261,7 @@ class AnalyzerService:
             log.info("analyzer subscribed", extra={"client_id": self.cfg.client_id})
             while not self._stop.is_set():
                 self._round()
-                if self.sub.failure is not None:
+                if self.sub.failure is not None and not self._stop.is_set():
                     raise BrokerError(self.sub.failure)
             self._finish_in_flight()
         finally:

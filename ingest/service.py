@@ -219,8 +219,8 @@ class IngestService:
                 batch = self.inbox.take(self.cfg.batch_rows, self.cfg.flush_s)
                 if batch:
                     self.process(batch, stop)
-                if self.link.failure is not None:
-                    raise BrokerError(self.link.failure)
+                if self.link.failure is not None and not stop.is_set():
+                    raise BrokerError(self.link.failure)  # not when stopping anyway
         finally:
             if server is not None:
                 server.stop()
