@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
+from sqal import __version__
 from sqal.errors import ConfigError
-from sqal.metrics import MetricsServer
+from sqal.metrics import DEFAULT_METRICS_HOST, MetricsServer
 from sqal.settings import load_settings, parse_broker_url
 from sqal.wire import ID_PATTERN, is_valid_id
 
@@ -39,6 +40,14 @@ def analyzer_command(
             "--metrics-port", min=0, max=65535, help="Port of /metrics and /healthz (0: none)."
         ),
     ] = DEFAULT_METRICS_PORT,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host",
+            help="Address /metrics and /healthz listen on; 0.0.0.0 lets a Prometheus on "
+            "another host or container scrape them.",
+        ),
+    ] = DEFAULT_METRICS_HOST,
     join_timeout: Annotated[
         float,
         typer.Option("--join-timeout", min=0.0, help="Seconds a frame waits for its other half."),
@@ -91,7 +100,19 @@ def analyzer_command(
         ts_window=TsWindow.hours(ts_window_hours),
     )
     service = AnalyzerService(cfg)
-    server = MetricsServer(service.registry, metrics_port).start() if metrics_port else None
+    server = MetricsServer(service.registry, metrics_port, metrics_host) if metrics_port else None
+    log.info(
+        "analyzer %s starting: broker %s, client id %s, profile %s, lines %s, metrics %s",
+        __version__,
+        service.sub.broker,
+        client_id,
+        profile,
+        ",".join(line_ids) or "all",
+        server.url if server is not None else "off",
+        extra={"client_id": client_id, "version": __version__},
+    )
+    if server is not None:
+        server.start()
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("signal %d: stopping", signum)

@@ -30,7 +30,7 @@ from analyzer.join import Joiner, Outcome, Ready
 from analyzer.liveness import PROBE_FILTER, BrokerLiveness
 from analyzer.params import ScoringParams, build_params
 from analyzer.results import SampleMeta, to_results
-from sqal.errors import ConfigError, PayloadError
+from sqal.errors import BrokerError, ConfigError, PayloadError
 from sqal.metrics import Registry
 from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.profiles import load_profile
@@ -150,6 +150,20 @@ class Metrics:
         self.stalls = registry.counter(
             "broker_stalls_total", "Silences of the broker that paused join timeouts."
         )
+        self.decisions = registry.counter(
+            "decisions_total",
+            "Results published, by line and decision (PASS, HOLD, REJECT; none: no decision).",
+            ("line", "decision"),
+        )
+        self.reject_rate_max = registry.gauge(
+            "reject_rate_max",
+            "The highest share of REJECT decisions a line should see: alerts.reject_rate_max of "
+            "the profile its last result was scored with.",
+            label="line",
+        )
+        self.inbox_depth = registry.gauge(
+            "inbox_messages", "Frames and signals waiting for the worker (a backlog in hand)."
+        )
 
 
 class AnalyzerService:
@@ -161,7 +175,7 @@ class AnalyzerService:
         self.device_params: dict[tuple[str, str], ScoringParams] = {}
         """Per (line, device): a device id is unique within its line only (docs/contract.md)."""
         self.joiner: Joiner[Delivery] = Joiner(cfg.join_timeout_s, cfg.max_pending)
-        self.inbox: Handoff[_Event | None] = Handoff(INBOX_FRAMES)
+        self.inbox: Handoff[_Event | None] = Handoff(INBOX_FRAMES, "analyzer inbox")
         self.liveness = BrokerLiveness()
         self.registry = registry or Registry(STAGE)
         self.metrics = Metrics(
@@ -237,7 +251,8 @@ class AnalyzerService:
         """Connect, subscribe, and work until :meth:`stop`.
 
         Raises:
-            BrokerError: the broker cannot be reached or refused us.
+            BrokerError: the broker cannot be reached or refused us, or another connection took
+                our client id.
         """
         sys.setswitchinterval(GIL_SWITCH_S)
         try:
@@ -246,6 +261,8 @@ class AnalyzerService:
             log.info("analyzer subscribed", extra={"client_id": self.cfg.client_id})
             while not self._stop.is_set():
                 self._round()
+                if self.sub.failure is not None and not self._stop.is_set():
+                    raise BrokerError(self.sub.failure)
             self._finish_in_flight()
         finally:
             self.inbox.close()  # paho's thread may wait for room: let it go, then join it
@@ -310,6 +327,7 @@ class AnalyzerService:
         if ready:
             self._score(ready)
         self.metrics.unacked.set(self.sub.unacked)
+        self.metrics.inbox_depth.set(self.inbox.depth())
 
     def _due_s(self) -> float | None:
         """When the oldest waiting half may time out, given the broker's grace."""
@@ -439,7 +457,11 @@ class AnalyzerService:
                 continue
             self.metrics.batch.observe(len(group))
             self.metrics.scored.inc(len(group))
+            limit = p.profile.alerts.reject_rate_max
             for r, res in zip(group, results, strict=True):
+                decision = res.fusion.decision
+                self.metrics.decisions.inc(label=(r.line, decision.value if decision else "none"))
+                self.metrics.reject_rate_max.set(limit, r.line)
                 mid = self.sub.publish(device_topic(r.line, r.device_id, Kind.RESULT), encode(res))
                 self._awaiting[mid] = (tuple(r.handles), True, r.last_offer_s)
 

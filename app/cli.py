@@ -46,6 +46,35 @@ Broker = Annotated[
 ]
 
 
+@app.callback()
+def _logging(
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            metavar="text|json",
+            help="Logs on stderr as text (a terminal) or JSON lines (a log collector) "
+            "[env SQAL_LOG_FORMAT; default text].",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="LEVEL",
+            help="DEBUG, INFO, WARNING or ERROR [env SQAL_LOG_LEVEL; default INFO].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """SQAL: sensor-based quality control for food production lines."""
+    from sqal.logs import setup_logging
+
+    settings = load_settings(log_format=log_format, log_level=log_level)
+    setup_logging(settings.log_format, settings.log_level)
+
+
 def _emit(obj: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(obj, default=str) if as_json else text)
 

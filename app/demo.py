@@ -283,7 +283,8 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         analyzer_args = ["analyzer", "--broker", broker, "--profile", opts.profile,
                          "--metrics-port", "0"]  # fmt: skip
         children.append(_spawn("analyzer", analyzer_args, logs))
-        children.append(_spawn("ingest", ["ingest", "--broker", broker, "--db", dsn], logs))
+        ingest_args = ["ingest", "--broker", broker, "--db", dsn, "--metrics-port", "0"]
+        children.append(_spawn("ingest", ingest_args, logs))
         time.sleep(1.0)  # let both subscribe before the fleet's first tray
         for child in children:
             if not child.alive():

@@ -12,9 +12,13 @@ import typer
 from ingest.batching import DEFAULT_BATCH_ROWS, DEFAULT_FLUSH_MS, check_batch_fits
 from ingest.service import IngestConfig, IngestService, default_client_id
 from sqal.errors import ConfigError
+from sqal.metrics import DEFAULT_METRICS_HOST
 from sqal.mqtt import INFLIGHT_WINDOW
-from sqal.settings import load_settings
+from sqal.settings import load_settings, parse_broker_url
 from sqal.wire import DEAD_LETTERS, TsWindow, is_valid_id, shared
+
+DEFAULT_METRICS_PORT = 9102
+"""The analyzer's is 9101 (analyzer.command); one machine runs both with the defaults."""
 
 
 def ingest_command(
@@ -60,9 +64,19 @@ def ingest_command(
         ),
     ] = True,
     metrics_port: Annotated[
-        int | None,
-        typer.Option("--metrics-port", help="Serve /metrics and /healthz on this loopback port."),
-    ] = None,
+        int,
+        typer.Option(
+            "--metrics-port", min=0, max=65535, help="Port of /metrics and /healthz (0: none)."
+        ),
+    ] = DEFAULT_METRICS_PORT,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host",
+            help="Address /metrics and /healthz listen on; 0.0.0.0 lets a Prometheus on "
+            "another host or container scrape them.",
+        ),
+    ] = DEFAULT_METRICS_HOST,
     ts_window_hours: Annotated[
         float,
         typer.Option(
@@ -76,13 +90,12 @@ def ingest_command(
     """Store frames, weights, results and device status from MQTT in TimescaleDB, nothing lost or
     doubled."""
     settings = load_settings(broker=broker, db=db)
+    parse_broker_url(settings.broker)  # one line for a bad URL, before any port is bound
     check_batch_fits(batch_rows, INFLIGHT_WINDOW)
     if flush_ms < 1:
         raise ConfigError(f"--flush-ms {flush_ms}: must be at least 1")
     if shared is not None and not is_valid_id(shared):
         raise ConfigError(f"--shared {shared!r}: a group name is 1-64 of A-Z a-z 0-9 _ -")
-    if metrics_port is not None and not 0 <= metrics_port <= 65535:
-        raise ConfigError(f"--metrics-port {metrics_port}: must be 0-65535")
     cfg = IngestConfig(
         broker=settings.broker,
         dsn=settings.db.get_secret_value(),
@@ -91,7 +104,8 @@ def ingest_command(
         client_id=client_id or default_client_id(shared),
         shared_group=shared,
         dead_topics=dead_topics,
-        metrics_port=metrics_port,
+        metrics_port=metrics_port or None,
+        metrics_host=metrics_host,
         ts_window=TsWindow.hours(ts_window_hours),
     )
     stop = threading.Event()

@@ -52,6 +52,17 @@ class IngestMetrics:
             "broker_dropped",
             "The broker's $SYS/broker/publish/messages/dropped (since it started).",
         )
+        self.broker_stored = r.gauge(
+            "broker_stored_messages",
+            "The broker's $SYS/broker/store/messages/count: messages it holds, retained ones and "
+            "those queued for clients that are away or behind (a growing backlog).",
+        )
+        self.device_online = r.gauge(
+            "device_online",
+            "1 while a device's last status said online, 0 once it (or its last will) said "
+            "offline; by line and device.",
+            label=("line", "device"),
+        )
         self.broker_stats = r.counter(
             "broker_stats_total", "Broker $SYS counter readings stored.", "counter"
         )

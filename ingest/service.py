@@ -28,15 +28,19 @@ from ingest.batching import Backoff, check_batch_fits, log_due
 from ingest.inbox import Inbox
 from ingest.metrics import IngestMetrics
 from ingest.seqgaps import SeqTracker
-from sqal.errors import PayloadError, StorageError
-from sqal.metrics import MetricsServer
+from sqal import __version__
+from sqal.errors import BrokerError, PayloadError, StorageError
+from sqal.metrics import DEFAULT_METRICS_HOST, MetricsServer
 from sqal.mqtt import INFLIGHT_WINDOW
+from sqal.settings import redact_dsn
 from sqal.subscriber import Delivery, Subscriber
 from sqal.wire import (
     DEAD_LETTERS,
     DEFAULT_TS_WINDOW,
     DeadLetter,
     DeadReason,
+    DeviceState,
+    DeviceStatus,
     Kind,
     TofFrame,
     TsWindow,
@@ -97,6 +101,7 @@ class IngestConfig:
     shared_group: str | None = None
     dead_topics: bool = True
     metrics_port: int | None = None
+    metrics_host: str = DEFAULT_METRICS_HOST
     ts_window: TsWindow = DEFAULT_TS_WINDOW
     """How far a message's ``ts`` may be from its arrival (``ts_out_of_range`` beyond)."""
 
@@ -131,7 +136,7 @@ class IngestService:
     def __init__(self, cfg: IngestConfig) -> None:
         check_batch_fits(cfg.batch_rows, INFLIGHT_WINDOW)
         self.cfg = cfg
-        self.inbox = Inbox(INFLIGHT_WINDOW)
+        self.inbox = Inbox(INFLIGHT_WINDOW, "ingest inbox")
         self.link = Subscriber(
             cfg.broker,
             cfg.client_id,
@@ -175,14 +180,26 @@ class IngestService:
         """Serve until ``stop`` is set; the batch in hand is finished first.
 
         Raises:
-            BrokerError: the broker is unreachable or refused at start.
+            BrokerError: the broker is unreachable or refused at start, or another connection
+                took our client id.
             ConfigError: ``--batch-rows`` does not fit the broker's limit.
             ServiceError: the ``--metrics-port`` is taken.
         """
         # Bind /metrics before connecting: a taken port fails at once, not after the broker.
         server = None
         if self.cfg.metrics_port is not None:
-            server = MetricsServer(self.metrics.registry, self.cfg.metrics_port)
+            server = MetricsServer(
+                self.metrics.registry, self.cfg.metrics_port, self.cfg.metrics_host
+            )
+        log.info(
+            "ingest %s starting: broker %s, client id %s, db %s, metrics %s",
+            __version__,
+            self.link.broker,
+            self.cfg.client_id,
+            redact_dsn(self.cfg.dsn),
+            server.url if server is not None else "off",
+            extra={"client_id": self.cfg.client_id, "version": __version__},
+        )
         try:
             self.link.start()
         except BaseException:
@@ -202,6 +219,8 @@ class IngestService:
                 batch = self.inbox.take(self.cfg.batch_rows, self.cfg.flush_s)
                 if batch:
                     self.process(batch, stop)
+                if self.link.failure is not None and not stop.is_set():
+                    raise BrokerError(self.link.failure)  # not when stopping anyway
         finally:
             if server is not None:
                 server.stop()
@@ -296,6 +315,9 @@ class IngestService:
                 continue
             if isinstance(frame, TofFrame):
                 self.metrics.seq_gaps.inc(self.seq.observe(frame.device_id, frame.seq))
+            elif isinstance(frame, DeviceStatus):
+                online = 1.0 if frame.state is DeviceState.ONLINE else 0.0
+                self.metrics.device_online.set(online, (topic.line, topic.device))
             row = pending_row(topic, frame, now, item.payload, i)
             if row is not None:
                 out.rows.append(row)
@@ -309,6 +331,8 @@ class IngestService:
             return
         if counter == "publish_dropped":
             self.metrics.broker_dropped.set(value)
+        elif counter == "stored_messages":
+            self.metrics.broker_stored.set(value)
         self.metrics.broker_stats.inc(label=counter)
         out.stats.append(BrokerStat(now, counter, value))
 

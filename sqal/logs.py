@@ -1,4 +1,8 @@
-"""Logging set-up, done once by the CLI: ``--log-format text|json``."""
+"""Logging set-up, done once by the CLI for every command: ``--log-format text|json``.
+
+``text`` is for a person at a terminal; ``json`` is one object per line for a log collector
+(compose sets ``SQAL_LOG_FORMAT=json``). Both go to stderr, stdout staying for command output.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,12 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
-_STANDARD = set(vars(logging.makeLogRecord({})))
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,13 +36,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is when a record comes, not when it was set up.
+
+    A test harness (pytest's capture, typer's ``CliRunner``) swaps ``sys.stderr`` per test; a
+    handler holding the first one would write into a closed stream afterwards.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        return  # always sys.stderr
+
+
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
-    """Send logs to stderr as text or JSON lines; replaces earlier handlers."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    """Send logs to stderr as text or JSON lines, at ``level`` and above.
+
+    Replaces the handler an earlier call installed, and only that one: handlers others put on
+    the root logger (pytest's ``caplog``) stay.
+    """
+    handler = _StderrHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StderrHandler)]
+    root.addHandler(handler)
     root.setLevel(level.upper())

@@ -346,6 +346,16 @@ class Scenarios(_Strict):
         return pop
 
 
+class Alerts(_Strict):
+    """What the monitoring stack holds a line running this product to (prometheus/rules).
+
+    ``reject_rate_max``: the share of REJECT decisions above which the line is alerted on; the
+    analyzer exposes it as ``sqal_analyzer_reject_rate_max{line}``.
+    """
+
+    reject_rate_max: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
+
+
 class Profile(_Strict):
     """A complete, validated product profile (after ``extends`` was merged)."""
 
@@ -358,6 +368,7 @@ class Profile(_Strict):
     fusion: FusionWeights
     decision: Decision
     scenarios: Scenarios
+    alerts: Alerts = Alerts()
 
     @model_validator(mode="after")
     def _depth(self) -> Profile:

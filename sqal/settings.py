@@ -6,13 +6,14 @@ they outrank the environment. Services take it as an argument; nothing builds it
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sqal.errors import ConfigError
@@ -29,8 +30,14 @@ class Settings(BaseSettings):
     broker: str = f"mqtt://127.0.0.1:{DEFAULT_MQTT_PORT}"
     db: SecretStr = SecretStr(f"postgresql://sqal@127.0.0.1:{DEFAULT_PG_PORT}/sqal")
     data_dir: Path = Path(".sqal")
-    log_format: str = "text"
-    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """``text`` for a terminal, ``json`` (one object per line) for a log collector."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 def load_settings(**flags: Any) -> Settings:
@@ -46,6 +53,24 @@ def load_settings(**flags: Any) -> Settings:
         err = exc.errors(include_url=False)[0]
         key = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"setting {key}: {err['msg']}") from None
+
+
+def redact_dsn(dsn: str) -> str:
+    """A PostgreSQL DSN fit for a log line: its password left out, whichever form it has.
+
+    ``postgresql://user:secret@host:5432/db`` → ``postgresql://user@host:5432/db``;
+    ``host=h user=u password=secret`` → ``host=h user=u``.
+    """
+    if "://" not in dsn:
+        return re.sub(r"\s*\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "", dsn).strip()
+    try:
+        parts = urlsplit(dsn)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "(a DSN that does not parse)"
+    user = f"{parts.username}@" if parts.username else ""
+    query = re.sub(r"(^|&)password=[^&]*", "", parts.query).lstrip("&")
+    return urlunsplit((parts.scheme, f"{user}{host}", parts.path, query, ""))
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,15 @@ class:
   binds client ids to users (``use_username_as_clientid``) costs nothing.
 - **One inflight window** (:data:`sqal.mqtt.INFLIGHT_WINDOW`) announced as the Receive Maximum,
   and our own publishes kept within the broker's Receive Maximum from its CONNACK.
+- **One connection per client id.** A second process that connects with our client id takes
+  the session over: the broker disconnects the older connection with reason 0x8E (MQTT 5
+  §3.1.4-3, §4.13). Reconnecting would throw the other out in turn, once a second, for good;
+  so the connection taken over stops and says so (:attr:`Subscriber.failure`), and its service
+  exits with that one line. The newer process carries on with the session. Mosquitto before
+  2.0.15 (Debian 12's 2.0.11) closes the socket without a reason: there the fight shows as
+  connections the broker drops within :data:`SHORT_LIVED_S` of accepting them, and after
+  :data:`TAKEOVER_DROPS` of them in a row the subscriber stops the same way (whichever of
+  the two processes counts them first).
 - **Backpressure, never loss.** A broker need not honour the Receive Maximum: Mosquitto 2.0.11,
   offered frames faster than a service stores them, keeps sending far past it (70,000
   unacknowledged messages against a Receive Maximum of 1,000, packet ids wrapping past 65,535,
@@ -67,6 +76,16 @@ RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 10
 WAIT_SLICE_S = 0.1
 """How often a waiting :meth:`Handoff.put` looks whether the hand-off was closed."""
+SESSION_TAKEN_OVER = 0x8E
+"""MQTT 5 reason code of a DISCONNECT sent because another connection took our client id."""
+SHORT_LIVED_S = 5.0
+"""A connection the broker drops sooner than this after its CONNACK counts toward a takeover
+fight on a broker that sends no reason (two clients on one id reconnect within paho's
+1 s reconnect delay of each other, so each connection lives about a second)."""
+TAKEOVER_DROPS = 3
+"""Short-lived connections in a row, each accepted and then dropped, taken as a client id fight."""
+DRAINED_SHARE = 4
+"""A full hand-off counts as caught up again once it holds less than 1/this of its capacity."""
 
 T = TypeVar("T")
 
@@ -92,23 +111,38 @@ class Handoff(Generic[T]):
         waited_s: total time :meth:`put` waited for room (the backpressure applied).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, name: str = "inbox") -> None:
         self.capacity = capacity
+        self.name = name
         self._q: queue.SimpleQueue[tuple[bool, T]] = queue.SimpleQueue()
         self._room = threading.BoundedSemaphore(capacity)
         self._closed = threading.Event()
         self.waited_s = 0.0
+        self._held = 0
+        """Messages in the queue (signals not counted), for the backlog log lines."""
+        self._count_lock = threading.Lock()
+        self._full_since: float | None = None
 
     def put(self, item: T) -> bool:
         """Enqueue a message, waiting for room; False only when closed before there was room."""
         if not self._room.acquire(blocking=False):
             start = time.monotonic()
+            if self._full_since is None:
+                self._full_since = start
+                log.warning(
+                    "backlog: %s full (%d messages); holding the broker back until the worker "
+                    "catches up",
+                    self.name,
+                    self.capacity,
+                )
             try:
                 while not self._room.acquire(timeout=WAIT_SLICE_S):
                     if self._closed.is_set():
                         return False
             finally:
                 self.waited_s += time.monotonic() - start
+        with self._count_lock:
+            self._held += 1
         self._q.put((True, item))
         return True
 
@@ -135,7 +169,21 @@ class Handoff(Generic[T]):
     def _taken(self, entry: tuple[bool, T]) -> T:
         placed, item = entry
         if placed:
+            with self._count_lock:
+                self._held -= 1
+                held = self._held
             self._room.release()
+            since = self._full_since
+            if since is not None and held < self.capacity // DRAINED_SHARE:
+                self._full_since = None
+                log.info(
+                    "backlog cleared: %s down to %d messages after %.1f s (broker held back "
+                    "%.1f s in all)",
+                    self.name,
+                    held,
+                    time.monotonic() - since,
+                    self.waited_s,
+                )
         return item
 
     def depth(self) -> int:
@@ -306,6 +354,14 @@ class Subscriber:
         """The Receive Maximum in the broker's last CONNACK (``None``: it announced none)."""
         self.session_present: bool | None = None
         self.reconnects = 0
+        self.failure: str | None = None
+        """Why this subscriber gave up for good (another connection took our client id), or
+        ``None``; the service stops when it is set."""
+        self._lost_at: float | None = None
+        self._connected_at: float | None = None
+        self._short_lived = 0
+        self._dropping = False
+        """:meth:`reconnect` cut the connection itself: not the broker's doing."""
         self._client = new_paho(self._broker, client_id, manual_ack=True)
         self._client.max_inflight_messages_set(receive_maximum)
         self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
@@ -315,6 +371,11 @@ class Subscriber:
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
         self._client.on_unsubscribe = self._on_unsubscribe
+
+    @property
+    def broker(self) -> BrokerUrl:
+        """The broker's URL, without a password."""
+        return self._broker
 
     @property
     def connected(self) -> bool:
@@ -372,6 +433,7 @@ class Subscriber:
         """
         generation = self.generation
         self._subscribed.clear()
+        self._dropping = True
         sock = self._client.socket()
         if isinstance(sock, socket.socket | ssl.SSLSocket):
             with contextlib.suppress(OSError):
@@ -440,7 +502,8 @@ class Subscriber:
             return
         with self._lock:
             self._generation += 1
-            if self._generation > 1:
+            first = self._generation == 1
+            if not first:
                 self.reconnects += 1
             self._seq = 0
             self._ledger = AckLedger()
@@ -453,6 +516,7 @@ class Subscriber:
         limit = min(self._receive_maximum, self.broker_receive_maximum or self._receive_maximum)
         client._max_inflight_messages = limit
         self.session_present = bool(flags.session_present)
+        self._connected_at = time.monotonic()
         self._listening = False
         self._connected.set()
         if self._on_link is not None:
@@ -461,12 +525,42 @@ class Subscriber:
         if self._on_state is not None:
             # The broker answers in order: the retained state goes out before this UNSUBACK.
             self._fence = client.unsubscribe(PROBE_FILTER)[1]
-        log.info(
-            "connected to %s as %s (session present: %s)",
-            self._broker,
-            self.client_id,
-            self.session_present,
-        )
+        self._log_connected(first)
+
+    def _log_connected(self, first: bool) -> None:
+        """Say whether the broker kept our session: whatever came while we were away is in it."""
+        away = "" if self._lost_at is None else f" after {time.monotonic() - self._lost_at:.1f} s"
+        self._lost_at = None
+        extra = {"client_id": self.client_id, "session_present": self.session_present}
+        if self.session_present:
+            log.info(
+                "%s to %s as %s%s: session found (session present), the broker sends what it "
+                "queued meanwhile",
+                "connected" if first else "reconnected",
+                self._broker,
+                self.client_id,
+                away,
+                extra=extra,
+            )
+        elif first:
+            log.info(
+                "connected to %s as %s: no session at the broker (first start, or it expired "
+                "after %g days away); a new one starts",
+                self._broker,
+                self.client_id,
+                SESSION_EXPIRY_S / 86400,
+                extra=extra,
+            )
+        else:
+            log.warning(
+                "reconnected to %s as %s%s: session lost (the broker restarted without its "
+                "persistence file, or the session expired); messages published meanwhile "
+                "were not queued for us",
+                self._broker,
+                self.client_id,
+                away,
+                extra=extra,
+            )
 
     def _on_subscribe(
         self,
@@ -499,9 +593,35 @@ class Subscriber:
     ) -> None:
         self._connected.clear()
         self._listening = False
+        now = time.monotonic()
+        if self._lost_at is None:
+            self._lost_at = now
+        since, self._connected_at = self._connected_at, None
+        dropping, self._dropping = self._dropping, False
+        if rc.is_failure and not dropping and since is not None and now - since < SHORT_LIVED_S:
+            self._short_lived += 1
+        elif since is not None:
+            self._short_lived = 0
+        why = None
+        if rc.value == SESSION_TAKEN_OVER:
+            why = f"the broker handed our session to it: {rc}"
+        elif self._short_lived >= TAKEOVER_DROPS:
+            why = (
+                f"the broker closed our connection {self._short_lived} times in a row within "
+                f"{SHORT_LIVED_S:g} s of accepting it"
+            )
+        if why is not None:
+            self.failure = (
+                f"client id {self.client_id} is in use by another connection ({why}); "
+                "stopping. Give each process its own --client-id"
+            )
+            self._refused = self._refused or self.failure
+            self._subscribed.set()
+            # No reconnect: it would throw the other connection out in turn, and so on.
+            client.disconnect()
         if self._on_link is not None:
             self._on_link(False)
-        if rc.is_failure:
+        if rc.is_failure and self.failure is None:
             log.warning("lost broker %s (%s); reconnecting", self._broker, rc)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:

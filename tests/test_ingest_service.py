@@ -92,7 +92,7 @@ def test_frames_results_and_status_land_in_their_tables(ingest: Running, broker:
     assert count(dsn, "SELECT count(*) FROM dead_letters") == 0
     with urllib.request.urlopen(ingest.metrics_url + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    assert 'sqal_ingest_rows_written_total{table="tof_frames"} 50' in text
+    assert 'sqal_ingest_rows_written_total{table="tof_frames"} 50.0' in text
     with urllib.request.urlopen(ingest.metrics_url + "/healthz", timeout=5) as resp:
         assert resp.status == 200
 
