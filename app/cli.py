@@ -325,7 +325,7 @@ def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:
         if kind_of(rec.topic) is Kind.RESULT:
             try:
                 doc = json.loads(rec.payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
                 continue
             if isinstance(doc, dict):
                 docs.append(doc)

@@ -156,9 +156,8 @@ def replay(
         raise ConfigError(f"--qos {qos}: must be 0, 1 or 2")
     if retain not in ("keep", "drop"):
         raise ConfigError(f"--retain {retain}: must be keep or drop")
-    for path in paths:
-        CaptureReader(path)  # fail on a bad file before connecting
-    span = capture_span_s(paths) if loops > 1 else 0.0
+    # Every record is read once before connecting: a bad file fails before anything is sent.
+    span = capture_span_s(paths)
     stats = ReplayStats()
     client = paho_client(broker, client_id("sqal-replay"), persistent=False,
                          max_inflight=MAX_INFLIGHT)  # fmt: skip
