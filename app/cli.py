@@ -128,7 +128,11 @@ def contract_export(
     """Write a JSON Schema per payload (tof, spectral, status, config, result, dead letter)."""
     from sqal.wire.schema import export_schemas
 
-    for path in export_schemas(out):
+    try:
+        paths = export_schemas(out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    for path in paths:
         typer.echo(str(path))
 
 
