@@ -340,6 +340,7 @@ def _register() -> None:
     """Wire the parts' commands in; each lives beside the code it runs."""
     from analyzer.command import analyzer_command
     from app.calibrate import calibrate_command
+    from app.dead import dead_list_command, dead_redrive_command, dead_show_command
     from broker.admin import mosquitto_add_device_command, mosquitto_add_service_command
     from broker.certs import mosquitto_certs_command
     from broker.init import mosquitto_init_command
@@ -369,6 +370,11 @@ def _register() -> None:
     grafana_app.command("build")(grafana_build_command)
     grafana_app.command("push")(grafana_push_command)
     app.command("report")(report_command)
+    dead_app = _app("Dead letters: messages no stage could use, listed, shown and sent again.")
+    app.add_typer(dead_app, name="dead")
+    dead_app.command("list")(dead_list_command)
+    dead_app.command("show")(dead_show_command)
+    dead_app.command("redrive")(dead_redrive_command)
     mosquitto_app = _app("The production broker: device and service credentials, ACL, TLS.")
     app.add_typer(mosquitto_app, name="mosquitto")
     mosquitto_app.command("add-device")(mosquitto_add_device_command)
