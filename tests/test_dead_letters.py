@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,7 @@ from broker.admin import Service, set_passwords, update_acl
 from broker.certs import make_certs
 from embedded import Mosquitto, free_port
 from ingest.service import IngestConfig, IngestService
+from sqal.mqtt import paho_client
 from sqal.wire import Kind, TsWindow, device_topic, encode
 from tests.broker_conf import running
 from tests.test_cli import assert_one_error_line, run_main
@@ -260,3 +263,65 @@ def test_a_publish_the_broker_refuses_is_one_error_line_and_leaves_the_row(
     assert "refused the publish on sqal/v1/Lp/d1/tof" in line
     assert "0x87" in line
     assert dead_rows(dsn, "Lp")[0][2:] == (None, 0)
+
+
+def test_a_config_naming_a_missing_profile_is_applied_once_the_profile_is_installed(
+    broker: Mosquitto,
+    fresh_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The issue's example: the analyzer dead-letters the config (unknown_profile), ingest
+    stores that dead letter; the profile is installed, the config redriven, and the running
+    analyzer scores the device's next tray with it."""
+    from analyzer.service import AnalyzerConfig, AnalyzerService
+    from sqal.wire import DeviceConfig
+    from tests.test_analyzer_service import Collector, sample_id, send_sample
+    from tests.test_analyzer_support import calibration
+
+    profiles = tmp_path / "profiles"
+    shutil.copytree(ROOT / "profiles", profiles)
+    monkeypatch.setenv("SQAL_PROFILES_DIR", str(profiles))
+    n = next(_ids)
+    line, dev, name = f"dp{n}", "devP", f"redrive_{uuid.uuid4().hex[:8]}"
+    dsn = migrated(fresh_db)
+    cid = f"test-dead-{n}"
+    analyzer = AnalyzerService(
+        AnalyzerConfig(broker.url, client_id=f"an-{uuid.uuid4().hex[:8]}", join_timeout_s=0.5)
+    )
+    worker = threading.Thread(target=analyzer.run, daemon=True)
+    collector = Collector(broker, line)
+    try:
+        with ingest_running(broker.url, dsn, cid, 24.0):
+            worker.start()
+            assert analyzer.ready.wait(10)
+            cfg = DeviceConfig(device_id=dev, profile=name, calibration=calibration())
+            publish_all(broker.url, [(device_topic(line, dev, Kind.CONFIG), encode(cfg))])
+            assert wait_until(lambda: [r[1] for r in dead_rows(dsn, line)] == ["unknown_profile"])
+            [(dead_id, *_)] = dead_rows(dsn, line)
+            code, out, _ = sqal(["dead", "show", str(dead_id), "--json", "--db", dsn], capsys)
+            assert json.loads(out)["stage"] == "analyzer"
+
+            (profiles / f"{name}.yaml").write_text(f"name: {name}\nextends: pate_terrine_300g\n")
+            code, out, err = sqal(
+                ["dead", "redrive", "--line", line, "--reason", "unknown_profile", "--db", dsn,
+                 "--broker", broker.url],
+                capsys,
+            )  # fmt: skip
+            assert (code, err) == (0, "")
+            assert f"redrove 1 dead letter(s): {dead_id}" in out
+            assert wait_until(lambda: (line, dev) in analyzer.device_params)
+            pub = paho_client(broker.url, f"pub-{uuid.uuid4().hex[:8]}", persistent=False)
+            send_sample(pub, line, dev, 1)
+            pub.disconnect()
+            pub.loop_stop()
+            collector.wait({sample_id(dev, 1)})
+            with collector.lock:
+                assert [r.profile for r in collector.results[sample_id(dev, 1)]] == [name]
+            assert len(dead_rows(dsn, line)) == 1
+    finally:
+        analyzer.stop()
+        worker.join(15)
+        collector.close()
+        drop_session(broker.url, cid)
