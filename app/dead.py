@@ -173,7 +173,7 @@ def dead_show_command(
 
 def dead_redrive_command(
     dead_ids: Annotated[
-        list[int] | None, typer.Argument(metavar="[ID]...", help="Dead letters to send again.")
+        list[int] | None, typer.Argument(metavar="ID", help="Dead letters to send again.")
     ] = None,
     line: Line = None,
     reason: Reason = None,

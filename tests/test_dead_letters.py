@@ -325,3 +325,23 @@ def test_a_config_naming_a_missing_profile_is_applied_once_the_profile_is_instal
         worker.join(15)
         collector.close()
         drop_session(broker.url, cid)
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["show", "99999999999999999999"], "no dead letter with id 99999999999999999999"),
+        (["redrive", "99999999999999999999"], "no dead letter with id 99999999999999999999"),
+        (["redrive", "--line", "L", "--limit", "99999999999999999999"], "cannot read dead_letters"),
+        (["list", "--since", "99999999h"], "--since '99999999h' is too long"),
+        (["list", "--since", "yesterday"], "--since 'yesterday': expected an age"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_hostile_values_against_a_real_database_are_one_error_line(
+    argv: list[str], problem: str, fresh_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn = migrated(fresh_db)
+    broker = ["--broker", CLOSED_BROKER] if argv[0] == "redrive" else []
+    code, _, err = sqal(["dead", *argv, "--db", dsn, *broker], capsys)
+    assert problem in assert_one_error_line(code, err)
