@@ -168,9 +168,11 @@ def read_jsonl(path: Path, flag: str, required: tuple[str, ...] = ()) -> list[di
             (naming the file, the line number and the key).
     """
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{flag} {path}: byte {exc.start} is not UTF-8 (JSON lines)") from None
     docs = []
     for no, line in enumerate(lines, 1):
         if not line.strip():
@@ -179,6 +181,8 @@ def read_jsonl(path: Path, flag: str, required: tuple[str, ...] = ()) -> list[di
             doc = json.loads(line)
         except ValueError:
             raise ConfigError(f"{flag} {path}:{no}: not JSON") from None
+        except RecursionError:
+            raise ConfigError(f"{flag} {path}:{no}: JSON nested too deeply") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"{flag} {path}:{no}: not a JSON object")
         missing = [k for k in required if k not in doc]

@@ -157,7 +157,11 @@ def contract_export(
     """Write a JSON Schema per payload (tof, spectral, status, config, result, dead letter)."""
     from sqal.wire.schema import export_schemas
 
-    for path in export_schemas(out):
+    try:
+        paths = export_schemas(out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    for path in paths:
         typer.echo(str(path))
 
 
@@ -354,7 +358,7 @@ def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:
         if kind_of(rec.topic) is Kind.RESULT:
             try:
                 doc = json.loads(rec.payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
                 continue
             if isinstance(doc, dict):
                 docs.append(doc)
@@ -365,6 +369,7 @@ def _register() -> None:
     """Wire the parts' commands in; each lives beside the code it runs."""
     from analyzer.command import analyzer_command
     from app.calibrate import calibrate_command
+    from app.dead import dead_list_command, dead_redrive_command, dead_show_command
     from broker.admin import mosquitto_add_device_command, mosquitto_add_service_command
     from broker.certs import mosquitto_certs_command
     from broker.init import mosquitto_init_command
@@ -394,6 +399,11 @@ def _register() -> None:
     grafana_app.command("build")(grafana_build_command)
     grafana_app.command("push")(grafana_push_command)
     app.command("report")(report_command)
+    dead_app = _app("Dead letters: messages no stage could use, listed, shown and sent again.")
+    app.add_typer(dead_app, name="dead")
+    dead_app.command("list")(dead_list_command)
+    dead_app.command("show")(dead_show_command)
+    dead_app.command("redrive")(dead_redrive_command)
     mosquitto_app = _app("The production broker: device and service credentials, ACL, TLS.")
     app.add_typer(mosquitto_app, name="mosquitto")
     mosquitto_app.command("add-device")(mosquitto_add_device_command)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,33 @@ from sqal.errors import ConfigError
 
 CA_DAYS = 3650
 """The CA outlives server certificates: devices keep trusting it across renewals."""
+
+MAX_CN = 64
+"""Longest common name X.509 allows (RFC 5280, ``ub-common-name``); a host or client names one."""
+_CLIENT = re.compile(r"\A[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)?\Z")
+"""A client certificate's name: a broker user, ``LINE/DEVICE`` or a service (its file name is
+the name with ``/`` as ``_``, under ``clients/``)."""
+
+
+def check_names(hosts: list[str], clients: list[str]) -> None:
+    """Refuse names no certificate can carry, before anything is written.
+
+    Raises:
+        ConfigError: an empty or overlong host (the first is the common name) or a client name
+            that is not ``NAME`` or ``LINE/DEVICE`` of ``A-Z a-z 0-9 _ -`` within 64 characters.
+    """
+    for i, host in enumerate(hosts):
+        limit = MAX_CN if i == 0 else 253  # a DNS name is at most 253 characters (RFC 1035)
+        if not host or len(host) > limit or not host.isascii() or not host.isprintable():
+            raise ConfigError(
+                f"--host {host!r}: give a DNS name or IP of 1-{limit} ASCII characters"
+            )
+    for name in clients:
+        if len(name) > MAX_CN or not _CLIENT.match(name):
+            raise ConfigError(
+                f"--client {name!r}: give NAME or LINE/DEVICE of A-Z a-z 0-9 _ -, "
+                f"at most {MAX_CN} characters"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +200,12 @@ def mosquitto_certs_command(
     """Make a CA (kept if --out has one) and the broker's TLS certificate signed by it."""
     if not 1 <= days <= CA_DAYS:
         raise ConfigError(f"--days must be 1-{CA_DAYS}")
-    hosts = host or [socket.getfqdn(), "localhost", "127.0.0.1"]
-    files = make_certs(out, hosts, days, client or [], datetime.now(UTC))
+    hosts = host or [socket.getfqdn()[:MAX_CN], "localhost", "127.0.0.1"]
+    check_names(hosts, client or [])
+    try:
+        files = make_certs(out, hosts, days, client or [], datetime.now(UTC))
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     doc = {
         "ca_cert": str(files.ca_cert),
         "ca_key": str(files.ca_key),

@@ -28,7 +28,7 @@ from typing import Annotated
 import typer
 
 from broker.admin import JsonOption, Service, check_password, set_passwords, update_acl
-from broker.certs import CA_DAYS, make_certs
+from broker.certs import CA_DAYS, check_names, make_certs
 from sqal.errors import ConfigError
 
 PASSWORD_ENV_PREFIX = "MQTT_PASSWORD_"
@@ -109,9 +109,13 @@ def mosquitto_init_command(
     if not 1 <= days <= CA_DAYS:
         raise ConfigError(f"--days must be 1-{CA_DAYS}")
     hosts = host or ["localhost", "127.0.0.1"]
-    report = init_broker_folder(
-        folder, hosts, os.environ, days, parse_owner(owner) if owner is not None else None
-    )
+    check_names(hosts, [])
+    try:
+        report = init_broker_folder(
+            folder, hosts, os.environ, days, parse_owner(owner) if owner is not None else None
+        )
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot write ({exc.strerror or exc})") from None
     if as_json:
         typer.echo(
             json.dumps(

@@ -30,6 +30,12 @@ Reading: a record whose length runs past the end of the file is a torn tail (the
 mid-write): it is skipped with a warning and the rest reads. A record whose CRC does not match
 is corrupt: it is skipped and counted, and the reader resynchronises on the next SYNC marker
 whose record checks out.
+
+A header or a record that checks out but holds what no recorder writes (a header that is no
+JSON object, JSON nested past the parser's depth, a QoS above 2, a topic with wildcards, an
+offset or wall time out of range, properties that are no object or of the wrong types) was not
+damaged on the way: the file was made by something else. Reading it stops with a
+:class:`CaptureError` naming the byte and the problem, rather than replaying it half-understood.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import gzip
 import io
 import json
 import logging
+import math
 import mmap
 import struct
 import tempfile
@@ -48,6 +55,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqal.errors import CaptureError
+from sqal.wire.topics import topic_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,12 @@ _FRAME = struct.Struct("<2sII")  # sync, body_len, crc32
 _BODY = struct.Struct("<ddBBHII")  # offset_s, wall, qos, retain, topic_len, props_len, payload_len
 MAX_BODY = 16 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_OFFSET_S = 10 * 366 * 86400.0
+"""Latest offset a record may have: ten years. A recorder runs for hours or days; a replay
+sleeps until each offset, and past this it would wait for ever (or overflow ``time.sleep``)."""
+MAX_WALL_S = 253402300799.0
+"""Latest wall time a record may have: 9999-12-31T23:59:59Z, the end of ``datetime``."""
+U32 = 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +109,95 @@ def encode_record(rec: Record) -> bytes:
     return _FRAME.pack(SYNC, len(body), zlib.crc32(body)) + body
 
 
+class InvalidRecordError(ValueError):
+    """A record that checks out (CRC) but holds what no recorder writes; the text says what."""
+
+
 def _decode_body(body: bytes) -> Record:
+    """The record in ``body`` (its CRC already checked).
+
+    Raises:
+        InvalidRecordError: a field is out of range or of the wrong type (the message says which).
+    """
+    if len(body) < _BODY.size:
+        raise InvalidRecordError(f"body of {len(body)} bytes is shorter than its fixed fields")
     offset_s, wall, qos, retain, tlen, plen, dlen = _BODY.unpack_from(body)
     at = _BODY.size
     if at + tlen + plen + dlen != len(body):
-        raise ValueError("field lengths do not add up")
-    topic = body[at : at + tlen].decode()
+        raise InvalidRecordError("field lengths do not add up to the body's length")
+    if not (math.isfinite(offset_s) and 0.0 <= offset_s <= MAX_OFFSET_S):
+        raise InvalidRecordError(f"offset {offset_s!r} s is outside 0 … {MAX_OFFSET_S:.0f} s")
+    if not (math.isfinite(wall) and 0.0 <= wall <= MAX_WALL_S):
+        raise InvalidRecordError(f"wall time {wall!r} is outside 1970 … 9999")
+    if qos > 2:
+        raise InvalidRecordError(f"QoS {qos} (MQTT has 0, 1 and 2)")
+    if retain > 1:
+        raise InvalidRecordError(f"retain flag {retain} (0 or 1)")
+    try:
+        topic = body[at : at + tlen].decode()
+    except UnicodeDecodeError:
+        raise InvalidRecordError("topic is not UTF-8") from None
+    problem = topic_name_problem(topic)
+    if problem is not None:
+        raise InvalidRecordError(f"topic {topic[:200]!r}: {problem}")
     at += tlen
-    props = json.loads(body[at : at + plen]) if plen else {}
+    props = _properties(body[at : at + plen]) if plen else {}
     at += plen
     return Record(offset_s, wall, topic, body[at:], qos, bool(retain), props)
+
+
+def _properties(raw: bytes) -> dict[str, Any]:
+    """A record's MQTT 5 properties, checked where a replay would set them on PUBLISH."""
+    try:
+        doc = json.loads(raw)
+    except RecursionError:
+        raise InvalidRecordError("properties are JSON nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidRecordError(f"properties are not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InvalidRecordError(f"properties are a JSON {type(doc).__name__}, not an object")
+    problem = _property_problem(doc)
+    if problem is not None:
+        raise InvalidRecordError(f"properties: {problem}")
+    return doc
+
+
+def _is_int(v: Any, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _property_problem(doc: dict[str, Any]) -> str | None:
+    """What is wrong with the PUBLISH properties a replay sends (MQTT 5 §3.3.2.3), or None.
+
+    Others (recorded but not sent again) are kept as they are.
+    """
+    if "PayloadFormatIndicator" in doc and not _is_int(doc["PayloadFormatIndicator"], 0, 1):
+        return "PayloadFormatIndicator must be 0 or 1"
+    if "MessageExpiryInterval" in doc and not _is_int(doc["MessageExpiryInterval"], 0, U32):
+        return f"MessageExpiryInterval must be an integer 0 … {U32}"
+    if "ContentType" in doc and not isinstance(doc["ContentType"], str):
+        return "ContentType must be a string"
+    if "ResponseTopic" in doc:
+        rt = doc["ResponseTopic"]
+        if not isinstance(rt, str) or topic_name_problem(rt) is not None:
+            return "ResponseTopic must be a topic name (no wildcards)"
+    if "CorrelationData" in doc:
+        cd = doc["CorrelationData"]
+        if isinstance(cd, str):
+            try:
+                bytes.fromhex(cd)
+            except ValueError:
+                return "CorrelationData must be hex"
+        elif not (isinstance(cd, list) and all(_is_int(b, 0, 255) for b in cd)):
+            return "CorrelationData must be hex or a list of bytes"
+    if "UserProperty" in doc:
+        up = doc["UserProperty"]
+        pairs = isinstance(up, list) and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in up
+        )
+        if not pairs:
+            return "UserProperty must be a list of [name, value] string pairs"
+    return None
 
 
 class CaptureWriter:
@@ -184,10 +277,23 @@ class CaptureReader:
                 f"{path} is capture format v{version}; this SQAL reads up to v{FORMAT_VERSION}"
             )
         start = len(MAGIC) + _HEAD.size
+        if start + hlen > len(data):
+            raise CaptureError(f"{path} is truncated inside its header")
         try:
-            self.meta: dict[str, Any] = json.loads(data[start : start + hlen])
+            meta = json.loads(data[start : start + hlen])
+        except RecursionError:
+            raise CaptureError(f"{path} has a header nested too deeply to read") from None
         except ValueError:
             raise CaptureError(f"{path} has a damaged header") from None
+        if not isinstance(meta, dict):
+            raise CaptureError(
+                f"{path} has a header that is a JSON {type(meta).__name__}, not an object"
+            )
+        wall = meta.get("start_wall", 0.0)
+        if not (isinstance(wall, int | float) and not isinstance(wall, bool)
+                and math.isfinite(wall) and 0.0 <= wall <= MAX_WALL_S):  # fmt: skip
+            raise CaptureError(f"{path} has a header whose start_wall {wall!r} is no Unix time")
+        self.meta: dict[str, Any] = meta
         self._data: mmap.mmap | bytes = data
         self._start = start + hlen
 
@@ -229,10 +335,10 @@ class CaptureReader:
                 continue
             try:
                 rec = _decode_body(body)
-            except (ValueError, struct.error, UnicodeDecodeError):
-                self.stats.corrupt += 1
-                at = body_at + blen
-                continue
+            except InvalidRecordError as exc:
+                raise CaptureError(
+                    f"{self.path}: the record at byte {at} is invalid: {exc}"
+                ) from None
             at = body_at + blen
             yield rec
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import socket
 import time
@@ -90,6 +91,10 @@ class Recorder:
         self.stats.elapsed_s = time.monotonic() - self.start_mono
 
 
+MAX_ROTATE_MB = 1024 * 1024
+"""Largest ``--rotate-mb``: 1 TiB per file (``1e308`` overflowed the byte count)."""
+
+
 async def record(
     broker: str,
     topics: list[str],
@@ -113,6 +118,10 @@ async def record(
         raise ConfigError("--topic: give at least one topic filter")
     for flt in topics:
         check_topic_filter(flt)  # paho refuses a bad one with a bare ValueError, after connecting
+    if rotate_mb is not None and not (math.isfinite(rotate_mb) and 0 < rotate_mb <= MAX_ROTATE_MB):
+        raise ConfigError(
+            f"--rotate-mb {rotate_mb!r}: give more than 0 and at most {MAX_ROTATE_MB}"
+        )
     url = parse_broker_url(broker)
     meta = {"broker": str(url), "topics": topics, "sqal": __version__,
             "host": socket.gethostname(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",

@@ -158,9 +158,8 @@ def replay(
         raise ConfigError(f"--qos {qos}: must be 0, 1 or 2")
     if retain not in ("keep", "drop"):
         raise ConfigError(f"--retain {retain}: must be keep or drop")
-    for path in paths:
-        CaptureReader(path)  # fail on a bad file before connecting
-    span = capture_span_s(paths) if loops > 1 else 0.0
+    # Every record is read once before connecting: a bad file fails before anything is sent.
+    span = capture_span_s(paths)
     stats = ReplayStats()
     # Every PUBACK is checked: a refused message (ACL, size) ends the replay with its reason.
     with Publisher(broker, "sqal-replay") as pub:

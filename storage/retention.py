@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from sqal.errors import ConfigError
+from storage.connection import storage_error
 
 RETENTION_TABLES = (
     "tof_frames",
@@ -70,24 +71,32 @@ def drop_older_than(
 
     Raises:
         ConfigError: a table is not one SQAL manages.
+        StorageError: the server refused (a login without the owner's rights: dropping chunks
+            needs the table's owner), naming the table; tables before it stay pruned.
     """
     unknown = [t for t in tables if t not in ALL_TABLES]
     if unknown:
         raise ConfigError(f"--table {unknown[0]!r}: choose from {', '.join(ALL_TABLES)}")
     out = []
     for name in tables:
-        with conn.transaction():
-            if name == "dead_letters":
-                cur = conn.execute(
-                    sql.SQL("DELETE FROM {} WHERE received_at < now() - %s").format(
-                        sql.Identifier(name)
-                    ),
-                    (age,),
-                )
-                out.append(Pruned(name, 0, max(cur.rowcount, 0)))
-                continue
-            dropped = conn.execute(
-                "SELECT drop_chunks(%s::regclass, older_than => %s::interval)", (name, age)
-            ).fetchall()
-            out.append(Pruned(name, len(dropped), 0))
+        try:
+            out.append(_prune(conn, name, age))
+        except psycopg.Error as exc:
+            raise storage_error(exc, f"cannot prune {name}") from None
     return out
+
+
+def _prune(conn: psycopg.Connection, name: str, age: timedelta) -> Pruned:
+    with conn.transaction():
+        if name == "dead_letters":
+            cur = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE received_at < now() - %s").format(
+                    sql.Identifier(name)
+                ),
+                (age,),
+            )
+            return Pruned(name, 0, max(cur.rowcount, 0))
+        dropped = conn.execute(
+            "SELECT drop_chunks(%s::regclass, older_than => %s::interval)", (name, age)
+        ).fetchall()
+        return Pruned(name, len(dropped), 0)

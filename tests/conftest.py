@@ -9,6 +9,19 @@ import pytest
 pytest_plugins = ["tests.fix_mqtt", "tests.fix_pg", "tests.broker_conf", "tests.chaos.plugin"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sqal", "SQAL test suite")
+    group.addoption(
+        "--cli-fuzz-count",
+        type=int,
+        default=300,
+        help="Random argv cases tests/test_cli_fuzz.py runs (default 300; soak: 5000).",
+    )
+    group.addoption(
+        "--cli-fuzz-seed", type=int, default=18, help="Seed of the CLI fuzz cases (default 18)."
+    )
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from embedded import mosquitto_version, postgres_versions
     from sqal.errors import SqalError

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -40,12 +41,15 @@ def grafana_build_command(
 
     boards = build_boards()
     if check:
-        stale = [
-            str(out / f"{b.uid}.json")
-            for b in boards
-            if not (out / f"{b.uid}.json").is_file()
-            or (out / f"{b.uid}.json").read_text(encoding="utf-8") != b.to_json()
-        ]
+        try:
+            stale = [
+                str(out / f"{b.uid}.json")
+                for b in boards
+                if not (out / f"{b.uid}.json").is_file()
+                or (out / f"{b.uid}.json").read_text(encoding="utf-8") != b.to_json()
+            ]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--out {out}: cannot read ({exc})") from None
         _emit({"stale": stale}, as_json, "\n".join(f"stale: {p}" for p in stale) or "up to date")
         if stale:
             raise typer.Exit(1)
@@ -78,8 +82,12 @@ def grafana_push_command(
     """Upload the dashboards to a running Grafana (folder SQAL), replacing older versions."""
     from views.boards import build_boards
 
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--url {url!r}: give an http:// or https:// URL")
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        host = None
+    if not url.startswith(("http://", "https://")) or not host:
+        raise ConfigError(f"--url {url!r}: give an http:// or https:// URL with a host")
     boards = build_boards()
     pushed, warning = push_dashboards(url, token, [b.to_dict() for b in boards])
     _emit(

@@ -72,6 +72,7 @@ from sqal.wire.topics import (
     parse_topic,
     shared,
     subscription,
+    topic_name_problem,
 )
 
 __all__ = [
@@ -137,4 +138,5 @@ __all__ = [
     "parse_topic",
     "shared",
     "subscription",
+    "topic_name_problem",
 ]

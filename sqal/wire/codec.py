@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
-from sqal.errors import PayloadError
+from sqal.errors import ConfigError, PayloadError
 from sqal.wire.enums import DeadReason, Kind
 from sqal.wire.models import (
     MODEL_BY_KIND,
@@ -121,6 +122,10 @@ def decode_as(model: type[M], payload: bytes, topic: str | None = None) -> M:
     return obj
 
 
+MAX_TS_WINDOW_HOURS = 87_600.0
+"""Widest ``--ts-window-hours``: ten years."""
+
+
 @dataclass(frozen=True, slots=True)
 class TsWindow:
     """How far a payload's ``ts`` may lie from the time it arrived (``--ts-window-hours``).
@@ -136,7 +141,16 @@ class TsWindow:
     behind: timedelta = timedelta(hours=24) + timedelta(days=7)
 
     @classmethod
-    def hours(cls, h: float) -> TsWindow:
+    def hours(cls, h: float, flag: str = "--ts-window-hours") -> TsWindow:
+        """The window of ``h`` hours ahead (and ``h`` hours plus seven days behind).
+
+        Raises:
+            ConfigError: ``h`` is not a number of hours from 0 to :data:`MAX_TS_WINDOW_HOURS`
+                (``nan`` passes a range check; past ten years ``now ± window`` soon leaves
+                ``datetime``'s range).
+        """
+        if not (math.isfinite(h) and 0.0 <= h <= MAX_TS_WINDOW_HOURS):
+            raise ConfigError(f"{flag} {h!r}: give 0 to {MAX_TS_WINDOW_HOURS:g} hours (ten years)")
         return cls(timedelta(hours=h), timedelta(hours=h) + timedelta(days=7))
 
     def check(

@@ -182,6 +182,24 @@ def check_topic_filter(text: str, flag: str = "--topic") -> str:
     return text
 
 
+def topic_name_problem(text: str) -> str | None:
+    """What makes ``text`` no MQTT topic *name* (what a PUBLISH carries), or ``None``.
+
+    A topic name is 1 to 65535 bytes of UTF-8 without U+0000 (MQTT 3.1.1 §1.5.3, §4.7.3) and
+    without the wildcards ``+`` and ``#``, which only filters may hold (§3.3.2.1, MQTT-3.3.2-2).
+    No broker delivers such a message, so a capture or dead letter holding one was not received.
+    """
+    if not text:
+        return "a topic name must not be empty"
+    if "\0" in text:
+        return "a topic name must not contain U+0000"
+    if "+" in text or "#" in text:
+        return "a topic name must not contain the wildcards '+' or '#'"
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
+        return f"a topic name is at most {MAX_TOPIC_BYTES} bytes of UTF-8"
+    return None
+
+
 def topic_levels(topic: str) -> list[str]:
     """A topic's levels (``sqal replay --remap`` rewrites them)."""
     return topic.split("/")
