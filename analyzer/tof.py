@@ -184,8 +184,7 @@ def _unmixed(
     if not floor_ok.any():
         return nan, nan
     k_f = float(np.median(s0[floor_ok] * d0z[floor_ok] ** 2))
-    with np.errstate(invalid="ignore"):
-        k_p = np.nanmedian(np.where(pure, signal * dist * dist, np.nan), axis=1)[:, None]
+    k_p = masked_median(signal * dist * dist, pure)[:, None]  # NaN without a pure zone
     d_f = np.where(roi, d0z, p.d0_mm)[None, :]
     a, b = k_f / d_f**2, k_f / d_f
     s1 = signal - s0[None, :]
@@ -366,8 +365,9 @@ def score_tof(
     pad = np.concatenate([prod, np.zeros((n, 1), dtype=bool)], axis=1)
     pure = prod & pad[:, p.neighbours4].all(axis=2) & (status != MIXED_STATUS)
     edge = roi & ~pure
-    cover, h_p = _unmixed(p, np.where(finite, dist, np.nan), signal, valid, pure, edge)
-    if tof.volume_method != "integrate":
+    if tof.volume_method == "integrate":
+        cover, h_p = _unmixed(p, np.where(finite, dist, np.nan), signal, valid, pure, edge)
+    else:  # the mean height over the tray's area has no per-zone frustums to split
         cover = h_p = np.full((n, m), np.nan)
     volume, sigma_v = _volume(p, h, sig, vr, roi, fit.surface, cover, h_p)
     volume = np.where(usable, volume, np.nan)
