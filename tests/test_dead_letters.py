@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import threading
 import uuid
@@ -65,8 +66,15 @@ def dead_rows(dsn: str, line: str) -> list[tuple[int, str, datetime | None, int]
         ).fetchall()
 
 
+_SERVICE_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) ")
+
+
 def sqal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    return run_main(argv, capsys)
+    """Run a command in process; stderr without the log lines of the ingest the test runs in
+    this process too (every command configures logging to stderr, #18 item 2)."""
+    code, out, err = run_main(argv, capsys)
+    kept = [line for line in err.splitlines(keepends=True) if not _SERVICE_LOG.match(line)]
+    return code, out, "".join(kept)
 
 
 def test_a_frame_dead_lettered_for_its_clock_is_stored_once_after_the_fix_and_two_redrives(
