@@ -15,6 +15,7 @@ import typer
 from sqal import __version__
 from sqal.errors import ConfigError
 from sqal.metrics import DEFAULT_METRICS_HOST, MetricsServer
+from sqal.options import MetricsHost, MetricsPort
 from sqal.settings import load_settings, parse_broker_url
 from sqal.wire import ID_PATTERN, is_valid_id
 
@@ -34,20 +35,8 @@ def analyzer_command(
             "--profile", help="Profile of devices that published no config (profiles/NAME.yaml)."
         ),
     ] = DEFAULT_PROFILE,
-    metrics_port: Annotated[
-        int,
-        typer.Option(
-            "--metrics-port", min=0, max=65535, help="Port of /metrics and /healthz (0: none)."
-        ),
-    ] = DEFAULT_METRICS_PORT,
-    metrics_host: Annotated[
-        str,
-        typer.Option(
-            "--metrics-host",
-            help="Address /metrics and /healthz listen on; 0.0.0.0 lets a Prometheus on "
-            "another host or container scrape them.",
-        ),
-    ] = DEFAULT_METRICS_HOST,
+    metrics_port: MetricsPort = DEFAULT_METRICS_PORT,
+    metrics_host: MetricsHost = DEFAULT_METRICS_HOST,
     join_timeout: Annotated[
         float,
         typer.Option("--join-timeout", min=0.0, help="Seconds a frame waits for its other half."),

@@ -14,6 +14,7 @@ from ingest.service import IngestConfig, IngestService, default_client_id
 from sqal.errors import ConfigError
 from sqal.metrics import DEFAULT_METRICS_HOST
 from sqal.mqtt import INFLIGHT_WINDOW
+from sqal.options import MetricsHost, MetricsPort
 from sqal.settings import load_settings, parse_broker_url
 from sqal.wire import DEAD_LETTERS, TsWindow, is_valid_id, shared
 
@@ -63,20 +64,8 @@ def ingest_command(
             help=f"Also store other stages' dead letters ({DEAD_LETTERS}).",
         ),
     ] = True,
-    metrics_port: Annotated[
-        int,
-        typer.Option(
-            "--metrics-port", min=0, max=65535, help="Port of /metrics and /healthz (0: none)."
-        ),
-    ] = DEFAULT_METRICS_PORT,
-    metrics_host: Annotated[
-        str,
-        typer.Option(
-            "--metrics-host",
-            help="Address /metrics and /healthz listen on; 0.0.0.0 lets a Prometheus on "
-            "another host or container scrape them.",
-        ),
-    ] = DEFAULT_METRICS_HOST,
+    metrics_port: MetricsPort = DEFAULT_METRICS_PORT,
+    metrics_host: MetricsHost = DEFAULT_METRICS_HOST,
     ts_window_hours: Annotated[
         float,
         typer.Option(
