@@ -149,6 +149,8 @@ class DeviceRunner:
         """Apply configs an operator publishes on this device's retained config topic."""
         async for msg in client.messages:
             payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+            if not payload:
+                continue  # `sqal config delete`: a real node keeps running with what it has
             try:
                 cfg = decode(str(msg.topic), payload)
             except PayloadError as exc:

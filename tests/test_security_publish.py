@@ -102,6 +102,24 @@ def test_config_set_as_record_fails_naming_not_authorised(plant: Plant) -> None:
     assert held(plant) is None  # nothing retained
 
 
+def test_config_delete_as_record_fails_and_as_config_clears_it(plant: Plant) -> None:
+    setup = sqal("config", "set", TARGET, "--profile", PROFILE, "--broker", plant.url("config"))
+    assert setup.returncode == 0, setup.stderr
+    kept = held(plant)
+    assert isinstance(kept, DeviceConfig)
+    # `record` reads the config (so it gets as far as publishing) and may not clear it
+    refused = sqal("config", "delete", TARGET, "--broker", plant.url("record"))
+    line = error_line(refused)
+    assert "refused the publish on sqal/v1/line1/line1-node01/config" in line
+    assert "not authorised (0x87)" in line
+    assert "deleted" not in refused.stdout
+    assert held(plant) == kept
+    done = sqal("config", "delete", TARGET, "--broker", plant.url("config"))
+    assert done.returncode == 0, done.stderr
+    assert f"deleted {DEVICE.topic}" in done.stdout
+    assert held(plant) is None
+
+
 def test_calibrate_as_record_fails_and_as_calibrate_publishes(plant: Plant) -> None:
     setup = sqal("config", "set", TARGET, "--profile", PROFILE, "--broker", plant.url("config"))
     assert setup.returncode == 0, setup.stderr
