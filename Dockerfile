@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY sqal ./sqal
 COPY app ./app
 COPY broker ./broker
@@ -24,8 +24,12 @@ COPY profiles ./profiles
 
 # compat editable install, as scripts/setup.sh does: the package runs from /app, so the SQL
 # migrations (storage/migrations/*.sql) and profiles/ are found where the code expects them.
-RUN pip install --config-settings editable_mode=compat -e . \
-    && useradd --system --uid 10001 --home-dir /app sqal
+# constraints.txt pins every dependency to the versions the tests ran with (as setup.sh does).
+# /app stays root's: the services write nothing there. /reports is sqal's, for `sqal report`
+# (compose mounts the "reports" volume there, which takes this owner when first created).
+RUN pip install -c constraints.txt --config-settings editable_mode=compat -e . \
+    && useradd --system --uid 10001 --home-dir /app sqal \
+    && install -d -o sqal -g sqal -m 0750 /reports
 
 USER sqal
 ENTRYPOINT ["sqal"]

@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SQAL   := $(VENV)/bin/sqal
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint format docs bench soak clean
+.PHONY: setup test demo lint format docs constraints bench soak clean
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,13 @@ format: setup
 docs: setup
 	$(PY) -m app.cli_docs > docs/cli.md.tmp
 	mv docs/cli.md.tmp docs/cli.md
+
+# constraints.txt: the pins setup.sh and the Dockerfile install, from what .venv holds now (after a
+# deliberate upgrade whose tests pass). Its comment lines are kept.
+constraints: setup
+	(grep '^#' constraints.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v '^#' \
+		| LC_ALL=C sort -f) > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 # The long chaos form: 4,000 samples per scenario, PostgreSQL down 60 s, the broker frozen 10 s,
 # 10,000 hostile payloads, 40,000 samples at full speed, 5,000 random command lines (make test

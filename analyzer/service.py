@@ -49,6 +49,7 @@ from sqal.wire import (
     decode,
     device_topic,
     encode,
+    is_config_deleted,
     kind_of,
     parse_topic,
     subscription,
@@ -368,6 +369,11 @@ class AnalyzerService:
         try:
             topic = parse_topic(m.topic)
             self.metrics.received.inc(label=topic.kind.value)
+            if is_config_deleted(topic, m.payload):  # `sqal config delete`
+                if self.device_params.pop((topic.line, topic.device), None) is not None:
+                    log.info("config of %s/%s deleted: default profile", topic.line, topic.device)
+                self._done((m,))
+                return []
             frame = decode(topic, m.payload)
             self.cfg.ts_window.check(frame, datetime.now(UTC), m.topic)
             if isinstance(frame, DeviceConfig):

@@ -252,6 +252,34 @@ def config_show(
     _emit(doc, as_json, "\n".join(lines) or "no device config is retained")
 
 
+@config_app.command("delete")
+def config_delete(
+    target: Annotated[str, typer.Argument(help="LINE/DEVICE")],
+    broker: Broker = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Clear a device's retained config (QoS 1, the broker's acknowledgement checked).
+
+    The analyzer then scores the device with its default profile; the device keeps the settings
+    it runs with. A device without a retained config is left as it is.
+    """
+    import asyncio
+
+    from sqal import devices
+
+    settings = load_settings(broker=broker)
+    dev = devices.Target.parse(target)
+    held = asyncio.run(devices.fetch_configs(settings.broker, dev.topic)).get(dev.topic)
+    if held is None:
+        _emit(
+            {"topic": dev.topic, "deleted": False}, as_json, f"no config is retained on {dev.topic}"
+        )
+        return
+    asyncio.run(devices.delete_config(settings.broker, dev))
+    was = f"invalid: {held}" if isinstance(held, str) else f"profile {held.profile}"
+    _emit({"topic": dev.topic, "deleted": True}, as_json, f"deleted {dev.topic} (was {was})")
+
+
 @app.command("demo")
 def demo(
     duration: Annotated[

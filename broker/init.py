@@ -5,7 +5,8 @@ too. Writes, under one folder:
 
 - ``passwd``: every service user whose password is in the environment, as
   ``MQTT_PASSWORD_<SERVICE>`` (``MQTT_PASSWORD_ANALYZER``...): passwords reach the container as
-  environment, never as arguments. A service without one keeps what the file had (or no login).
+  environment, never as arguments. A service without one keeps what the file had (or no login);
+  with none at all and no ``passwd`` yet the command fails, since the broker needs the file.
 - ``acl``: the device patterns and every service's block (``mosquitto/acl``'s text for a new
   file; users it does not manage are kept).
 - ``certs/``: the CA (kept when present, so devices keep trusting it) and a server certificate
@@ -67,11 +68,21 @@ def init_broker_folder(
     """Write ``passwd``, ``acl`` and ``certs/`` under ``folder`` (see the module docstring).
 
     Every password is checked before any file is touched, so a bad one changes nothing.
+
+    Raises:
+        ConfigError: a password is too short or not URL-safe, or none is given while the folder
+            has no ``passwd`` yet (the broker could not start: ``password_file`` must exist).
     """
     passwords = {s: env.get(password_env(s), "") for s in Service}
     for service, password in passwords.items():
         if password:
             check_password(password, password_env(service))
+    if not any(passwords.values()) and not (folder / "passwd").is_file():
+        names = ", ".join(password_env(s) for s in Service)
+        raise ConfigError(
+            f"no service password in the environment, so {folder}/passwd would not be written "
+            f"and the broker could not start; set {names} (compose.yaml takes them from .env)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     given = {s.value: p for s, p in passwords.items() if p}
     if given:

@@ -101,24 +101,50 @@ def replay_command(
     ] = None,
     qos: Annotated[int | None, typer.Option("--qos", help="Publish with this QoS.")] = None,
     retain: Annotated[
-        str, typer.Option("--retain", help="keep: republish retained as retained; drop: skip them.")
-    ] = "keep",
+        str,
+        typer.Option(
+            "--retain",
+            help="drop: skip retained messages (device configs, statuses), so a live device "
+            "keeps its config; keep: republish them retained (into a fresh broker).",
+        ),
+    ] = "drop",
+    fresh_ids: Annotated[
+        bool,
+        typer.Option(
+            "--fresh-ids",
+            help="Give each tray a new sample_id (the same for its frames, weight and result; "
+            "new per run and loop), so a pipeline that has seen the capture scores it again.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Publish a capture again on its original schedule; report lateness p50/p99."""
+    """Publish a capture again on its original schedule; report lateness p50/p99.
+
+    Frames keep their recorded sample ids unless --fresh-ids: an analyzer or database that has
+    seen them takes them for duplicates and produces nothing.
+    """
     settings = load_settings(broker=broker)
     remaps = [Remap.parse(r) for r in remap or []]
+    if (remaps or loop > 1) and not fresh_ids:
+        # --remap aims a capture at a live pipeline; a second loop repeats the first's trays.
+        sys.stderr.write(
+            "Warning: frames keep their recorded sample ids: a pipeline that has seen these "
+            "trays (or an earlier loop) ignores them as duplicates and gives no results; "
+            "--fresh-ids gives each tray a new one\n"
+        )
 
     def progress(s: ReplayStats) -> None:
         _status(f"replaying: {s.published:,} published")
 
     stats = replay(files, settings.broker, speed=speed, max_rate=max_rate, loops=loop,
                    remaps=remaps, topics=topic or [], qos=qos, retain=retain,
-                   on_progress=progress)  # fmt: skip
+                   fresh_ids=fresh_ids, on_progress=progress)  # fmt: skip
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     doc = {
         "published": stats.published,
+        "samples": stats.samples,
+        "fresh_ids": stats.renamed,
         "skipped": stats.skipped,
         "corrupt_records": stats.corrupt,
         "torn_files": stats.torn_files,
@@ -131,8 +157,9 @@ def replay_command(
     if as_json:
         typer.echo(json.dumps(doc))
     else:
+        fresh = f", {stats.renamed:,} under fresh sample ids" if fresh_ids else ""
         typer.echo(
-            f"published {stats.published:,} ({stats.skipped:,} skipped, {stats.corrupt} corrupt) "
-            f"in {stats.elapsed_s:.3f} s; lateness p50 {doc['lateness_p50_ms']} ms, "
+            f"published {stats.published:,} ({stats.skipped:,} skipped, {stats.corrupt} corrupt"
+            f"{fresh}) in {stats.elapsed_s:.3f} s; lateness p50 {doc['lateness_p50_ms']} ms, "
             f"p99 {doc['lateness_p99_ms']} ms"
         )

@@ -3,13 +3,24 @@
 Each message is due at ``t0 + (loop·duration + offset_s) / speed`` on the monotonic clock, so
 lateness never accumulates: a message published late does not push the next one back. paho's
 publish only queues (its network thread sends), so the scheduling thread stays free.
+
+Replayed into a pipeline that has seen the capture's trays (the one it was recorded from, or a
+second loop), frames keep their ``sample_id`` and are taken for redeliveries: the analyzer's
+join answers duplicates with nothing, the database's unique keys store nothing. With
+``fresh_ids`` each tray gets a new id per replay and loop (:class:`FreshIds`), the same for all
+its messages, so they are scored and stored again. Retained messages (device configs, statuses)
+are dropped unless ``retain="keep"``: replayed into a live broker, an old config would replace
+what a device runs with.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +32,7 @@ from paho.mqtt.properties import Properties
 from capture.fileformat import CaptureReader, Record
 from sqal.errors import ConfigError
 from sqal.publisher import Publisher
+from sqal.wire import SAMPLE_KINDS, kind_of, rename_sample
 from sqal.wire.topics import check_topic_filter, join_levels, topic_levels
 
 PUBLISH_PROPERTIES = (
@@ -34,6 +46,26 @@ PUBLISH_PROPERTIES = (
 """MQTT 5 properties a sender sets on PUBLISH and a replay carries over."""
 
 ACK_WAIT_S = 30.0
+MAX_SAMPLE_ID = 128
+"""Longest ``sample_id`` of the contract (``sqal.wire.models.SampleId``)."""
+
+
+@dataclass(frozen=True)
+class FreshIds:
+    """New sample ids for one replay: ``{old}.r{run}-{loop}``, the same for every message of a
+    tray in a loop (its frames, weight and result still meet), new for each run and loop.
+
+    ``run`` is random, so two replays of one capture never collide either. An old id too long
+    to take the suffix within the contract's 128 characters is replaced by its digest.
+    """
+
+    run: str = field(default_factory=lambda: secrets.token_hex(3))
+
+    def new_id(self, old: str, loop: int) -> str:
+        suffix = f".r{self.run}-{loop}"
+        if len(old) + len(suffix) > MAX_SAMPLE_ID:
+            old = hashlib.blake2b(old.encode(), digest_size=16).hexdigest()
+        return old + suffix
 
 
 @dataclass(frozen=True)
@@ -87,6 +119,10 @@ class ReplayStats:
     """What a replay did."""
 
     published: int = 0
+    renamed: int = 0
+    """Messages published under a fresh ``sample_id`` (``fresh_ids``)."""
+    samples: int = 0
+    """Messages of a tray (frames, weights, results) published."""
     skipped: int = 0
     corrupt: int = 0
     torn_files: int = 0
@@ -134,10 +170,17 @@ def replay(
     remaps: list[Remap] | None = None,
     topics: list[str] | None = None,
     qos: int | None = None,
-    retain: str = "keep",
+    retain: str = "drop",
+    fresh_ids: bool = False,
     on_progress: Callable[[ReplayStats], None] | None = None,
 ) -> ReplayStats:
     """Publish the capture(s) ``loops`` times.
+
+    Args:
+        retain: ``drop`` skips the messages recorded as retained (configs, statuses); ``keep``
+            republishes them retained (into a fresh broker that should hold the same configs).
+        fresh_ids: give each tray a new ``sample_id`` (:class:`FreshIds`), so a pipeline that
+            has seen the capture scores and stores it again.
 
     Raises:
         ConfigError: bad speed, loop count, QoS, retain mode or topic filter.
@@ -161,6 +204,7 @@ def replay(
     # Every record is read once before connecting: a bad file fails before anything is sent.
     span = capture_span_s(paths)
     stats = ReplayStats()
+    rename = FreshIds().new_id if fresh_ids else None
     # Every PUBACK is checked: a refused message (ACL, size) ends the replay with its reason.
     with Publisher(broker, "sqal-replay") as pub:
         t0 = time.monotonic()
@@ -175,9 +219,21 @@ def replay(
                         time.sleep(due - now)
                         now = time.monotonic()
                     stats.lateness_ms.append((now - due) * 1000.0)
+                topic = remap_topic(rec.topic, remaps or [])
+                payload = rec.payload
+                if kind_of(topic) in SAMPLE_KINDS:
+                    stats.samples += 1
+                    renamed = (
+                        None
+                        if rename is None
+                        else rename_sample(topic, payload, partial(rename, loop=loop))
+                    )
+                    if renamed is not None:
+                        payload = renamed
+                        stats.renamed += 1
                 pub.publish(
-                    remap_topic(rec.topic, remaps or []),
-                    rec.payload,
+                    topic,
+                    payload,
                     qos=rec.qos if qos is None else qos,
                     retain=rec.retain and retain == "keep",
                     properties=publish_properties(rec.properties),

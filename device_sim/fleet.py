@@ -1,4 +1,4 @@
-"""The fleet: one aiomqtt connection per simulated node, paced in real time (imperative shell).
+"""The fleet: one MQTT connection per simulated node, paced in real time (imperative shell).
 
 Each device connects with a retained ``offline`` last will, publishes a retained ``online``
 status and its retained config (profile, settings, simulated calibration, checkweigher),
@@ -6,6 +6,8 @@ subscribes to its config topic and applies what an operator publishes there, the
 tray's two frames (and its weight, with a checkweigher) at QoS 1 when they are due. Rendering
 runs in a worker thread, a chunk ahead. If the broker goes away mid-run the device keeps
 producing into a bounded queue, reconnects with backoff and counts what the bound dropped.
+Every publish's PUBACK is checked (:mod:`device_sim.link`): a refused one (the ACL, 0x87)
+stops the fleet with its reason instead of being counted as published.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Final
 
-import aiomqtt
 import numpy as np
 
 from device_sim.calibration import calibrate
 from device_sim.device import FIRMWARE, Outgoing, SimDevice
-from sqal.errors import BrokerError, PayloadError
-from sqal.mqtt import aiomqtt_client, client_id
+from device_sim.link import LinkLost, NodeLink
+from sqal.errors import BrokerError, PayloadError, PublishError
+from sqal.mqtt import client_id
 from sqal.wire import (
     CheckweigherSettings,
     DeviceConfig,
@@ -145,12 +147,15 @@ class DeviceRunner:
                     self.truth_out.write(json.dumps(line) + "\n")
         self.done = True
 
-    async def listen(self, client: aiomqtt.Client) -> None:
+    async def listen(self, link: NodeLink) -> None:
         """Apply configs an operator publishes on this device's retained config topic."""
-        async for msg in client.messages:
-            payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+        while True:
+            msg = await link.messages.get()
+            payload = bytes(msg.payload)
+            if not payload:
+                continue  # `sqal config delete`: a real node keeps running with what it has
             try:
-                cfg = decode(str(msg.topic), payload)
+                cfg = decode(msg.topic, payload)
             except PayloadError as exc:
                 log.warning("ignoring bad config for %s: %s", self.dev.device_id, exc)
                 continue
@@ -165,18 +170,18 @@ class DeviceRunner:
                 if changed:
                     self.counters.configs_applied += 1
 
-    async def send(self, client: aiomqtt.Client) -> None:
+    async def send(self, link: NodeLink) -> None:
         """Publish queued messages when due; return when production is done and all sent."""
         next_status = 0.0
         while not (self.done and not self.queue):
             elapsed = time.monotonic() - self.t0
             if elapsed >= next_status:
                 status = _status(self.dev, elapsed, DeviceState.ONLINE)
-                await client.publish(self.dev.topic(Kind.STATUS), status, qos=1, retain=True)
+                await link.publish(self.dev.topic(Kind.STATUS), status, retain=True)
                 next_status = elapsed + STATUS_EVERY_S
             if self.queue and self.queue[0][0] <= elapsed:
                 _, _, m = self.queue[0]
-                await client.publish(m.topic, m.payload, qos=1, retain=m.retain)
+                await link.publish(m.topic, m.payload, retain=m.retain)
                 heapq.heappop(self.queue)
                 self.counters.published += 1
                 continue
@@ -184,35 +189,39 @@ class DeviceRunner:
             await asyncio.sleep(min(max(wake, 0.0), 0.05))
 
     async def run(self, first_connect: asyncio.Event, config: bytes | None) -> None:
-        """Connect (again and again if need be) until every message is sent."""
-        will = aiomqtt.Will(self.dev.topic(Kind.STATUS), will_payload(self.dev), qos=1, retain=True)
+        """Connect (again and again if need be) until every message is sent.
+
+        Raises:
+            BrokerError: the broker cannot be reached at the first connect.
+            PublishError: the broker refused a publish (not authorised, ...).
+        """
+        will = (self.dev.topic(Kind.STATUS), will_payload(self.dev))
         producer = asyncio.create_task(self.produce())
         attempt = 0
         try:
             while True:
+                link: NodeLink | None = None
                 try:
-                    async with aiomqtt_client(
-                        self.url, client_id(f"sim-{self.dev.device_id}"), will=will
-                    ) as client:
-                        first_connect.set()
-                        attempt = 0
-                        if config is not None:
-                            await client.publish(
-                                self.dev.topic(Kind.CONFIG), config, qos=1, retain=True
-                            )
-                        await client.subscribe(self.dev.topic(Kind.CONFIG), qos=1)
-                        listener = asyncio.create_task(self.listen(client))
-                        try:
-                            await self.send(client)
-                        finally:
-                            listener.cancel()
-                        await client.publish(
-                            self.dev.topic(Kind.STATUS), will_payload(self.dev), qos=1, retain=True
-                        )
-                        return
-                except aiomqtt.MqttError as exc:
+                    link = await NodeLink.open(
+                        self.url, client_id(f"sim-{self.dev.device_id}"), will
+                    )
+                    first_connect.set()
+                    attempt = 0
+                    if config is not None:
+                        await link.publish(self.dev.topic(Kind.CONFIG), config, retain=True)
+                    link.subscribe(self.dev.topic(Kind.CONFIG))
+                    listener = asyncio.create_task(self.listen(link))
+                    try:
+                        await self.send(link)
+                    finally:
+                        listener.cancel()
+                    await link.publish(self.dev.topic(Kind.STATUS), will[1], retain=True)
+                    return
+                except PublishError:
+                    raise  # the broker refused a message: sending it again changes nothing
+                except (LinkLost, BrokerError) as exc:
                     if not first_connect.is_set():
-                        raise BrokerError(f"cannot reach broker {self.url} ({exc})") from None
+                        raise
                     self.counters.reconnects += 1
                     delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                     attempt += 1
@@ -223,6 +232,9 @@ class DeviceRunner:
                         delay,
                     )
                     await asyncio.sleep(delay)
+                finally:
+                    if link is not None:
+                        await link.close()
         finally:
             producer.cancel()
 

@@ -49,6 +49,7 @@ from sqal.wire import (
     decode,
     decode_as,
     encode,
+    is_config_deleted,
     is_dead_letter_topic,
     line_and_device,
     parse_topic,
@@ -307,6 +308,10 @@ class IngestService:
                 out.dead.append(self._dead(item, err, out))
                 continue
             self.metrics.received.inc(label=topic.kind.value)
+            if is_config_deleted(topic, item.payload):
+                # `sqal config delete`: nothing to store (the config history keeps the last one).
+                log.info("config of %s/%s deleted", topic.line, topic.device)
+                continue
             try:
                 frame = decode(topic, item.payload)
                 self.cfg.ts_window.check(frame, now, item.topic, item.retained)

@@ -2,8 +2,8 @@
 # Idempotent set-up for a bare Debian 12 or 13 machine (root, package mirrors only).
 #
 # Installs Mosquitto, PostgreSQL and TimescaleDB (Apache edition), then creates .venv with the
-# project and its dev extras. Every step first checks whether its result is already there, so a
-# second run finishes in seconds and changes nothing.
+# project and its dev extras at the versions of constraints.txt. Every step first checks whether
+# its result is already there, so a second run finishes in seconds and changes nothing.
 #
 #   Debian 13: the distribution's postgresql-17-timescaledb.
 #   Debian 12: Debian 13's timescaledb source package, fetched through a private apt
@@ -106,11 +106,12 @@ if [ ! -x .venv/bin/python ]; then
     log "creating .venv with $PYTHON"
     "$PYTHON" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    log "installing the project and its dev extras into .venv"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    log "installing the project and its dev extras into .venv (versions of constraints.txt)"
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    # A new top-level package is listed in pyproject.toml, whose change re-runs this install.
-    .venv/bin/python -m pip install -q -e ".[dev]"
+    # A new top-level package is listed in pyproject.toml, whose change re-runs this install;
+    # constraints.txt pins every package to the version the tests passed with (make constraints).
+    .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
     touch "$stamp"
 fi
 pg_version=$("$pg_bin/postgres" --version | awk '{print $3}')

@@ -1,7 +1,8 @@
 """Device configuration on the broker: the retained ``sqal/v1/{line}/{device}/config`` topic.
 
 ``sqal config set`` builds and validates a :class:`~sqal.wire.DeviceConfig` before anything is
-published; ``sqal config show`` reads back what the broker holds.
+published; ``sqal config show`` reads back what the broker holds; ``sqal config delete`` clears
+it.
 
 Settings start from the profile's (``spectral.settings``, ``tof.layout``) when the product
 changes, and from the device's current ones when it stays; ``--set`` overrides either.
@@ -188,6 +189,22 @@ async def publish_config(broker: str, target: Target, config: DeviceConfig) -> N
     # paho, not aiomqtt: aiomqtt's publish drops the PUBACK's reason code (sqal.publisher).
     await asyncio.to_thread(
         publish_acked, broker, target.topic, encode(config), retain=True, prefix="sqal-config"
+    )
+
+
+async def delete_config(broker: str, target: Target) -> None:
+    """Clear the device's retained config: an empty retained message, QoS 1, PUBACK checked.
+
+    The broker forgets the config (MQTT 5 section 3.3.1.3) and passes the empty message to the
+    subscribers of the topic: the analyzer scores the device's trays with its default profile
+    again, the device keeps running with the settings it had.
+
+    Raises:
+        BrokerError: the broker is unreachable or did not answer.
+        PublishError: the broker refused (e.g. not authorised, 0x87): the config stays.
+    """
+    await asyncio.to_thread(
+        publish_acked, broker, target.topic, b"", retain=True, prefix="sqal-config"
     )
 
 

@@ -5,7 +5,9 @@ Two flavours (STYLE.md, "Async, threads and acks"):
 - :func:`paho_client` for services that must not lose a message when they die between
   receiving and storing it (ingest, the analyzer): ``manual_ack=True`` and a persistent
   session, so unacknowledged messages are redelivered after a restart.
-- :func:`aiomqtt_client` for the rest (simulator, record, replay, demo, tests).
+- :func:`aiomqtt_client` for the rest (record, demo, tests). Publishers whose publish must be
+  known to have landed use paho too, to read the PUBACK's reason code (:mod:`sqal.publisher`,
+  the simulator's :mod:`device_sim.link`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def paho_client(
     on_message: Callable[..., None] | None = None,
     on_publish: Callable[..., None] | None = None,
     on_connack: Callable[[Properties | None], None] | None = None,
+    will: tuple[str, bytes] | None = None,
     connect_timeout_s: float = 10.0,
 ) -> paho.Client:
     """A connected paho client running its network loop in a background thread.
@@ -96,12 +99,16 @@ def paho_client(
             ``on_message`` was set would be dropped by paho and never acknowledged.
         on_connack: called in paho's thread with the properties of every accepted CONNACK,
             reconnections included: the broker's limits (Maximum Packet Size, Receive Maximum).
+        will: the last will, (topic, payload), published by the broker at QoS 1, retained,
+            when the connection ends without a DISCONNECT (a simulated node's ``offline``).
 
     Raises:
         BrokerError: the broker is unreachable or refused the connection.
     """
     broker = url if isinstance(url, BrokerUrl) else parse_broker_url(url)
     client = new_paho(broker, cid, manual_ack=manual_ack)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
     if max_inflight is not None:
         client.max_inflight_messages_set(max_inflight)
     client.on_message = on_message

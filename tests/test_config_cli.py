@@ -125,3 +125,21 @@ def test_bad_target_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = run(["config", "show", "L1-d1", "--broker", "mqtt://127.0.0.1:1"], capsys)
     assert code == 1
     assert "expected LINE/DEVICE" in err
+
+
+def test_delete_clears_the_retained_config_and_a_second_delete_changes_nothing(
+    broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["config", "set", "cfg9/d1", "--profile", "pate_terrine_300g",
+                        "--broker", broker.url], capsys)  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(["config", "delete", "cfg9/d1", "--broker", broker.url], capsys)
+    assert code == 0, err
+    assert out == "deleted sqal/v1/cfg9/d1/config (was profile pate_terrine_300g)\n"
+    code, _, err = run(["config", "show", "cfg9/d1", "--broker", broker.url], capsys)
+    assert code == 1
+    assert "no config is retained for cfg9/d1" in err
+    assert asyncio.run(devices.fetch_configs(broker.url, "sqal/v1/cfg9/+/config")) == {}
+    code, out, _ = run(["config", "delete", "cfg9/d1", "--broker", broker.url, "--json"], capsys)
+    assert code == 0
+    assert json.loads(out) == {"topic": "sqal/v1/cfg9/d1/config", "deleted": False}

@@ -102,6 +102,24 @@ def test_config_set_as_record_fails_naming_not_authorised(plant: Plant) -> None:
     assert held(plant) is None  # nothing retained
 
 
+def test_config_delete_as_record_fails_and_as_config_clears_it(plant: Plant) -> None:
+    setup = sqal("config", "set", TARGET, "--profile", PROFILE, "--broker", plant.url("config"))
+    assert setup.returncode == 0, setup.stderr
+    kept = held(plant)
+    assert isinstance(kept, DeviceConfig)
+    # `record` reads the config (so it gets as far as publishing) and may not clear it
+    refused = sqal("config", "delete", TARGET, "--broker", plant.url("record"))
+    line = error_line(refused)
+    assert "refused the publish on sqal/v1/line1/line1-node01/config" in line
+    assert "not authorised (0x87)" in line
+    assert "deleted" not in refused.stdout
+    assert held(plant) == kept
+    done = sqal("config", "delete", TARGET, "--broker", plant.url("config"))
+    assert done.returncode == 0, done.stderr
+    assert f"deleted {DEVICE.topic}" in done.stdout
+    assert held(plant) is None
+
+
 def test_calibrate_as_record_fails_and_as_calibrate_publishes(plant: Plant) -> None:
     setup = sqal("config", "set", TARGET, "--profile", PROFILE, "--broker", plant.url("config"))
     assert setup.returncode == 0, setup.stderr
@@ -189,3 +207,20 @@ def test_a_refusal_that_drops_the_connection_fails_at_once(broker: Mosquitto) ->
         with pytest.raises(PublishError, match=r"closed the connection .* on " + topic):
             pub.wait(20)
     assert time.monotonic() - started < 10
+
+
+def test_sim_as_a_user_that_may_not_publish_frames_fails_naming_the_refusal(plant: Plant) -> None:
+    # `config` may publish the node's retained config but no status and no frame: the run stops
+    # at the first refused PUBACK (it used to count every frame as published).
+    started = time.monotonic()
+    done = sqal("sim", "--broker", plant.url("config"), "--profile", PROFILE, "--seed", "3",
+                "--rate", "600", "--count", "20")  # fmt: skip
+    assert time.monotonic() - started < 60
+    line = error_line(done)
+    assert "refused the publish on sqal/v1/line1/line1-node01/" in line
+    assert "not authorised (0x87); user config may not publish there" in line
+    assert "messages published" not in done.stdout
+    # as `simulator` the same run goes through
+    ok = sqal("sim", "--broker", plant.url("simulator"), "--profile", PROFILE, "--seed", "3",
+              "--rate", "600", "--count", "20")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr

@@ -322,3 +322,27 @@ def test_a_result_carries_its_decision_and_an_earlier_one_still_decodes() -> Non
         Result.model_validate_json(json.dumps(_result_doc(decision="MAYBE")))
     with pytest.raises(ValidationError):
         Result.model_validate_json(json.dumps(_result_doc(p_reject=1.5)))
+
+
+def test_rename_sample_changes_the_sample_id_and_nothing_else() -> None:
+    from capture.replay import MAX_SAMPLE_ID, FreshIds
+    from sqal.wire import decode, encode, rename_sample
+
+    for topic, frame in (("sqal/v1/L1/d1/tof", tof_frame()),
+                         ("sqal/v1/L1/d1/spectral", spectral_frame()),
+                         ("sqal/v1/L1/d1/weight", weight())):  # fmt: skip
+        renamed = rename_sample(topic, encode(frame), lambda old: old + ".r1-0")
+        assert renamed is not None
+        assert decode(topic, renamed) == frame.model_copy(
+            update={"sample_id": frame.sample_id + ".r1-0"}
+        )
+    config = b'{"device_id":"d1","sample_id":"s"}'
+    assert rename_sample("sqal/v1/L1/d1/config", config, str.upper) is None
+    assert rename_sample("sqal/v1/L1/d1/tof", b"[1]", str.upper) is None
+    assert rename_sample("sqal/v1/L1/d1/tof", b"\xff", str.upper) is None
+    assert rename_sample("sqal/v1/L1/d1/tof", b'{"sample_id":1}', str.upper) is None
+    fresh = FreshIds("abc123")
+    assert fresh.new_id("s-1", 2) == "s-1.rabc123-2"
+    long = fresh.new_id("x" * MAX_SAMPLE_ID, 0)
+    assert len(long) <= MAX_SAMPLE_ID
+    assert long == fresh.new_id("x" * MAX_SAMPLE_ID, 0) != fresh.new_id("y" * MAX_SAMPLE_ID, 0)

@@ -6,6 +6,7 @@ No other package formats a topic or parses a payload: they import from here.
 from sqal.wire.codec import (
     DEFAULT_TS_WINDOW,
     MAX_PAYLOAD_BYTES,
+    SAMPLE_KINDS,
     TsWindow,
     dead_letter,
     decode,
@@ -13,6 +14,8 @@ from sqal.wire.codec import (
     decode_spectral,
     decode_tof,
     encode,
+    is_config_deleted,
+    rename_sample,
 )
 from sqal.wire.enums import (
     CHANNELS,
@@ -87,6 +90,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "PROBE_FILTER",
     "ROOT",
+    "SAMPLE_KINDS",
     "SCHEMA_VERSION",
     "AnalyzerInfo",
     "Calibration",
@@ -131,11 +135,13 @@ __all__ = [
     "decode_tof",
     "device_topic",
     "encode",
+    "is_config_deleted",
     "is_dead_letter_topic",
     "is_valid_id",
     "kind_of",
     "line_and_device",
     "parse_topic",
+    "rename_sample",
     "shared",
     "subscription",
     "topic_name_problem",

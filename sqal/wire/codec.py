@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar, overload
@@ -31,7 +32,7 @@ from sqal.wire.models import (
     TofFrame,
     Weight,
 )
-from sqal.wire.topics import DeviceTopic, parse_topic
+from sqal.wire.topics import DeviceTopic, kind_of, parse_topic
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Largest payload accepted. An 8x8 ToF frame with its CNH histogram is about 12 KiB."""
@@ -227,6 +228,43 @@ def decode_spectral(payload: bytes, topic: str | None = None) -> SpectralFrame:
     return decode_as(SpectralFrame, payload, topic)
 
 
+SAMPLE_KINDS = frozenset({Kind.TOF, Kind.SPECTRAL, Kind.WEIGHT, Kind.RESULT})
+"""Kinds whose payload belongs to one tray: they carry its ``sample_id``."""
+
+
+def rename_sample(topic: str, payload: bytes, rename: Callable[[str], str]) -> bytes | None:
+    """The payload with its ``sample_id`` replaced by ``rename(sample_id)``, nothing else changed.
+
+    For ``sqal replay --fresh-ids``: give the same ``rename`` to every message of a tray and its
+    frames, weight and result still meet under the new id. Numbers survive the JSON round trip
+    exactly (Python's ``repr`` of a float reads back as the same float).
+
+    Returns:
+        None when ``topic`` is not a sample's kind (config, status, dead letters...) or the
+        payload has no string ``sample_id`` (bad input is replayed as it was recorded).
+    """
+    if kind_of(topic) not in SAMPLE_KINDS:
+        return None
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("sample_id"), str):
+        return None
+    doc["sample_id"] = rename(doc["sample_id"])
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def is_config_deleted(topic: DeviceTopic, payload: bytes) -> bool:
+    """A device's retained config was deleted: an empty payload on its config topic.
+
+    ``sqal config delete`` publishes it, retained; the broker drops what it retained and, as
+    for any publish, delivers the empty message to the subscribers of the topic (MQTT 5 section
+    3.3.1.3). It is no config to decode: the device is back to having none.
+    """
+    return topic.kind is Kind.CONFIG and not payload
+
+
 def dead_letter(
     stage: str, topic: str, payload: bytes, error: PayloadError, now: datetime | None = None
 ) -> DeadLetter:
@@ -248,6 +286,7 @@ def dead_letter(
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "SAMPLE_KINDS",
     "Kind",
     "dead_letter",
     "decode",
@@ -255,4 +294,6 @@ __all__ = [
     "decode_spectral",
     "decode_tof",
     "encode",
+    "is_config_deleted",
+    "rename_sample",
 ]
