@@ -1,0 +1,95 @@
+"""Read-side queries of the shift report's record sections (issue #19 item 5): which calibration
+each device scored with, and how long each device was offline.
+
+Every query is bounded by the period (and a 7-day look-back for the state at its start), so its
+cost follows the shift, not the table's history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from storage.connection import storage_error
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationUse:
+    """One calibration a device scored trays with in the period (``None``: uncalibrated)."""
+
+    device_id: str
+    calibration_id: str | None
+    first: datetime
+    last: datetime
+    trays: int
+
+
+_CALIBRATIONS = """
+SELECT device_id, calibration_id, min(ts), max(ts), count(*)
+FROM results
+WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s
+GROUP BY 1, 2
+ORDER BY 1, 3
+"""
+
+
+def calibrations_used(
+    conn: psycopg.Connection, line: str, since: datetime, until: datetime
+) -> list[CalibrationUse]:
+    """Per device, each calibration id its results carry in the period, first and last use.
+
+    A device with two rows changed calibration during the period (a calibration event).
+
+    Raises:
+        StorageError: the query failed.
+    """
+    args = {"line": line, "since": since, "until": until}
+    try:
+        rows = conn.execute(_CALIBRATIONS, args).fetchall()
+    except psycopg.Error as exc:
+        raise storage_error(exc, "cannot read the calibrations used") from None
+    return [CalibrationUse(d, c, a, b, int(n)) for d, c, a, b, n in rows]
+
+
+_OFFLINE = """
+WITH events AS (
+    SELECT device_id, ts, state FROM device_status
+    WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s
+    UNION ALL
+    SELECT * FROM (
+        SELECT DISTINCT ON (device_id) device_id, %(since)s::timestamptz, state
+        FROM device_status
+        WHERE line_id = %(line)s AND ts < %(since)s AND ts >= %(since)s - INTERVAL '7 days'
+        ORDER BY device_id, ts DESC
+    ) AS before
+), spans AS (
+    SELECT device_id, state, ts,
+           lead(ts, 1, %(until)s::timestamptz) OVER (PARTITION BY device_id ORDER BY ts) AS next
+    FROM events
+)
+SELECT device_id,
+       coalesce(sum(extract(epoch FROM next - ts)) FILTER (WHERE state = 'offline'), 0)
+FROM spans
+GROUP BY 1
+ORDER BY 1
+"""
+
+
+def offline_seconds(
+    conn: psycopg.Connection, line: str, since: datetime, until: datetime
+) -> dict[str, float]:
+    """Per device with a status, the seconds of the period it spent offline: from each
+    ``offline`` status to the next status or the period's end, starting in the state of the last
+    status before the period (looked for over 7 days).
+
+    Raises:
+        StorageError: the query failed.
+    """
+    args = {"line": line, "since": since, "until": until}
+    try:
+        rows = conn.execute(_OFFLINE, args).fetchall()
+    except psycopg.Error as exc:
+        raise storage_error(exc, "cannot read the devices' presence") from None
+    return {d: float(s) for d, s in rows}
