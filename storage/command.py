@@ -11,7 +11,7 @@ from sqal.settings import load_settings
 from storage.connection import connect
 from storage.migrate import migrate
 from storage.retention import RETENTION_TABLES, drop_older_than, parse_age
-from storage.status import db_status
+from storage.status import EXACT_UP_TO, db_status
 
 DbOption = Annotated[
     str | None,
@@ -52,10 +52,15 @@ def db_status_command(
     db: DbOption = None,
     as_json: JsonOption = False,
     exact: Annotated[
-        bool, typer.Option("--exact", help="Count rows exactly (slow on big tables).")
+        bool,
+        typer.Option(
+            "--exact",
+            help=f"Count every table's rows exactly (slow on big tables); without it, tables"
+            f" of {EXACT_UP_TO} rows or more are estimated (~).",
+        ),
     ] = False,
 ) -> None:
-    """Show the schema version, the TimescaleDB edition and chunk/row counts per table."""
+    """Show the schema version, the TimescaleDB edition and chunks and rows of every table."""
     with connect(_dsn(db), "sqal-status", autocommit=True) as conn:
         st = db_status(conn, exact=exact)
     if as_json:
@@ -68,7 +73,7 @@ def db_status_command(
     for t in st.tables:
         chunks = "plain table" if t.chunks is None else f"{t.chunks} chunks"
         rows = f"{t.rows}" if t.exact else f"~{t.rows}"
-        typer.echo(f"  {t.name:<16} {chunks:>12}  {rows:>12} rows")
+        typer.echo(f"  {t.name:<20} {chunks:>12}  {rows:>12} rows")
 
 
 def db_retention_command(

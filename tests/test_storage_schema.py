@@ -14,7 +14,7 @@ from storage.command import db_migrate_command, db_retention_command, db_status_
 from storage.edition import detect_edition
 from storage.migrate import load_migrations, migrate
 from storage.retention import drop_older_than, parse_age
-from storage.status import db_status
+from storage.status import TableStatus, db_status
 from storage.tables import TABLES
 
 _PG_TYPE = {
@@ -160,6 +160,65 @@ def test_status_counts_chunks_and_rows(fresh_db: str) -> None:
     assert by["device_status"].rows == 3
     assert by["device_status"].chunks == 3
     assert by["dead_letters"].chunks is None
+
+
+def test_status_lists_every_table_and_counts_fresh_rows_exactly(fresh_db: str) -> None:
+    """#18: ``device_status`` read "~0 rows" before an ANALYZE, and two tables were missing."""
+    t0 = datetime(2026, 3, 2, 6, tzinfo=UTC)  # Monday: 24 minutes inside one 7-day chunk
+    with _conn(fresh_db) as conn:
+        migrate(conn)
+        for k in range(24):
+            _insert_status(conn, t0 + timedelta(minutes=k), "d0")
+        conn.execute(
+            "INSERT INTO broker_stats SELECT %s + make_interval(secs => g), 'publish_dropped', g"
+            " FROM generate_series(1, 60) AS g",
+            (t0,),
+        )
+        fresh = db_status(conn, exact_up_to=50)
+        conn.execute("ANALYZE broker_stats")
+        analysed = db_status(conn, exact_up_to=50)
+        listed = {
+            r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        }
+    by = {t.name: t for t in fresh.tables}
+    owned = {*TABLES, "broker_stats", "results_1m", "defects_1m", "device_last_status"}
+    assert owned | {"schema_version"} <= set(by)
+    assert set(by) == listed
+    assert by["device_status"] == TableStatus("device_status", 1, 24, True)
+    assert by["device_config"] == TableStatus("device_config", 0, 0, True)
+    # kept by the writer (tests/test_storage_writer.py); a plain INSERT does not touch it
+    assert by["device_last_status"] == TableStatus("device_last_status", None, 0, True)
+    # past the exact limit: an estimate, never below the limit though the table was not analysed
+    assert by["broker_stats"] == TableStatus("broker_stats", 1, 50, False)
+    assert {t.name: t for t in analysed.tables}["broker_stats"].rows == 60
+
+    runner = CliRunner()
+    out = runner.invoke(_cli(), ["status", "--db", fresh_db])
+    assert out.exit_code == 0, out.output
+    lines = {ln.split()[0]: ln for ln in out.output.splitlines() if ln.startswith("  ")}
+    assert lines["device_status"].split()[-2:] == ["24", "rows"]
+    assert set(lines) == listed
+
+
+def test_migration_0010_fills_the_last_status_from_the_history(fresh_db: str) -> None:
+    t0 = datetime(2026, 3, 2, 6, tzinfo=UTC)
+    with _conn(fresh_db) as conn:
+        migrate(conn)
+        # the database as it was before 0010, holding history
+        conn.execute("DROP TABLE device_last_status")
+        conn.execute("DELETE FROM schema_version WHERE version = 10")
+        for k, device in enumerate(["d1", "d2", "d1", "d1", "d2"]):
+            _insert_status(conn, t0 + timedelta(minutes=k), device)
+        conn.execute("UPDATE device_status SET state = 'offline' WHERE ts = %s", (t0,))
+        report = migrate(conn)
+        rows = conn.execute(
+            "SELECT line_id, device_id, ts, state FROM device_last_status ORDER BY 2"
+        ).fetchall()
+    assert [m.version for m in report.applied] == [10]
+    assert rows == [
+        ("l", "d1", t0 + timedelta(minutes=3), "online"),
+        ("l", "d2", t0 + timedelta(minutes=4), "online"),
+    ]
 
 
 def test_retention_drops_old_chunks_and_keeps_recent_ones(fresh_db: str) -> None:
