@@ -21,6 +21,7 @@ import pytest
 
 from embedded import Postgres
 from storage.laststatus import LAST_STATUS_COLUMNS, track_last_status
+from storage.queries import shift_facts
 from tests import grafana_macros as gm
 from tests.views_data import START, Shift, build_shift, fill
 from views.boards import build_boards
@@ -223,3 +224,19 @@ def test_the_selected_sample_is_found_in_the_range_as_before(
     want = run(db, UNBOUNDED[name], start, end, values)
     assert want
     assert run(db, bounded()[name], start, end, values) == want
+
+
+@pytest.mark.parametrize(
+    ("minutes", "want"),
+    [
+        (120, {"dev-01": "online", "dev-02": "online", "dev-03": "offline"}),
+        (60.1, {"dev-01": "online", "dev-02": "offline", "dev-03": "online"}),
+    ],
+)
+def test_the_shift_report_takes_each_device_s_last_status_before_the_end(
+    db: str, minutes: float, want: dict[str, str]
+) -> None:
+    """The report's per-device presence probes the index per device, as the Fleet board does."""
+    with psycopg.connect(db) as conn:
+        facts = shift_facts(conn, "L1", START, START + minutes * M, timedelta(minutes=5))
+    assert {d.device_id: d.state for d in facts.devices} == want
