@@ -19,9 +19,9 @@ CREATE TABLE device_last_status (
     PRIMARY KEY (line_id, device_id)
 );
 
--- The history so far. This file's transaction holds its locks until commit, and ingest writes
--- status rows only with the new table in place (an older ingest leaves it behind: restart
--- ingest after migrating, as after every migration).
+-- The history so far. An ingest of an earlier build goes on writing device_status without
+-- this table; its devices' rows catch up with their next status (every 30 s) once ingest is
+-- restarted on this build, as after every migration.
 INSERT INTO device_last_status
 SELECT DISTINCT ON (line_id, device_id)
     line_id, device_id, ts, state, firmware, temperature_c, humidity_pct, uptime_s, received_at
