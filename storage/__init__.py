@@ -11,6 +11,8 @@ Public face; the modules behind it:
 - :mod:`storage.writer`: key probe + binary COPY (:func:`copy_rows`), or staging +
   ``INSERT … ON CONFLICT DO NOTHING`` row by row; refused rows become dead letters in the same
   transaction; :mod:`storage.rollups` keeps the per-minute roll-ups exact on both paths.
+- :mod:`storage.laststatus`: each device's newest status (``device_last_status``), upserted by
+  the writer with the status rows it inserts.
 - :mod:`storage.queries`: what the CLI and :mod:`views` read (plain data, the SQL kept here).
 - :mod:`storage.status`, :mod:`storage.retention`: ``sqal db status`` and ``sqal db retention``.
 """

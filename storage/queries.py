@@ -287,8 +287,11 @@ _DEVICES = sql.SQL(
     "   SELECT device_id, max(seq) AS max_seq, min(seq) AS min_seq, count(DISTINCT seq) AS seqs"
     "   FROM tof_frames WHERE {window}"
     "   GROUP BY device_id, substring(sample_id FROM '-([0-9a-f]{{6}})-[0-9]+$')) x GROUP BY 1),"
-    " st AS (SELECT DISTINCT ON (device_id) device_id, state FROM device_status"
-    "   WHERE line_id = %(line)s AND ts < %(until)s ORDER BY device_id, ts DESC)"
+    # each device's last status before the end: one probe of the unique index per device, not a
+    # sort of the line's whole status history (sample_id is 'status' on every status row)
+    " st AS (SELECT r.device_id, s.state FROM r CROSS JOIN LATERAL ("
+    "   SELECT state FROM device_status WHERE line_id = %(line)s AND device_id = r.device_id"
+    "   AND sample_id = 'status' AND ts < %(until)s ORDER BY ts DESC LIMIT 1) AS s)"
     " SELECT r.device_id, r.n, r.s, g.gaps, st.state, {grade_names}"
     " FROM r LEFT JOIN g USING (device_id) LEFT JOIN st USING (device_id) ORDER BY 1"
 ).format(

@@ -9,7 +9,9 @@ nothing (docs/architecture.md, "Database"):
 - a unique violation (another worker won a race) or a refused row makes the batch go again,
   row by row under savepoints, through a staging table: binary COPY, then
   ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`` whose really inserted rows feed the
-  same roll-ups (:func:`storage.rollups.add_rollups`).
+  same roll-ups (:func:`storage.rollups.add_rollups`);
+- new ``device_status`` rows update each device's latest status the same way, on both paths
+  (:func:`storage.laststatus.track_last_status`).
 
 A row the database refuses (a value out of range, a failed CHECK) must not fail its batch:
 the batch is retried row by row under savepoints, each refused row becomes a dead letter
@@ -36,9 +38,10 @@ from sqal.errors import StorageError
 from sqal.wire import DeadReason
 from storage.arrays import OutOfRangeError, prepack, register_array_dumpers
 from storage.connection import connect, storage_error
+from storage.laststatus import LAST_STATUS_COLUMNS, last_status_values, track_last_status
 from storage.rollups import ROLLUP_COLUMNS, add_rollups, rollup_values
 from storage.rows import DeadRow, PendingRow
-from storage.tables import DEAD_LETTERS, KEY, RESULTS, TABLES, Table
+from storage.tables import DEAD_LETTERS, KEY, RESULTS, STATUS, TABLES, Table
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +417,14 @@ class BatchWriter:
             insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
                 table.ident, table.column_list, table.column_list, stage
             )
+            if table is STATUS:
+                new = cur.execute(
+                    sql.SQL("{} RETURNING {}").format(
+                        insert, sql.SQL(", ").join(map(sql.Identifier, LAST_STATUS_COLUMNS))
+                    )
+                ).fetchall()
+                track_last_status(cur, new)
+                return len(new)
             if table is not RESULTS:
                 cur.execute(insert)
                 return max(cur.rowcount, 0)
@@ -474,6 +485,8 @@ class BatchWriter:
                 copy_rows(cur, table, fresh)
                 if table is RESULTS:
                     add_rollups(cur, rollup_values(fresh))
+                elif table is STATUS:
+                    track_last_status(cur, last_status_values(fresh))
         return len(fresh), repeats
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 import numpy as np
 import psycopg
@@ -12,6 +13,8 @@ from sqal.errors import StorageError
 from sqal.wire import (
     Decision,
     DefectCode,
+    DeviceState,
+    DeviceStatus,
     Frame,
     Grade,
     Kind,
@@ -272,3 +275,57 @@ def test_a_result_s_decision_and_probabilities_are_stored_beside_an_earlier_one_
     assert rows[1][3] == pytest.approx(0.031)
     assert rows[1][4] == {"oxidation": 0.62, "underfill": 0.031}
     assert rows[1][5] == 401.3
+
+
+def _status(device: str, minute: int, state: str, firmware: str = "1.0") -> DeviceStatus:
+    return DeviceStatus(
+        device_id=device,
+        state=DeviceState(state),
+        ts=T0 + timedelta(minutes=minute),
+        firmware=firmware,
+        temperature_c=30.0 + minute,
+    )
+
+
+def _last_status(dsn: str) -> dict[str, tuple[object, ...]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT device_id, ts, state, firmware, temperature_c FROM device_last_status"
+            " WHERE line_id = 'line-w'"
+        ).fetchall()
+    return {str(r[0]): tuple(r[1:]) for r in rows}
+
+
+def test_each_device_s_last_status_follows_its_newest_status_on_both_paths(
+    fresh_db: str,
+) -> None:
+    """Migration 0010: one row per device, the status of largest ts; a late one changes nothing."""
+    dsn = migrated(fresh_db)
+    at = {m: T0 + timedelta(minutes=m) for m in range(6)}
+    w = BatchWriter(dsn)
+    try:
+        # fast path, two statuses of d1 in one batch: the later wins whatever the order
+        w.write(_rows(Kind.STATUS, [_status("d1", 2, "online"), _status("d1", 1, "online")]), [])
+        w.write(_rows(Kind.STATUS, [_status("d2", 1, "online")]), [])
+        assert _last_status(dsn) == {
+            "d1": (at[2], "online", "1.0", 32.0),
+            "d2": (at[1], "online", "1.0", 31.0),
+        }
+        # a status older than the stored one, and a redelivery: nothing changes
+        w.write(_rows(Kind.STATUS, [_status("d1", 0, "offline"), _status("d2", 1, "online")]), [])
+        assert _last_status(dsn)["d1"] == (at[2], "online", "1.0", 32.0)
+        # the row-by-row path (a refused row in the batch) keeps it too
+        rows = _rows(
+            Kind.STATUS,
+            [_status("d1", 4, "offline", "1.1"), _status("d2", 5, "online"),
+             _status("d2", 3, "offline")],
+        )  # fmt: skip
+        rows[1] = _replace(rows[1], "v", 40_000)  # beyond smallint: refused, a dead letter
+        report = w.write(rows, [])
+    finally:
+        w.close()
+    assert report.inserted == {"device_status": 2}
+    assert _last_status(dsn) == {
+        "d1": (at[4], "offline", "1.1", 34.0),
+        "d2": (at[3], "offline", "1.0", 33.0),
+    }

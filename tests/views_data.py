@@ -18,7 +18,8 @@ Rows are built here, not by the simulator or ingest, and written with COPY. What
   from the mass and index (σ 1 % of Qn, 0.05), ``missing_spectral`` at 1.0; P(REJECT) joins a
   critical underfill and a score below 0.5; HOLD at P(REJECT) ≥ 0.02 or without a spectrum,
   REJECT at ≥ 0.5, as the profile's ``decision`` block (docs/domain.md §5).
-- per-minute roll-ups computed from exactly the result rows written.
+- per-minute roll-ups computed from exactly the result rows written, and each device's last
+  status (``device_last_status``) from the status rows, as ingest keeps them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from sqal.profiles import tne_g
+from storage.laststatus import LAST_STATUS_COLUMNS, track_last_status
 from storage.migrate import migrate
 from views.boards import ProfileTarget
 
@@ -419,6 +421,10 @@ def fill(dsn: str, shift: Shift) -> None:
             {"v": 1, "calibration_id": "cal-x", "tof_present": True, "analyzer_version": "0.1.0"},
         )
         _copy(conn, "device_status", shift.status, {"v": 1})
+        with conn.cursor() as cur:  # as ingest does for the status rows it inserts
+            track_last_status(
+                cur, [tuple(r.get(c) for c in LAST_STATUS_COLUMNS) for r in shift.status]
+            )
         _copy(conn, "dead_letters", shift.dead, {})
         _copy(conn, "broker_stats", _broker_stats(shift), {})
         for table, rows in _rollups(shift.results):

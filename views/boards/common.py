@@ -87,11 +87,25 @@ _FRAGMENTS = {
     " AND $__timeFilter(bucket)",
     # The boot id inside sample_id = {device}-{boot}-{seq:08d}: seq restarts at each boot.
     "BOOT": r"substring(sample_id FROM '-([0-9a-f]{6})-[0-9]+$')",
-    # each device's latest status at the end of the range (a last will is an 'offline' row)
-    "LATEST": "SELECT DISTINCT ON (device_id) device_id, ts, state, firmware, temperature_c,\n"
-    "    humidity_pct, uptime_s FROM device_status\n"
-    "  WHERE line_id = '$line' AND device_id IN ($device) AND ts <= $__timeTo()\n"
-    "  ORDER BY device_id, ts DESC",
+    # Each chosen device's latest status at the end of the range (a last will is an 'offline'
+    # row): one probe per device of the unique index (line_id, device_id, sample_id, ts), newest
+    # chunk first, instead of sorting the whole history (issue 18). sample_id is 'status' on
+    # every status row (migration 0001), which lets the index serve ORDER BY ts DESC.
+    "LATEST": "SELECT d.device_id, s.ts, s.state, s.firmware, s.temperature_c, s.humidity_pct,\n"
+    "    s.uptime_s FROM unnest(ARRAY[$device]::text[]) AS d(device_id)\n"
+    "  CROSS JOIN LATERAL (SELECT * FROM device_status WHERE line_id = '$line'\n"
+    "    AND device_id = d.device_id AND sample_id = 'status' AND ts <= $__timeTo()\n"
+    "    ORDER BY ts DESC LIMIT 1) AS s",
+    # the same at the start of the range, for the presence timeline's first point
+    "BEFORE": "SELECT d.device_id, s.ts, s.state\n"
+    "  FROM unnest(ARRAY[$device]::text[]) AS d(device_id)\n"
+    "  CROSS JOIN LATERAL (SELECT * FROM device_status WHERE line_id = '$line'\n"
+    "    AND device_id = d.device_id AND sample_id = 'status' AND ts < $__timeFrom()\n"
+    "    ORDER BY ts DESC LIMIT 1) AS s",
+    # the sample chosen on the Quality board, looked up in the range and among the chosen
+    # devices (as the sample variable offers it), not through the line's whole history
+    "SAMPLE": "line_id = '$line' AND device_id IN ($device) AND sample_id = '$sample'\n"
+    "  AND $__timeFilter(ts)",
     # Dead letters without a line (bad topic, unparsable payload) show on every line.
     "DEAD": "FROM dead_letters\n"
     "WHERE $__timeFilter(received_at) AND (line_id = '$line' OR line_id IS NULL)",
@@ -121,18 +135,23 @@ def sql(text: str) -> str:
     return _TOKEN.sub(lambda m: _FRAGMENTS[m[1]], text)
 
 
+# The lines and devices: every device known by its status (device_last_status, one row per
+# device, kept by ingest), and any with results in the range, not the whole history (issue 18).
 LINE = Variable(
     "line",
     "Line",
-    "SELECT line_id FROM results_1m GROUP BY 1\n"
-    "UNION SELECT line_id FROM device_status GROUP BY 1 ORDER BY 1",
+    "SELECT line_id FROM device_last_status\n"
+    "UNION SELECT line_id FROM results_1m WHERE $__timeFilter(bucket) ORDER BY 1",
+    on_time_change=True,
 )
 DEVICE = Variable(
     "device",
     "Device",
-    "SELECT device_id FROM results_1m WHERE line_id = '$line' GROUP BY 1\n"
-    "UNION SELECT device_id FROM device_status WHERE line_id = '$line' GROUP BY 1 ORDER BY 1",
+    "SELECT device_id FROM device_last_status WHERE line_id = '$line'\n"
+    "UNION SELECT device_id FROM results_1m WHERE line_id = '$line' AND $__timeFilter(bucket)\n"
+    "ORDER BY 1",
     multi=True,
+    on_time_change=True,
 )
 PROFILE = Variable(
     "profile",

@@ -100,11 +100,8 @@ def fleet() -> Board:
         q(
             # The state at the start of the range, then every status message in it.
             sql(
-                "SELECT * FROM (\n"
-                '  SELECT DISTINCT ON (device_id) $__timeFrom()::timestamptz AS "time",\n'
-                "    device_id AS metric, (state = 'online')::int AS online FROM device_status\n"
-                "  WHERE line_id = '$line' AND device_id IN ($device) AND ts < $__timeFrom()\n"
-                "  ORDER BY device_id, ts DESC) AS before\n"
+                'WITH b AS ({BEFORE})\nSELECT $__timeFrom()::timestamptz AS "time",\n'
+                "  device_id AS metric, (state = 'online')::int AS online FROM b\n"
                 "UNION ALL\n"
                 "SELECT ts, device_id, (state = 'online')::int FROM device_status WHERE {RES}\n"
                 "ORDER BY 1"

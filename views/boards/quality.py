@@ -260,8 +260,10 @@ def quality(targets: list[ProfileTarget]) -> Board:
             # target_status is not 5, 6 or 9 (docs/domain.md §1) stay blank. A 4x4 frame fills rows
             # 0-3 only.
             sql(
+                # The sample variable offers results of the chosen devices in the range: the
+                # frame lies there too, and the unique index finds it in the range's chunks.
                 "WITH f AS (SELECT layout, distance_mm, target_status FROM tof_frames\n"
-                "  WHERE line_id = '$line' AND sample_id = '$sample' ORDER BY ts DESC LIMIT 1),\n"
+                "  WHERE {SAMPLE} ORDER BY ts DESC LIMIT 1),\n"
                 "z AS (SELECT (u.i - 1) / f.layout AS zone_row, (u.i - 1) % f.layout AS zone_col,\n"
                 "  CASE WHEN u.s IN (5, 6, 9) THEN $d0_mm - u.d END AS h\n"
                 "  FROM f, unnest(f.distance_mm, f.target_status) WITH ORDINALITY AS u(d, s, i))\n"
@@ -276,15 +278,17 @@ def quality(targets: list[ProfileTarget]) -> Board:
     b.add(
         table_panel("Selected sample").override_by_name("final_grade", grade_cells()),
         q(
-            'SELECT ts AS "time", device_id, sample_id, final_grade,\n'
-            "  round(final_score::numeric, 3) AS final_score,\n"
-            "  array_to_string(defects, ', ') AS defects,\n"
-            "  round(tof_mass_g::numeric, 1) AS mass_g,\n"
-            "  round((tof_volume_mm3 / 1000)::numeric, 1) AS volume_cm3,\n"
-            "  round(tof_avg_height_mm::numeric, 1) AS avg_height_mm,\n"
-            "  round(tof_max_height_mm::numeric, 1) AS max_height_mm,\n"
-            "  round(tof_tilt_deg::numeric, 1) AS tilt_deg, tof_valid_zones AS valid_zones\n"
-            "FROM results WHERE line_id = '$line' AND sample_id = '$sample'",
+            sql(
+                'SELECT ts AS "time", device_id, sample_id, final_grade,\n'
+                "  round(final_score::numeric, 3) AS final_score,\n"
+                "  array_to_string(defects, ', ') AS defects,\n"
+                "  round(tof_mass_g::numeric, 1) AS mass_g,\n"
+                "  round((tof_volume_mm3 / 1000)::numeric, 1) AS volume_cm3,\n"
+                "  round(tof_avg_height_mm::numeric, 1) AS avg_height_mm,\n"
+                "  round(tof_max_height_mm::numeric, 1) AS max_height_mm,\n"
+                "  round(tof_tilt_deg::numeric, 1) AS tilt_deg, tof_valid_zones AS valid_zones\n"
+                "FROM results WHERE {SAMPLE}"
+            ),
             "table",
             ("time", "sample_id", "final_grade", "defects", "mass_g", "volume_cm3"),
         ),
