@@ -93,3 +93,27 @@ def offline_seconds(
     except psycopg.Error as exc:
         raise storage_error(exc, "cannot read the devices' presence") from None
     return {d: float(s) for d, s in rows}
+
+
+_DEAD_BY_DEVICE = """
+SELECT device_id, count(*) FROM dead_letters
+WHERE line_id = %(line)s AND received_at >= %(since)s AND received_at < %(until)s
+  AND device_id IS NOT NULL
+GROUP BY 1
+"""
+
+
+def dead_letters_by_device(
+    conn: psycopg.Connection, line: str, since: datetime, until: datetime
+) -> dict[str, int]:
+    """Per device, the dead letters of the line that arrived in the period.
+
+    Raises:
+        StorageError: the query failed.
+    """
+    args = {"line": line, "since": since, "until": until}
+    try:
+        rows = conn.execute(_DEAD_BY_DEVICE, args).fetchall()
+    except psycopg.Error as exc:
+        raise storage_error(exc, "cannot read the dead letters") from None
+    return {d: int(n) for d, n in rows}

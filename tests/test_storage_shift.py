@@ -7,7 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from storage.shift import calibrations_used, offline_seconds
+from storage.shift import calibrations_used, dead_letters_by_device, offline_seconds
 from tests.views_data import END, START, build_shift, fill
 
 
@@ -43,3 +43,15 @@ def test_calibrations_in_force_and_a_change_during_the_period(fresh_db: str) -> 
     assert [u.trays for u in dev01] == list(n01)
     assert dev01[0].last < half <= dev01[1].first
     assert {u.device_id for u in used} == {"dev-01", "dev-02", "dev-03"}
+
+
+def test_dead_letters_per_device_in_the_period(fresh_db: str) -> None:
+    """build_shift: five bad_json and three schema dead letters of L1 name dev-01, 11 min apart
+    from 7 min on; two bad_topic ones name no line or device."""
+    fill(fresh_db, build_shift())
+    with psycopg.connect(fresh_db) as conn:
+        assert dead_letters_by_device(conn, "L1", START, END) == {"dev-01": 8}
+        assert dead_letters_by_device(conn, "L1", START, START + timedelta(minutes=30)) == {
+            "dev-01": 3
+        }
+        assert dead_letters_by_device(conn, "L2", START, END) == {}

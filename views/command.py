@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
@@ -164,22 +165,34 @@ def report_command(
     html: Annotated[
         bool, typer.Option("--html", help="Also write the report as HTML beside the PDF.")
     ] = False,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            "--tz",
+            metavar="ZONE",
+            help="The plant's time zone for the report's times (IANA name, e.g. Europe/Paris) "
+            "[default: this machine's].",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a printable shift report: grades, decisions and HOLD reasons, defects, devices."""
+    """Write a printable shift report: the packers' rules, decisions and HOLD reasons, defects,
+    SPC, devices, a signature block; the PDF and the HTML page come from one template."""
     from sqal.wire import is_valid_id
     from storage.connection import connect
-    from views.report import load_shift, parse_instant, write_report
+    from views.report import load_record, load_shift, parse_instant, report_context, write_report
 
     if not is_valid_id(line):
         raise ConfigError(f"--line {line!r}: a line id is 1-64 of A-Z a-z 0-9 _ -")
     now = datetime.now(UTC)
     end = parse_instant(until, now, "--until") if until else now
     start = parse_instant(since, end, "--since")
+    zone = plant_zone(tz)
     dsn = load_settings(db=db).db.get_secret_value()
     with connect(dsn, "sqal-report") as conn:
         data = load_shift(conn, line, start, end)
-    paths = write_report(data, out, html)
+        record = load_record(conn, line, start, end)
+    paths = write_report(report_context(data, record, [], zone), out, html)
     summary = {
         "line": line,
         "since": start.isoformat(),
@@ -197,6 +210,21 @@ def report_command(
         f"line {line}: {data.trays} trays, reject rate {rate}; wrote "
         + ", ".join(str(p) for p in paths),
     )
+
+
+def plant_zone(name: str | None) -> tzinfo:
+    """``--tz``: an IANA zone by name, else this machine's local zone.
+
+    Raises:
+        ConfigError: an unknown zone name.
+    """
+    if name is None:
+        local = datetime.now().astimezone().tzinfo
+        return local if local is not None else UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"--tz {name!r}: not a time zone name (e.g. Europe/Paris, UTC)") from None
 
 
 def _emit(obj: Any, as_json: bool, text: str) -> None:

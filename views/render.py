@@ -9,6 +9,9 @@ stays text. :func:`page` fills a Jinja2 template of ``views/templates`` (autoesc
 from __future__ import annotations
 
 import io
+import itertools
+import logging
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -47,15 +50,32 @@ def write_pdf(html: str, path: Path) -> None:
     """
     from weasyprint import HTML  # imported here: ~0.3 s, only for commands that write a PDF
 
+    for name in ("weasyprint", "fontTools"):  # their INFO is per layout step: not the user's news
+        logging.getLogger(name).setLevel(logging.WARNING)
     HTML(string=html, base_url=str(path.parent)).write_pdf(path)
 
 
+_figures = itertools.count(1)
+_ID = re.compile(r'\bid="([^"]+)"')
+
+
 def svg(fig: Figure) -> Markup:
-    """A figure as inline SVG markup (no XML prolog), its text kept as text."""
+    """A figure as inline SVG markup (no XML prolog), its text kept as text.
+
+    matplotlib names its elements alike in every figure (``text_10``, ``line2d_3``): each
+    figure's ids and the references to them get a prefix of their own, so the page's ids stay
+    unique when several charts share it.
+    """
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     text = buf.getvalue()
-    return Markup(text[text.index("<svg") :])
+    text = text[text.index("<svg") :]
+    prefix = f"f{next(_figures)}-"
+    for name in set(_ID.findall(text)):
+        text = text.replace(f'id="{name}"', f'id="{prefix}{name}"')
+        text = text.replace(f"url(#{name})", f"url(#{prefix}{name})")
+        text = text.replace(f'href="#{name}"', f'href="#{prefix}{name}"')
+    return Markup(text)
 
 
 def _fig(height_in: float) -> tuple[Figure, Any]:
@@ -70,7 +90,7 @@ def bars(
     labels: Sequence[str], values: Sequence[float], colors: Sequence[str], ylabel: str
 ) -> Markup:
     """A labelled bar chart, each bar's value written above it."""
-    fig, ax = _fig(2.2)
+    fig, ax = _fig(1.7)
     ax.bar(list(labels), list(values), color=list(colors))
     for i, v in enumerate(values):
         ax.annotate(f"{v:g}", (i, v), ha="center", va="bottom", color=INK)
@@ -85,13 +105,15 @@ def time_bars(
     """Bars over time (``starts`` in the zone the reader wants), one per bucket of ``width_s``."""
     from datetime import timedelta
 
+    from matplotlib.dates import DateFormatter
+
     fig, ax = _fig(2.0)
     ax.bar(list(starts), list(values), width=timedelta(seconds=width_s * 0.9), align="edge",
            color=color)  # fmt: skip
     if starts:
         ax.set_xlim(min(starts), max(starts) + timedelta(seconds=width_s))
+        ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=starts[0].tzinfo))  # type: ignore[no-untyped-call]
     ax.set_ylabel(ylabel)
-    fig.autofmt_xdate()
     return svg(fig)
 
 

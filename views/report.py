@@ -8,20 +8,16 @@ matplotlib ``Figure`` objects (no pyplot: no global figure state, no display). C
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-from collections.abc import Iterator
+import itertools
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
-import matplotlib as mpl
+import numpy as np
 import psycopg
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.figure import Figure
+from numpy.typing import NDArray
 
+from sqal import __version__
 from sqal.errors import ConfigError
 from sqal.profiles import profile_names
 from sqal.settings import parse_aware_time
@@ -34,10 +30,15 @@ from storage.queries import (
     result_lines,
     shift_facts,
 )
+from storage.shift import (
+    CalibrationUse,
+    calibrations_used,
+    dead_letters_by_device,
+    offline_seconds,
+)
+from views import render
 from views.boards import ProfileTarget
-
-# TrueType fonts keep the PDF's text extractable (pdftotext, copy-paste); Type 3 would not.
-mpl.rcParams.update({"pdf.fonttype": 42, "font.size": 9})
+from views.spc import RULES, Subgroups, capability, p_chart, western_electric, xbar_s_limits
 
 GRADES = tuple(g.value for g in Grade)
 GRADE_COLORS = {"A": "#2e7d32", "B": "#1565c0", "C": "#ef6c00", "REJECT": "#c62828"}
@@ -48,7 +49,6 @@ DECISION_COLORS = {
     "REJECT": "#c62828",
     NO_DECISION: "#9e9e9e",
 }
-A4_LANDSCAPE_IN = (11.69, 8.27)
 LINES_SHOWN = 10
 """Known lines an unknown ``--line`` error lists."""
 
@@ -171,209 +171,360 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
-def _figures(d: ShiftData) -> Iterator[Figure]:
-    """The report's pages, each an A4-landscape figure."""
-    period = f"{d.since:%Y-%m-%d %H:%M} – {d.until:%Y-%m-%d %H:%M} UTC"
-    fig = Figure(figsize=A4_LANDSCAPE_IN)
-    fig.suptitle(f"SQAL shift report · line {d.line_id}", fontsize=16, x=0.05, ha="left")
-    score = "–" if d.mean_score is None else f"{d.mean_score:.3f}"
-    lines = [
-        f"Period: {period}",
-        f"Trays: {d.trays}",
-        f"Rejects: {d.grades['REJECT']} ({_pct(d.reject_rate)})",
-        f"Mean score: {score}",
-        "Grades: " + ", ".join(f"{g} {d.grades[g]}" for g in GRADES),
-        "Decisions: "
-        + ", ".join(f"{x} {d.decisions[x]} ({_pct(d.decision_rate(x))})" for x in DECISIONS)
-        + f"; {NO_DECISION} {d.decisions[NO_DECISION]}",
-        "Dead letters: " + str(sum(n for _, _, n in d.dead_letters)),
-    ]
-    fig.text(0.05, 0.88, "\n".join(lines), va="top", fontsize=11, linespacing=1.7)
-    ax = fig.add_axes((0.55, 0.12, 0.4, 0.7))
-    ax.bar(GRADES, [d.grades[g] for g in GRADES], color=[GRADE_COLORS[g] for g in GRADES])
-    ax.set_title("Grade mix")
-    ax.set_ylabel("trays")
-    if not d.trays:
-        fig.text(0.05, 0.4, "No trays in this period.", fontsize=12)
-    yield fig
-
-    fig = Figure(figsize=A4_LANDSCAPE_IN)
-    top, bottom = fig.subplots(2, 1)
-    fig.suptitle(f"Rejects and defects · line {d.line_id}", fontsize=14, x=0.05, ha="left")
-    if d.reject_series:
-        t = [b for b, _, _ in d.reject_series]
-        top.bar(
-            t,
-            [100 * r / n for _, n, r in d.reject_series],
-            width=d.bucket * 0.9,
-            align="edge",
-            color=GRADE_COLORS["REJECT"],
-        )
-    top.set_title(f"Reject rate over time (per {int(d.bucket.total_seconds() // 60)} min)")
-    top.set_ylabel("% of trays")
-    names = [n for n, _ in d.defects]
-    counts = [c for _, c in d.defects]
-    bottom.bar(names, counts, color="#6d4c41")
-    bottom.set_title("Defect Pareto")
-    bottom.set_ylabel("trays")
-    bottom.tick_params(axis="x", labelrotation=20)
-    for i, c in enumerate(counts):
-        bottom.annotate(str(c), (i, c), ha="center", va="bottom")
-    fig.tight_layout()
-    yield fig
-
-    yield _decisions_page(d)
-
-    for profile, vols in d.volumes_cm3.items():
-        fig = Figure(figsize=A4_LANDSCAPE_IN)
-        ax = fig.subplots()
-        ax.hist(vols, bins=40, color="#78909c")
-        ax.set_title(f"Volume distribution vs target · {profile} · {len(vols)} trays")
-        ax.set_xlabel("volume (cm³)")
-        ax.set_ylabel("trays")
-        target = d.targets.get(profile)
-        if target is not None:
-            # TNE of 76/211/EEC, in volume through the profile's mass model (docs/domain.md §2)
-            for mass, label, color in (
-                (target.qn_g, "Qn", "green"),
-                (target.qn_g - target.tne_g, "Qn − TNE", "orange"),
-                (target.qn_g - 2 * target.tne_g, "Qn − 2·TNE", "red"),
-            ):
-                v = target.volume_cm3(mass)
-                ax.axvline(v, color=color, linestyle="--")
-                ax.annotate(
-                    f"{label} {v:.0f} cm³",
-                    (v, 0.95),
-                    xycoords=("data", "axes fraction"),
-                    rotation=90,
-                    ha="right",
-                    va="top",
-                    color=color,
-                )
-        yield fig
-
-    fig = Figure(figsize=A4_LANDSCAPE_IN)
-    fig.suptitle(f"Devices and dead letters · line {d.line_id}", fontsize=14, x=0.05, ha="left")
-    ax = fig.add_axes((0.05, 0.45, 0.9, 0.45))
-    ax.axis("off")
-    ax.set_title("Per device")
-    rows = [
-        [
-            r.device_id,
-            str(r.trays),
-            *map(str, r.grades),
-            _pct(r.grades[3] / r.trays if r.trays else None),
-            "–" if r.mean_score is None else f"{r.mean_score:.3f}",
-            str(r.missing_frames),
-            r.state,
-        ]
-        for r in d.devices
-    ]
-    head = [
-        "device",
-        "trays",
-        "A",
-        "B",
-        "C",
-        "REJECT",
-        "reject rate",
-        "mean score",
-        "missing ToF frames",
-        "status at end",
-    ]
-    if rows:
-        _table(ax, rows, head)
-    ax = fig.add_axes((0.05, 0.05, 0.9, 0.3))
-    ax.axis("off")
-    ax.set_title("Dead letters")
-    if d.dead_letters:
-        _table(ax, [[s, r, str(n)] for s, r, n in d.dead_letters], ["stage", "reason", "messages"])
-    else:
-        ax.text(0.5, 0.8, "None.", ha="center")
-    yield fig
+DEFECT_NAMES: dict[str, str] = {
+    "underfill": "Underfill (mass below the limit)",
+    "overfill": "Overfill (giveaway, or product touching the lid)",
+    "surface_irregular": "Irregular surface (dents, fragments)",
+    "tilted": "Tilted or off-centre product",
+    "zones_invalid": "Height sensor blind on part of the tray",
+    "oxidation": "Oxidation (browning)",
+    "discoloration": "Discoloration (blood spot, off colour)",
+    "fat_yellowing": "Fat yellowing",
+    "spectral_saturated": "Colour sensor overexposed",
+    "missing_tof": "No height frame",
+    "missing_spectral": "No colour frame",
+    "missing_weight": "No checkweigher weight",
+    "low_confidence": "Sensors unsure",
+    "uncalibrated": "Colour sensor not calibrated",
+    NO_DEFECT_REASON: "Score near REJECT, no single defect",
+}
+"""Defect codes as a quality manager reads them (docs/domain.md §2, §4, §5)."""
 
 
-def _decisions_page(d: ShiftData) -> Figure:
-    """Decisions of the reject gate and why trays were held."""
-    fig = Figure(figsize=A4_LANDSCAPE_IN)
-    fig.suptitle(f"Decisions and HOLD reasons · line {d.line_id}", fontsize=14, x=0.05, ha="left")
-    ax = fig.add_axes((0.06, 0.3, 0.4, 0.55))
-    names = [*DECISIONS, NO_DECISION]
-    counts = [d.decisions[x] for x in names]
-    ax.bar(names, counts, color=[DECISION_COLORS[x] for x in names])
-    for i, c in enumerate(counts):
-        ax.annotate(str(c), (i, c), ha="center", va="bottom")
-    ax.set_title("Decisions")
-    ax.set_ylabel("trays")
-    rates = ", ".join(f"{x} {_pct(d.decision_rate(x))}" for x in DECISIONS)
-    fig.text(
-        0.06,
-        0.2,
-        f"Of {d.decided} trays with a decision: {rates}.\n"
-        f"{NO_DECISION}: {d.decisions[NO_DECISION]} trays scored by analyzers before 2026-12, "
-        "which published no decision;\nthey count in the grades and trays, apart from the "
-        "decision rates, and are not dropped.",
-        va="top",
-        fontsize=10,
-        linespacing=1.6,
+def defect_name(code: str) -> str:
+    return DEFECT_NAMES.get(code, code.replace("_", " ").capitalize())
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The record sections read beside the shift: calibrations used, offline time, and dead
+    letters per device (:mod:`storage.shift`)."""
+
+    calibrations: list[CalibrationUse]
+    offline_s: dict[str, float]
+    dead_by_device: dict[str, int]
+
+
+def load_record(conn: psycopg.Connection, line: str, since: datetime, until: datetime) -> Record:
+    """Read the report's record sections of a line's period.
+
+    Raises:
+        StorageError: a query failed.
+    """
+    return Record(
+        calibrations_used(conn, line, since, until),
+        offline_seconds(conn, line, since, until),
+        dead_letters_by_device(conn, line, since, until),
     )
-    ax = fig.add_axes((0.55, 0.1, 0.4, 0.75))
-    ax.axis("off")
-    ax.set_title("HOLD reasons (the defect code of largest probability)")
-    holds = d.decisions["HOLD"]
-    if d.hold_reasons:
-        rows = [[r, str(n), _pct(n / holds if holds else None)] for r, n in d.hold_reasons]
-        _table(ax, rows, ["reason", "held trays", "of HOLDs"])
-        ax.text(
-            0.5,
-            0.0,
-            "A tray whose top codes tie counts under each.\n"
-            f"{NO_DEFECT_REASON}: no defect code reached 0.01; the score came near REJECT.",
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    else:
-        ax.text(0.5, 0.8, "No HOLD.", ha="center")
-    return fig
 
 
-def _table(ax: Axes, rows: list[list[str]], head: list[str]) -> None:
-    t = ax.table(cellText=rows, colLabels=head, loc="upper center", cellLoc="center")
-    t.auto_set_font_size(False)
-    t.set_fontsize(10)
-    t.scale(1, 1.6)
+@dataclass(frozen=True, slots=True)
+class MassGroup:
+    """One lot's production packs for the mass, rules and SPC sections, in arrival order.
+
+    Attributes:
+        lot: the lot id; ``None`` for trays scored while no lot was open.
+        masses_g: each pack's mass (the checkweigher's where there is one, else m̂).
+        weighed: how many of them are the checkweigher's.
+        usl_g: the upper limit of capability: Qn plus the profile's giveaway allowance.
+        rules: the packers' rules row (already worded), when computed.
+    """
+
+    lot: str | None
+    qn_g: float
+    tne_g: float
+    usl_g: float
+    masses_g: list[float]
+    weighed: int
+    rules: dict[str, str] | None = None
 
 
-def render_pdf(d: ShiftData, path: Path) -> None:
-    """Write the report as a multi-page PDF."""
-    with PdfPages(path, metadata={"Title": f"SQAL shift report, line {d.line_id}"}) as pdf:
-        for fig in _figures(d):
-            pdf.savefig(fig)
+SPC_SUBGROUP = 5
+"""Trays per subgroup of the X̄ and s charts: consecutive packs, as a checkweigher's sample."""
+SPC_MIN_SUBGROUPS = 4
 
 
-def render_html(d: ShiftData, path: Path) -> None:
-    """Write the report as one self-contained HTML page (figures inlined as SVG data)."""
-    parts = [
-        f"<!doctype html><meta charset='utf-8'><title>SQAL shift report, line "
-        f"{html.escape(d.line_id)}</title><body style='font-family:sans-serif'>"
+def _when(t: datetime, tz: tzinfo) -> str:
+    return t.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _duration(seconds: float) -> str:
+    """``0``, ``42 s``, ``20 min 05 s`` or ``2 h 03 min``."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s" if s else "0"
+
+
+def _mass_section(g: MassGroup) -> dict[str, object]:
+    t1, t2 = g.qn_g - g.tne_g, g.qn_g - 2 * g.tne_g
+    chart = render.mass_histogram(
+        g.masses_g,
+        [
+            (g.qn_g, "Qn", "#2e7d32"),
+            (round(t1, 1), "T1", "#ef6c00"),
+            (round(t2, 1), "T2", "#c62828"),
+        ],
+    )
+    source = (
+        "all weighed by the checkweigher"
+        if g.weighed == len(g.masses_g)
+        else f"{g.weighed} weighed by the checkweigher, the rest estimated from the height map"
+        if g.weighed
+        else "estimated from the height map (m̂; its σ in the rules above)"
+    )
+    note = (
+        f"{len(g.masses_g)} packs, {source}. Qn {g.qn_g:g} g, TNE {g.tne_g:g} g: T1 "
+        f"{t1:g} g, T2 {t2:g} g."
+    )
+    return {"lot": g.lot or "(none open)", "chart": chart, "note": note}
+
+
+_RULE_WORDS = {
+    1: "1: beyond 3σ",
+    2: "2: two of three beyond 2σ",
+    3: "3: four of five beyond 1σ",
+    4: "4: eight on one side",
+}
+
+
+def _spc_section(g: MassGroup, baseline: MassGroup | None) -> dict[str, object] | None:
+    """X̄/s charts, rule flags and capability of one lot; ``None`` with too few subgroups."""
+    chart = Subgroups.consecutive(np.asarray(g.masses_g), SPC_SUBGROUP)
+    base_values = baseline.masses_g if baseline is not None else g.masses_g
+    base = Subgroups.consecutive(np.asarray(base_values), SPC_SUBGROUP)
+    if chart.n.size < SPC_MIN_SUBGROUPS or base.n.size < SPC_MIN_SUBGROUPS:
+        return None
+    lim = xbar_s_limits(base, chart)
+    flags = western_electric(chart.mean, lim.grand_mean, lim.sigma / np.sqrt(chart.n))
+    out: NDArray[np.bool_] = np.asarray(flags.any(axis=1))
+    t1 = g.qn_g - g.tne_g
+    cap = capability(np.asarray(g.masses_g), lim.sigma, t1, g.usl_g)
+    return {
+        "lot": g.lot or "(none open)",
+        "xbar_chart": render.control_chart(
+            chart.mean.tolist(),
+            lim.grand_mean,
+            lim.x_lcl.tolist(),
+            lim.x_ucl.tolist(),
+            [bool(x) for x in out],
+            "mean mass (g)",
+        ),
+        "s_chart": render.control_chart(
+            chart.sd.tolist(),
+            lim.s_bar,
+            lim.s_lcl.tolist(),
+            lim.s_ucl.tolist(),
+            (chart.sd > lim.s_ucl).tolist(),
+            "sd (g)",
+        ),
+        "cp": f"{cap.cp:.2f}",
+        "cpk": f"{cap.cpk:.2f}",
+        "pp": f"{cap.pp:.2f}",
+        "ppk": f"{cap.ppk:.2f}",
+        "limits": f"T1 {t1:g} g … giveaway limit {g.usl_g:g} g; σ within {lim.sigma:.2f} g",
+        "flags": [
+            {"group": i + 1, "rules": ", ".join(_RULE_WORDS[r] for r in RULES if flags[i, r - 1])}
+            for i in np.flatnonzero(out)
+        ],
+    }
+
+
+def report_context(
+    d: ShiftData,
+    record: Record,
+    groups: list[MassGroup],
+    tz: tzinfo,
+    baseline: list[MassGroup] | None = None,
+    baseline_text: str | None = None,
+) -> dict[str, object]:
+    """Everything ``views/templates/report.html`` shows, worded and formatted."""
+    now = datetime.now(UTC)
+    tz_name = str(getattr(tz, "key", None) or now.astimezone(tz).tzname())
+    lot_id = getattr(d, "lot", None)
+    title = f"SQAL shift report · line {d.line_id}" + (f" · lot {lot_id}" if lot_id else "")
+    score = "–" if d.mean_score is None else f"{d.mean_score:.3f}"
+    summary = [
+        ("Trays", str(d.trays)),
+        ("Rejects", f"{d.grades['REJECT']} ({_pct(d.reject_rate)})"),
+        ("Mean score", score),
+        (
+            "Decisions",
+            ", ".join(f"{x} {d.decisions[x]} ({_pct(d.decision_rate(x))})" for x in DECISIONS)
+            + (
+                f"; {NO_DECISION} {d.decisions[NO_DECISION]} (analyzers before 2026-12)"
+                if d.decisions[NO_DECISION]
+                else ""
+            ),
+        ),
+        ("Dead letters", str(sum(n for _, _, n in d.dead_letters))),
     ]
-    for fig in _figures(d):
-        buf = io.BytesIO()
-        fig.savefig(buf, format="svg")
-        data = base64.b64encode(buf.getvalue()).decode()
-        parts.append(f"<img style='width:100%' src='data:image/svg+xml;base64,{data}'>")
-    parts.append("</body>")
-    path.write_text("\n".join(parts), encoding="utf-8")
+    names = [*DECISIONS, NO_DECISION] if d.decisions[NO_DECISION] else list(DECISIONS)
+    decisions = [
+        {
+            "name": x,
+            "count": d.decisions[x],
+            "rate": _pct(d.decisions[x] / d.trays if d.trays else None),
+        }
+        for x in names
+    ]
+    grades = [
+        {"name": g, "count": d.grades[g], "rate": _pct(d.grades[g] / d.trays if d.trays else None)}
+        for g in GRADES
+    ]
+    holds = d.decisions["HOLD"]
+    hold_reasons = [
+        {"name": defect_name(r), "count": n, "share": _pct(n / holds if holds else None)}
+        for r, n in d.hold_reasons
+    ]
+    total_defects = sum(c for _, c in d.defects)
+    pareto_rows, run = [], 0
+    for code, c in sorted(d.defects, key=lambda x: -x[1]):
+        run += c
+        pareto_rows.append(
+            {
+                "name": defect_name(code),
+                "count": c,
+                "share": _pct(c / total_defects),
+                "cumulative": _pct(run / total_defects),
+            }
+        )
+    by_device: dict[str, list[CalibrationUse]] = {}
+    for u in record.calibrations:
+        by_device.setdefault(u.device_id, []).append(u)
+    events = [
+        f"{dev}: calibration changed to {b.calibration_id or 'none'} at {_when(b.first, tz)} "
+        f"(before: {a.calibration_id or 'none'}, last used {_when(a.last, tz)})"
+        for dev, uses in by_device.items()
+        for a, b in itertools.pairwise(uses)
+    ]
+    spc = [s for g in groups if (s := _spc_section(g, _baseline_of(g, baseline))) is not None]
+    p_chart_svg, p_note = _p_chart(d)
+    return {
+        "title": title,
+        "tz_name": tz_name,
+        "period_local": f"{_when(d.since, tz)} – {_when(d.until, tz)}",
+        "period_utc": f"{d.since:%Y-%m-%d %H:%M} – {d.until:%Y-%m-%d %H:%M} UTC",
+        "generated": _when(now, tz),
+        "version": __version__,
+        "rules": [{"lot": g.lot or "(none open)", **g.rules} for g in groups if g.rules],
+        "summary": summary,
+        "not_counted": list(getattr(d, "not_counted_lines", lambda: [])()),
+        "calibrations": [
+            {
+                "device": u.device_id,
+                "calibration": u.calibration_id or "none (uncalibrated)",
+                "first": _when(u.first, tz),
+                "last": _when(u.last, tz),
+                "trays": u.trays,
+            }
+            for u in record.calibrations
+        ],
+        "calibration_events": events,
+        "trays": d.trays,
+        "decisions": decisions,
+        "grades": grades,
+        "decision_chart": render.bars(
+            names, [d.decisions[x] for x in names], [DECISION_COLORS[x] for x in names], "trays"
+        )
+        if d.trays
+        else "",
+        "hold_reasons": hold_reasons,
+        "pareto_rows": pareto_rows,
+        "pareto_chart": render.pareto(
+            [defect_name(c) for c, _ in d.defects], [n for _, n in d.defects]
+        )
+        if d.defects
+        else "",
+        "reject_chart": render.time_bars(
+            [b.astimezone(tz) for b, _, _ in d.reject_series],
+            [100 * r / n if n else 0.0 for _, n, r in d.reject_series],
+            d.bucket.total_seconds(),
+            "% rejected",
+            GRADE_COLORS["REJECT"],
+        )
+        if d.reject_series
+        else "",
+        "bucket_min": int(d.bucket.total_seconds() // 60),
+        "masses": [_mass_section(g) for g in groups if g.masses_g],
+        "spc": spc,
+        "spc_basis": baseline_text
+        or f"Subgroups of {SPC_SUBGROUP} consecutive packs; limits from this period itself.",
+        "p_chart": p_chart_svg,
+        "p_note": p_note,
+        "devices": [
+            {
+                "device": r.device_id,
+                "trays": r.trays,
+                "a": r.grades[0],
+                "b": r.grades[1],
+                "c": r.grades[2],
+                "reject": r.grades[3],
+                "reject_rate": _pct(r.grades[3] / r.trays if r.trays else None),
+                "missing": r.missing_frames,
+                "dead": record.dead_by_device.get(r.device_id, 0),
+                "offline": _duration(record.offline_s.get(r.device_id, 0.0)),
+                "state": r.state,
+            }
+            for r in d.devices
+        ],
+        "dead_letters": d.dead_letters,
+    }
 
 
-def write_report(d: ShiftData, out: Path, as_html: bool) -> list[Path]:
-    """The PDF at ``out``, and the HTML beside it when asked; the paths written."""
+def _baseline_of(g: MassGroup, baseline: list[MassGroup] | None) -> MassGroup | None:
+    """The baseline group of ``g``'s nominal quantity (the same product), if one was read."""
+    if not baseline:
+        return None
+    same = [b for b in baseline if b.qn_g == g.qn_g and b.masses_g]
+    if not same:
+        return None
+    return MassGroup(None, g.qn_g, g.tne_g, g.usl_g, [m for b in same for m in b.masses_g], 0)
+
+
+def _p_chart(d: ShiftData) -> tuple[str, str]:
+    """The reject rate per time slot against the period's own rate (p chart)."""
+    series = [(n, r) for _, n, r in d.reject_series if n > 0]
+    if len(series) < SPC_MIN_SUBGROUPS:
+        return "", ""
+    n = np.array([x for x, _ in series])
+    r = np.array([x for _, x in series])
+    p_bar = float(r.sum() / n.sum())
+    chart = p_chart(r, n, p_bar)
+    svg = render.control_chart(
+        (100 * chart.p).tolist(),
+        100 * p_bar,
+        (100 * chart.lcl).tolist(),
+        (100 * chart.ucl).tolist(),
+        chart.out.tolist(),
+        "% rejected",
+    )
+    note = (
+        f"p̄ {100 * p_bar:.2f} % over the period, 3σ limits per slot of "
+        f"{int(d.bucket.total_seconds() // 60)} min; {int(chart.out.sum())} slot(s) out."
+    )
+    return svg, note
+
+
+def render_html(context: dict[str, object]) -> str:
+    """The report as one self-contained HTML page (charts inline as SVG)."""
+    return render.page("report.html", **context)
+
+
+def write_report(context: dict[str, object], out: Path, as_html: bool) -> list[Path]:
+    """The PDF at ``out`` and, when asked, the same page as HTML beside it; the paths written.
+
+    Raises:
+        ConfigError: ``out`` cannot be written.
+    """
+    html_text = render_html(context)
     try:
-        render_pdf(d, out)
+        render.write_pdf(html_text, out)
         written = [out]
         if as_html:
-            render_html(d, out.with_suffix(".html"))
+            out.with_suffix(".html").write_text(html_text, encoding="utf-8")
             written.append(out.with_suffix(".html"))
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write ({exc.strerror})") from None
