@@ -12,7 +12,7 @@ import base64
 import html
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -31,10 +31,12 @@ from storage.queries import (
     NO_DEFECT_REASON,
     ShiftDevice,
     line_seen,
+    pack_groups,
     result_lines,
     shift_facts,
 )
 from views.boards import ProfileTarget
+from views.packers import GroupRules, profile_targets, rules_of
 
 # TrueType fonts keep the PDF's text extractable (pdftotext, copy-paste); Type 3 would not.
 mpl.rcParams.update({"pdf.fonttype": 42, "font.size": 9})
@@ -65,6 +67,10 @@ class ShiftData:
             analyzers before 2026-12 that published none.
         hold_reasons: (reason, held trays), most frequent first; a tray whose top defect
             probabilities tie counts under each.
+        lot: the lot reported on (``None``: every tray of the line in the period).
+        not_counted: trays that are no product (calibration, maintenance): mode → (trays,
+            devices). Every other figure counts production trays only.
+        packers: the packers' rules of each lot in the period (Directive 76/211/EEC).
     """
 
     line_id: str
@@ -81,6 +87,9 @@ class ShiftData:
     dead_letters: list[tuple[str, str, int]]
     decisions: dict[str, int]
     hold_reasons: list[tuple[str, int]]
+    lot: str | None = None
+    not_counted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    packers: list[GroupRules] = field(default_factory=list)
 
     @property
     def trays(self) -> int:
@@ -125,8 +134,14 @@ def bucket_for(span: timedelta) -> timedelta:
     return timedelta(seconds=max(step, round(span.total_seconds() / 24 / step) * step))
 
 
-def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: datetime) -> ShiftData:
-    """Read a line's shift from the database.
+def load_shift(
+    conn: psycopg.Connection,
+    line: str,
+    since: datetime,
+    until: datetime,
+    lot: str | None = None,
+) -> ShiftData:
+    """Read a line's shift (of one lot, when ``lot`` is given) from the database.
 
     A line the database has never heard of is an error (a mistyped id would otherwise give a
     well-formed, empty report); a known line without trays in the period renders as such.
@@ -146,7 +161,8 @@ def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: date
             f"--line {line}: the database has no result, frame or status of that line; {there}"
         )
     bucket = bucket_for(until - since)
-    f = shift_facts(conn, line, since, until, bucket)
+    f = shift_facts(conn, line, since, until, bucket, lot)
+    packers = rules_of(pack_groups(conn, line, profile_targets(), lot, since, until))
     known = set(profile_names())
     targets = {p: ProfileTarget.load(p) for p in f.volumes_cm3 if p in known}
     return ShiftData(
@@ -164,7 +180,19 @@ def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: date
         f.dead_letters,
         f.decisions,
         f.hold_reasons,
+        lot,
+        f.not_counted,
+        packers,
     )
+
+
+def not_counted_lines(d: ShiftData) -> list[str]:
+    """ "calibration runs: 43 trays on 1 device, not counted", one line per mode."""
+    names = {"calibration": "calibration runs", "maintenance": "maintenance"}
+    return [
+        f"{names.get(mode, mode)}: {n} trays on {k} device{'s' if k != 1 else ''}, not counted"
+        for mode, (n, k) in sorted(d.not_counted.items())
+    ]
 
 
 def _pct(x: float | None) -> str:
@@ -175,7 +203,8 @@ def _figures(d: ShiftData) -> Iterator[Figure]:
     """The report's pages, each an A4-landscape figure."""
     period = f"{d.since:%Y-%m-%d %H:%M} – {d.until:%Y-%m-%d %H:%M} UTC"
     fig = Figure(figsize=A4_LANDSCAPE_IN)
-    fig.suptitle(f"SQAL shift report · line {d.line_id}", fontsize=16, x=0.05, ha="left")
+    lot = f" · lot {d.lot}" if d.lot else ""
+    fig.suptitle(f"SQAL shift report · line {d.line_id}{lot}", fontsize=16, x=0.05, ha="left")
     score = "–" if d.mean_score is None else f"{d.mean_score:.3f}"
     lines = [
         f"Period: {period}",
@@ -187,6 +216,12 @@ def _figures(d: ShiftData) -> Iterator[Figure]:
         + ", ".join(f"{x} {d.decisions[x]} ({_pct(d.decision_rate(x))})" for x in DECISIONS)
         + f"; {NO_DECISION} {d.decisions[NO_DECISION]}",
         "Dead letters: " + str(sum(n for _, _, n in d.dead_letters)),
+        *(s[0].upper() + s[1:] for s in not_counted_lines(d)),
+        *(
+            f"Packers' rules, lot {g.lot_id or '(none open)'}: {g.rules.verdict.value} "
+            f"({g.rules.rule_text}); {g.rules.n} packs, mean {g.rules.mean_g:.1f} g"
+            for g in d.packers
+        ),
     ]
     fig.text(0.05, 0.88, "\n".join(lines), va="top", fontsize=11, linespacing=1.7)
     ax = fig.add_axes((0.55, 0.12, 0.4, 0.7))
