@@ -48,19 +48,22 @@ def test_report_pages_show_titles_and_the_numbers_in_the_database(
     with psycopg.connect(fresh_db) as conn:
         n, rejects = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE final_grade = 'REJECT') FROM results"
-            " WHERE line_id = 'L1'"
+            " WHERE line_id = 'L1' AND mode = 'production'"
         ).fetchone() or (0, 0)
         per_device: dict[str, int] = dict(
             conn.execute(
-                "SELECT device_id, count(*) FROM results WHERE line_id = 'L1' GROUP BY 1"
+                "SELECT device_id, count(*) FROM results WHERE line_id = 'L1'"
+                " AND mode = 'production' GROUP BY 1"
             ).fetchall()
         )
         underfill = conn.execute(
             "SELECT count(*) FROM results WHERE line_id = 'L1' AND 'underfill' = ANY(defects)"
+            " AND mode = 'production'"
         ).fetchone()
         decisions: dict[str | None, int] = dict(
             conn.execute(
-                "SELECT decision, count(*) FROM results WHERE line_id = 'L1' GROUP BY 1"
+                "SELECT decision, count(*) FROM results WHERE line_id = 'L1'"
+                " AND mode = 'production' GROUP BY 1"
             ).fetchall()
         )
     out = tmp_path / "shift.pdf"
@@ -110,6 +113,8 @@ def test_report_pages_show_titles_and_the_numbers_in_the_database(
     holds = decisions["HOLD"]
     assert reasons == {r: (c, f"{100 * c / holds:.1f} %") for r, c in want.items()}
     assert f"Trays: {n}" in text
+    # the calibration run (tests/views_data.py) counts apart, and nowhere else
+    assert "Calibration runs: 12 trays on 1 device, not counted" in text
     assert f"Rejects: {rejects} ({100 * rejects / n:.1f} %)" in text
     target = ProfileTarget.load("foie_gras_lobe_400g")  # the lines come from the profile
     assert f"Qn − TNE {target.volume_cm3(target.qn_g - target.tne_g):.0f} cm³" in text

@@ -233,7 +233,7 @@ def verdict_sql(
     exp_t1: str = "expected_below_t1",
     exp_t2: str = "expected_below_t2",
 ) -> tuple[str, str]:
-    """SQL ``CASE`` expressions of the verdict and its deciding rule's code, over columns of
+    """SQL ``CASE`` expressions of the verdict and its deciding rule's text, over columns of
     the figures named by the arguments: :data:`RULES` in order, as :func:`packers_rules`."""
     cond = {
         "mean_below_qn": f"{n} >= 2 AND {mean} + {half} < {qn}",
@@ -245,8 +245,16 @@ def verdict_sql(
         "t2_expected": f"{exp_t2} >= {T2_EXPECTED_MAX}",
     }
     verdict = "CASE " + " ".join(f"WHEN {cond[r.code]} THEN '{r.verdict.value}'" for r in RULES)
-    rule = "CASE " + " ".join(f"WHEN {cond[r.code]} THEN '{r.code}'" for r in RULES)
-    return f"{verdict} ELSE '{Verdict.COMPLIES.value}' END", f"{rule} END"
+    rule = "CASE " + " ".join(f"WHEN {cond[r.code]} THEN {_literal(r.text)}" for r in RULES)
+    return (
+        f"{verdict} ELSE '{Verdict.COMPLIES.value}' END",
+        f"{rule} ELSE {_literal(COMPLIES_TEXT)} END",
+    )
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal of one of this module's own texts."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,12 +40,14 @@ GRANT SELECT ON lots TO sqal_reader;
 
 -- The standard normal distribution function Φ(x), for the packers' rules' expected counts
 -- Σ Φ((T − m̂)/σ) computed in the database (the Quality dashboard). PostgreSQL 15 has no erf:
--- Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7 on erf, so < 7.5e-8 on Φ).
+-- Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7 on erf, so < 7.5e-8 on Φ). exp() of less
+-- than -708 underflows, which PostgreSQL raises as an error: z² is capped at 700 (Φ is 0 or 1
+-- to double precision long before).
 CREATE FUNCTION sqal_norm_cdf(x double precision) RETURNS double precision
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE WHEN x >= 0 THEN 0.5 * (1 + e) ELSE 0.5 * (1 - e) END
     FROM (SELECT 1 - (((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t
-                        - 0.284496736) * t + 0.254829592) * t) * exp(-z * z) AS e
+                        - 0.284496736) * t + 0.254829592) * t) * exp(-least(z * z, 700)) AS e
           FROM (SELECT 1 / (1 + 0.3275911 * z) AS t, z
                 FROM (SELECT abs(x) / sqrt(2.0) AS z) a) b) c
 $$;
