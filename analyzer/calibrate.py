@@ -6,6 +6,11 @@ topics with progress, compute the reference (or refuse it with the reason), and 
 config again with the new reference and a fresh calibration id. Fields of the calibration block
 that this step does not measure are kept.
 
+While a step captures, the device's config says ``mode: calibration`` (:func:`calibration_mode`),
+so the fixture's "trays" are stored apart from the product; the config published at the end
+carries the device's previous mode again, and a failed or interrupted step (Ctrl-C included)
+publishes the held config back with it.
+
 The weighed step captures nothing: it joins a file of scale weights with the volumes the
 analyzer published for the same samples (read from the database by the caller) and fits the
 line's mass model (:mod:`analyzer.massmodel`).
@@ -17,10 +22,11 @@ import asyncio
 import contextlib
 import csv
 import json
+import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,20 +46,23 @@ from analyzer.calibration import (
     spectral_reference,
 )
 from analyzer.massmodel import MIN_TRAYS, MassFit, fit
-from sqal.devices import Target, fetch_configs, publish_config
-from sqal.errors import BrokerError, CalibrationError, ConfigError, PayloadError
+from sqal.devices import Target, fetch_configs, publish_config, publish_mode
+from sqal.errors import BrokerError, CalibrationError, ConfigError, PayloadError, SqalError
 from sqal.mqtt import aiomqtt_client, client_id
-from sqal.profiles import load_profile
+from sqal.profiles import Profile, load_profile
 from sqal.settings import parse_broker_url
 from sqal.wire import (
     Calibration,
     DeviceConfig,
     Kind,
+    Mode,
     SpectralFrame,
     TofFrame,
     decode,
     device_topic,
 )
+
+log = logging.getLogger(__name__)
 
 F64 = NDArray[np.float64]
 
@@ -195,6 +204,35 @@ def held_config(broker: str, target: Target) -> DeviceConfig:
     return held
 
 
+@contextlib.contextmanager
+def calibration_mode(broker: str, target: Target, held: DeviceConfig) -> Iterator[None]:
+    """Hold the device in ``calibration`` mode while the block runs.
+
+    On entry the held config is published again with ``mode: calibration`` (the analyzer stamps
+    the fixture's results so, and they count apart from the product). The block ends by
+    publishing the new config, which carries ``held.mode``; if it raises instead (a refused
+    capture, a lost broker, Ctrl-C), the held config is published back with its mode, then the
+    error goes on.
+
+    Raises:
+        BrokerError, PublishError: the calibration mode could not be published (nothing ran).
+    """
+    asyncio.run(publish_mode(broker, target, held, Mode.CALIBRATION))
+    try:
+        yield
+    except BaseException:
+        try:
+            asyncio.run(publish_mode(broker, target, held, held.mode))
+        except SqalError as exc:  # the step's own error is the one to report
+            log.warning(
+                "%s/%s stays in calibration mode: restoring %s failed (%s); run sqal config "
+                "set %s/%s --profile %s --mode %s",
+                target.line, target.device, held.mode, exc,
+                target.line, target.device, held.profile, held.mode,
+            )  # fmt: skip
+        raise
+
+
 def calibrate(
     broker: str,
     target: Target,
@@ -218,6 +256,28 @@ def calibrate(
     """
     held = held_config(broker, target)
     profile = load_profile(held.profile)
+    with calibration_mode(broker, target, held):
+        return _capture_step(
+            broker, target, held, profile, step, frames, rho_white, timeout_s, confirm,
+            on_progress, tile_height_mm,
+        )  # fmt: skip
+
+
+def _capture_step(
+    broker: str,
+    target: Target,
+    held: DeviceConfig,
+    profile: Profile,
+    step: Step,
+    frames: int,
+    rho_white: list[float],
+    timeout_s: float,
+    confirm: Callable[[str], None],
+    on_progress: Callable[[Capture], None] | None,
+    tile_height_mm: float | None,
+) -> tuple[DeviceConfig, dict[str, Any]]:
+    """:func:`calibrate`'s prompt, capture, computation and publication, in calibration mode;
+    the published config carries ``held.mode``."""
     confirm(PROMPTS[step].format(t=f"{target.line}/{target.device}"))
     need_tof = frames if step in ("empty", "white") else 0
     need_spec = frames if step in ("dark", "white") else 0

@@ -20,6 +20,7 @@ from sqal.wire import (
     DefectCode,
     Fusion,
     Lab,
+    Mode,
     Result,
     SpectralResult,
     TofResult,
@@ -29,11 +30,14 @@ from sqal.wire import (
 
 @dataclass(frozen=True, slots=True)
 class SampleMeta:
-    """Who a scored sample belongs to."""
+    """Who a scored sample belongs to: its device, its tray, the device's mode and the line's
+    open lot when it was scored."""
 
     device_id: str
     sample_id: str
     ts: datetime
+    mode: Mode = Mode.PRODUCTION
+    lot: str | None = None
 
 
 def _num(x: float | np.floating) -> float | None:
@@ -80,6 +84,7 @@ def to_results(
                 quality_score=_num(t.quality_score[i]),
                 grade=GRADES[int(t.grade[i])],
                 defects=_codes(t.defects[i]),
+                sigma_mass_g=_num(t.sigma_mass_g[i]),
             )
         spectral = None
         if s.present[i]:
@@ -123,6 +128,8 @@ def to_results(
                     if w is not None and w.present[i]
                     else None
                 ),
+                mode=m.mode,
+                lot=m.lot,
             )
         )
     return out

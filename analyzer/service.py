@@ -40,6 +40,7 @@ from sqal.wire import (
     DeadReason,
     DeviceConfig,
     Kind,
+    Mode,
     SpectralFrame,
     TofFrame,
     TsWindow,
@@ -47,10 +48,13 @@ from sqal.wire import (
     dead_letter,
     dead_letter_topic,
     decode,
+    decode_lot,
     device_topic,
     encode,
     is_config_deleted,
+    is_lot_topic,
     kind_of,
+    lot_subscription,
     parse_topic,
     subscription,
 )
@@ -175,6 +179,14 @@ class AnalyzerService:
         self.default_params = build_params(load_profile(cfg.profile))
         self.device_params: dict[tuple[str, str], ScoringParams] = {}
         """Per (line, device): a device id is unique within its line only (docs/contract.md)."""
+        self.device_modes: dict[tuple[str, str], Mode] = {}
+        """Per (line, device): the mode of its config, stamped on its results."""
+        self.lots: dict[str, str | None] = {}
+        """Per line: the open lot's id (``None``: the line's lot was ended), stamped on results."""
+        self._stamps: dict[tuple[str, str, str], tuple[Mode, str | None]] = {}
+        """Per waiting sample: its device's mode and its line's lot when its first half came.
+        A tray belongs to the mode and lot of its capture, not of the moment the join released
+        it (a lone half waits up to the join timeout, and a calibration ends meanwhile)."""
         self.joiner: Joiner[Delivery] = Joiner(cfg.join_timeout_s, cfg.max_pending)
         self.inbox: Handoff[_Event | None] = Handoff(INBOX_FRAMES, "analyzer inbox")
         self.liveness = BrokerLiveness()
@@ -197,7 +209,10 @@ class AnalyzerService:
                 for ln in lines
             ],
             self._on_message,
-            state_filters=[subscription(Kind.CONFIG, line=ln) for ln in lines],
+            state_filters=[
+                *(subscription(Kind.CONFIG, line=ln) for ln in lines),
+                *(lot_subscription(ln) for ln in lines),
+            ],
             on_state=lambda: self.inbox.signal(_StateSent()),
             on_puback=self._on_puback_mid,
             on_unsuback=self._on_unsuback_mid,
@@ -298,7 +313,7 @@ class AnalyzerService:
         for ev in events:
             if isinstance(ev, Delivery):
                 self._saw(ev.arrived_s)
-                if self._held is not None and kind_of(ev.topic) is not Kind.CONFIG:
+                if self._held is not None and not _is_state(ev.topic):
                     self._held.append(ev)  # scored once this connection's configs are in
                 else:
                     ready += self._on_frame(ev)
@@ -366,6 +381,9 @@ class AnalyzerService:
         self.liveness.probed(self.sub.unsubscribe(PROBE_FILTER), now)
 
     def _on_frame(self, m: Delivery) -> list[Ready[Delivery]]:
+        if is_lot_topic(m.topic):
+            self._on_lot(m)
+            return []
         try:
             topic = parse_topic(m.topic)
             self.metrics.received.inc(label=topic.kind.value)
@@ -402,6 +420,10 @@ class AnalyzerService:
             digest=hash(m.payload),
             expect_weight=params.checkweigher_sigma_g is not None,
         )
+        if outcome is Outcome.WAITING:
+            self._stamps[topic.line, topic.device, frame.sample_id] = self._stamp_now(
+                topic.line, topic.device
+            )
         if outcome is Outcome.CONFLICT:
             self._dead_letter(m, PayloadError(DeadReason.CONFLICT, CONFLICT_DETAIL, m.topic))
             return released
@@ -414,6 +436,28 @@ class AnalyzerService:
                 self.metrics.join.inc(label=r.release.value)
         return released
 
+    def _stamp_now(self, line: str, device: str) -> tuple[Mode, str | None]:
+        """The device's mode and the line's open lot, now."""
+        return self.device_modes.get((line, device), Mode.PRODUCTION), self.lots.get(line)
+
+    def _on_lot(self, m: Delivery) -> None:
+        """A line's lot (retained): results scored from now on carry its id while it is open."""
+        self.metrics.received.inc(label="lot")
+        try:
+            line, lot = decode_lot(m.topic, m.payload)
+        except PayloadError as exc:
+            self._dead_letter(m, exc)
+            return
+        self.lots[line] = lot.lot if lot.is_open else None
+        log.info(
+            "line %s: lot %s %s",
+            line,
+            lot.lot,
+            "open" if lot.is_open else "ended",
+            extra={"line": line},
+        )
+        self._done((m,))
+
     def _apply_config(self, line: str, device: str, cfg: DeviceConfig) -> None:
         try:
             params = build_params(load_profile(cfg.profile), cfg.calibration, cfg.checkweigher)
@@ -421,7 +465,8 @@ class AnalyzerService:
             log.warning("config of %s not applied: %s", device, exc)
             raise PayloadError(DeadReason.UNKNOWN_PROFILE, str(exc)) from None
         self.device_params[line, device] = params
-        log.info("device %s/%s scored with profile %s", line, device, cfg.profile)
+        self.device_modes[line, device] = cfg.mode
+        log.info("device %s/%s scored with profile %s (%s)", line, device, cfg.profile, cfg.mode)
 
     def _score(self, ready: list[Ready[Delivery]]) -> None:
         groups: dict[int, list[Ready[Delivery]]] = defaultdict(list)
@@ -447,7 +492,18 @@ class AnalyzerService:
                     else None,
                 )
                 now = time.monotonic()
-                meta = [SampleMeta(r.device_id, r.sample_id, _sample_ts(r)) for r in group]
+                meta = [
+                    SampleMeta(
+                        r.device_id,
+                        r.sample_id,
+                        _sample_ts(r),
+                        *self._stamps.pop(
+                            (r.line, r.device_id, r.sample_id),
+                            self._stamp_now(r.line, r.device_id),
+                        ),
+                    )
+                    for r in group
+                ]
                 results = to_results(
                     scores,
                     meta,
@@ -458,6 +514,7 @@ class AnalyzerService:
             except Exception as exc:  # a scoring bug must not stop the line: dead-letter, go on
                 log.exception("scoring failed for %d samples", len(group))
                 for r in group:
+                    self._stamps.pop((r.line, r.device_id, r.sample_id), None)
                     for m in r.handles:
                         self._dead_letter(m, PayloadError(DeadReason.PROCESSING, repr(exc)[:200]))
                 continue
@@ -489,6 +546,12 @@ class AnalyzerService:
 
     def _done(self, handles: tuple[Delivery, ...]) -> None:
         self.sub.done(handles)
+
+
+def _is_state(topic: str) -> bool:
+    """A retained state message (a device's config, a line's lot): applied on arrival, never
+    held behind the fence like a frame."""
+    return is_lot_topic(topic) or kind_of(topic) is Kind.CONFIG
 
 
 def _sample_ts(r: Ready[Delivery]) -> Any:

@@ -183,6 +183,16 @@ def config_set(
             "[kept]",
         ),
     ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            metavar="production|calibration|maintenance",
+            help="What the device's trays are for: only production trays count in roll-ups, "
+            "dashboards, reports and the packers' rules. [kept; production for a new device]",
+            show_default=False,
+        ),
+    ] = None,
     broker: Broker = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -190,7 +200,11 @@ def config_set(
     import asyncio
 
     from sqal import devices
-    from sqal.wire import DeviceConfig
+    from sqal.wire import DeviceConfig, Mode
+
+    modes = [m.value for m in Mode]
+    if mode is not None and mode not in modes:
+        raise typer.BadParameter(f"must be one of {', '.join(modes)}", param_hint="--mode")
 
     settings = load_settings(broker=broker)
     dev = devices.Target.parse(target)
@@ -198,8 +212,9 @@ def config_set(
     held = asyncio.run(devices.fetch_configs(settings.broker, dev.topic)).get(dev.topic)
     current = held if isinstance(held, DeviceConfig) else None
     config, note = devices.build_config(
-        dev, profile, set_ or [], current, devices.utc_now(), checkweigher
-    )
+        dev, profile, set_ or [], current, devices.utc_now(), checkweigher,
+        Mode(mode) if mode is not None else None,
+    )  # fmt: skip
     asyncio.run(devices.publish_config(settings.broker, dev, config))
     if note:
         sys.stderr.write(f"Warning: {note}\n")
@@ -207,7 +222,7 @@ def config_set(
     _emit(
         doc,
         as_json,
-        f"published {dev.topic}: profile {config.profile}, "
+        f"published {dev.topic}: profile {config.profile}, mode {config.mode}, "
         f"tof {config.tof.model_dump()}, spectral {config.spectral.model_dump()}",
     )
 
@@ -248,6 +263,7 @@ def config_show(
             f"{topic:<40} {c.profile:<22} tof {c.tof.layout}x{c.tof.layout} "
             f"{c.tof.ranging_hz:g} Hz {c.tof.integration_ms:g} ms | gain {c.spectral.gain:g} "
             f"atime {c.spectral.atime} astep {c.spectral.astep} led {c.spectral.led_ma} mA | {cal}"
+            f" | {c.mode}"
         )
     _emit(doc, as_json, "\n".join(lines) or "no device config is retained")
 
@@ -398,6 +414,13 @@ def _register() -> None:
     from analyzer.command import analyzer_command
     from app.calibrate import calibrate_command
     from app.dead import dead_list_command, dead_redrive_command, dead_show_command
+    from app.lot import (
+        lot_end_command,
+        lot_list_command,
+        lot_rules_command,
+        lot_show_command,
+        lot_start_command,
+    )
     from broker.admin import mosquitto_add_device_command, mosquitto_add_service_command
     from broker.certs import mosquitto_certs_command
     from broker.init import mosquitto_init_command
@@ -432,6 +455,13 @@ def _register() -> None:
     dead_app.command("list")(dead_list_command)
     dead_app.command("show")(dead_show_command)
     dead_app.command("redrive")(dead_redrive_command)
+    lot_app = _app("Lots: a line's current lot (retained on MQTT) and the packers' rules per lot.")
+    app.add_typer(lot_app, name="lot")
+    lot_app.command("start")(lot_start_command)
+    lot_app.command("end")(lot_end_command)
+    lot_app.command("show")(lot_show_command)
+    lot_app.command("list")(lot_list_command)
+    lot_app.command("rules")(lot_rules_command)
     mosquitto_app = _app("The production broker: device and service credentials, ACL, TLS.")
     app.add_typer(mosquitto_app, name="mosquitto")
     mosquitto_app.command("add-device")(mosquitto_add_device_command)

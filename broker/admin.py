@@ -41,6 +41,7 @@ from sqal.wire.enums import Kind
 from sqal.wire.topics import (
     DEAD_LETTERS,
     EVERYTHING,
+    LOTS,
     ROOT,
     dead_letter_topic,
     device_acl_pattern,
@@ -75,6 +76,7 @@ class Service(StrEnum):
     CALIBRATE = "calibrate"
     SIMULATOR = "simulator"
     MONITOR = "monitor"
+    OPERATOR = "operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
         AclRule("read", subscription(Kind.SPECTRAL)),
         AclRule("read", subscription(Kind.WEIGHT)),  # a line's checkweigher: fill decisions
         AclRule("read", subscription(Kind.CONFIG)),
+        AclRule("read", LOTS),  # each line's open lot, stamped on its results
         AclRule("write", subscription(Kind.RESULT)),
         AclRule("write", dead_letter_topic("analyzer")),
     ),
@@ -120,6 +123,7 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
         AclRule("read", subscription(Kind.RESULT)),
         AclRule("read", subscription(Kind.STATUS)),
         AclRule("read", subscription(Kind.CONFIG)),
+        AclRule("read", LOTS),
         AclRule("read", DEAD_LETTERS),
         AclRule("write", dead_letter_topic("ingest")),
         AclRule("read", "$SYS/broker/#"),  # dropped-message counters (tests/chaos)
@@ -146,6 +150,12 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
     ),
     # Health checks and exporters: the broker's own counters, no SQAL traffic.
     Service.MONITOR: (AclRule("read", "$SYS/broker/#"),),
+    # `sqal lot start|end|show`: the lines' lots in and out; the devices' configs in (the
+    # product of a lot defaults to the profile the line's devices run).
+    Service.OPERATOR: (
+        AclRule("readwrite", LOTS),
+        AclRule("read", subscription(Kind.CONFIG)),
+    ),
 }
 
 
@@ -415,7 +425,9 @@ def mosquitto_add_device_command(
 def mosquitto_add_service_command(
     service: Annotated[
         Service,
-        typer.Argument(help="Service user: analyzer|ingest|record|config|simulator|monitor."),
+        typer.Argument(
+            help="Service user: analyzer|ingest|record|config|calibrate|simulator|monitor|operator."
+        ),
     ],
     password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
     acl_file: AclFileOption = DEFAULT_ACL_FILE,

@@ -48,15 +48,18 @@ from sqal.wire import (
     dead_letter_topic,
     decode,
     decode_as,
+    decode_lot,
     encode,
     is_config_deleted,
     is_dead_letter_topic,
+    is_lot_topic,
     line_and_device,
+    lot_subscription,
     parse_topic,
     shared,
     subscription,
 )
-from storage.rows import DeadRow, PendingRow, pending_row
+from storage.rows import DeadRow, LotRow, PendingRow, pending_row
 from storage.writer import BatchWriter, BrokerStat, WriteReport, retry_fixes
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,7 @@ def default_client_id(shared_group: str | None) -> str:
 def subscription_filters(shared_group: str | None, dead_topics: bool) -> list[str]:
     """The filters ingest subscribes to, shared when ``shared_group`` is given."""
     filters = [subscription(k) for k in STORED_KINDS]
+    filters.append(lot_subscription())  # the lines' lots (retained), stored in `lots`
     if dead_topics:
         filters.append(DEAD_LETTERS)
     if shared_group is None:
@@ -129,6 +133,7 @@ class _Prepared:
     dead: list[DeadRow]
     published: list[DeadLetter]
     stats: list[BrokerStat]
+    lots: list[LotRow]
 
 
 class IngestService:
@@ -249,7 +254,7 @@ class IngestService:
                         last,
                     )
                 report = self.writer.write(
-                    prepared.rows, prepared.dead, prepared.stats, split=split
+                    prepared.rows, prepared.dead, prepared.stats, split=split, lots=prepared.lots
                 )
                 break
             except StorageError as exc:
@@ -288,7 +293,7 @@ class IngestService:
         return report
 
     def _prepare(self, batch: Sequence[Delivery], now: datetime) -> _Prepared:
-        out = _Prepared([], [], [], [])
+        out = _Prepared([], [], [], [], [])
         for i, item in enumerate(batch):
             counter = BROKER_COUNTERS.get(item.topic)
             if counter is not None:
@@ -300,6 +305,15 @@ class IngestService:
                 continue
             if is_dead_letter_topic(item.topic):
                 self._foreign_dead(item, now, out)
+                continue
+            if is_lot_topic(item.topic):
+                self.metrics.received.inc(label="lot")
+                try:
+                    line, lot = decode_lot(item.topic, item.payload)
+                except PayloadError as err:
+                    out.dead.append(self._dead(item, err, out))
+                    continue
+                out.lots.append(LotRow(line, lot, item.topic, item.payload, i))
                 continue
             try:
                 topic = parse_topic(item.topic)

@@ -8,7 +8,8 @@ Settings start from the profile's (``spectral.settings``, ``tof.layout``) when t
 changes, and from the device's current ones when it stays; ``--set`` overrides either.
 
 The checkweigher block (whether a checkweigher weighs the device's trays, and its σ) is kept as
-it is unless ``checkweigher`` says otherwise: a σ in g announces one, ``0`` removes it.
+it is unless ``checkweigher`` says otherwise: a σ in g announces one, ``0`` removes it. The mode
+(``production``, ``calibration``, ``maintenance``) is kept likewise unless ``mode`` is given.
 
 A calibration is valid only for the settings it was measured with (docs/domain.md §3: "redone each
 shift and after any setting change"). ``config set`` therefore keeps the device's calibration
@@ -31,7 +32,7 @@ from sqal.mqtt import aiomqtt_client, client_id
 from sqal.profiles import load_profile
 from sqal.publisher import publish_acked
 from sqal.settings import parse_broker_url
-from sqal.wire import DeviceConfig, Kind, decode, device_topic, encode, subscription
+from sqal.wire import DeviceConfig, Kind, Mode, decode, device_topic, encode, subscription
 from sqal.wire.topics import parse_device_ref
 
 RETAINED_WAIT_S = 0.5
@@ -96,11 +97,14 @@ def build_config(
     current: DeviceConfig | None,
     now: datetime,
     checkweigher: float | None = None,
+    mode: Mode | None = None,
 ) -> tuple[DeviceConfig, str | None]:
     """The config to publish, and a note when the old calibration was dropped.
 
     ``checkweigher``: the line's checkweigher σ in g (its weights then decide fill and every
     tray waits for one), 0 to say the line has none; ``None`` keeps what the device has.
+    ``mode``: what the device's trays are for; ``None`` keeps the device's (production for a
+    new device).
 
     Raises:
         ConfigError: unknown profile, unknown setting, or a value outside the sensor's range.
@@ -120,6 +124,10 @@ def build_config(
     elif checkweigher is None and current is not None and current.checkweigher is not None:
         # The line's checkweigher stays whatever the product or the sensor settings become.
         base["checkweigher"] = current.checkweigher.model_dump()
+    if mode is not None:
+        base["mode"] = mode
+    elif current is not None:
+        base["mode"] = current.mode
     doc = apply_sets(base, sets)
     try:
         config = DeviceConfig.model_validate(doc)
@@ -206,6 +214,15 @@ async def delete_config(broker: str, target: Target) -> None:
     await asyncio.to_thread(
         publish_acked, broker, target.topic, b"", retain=True, prefix="sqal-config"
     )
+
+
+async def publish_mode(broker: str, target: Target, config: DeviceConfig, mode: Mode) -> None:
+    """Publish ``config`` with ``mode`` and a fresh ``ts`` (its calibration and settings kept).
+
+    Raises:
+        BrokerError, PublishError: as :func:`publish_config`.
+    """
+    await publish_config(broker, target, config.model_copy(update={"mode": mode, "ts": utc_now()}))
 
 
 def config_filter(target: Target | None) -> str:

@@ -7,8 +7,9 @@ definitions Grafana runs, in ``views/boards``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,13 +28,14 @@ SELECT device_id, sample_id, final_grade, defects, final_score, confidence,
        tof_present, tof_volume_mm3, tof_mass_g, tof_max_height_mm, tof_tilt_deg,
        spectral_present, spectral_oxidation_index, decision
 FROM results
-WHERE received_at >= %s
+WHERE received_at >= %s AND mode = 'production'
 ORDER BY ts
 """
 
 
 def results_for_eval(dsn: str, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Stored results as the parts of a result payload that ``sqal eval`` reads.
+    """Stored production results as the parts of a result payload that ``sqal eval`` reads
+    (calibration and maintenance trays have no truth to compare with).
 
     Args:
         since: only results stored at or after this time (one run among earlier ones).
@@ -250,6 +252,8 @@ class ShiftFacts:
         decisions: trays per decision, every :class:`~sqal.wire.Decision` present, and those
             without one under :data:`NO_DECISION`.
         hold_reasons: (reason, held trays), most frequent first (:data:`HOLD_TOP_JOIN`).
+        not_counted: trays that are not product (calibration, maintenance): mode →
+            (trays, devices); every other figure counts production trays only.
     """
 
     grades: dict[str, int]
@@ -261,9 +265,16 @@ class ShiftFacts:
     dead_letters: list[tuple[str, str, int]]
     decisions: dict[str, int]
     hold_reasons: list[tuple[str, int]]
+    not_counted: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 _WINDOW = sql.SQL("line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s")
+"""A line's period, of any table (frames, status)."""
+_PRODUCED = sql.SQL(
+    "line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s AND mode = 'production'"
+    " AND (%(lot)s::text IS NULL OR lot_id = %(lot)s)"
+)
+"""A line's production results in the period, of one lot when ``lot`` is given."""
 
 
 def _count_of(grade: Grade) -> sql.Composable:
@@ -282,7 +293,7 @@ _PER_GRADE = sql.SQL(", ").join(
 # Per device: grades, mean score, ToF seq gaps within each boot, presence at the shift's end.
 _DEVICES = sql.SQL(
     "WITH r AS (SELECT device_id, count(*) AS n, {grades}, avg(final_score) AS s"
-    " FROM results WHERE {window} GROUP BY 1),"
+    " FROM results WHERE {produced} GROUP BY 1),"
     " g AS (SELECT device_id, sum(max_seq - min_seq + 1 - seqs) AS gaps FROM ("
     "   SELECT device_id, max(seq) AS max_seq, min(seq) AS min_seq, count(DISTINCT seq) AS seqs"
     "   FROM tof_frames WHERE {window}"
@@ -297,6 +308,7 @@ _DEVICES = sql.SQL(
 ).format(
     grades=_PER_GRADE,
     window=_WINDOW,
+    produced=_PRODUCED,
     grade_names=sql.SQL(", ").join(sql.SQL("r.{}").format(n) for n in _GRADE_NAMES),
 )
 
@@ -347,46 +359,55 @@ def result_lines(conn: psycopg.Connection, limit: int = 20) -> list[str]:
 
 
 def shift_facts(
-    conn: psycopg.Connection, line: str, since: datetime, until: datetime, bucket: timedelta
+    conn: psycopg.Connection,
+    line: str,
+    since: datetime,
+    until: datetime,
+    bucket: timedelta,
+    lot: str | None = None,
 ) -> ShiftFacts:
-    """Read a line's shift, ``since`` included, ``until`` excluded.
+    """Read a line's shift, ``since`` included, ``until`` excluded: production trays only, and
+    the others counted apart.
 
     Args:
         bucket: the width of the reject series' buckets.
+        lot: only the trays of this lot.
 
     Raises:
         StorageError: a query failed.
     """
-    win = {"line": line, "since": since, "until": until}
+    win = {"line": line, "since": since, "until": until, "lot": lot}
     try:
-        return _shift_facts(conn, win, bucket)
+        facts = _shift_facts(conn, win, bucket)
     except psycopg.Error as exc:
         raise storage_error(exc, "shift report query") from None
+    others = not_counted(conn, line, lot, since, until)
+    return dataclasses.replace(facts, not_counted=others)
 
 
 def _shift_facts(conn: psycopg.Connection, win: dict[str, object], bucket: timedelta) -> ShiftFacts:
     grades = {g.value: 0 for g in Grade}
-    q = sql.SQL("SELECT final_grade, count(*) FROM results WHERE {} GROUP BY 1").format(_WINDOW)
+    q = sql.SQL("SELECT final_grade, count(*) FROM results WHERE {} GROUP BY 1").format(_PRODUCED)
     for grade, n in conn.execute(q, win):
         grades[grade] = n
-    q = sql.SQL("SELECT avg(final_score) FROM results WHERE {}").format(_WINDOW)
+    q = sql.SQL("SELECT avg(final_score) FROM results WHERE {}").format(_PRODUCED)
     row = conn.execute(q, win).fetchone()
     mean_score = None if row is None or row[0] is None else float(row[0])
     q = sql.SQL(
         "SELECT time_bucket(%(bucket)s, ts, %(since)s), count(*), {} FROM results"
         " WHERE {} GROUP BY 1 ORDER BY 1"
-    ).format(_count_of(Grade.REJECT), _WINDOW)
+    ).format(_count_of(Grade.REJECT), _PRODUCED)
     series = conn.execute(q, {**win, "bucket": bucket}).fetchall()
     q = sql.SQL(
         "SELECT d, count(*) FROM results, unnest(defects) AS d WHERE {}"
         " GROUP BY 1 ORDER BY 2 DESC, 1"
-    ).format(_WINDOW)
+    ).format(_PRODUCED)
     defects = conn.execute(q, win).fetchall()
     volumes: dict[str, list[float]] = {}
     q = sql.SQL(
         "SELECT profile, tof_volume_mm3 / 1000.0 FROM results"
         " WHERE {} AND tof_volume_mm3 IS NOT NULL ORDER BY profile, ts"
-    ).format(_WINDOW)
+    ).format(_PRODUCED)
     for profile, v in conn.execute(q, win):
         volumes.setdefault(profile, []).append(float(v))
     devices = [
@@ -400,14 +421,186 @@ def _shift_facts(conn: psycopg.Connection, win: dict[str, object], bucket: timed
         win,
     ).fetchall()
     decisions = {d.value: 0 for d in Decision} | {NO_DECISION: 0}
-    q = sql.SQL("SELECT decision, count(*) FROM results WHERE {} GROUP BY 1").format(_WINDOW)
+    q = sql.SQL("SELECT decision, count(*) FROM results WHERE {} GROUP BY 1").format(_PRODUCED)
     for decision, n in conn.execute(q, win):
         decisions[decision or NO_DECISION] = n
     q = sql.SQL(
         "SELECT {reason}, count(*) FROM results r {top}"
         " WHERE {window} AND r.decision = 'HOLD' GROUP BY 1 ORDER BY 2 DESC, 1"
-    ).format(reason=sql.SQL(HOLD_REASON), top=sql.SQL(HOLD_TOP_JOIN), window=_WINDOW)
+    ).format(reason=sql.SQL(HOLD_REASON), top=sql.SQL(HOLD_TOP_JOIN), window=_PRODUCED)
     reasons = [(str(reason), int(n)) for reason, n in conn.execute(q, win)]
     return ShiftFacts(
         grades, mean_score, series, defects, volumes, devices, dead, decisions, reasons
     )
+
+
+PRODUCTION = "r.mode = 'production'"
+"""Results that are product (issue #19): calibration and maintenance trays are counted apart."""
+
+
+@dataclass(frozen=True, slots=True)
+class LotInfo:
+    """A stored lot (``lots``, migration 0011) and its production trays so far.
+
+    Attributes:
+        trays: production results stamped with the lot.
+        not_counted: results stamped with the lot in another mode, by mode.
+    """
+
+    line_id: str
+    lot_id: str
+    product: str
+    qn_g: float
+    tne_g: float
+    started: datetime
+    ended: datetime | None
+    note: str | None
+    trays: int
+    not_counted: dict[str, int]
+
+
+_LOTS = """
+SELECT l.line_id, l.lot_id, l.product, l.qn_g, l.tne_g, l.started, l.ended, l.note,
+       (SELECT count(*) FROM results r WHERE r.line_id = l.line_id AND r.lot_id = l.lot_id
+          AND r.mode = 'production'),
+       (SELECT coalesce(jsonb_object_agg(x.mode, x.n), '{}'::jsonb) FROM (
+          SELECT r.mode, count(*) AS n FROM results r
+          WHERE r.line_id = l.line_id AND r.lot_id = l.lot_id AND r.mode <> 'production'
+          GROUP BY 1) x)
+FROM lots l
+WHERE (%(line)s::text IS NULL OR l.line_id = %(line)s)
+  AND (%(lot)s::text IS NULL OR l.lot_id = %(lot)s)
+  AND (%(since)s::timestamptz IS NULL OR coalesce(l.ended, 'infinity') >= %(since)s)
+ORDER BY l.started DESC, l.line_id
+LIMIT %(limit)s
+"""
+
+
+def lots(
+    conn: psycopg.Connection,
+    line: str | None = None,
+    lot: str | None = None,
+    since: datetime | None = None,
+    limit: int = 1000,
+) -> list[LotInfo]:
+    """Stored lots, newest first: of one line, one id, or those not ended before ``since``.
+
+    Raises:
+        StorageError: a query failed (e.g. the schema predates migration 0011).
+    """
+    args = {"line": line, "lot": lot, "since": since, "limit": limit}
+    try:
+        rows = conn.execute(_LOTS, args).fetchall()
+    except psycopg.Error as exc:
+        raise storage_error(exc, "cannot read lots") from None
+    return [
+        LotInfo(line_id, lot_id, product, float(qn), float(tne), started, ended, note,
+                int(trays), {str(k): int(v) for k, v in (other or {}).items()})
+        for line_id, lot_id, product, qn, tne, started, ended, note, trays, other in rows
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PackGroup:
+    """The production packs of one lot (or, without a lot, one nominal quantity) in a selection.
+
+    Attributes:
+        lot_id: ``None`` for trays scored while the line had no open lot.
+        qn_g, tne_g: the lot's, else the profile's (``targets``).
+        mass_g: each pack's mass: the checkweigher's where the result has one, else m̂.
+        sigma_g: its σ (the weight's, else m̂'s); ``None`` where unknown.
+        weighed: packs whose mass is the checkweigher's.
+    """
+
+    lot_id: str | None
+    qn_g: float
+    tne_g: float
+    mass_g: list[float]
+    sigma_g: list[float | None]
+    weighed: int
+
+
+_PACKS = """
+SELECT r.lot_id, coalesce(l.qn_g, t.qn_g) AS qn, coalesce(l.tne_g, t.tne_g) AS tne,
+       array_agg(coalesce(r.weight_mass_g, r.tof_mass_g) ORDER BY r.ts),
+       array_agg(CASE WHEN r.weight_mass_g IS NOT NULL THEN r.weight_sigma_g
+                 ELSE r.tof_sigma_mass_g END ORDER BY r.ts),
+       count(r.weight_mass_g)
+FROM results r
+LEFT JOIN lots l ON l.line_id = r.line_id AND l.lot_id = r.lot_id
+LEFT JOIN unnest(%(profiles)s::text[], %(qn)s::float8[], %(tne)s::float8[])
+    AS t(profile, qn_g, tne_g) ON t.profile = r.profile
+WHERE r.line_id = %(line)s AND r.mode = 'production'
+  AND (%(lot)s::text IS NULL OR r.lot_id = %(lot)s)
+  AND (%(since)s::timestamptz IS NULL OR r.ts >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR r.ts < %(until)s)
+  AND coalesce(r.weight_mass_g, r.tof_mass_g) IS NOT NULL
+  AND coalesce(l.qn_g, t.qn_g) IS NOT NULL
+GROUP BY 1, 2, 3
+ORDER BY min(r.ts)
+"""
+
+
+def pack_groups(
+    conn: psycopg.Connection,
+    line: str,
+    targets: dict[str, tuple[float, float]],
+    lot: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[PackGroup]:
+    """The production packs of a line, per lot, for the packers' rules (:mod:`views.packers`).
+
+    Args:
+        targets: profile → (Qn, TNE), for trays without a lot.
+        lot: only this lot's packs; ``since``/``until``: only packs captured in that period
+            (``since`` included), e.g. a shift.
+
+    Raises:
+        StorageError: a query failed.
+    """
+    names = sorted(targets)
+    args = {
+        "line": line, "lot": lot, "since": since, "until": until, "profiles": names,
+        "qn": [targets[p][0] for p in names], "tne": [targets[p][1] for p in names],
+    }  # fmt: skip
+    try:
+        rows = conn.execute(_PACKS, args).fetchall()
+    except psycopg.Error as exc:
+        raise storage_error(exc, "cannot read the packs") from None
+    return [
+        PackGroup(lot_id, float(qn), float(tne), [float(m) for m in masses],
+                  [None if s is None else float(s) for s in sigmas], int(weighed))
+        for lot_id, qn, tne, masses, sigmas, weighed in rows
+    ]  # fmt: skip
+
+
+_NOT_COUNTED = """
+SELECT mode, count(*), count(DISTINCT device_id) FROM results r
+WHERE r.line_id = %(line)s AND r.mode <> 'production'
+  AND (%(lot)s::text IS NULL OR r.lot_id = %(lot)s)
+  AND (%(since)s::timestamptz IS NULL OR r.ts >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR r.ts < %(until)s)
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def not_counted(
+    conn: psycopg.Connection,
+    line: str,
+    lot: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, tuple[int, int]]:
+    """Trays that are not product (calibration, maintenance) in a selection: mode → (trays,
+    devices).
+
+    Raises:
+        StorageError: a query failed.
+    """
+    args = {"line": line, "lot": lot, "since": since, "until": until}
+    try:
+        rows = conn.execute(_NOT_COUNTED, args).fetchall()
+    except psycopg.Error as exc:
+        raise storage_error(exc, "cannot count the trays not counted") from None
+    return {str(mode): (int(n), int(d)) for mode, n, d in rows}

@@ -6,6 +6,11 @@ RETURNING`` names them. Either way it hands those rows to :func:`add_rollups`, w
 counts to ``results_1m`` and ``defects_1m`` in the same transaction: exact under redelivery
 (docs/architecture.md, "Database"). The minute bucket equals TimescaleDB's ``time_bucket('1 minute',
 ts)``: the UTC minute.
+
+The roll-ups count production only (issue #19): a tray scored while its device was in
+``calibration`` or ``maintenance`` mode is stored in ``results`` but never rolled up, so an
+empty-tray calibration cannot move a line's reject rate. Dashboards and reports count those
+trays apart, from ``results`` (``mode <> 'production'``).
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sqal.wire import Grade
+from sqal.wire import Grade, Mode
 from storage.tables import RESULTS
 
-ROLLUP_COLUMNS = ("ts", "line_id", "device_id", "final_grade", "final_score", "defects")
+ROLLUP_COLUMNS = ("ts", "line_id", "device_id", "final_grade", "final_score", "defects", "mode")
 """The ``results`` columns a roll-up reads, in the order :func:`rollup` takes them."""
 
 GRADE_COLUMNS: dict[Grade, str] = {
@@ -67,14 +72,17 @@ def rollup_values(rows: Iterable[Sequence[object]]) -> list[tuple[object, ...]]:
 def rollup(
     rows: Iterable[Sequence[object]],
 ) -> tuple[dict[Key, MinuteCounts], dict[tuple[datetime, str, str, str], int]]:
-    """Counts per (minute, line, device) and defect counts per (minute, line, device, defect).
+    """Counts per (minute, line, device) and defect counts per (minute, line, device, defect),
+    of production trays only.
 
     Args:
         rows: the inserted ``results`` rows' :data:`ROLLUP_COLUMNS`.
     """
     per_minute: dict[Key, MinuteCounts] = {}
     per_defect: dict[tuple[datetime, str, str, str], int] = {}
-    for ts, line, device, grade, score, defects in rows:
+    for ts, line, device, grade, score, defects, mode in rows:
+        if mode != Mode.PRODUCTION.value:
+            continue  # calibration and maintenance trays are no product (module docstring)
         assert isinstance(ts, datetime)
         key = (minute(ts), str(line), str(device))
         c = per_minute.setdefault(key, MinuteCounts())

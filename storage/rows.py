@@ -25,6 +25,7 @@ from sqal.wire import (
     DeviceStatus,
     DeviceTopic,
     Frame,
+    Lot,
     Result,
     SpectralFrame,
     TofFrame,
@@ -194,6 +195,10 @@ def result_row(topic: DeviceTopic, r: Result) -> tuple[object, ...]:
         r.fusion.p_reject,
         Jsonb({k.value: v for k, v in r.fusion.p_defects.items()}) if r.fusion.decision else None,
         r.weight.mass_g if r.weight is not None else None,
+        r.mode.value,
+        r.lot,
+        t.sigma_mass_g if t else None,
+        r.weight.sigma_g if r.weight is not None else None,
     )
 
 
@@ -231,7 +236,29 @@ def config_row(topic: DeviceTopic, cfg: DeviceConfig, received_at: datetime) -> 
         Jsonb(cfg.spectral.model_dump(mode="json")),
         Jsonb(cal.model_dump(mode="json", exclude_none=True)) if cal else None,
         Jsonb(cfg.checkweigher.model_dump(mode="json")) if cfg.checkweigher else None,
+        cfg.mode.value,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LotRow:
+    """A ``lots`` row (:data:`~storage.tables.LOTS`), with the message it came from.
+
+    Attributes:
+        tag: the caller's handle, given back in a :class:`~storage.writer.Refusal` when the lot
+            conflicts with a stored one.
+    """
+
+    line_id: str
+    lot: Lot
+    topic: str
+    payload: bytes
+    tag: int
+
+    def values(self) -> tuple[object, ...]:
+        """The row in :data:`~storage.tables.LOTS` column order."""
+        x = self.lot
+        return (self.line_id, x.lot, x.product, x.qn_g, x.tne_g, x.started, x.ended, x.note)
 
 
 def to_row(

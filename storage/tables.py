@@ -208,6 +208,10 @@ RESULTS = Table(
         ("p_reject", "float4"),
         ("p_defects", "jsonb"),
         ("weight_mass_g", "float8"),
+        ("mode", "text"),
+        ("lot_id", "text"),
+        ("tof_sigma_mass_g", "float4"),
+        ("weight_sigma_g", "float8"),
     ),
 )
 
@@ -237,6 +241,7 @@ CONFIG = Table(
         ("spectral", "jsonb"),
         ("calibration", "jsonb"),
         ("checkweigher", "jsonb"),
+        ("mode", "text"),
     ),
 )
 
@@ -254,6 +259,23 @@ DEAD_LETTERS = Table(
     ),
     keyed=False,
 )
+
+LOTS = Table(
+    "lots",
+    (
+        ("line_id", "text"),
+        ("lot_id", "text"),
+        ("product", "text"),
+        ("qn_g", "float8"),
+        ("tne_g", "float8"),
+        ("started", "timestamptz"),
+        ("ended", "timestamptz"),
+        ("note", "text"),
+    ),
+    keyed=False,
+)
+"""A line's lots (migration 0011): upserted by the writer on (``line_id``, ``lot_id``), not
+COPied: a lot arrives once when opened and again when ended."""
 
 TABLES: dict[str, Table] = {
     t.name: t for t in (TOF, SPECTRAL, WEIGHTS, RESULTS, STATUS, CONFIG, DEAD_LETTERS)

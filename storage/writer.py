@@ -40,8 +40,8 @@ from storage.arrays import OutOfRangeError, prepack, register_array_dumpers
 from storage.connection import connect, storage_error
 from storage.laststatus import LAST_STATUS_COLUMNS, last_status_values, track_last_status
 from storage.rollups import ROLLUP_COLUMNS, add_rollups, rollup_values
-from storage.rows import DeadRow, PendingRow
-from storage.tables import DEAD_LETTERS, KEY, RESULTS, STATUS, TABLES, Table
+from storage.rows import DeadRow, LotRow, PendingRow
+from storage.tables import DEAD_LETTERS, KEY, LOTS, RESULTS, STATUS, TABLES, Table
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,27 @@ class BrokerStat:
 
 _INSERT_STATS = sql.SQL(
     "INSERT INTO broker_stats (ts, counter, value) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+)
+
+
+_UPSERT_LOT = sql.SQL(
+    "INSERT INTO lots AS l ({columns}) VALUES ({values})"
+    " ON CONFLICT (line_id, lot_id) DO UPDATE"
+    " SET ended = coalesce(l.ended, excluded.ended), note = coalesce(excluded.note, l.note)"
+    " WHERE (l.product, l.qn_g, l.tne_g, l.started)"
+    " = (excluded.product, excluded.qn_g, excluded.tne_g, excluded.started)"
+    " RETURNING 1"
+).format(
+    columns=LOTS.column_list,
+    values=sql.SQL(", ").join(sql.Placeholder() for _ in LOTS.columns),
+)
+"""A lot is stored once and updated only by its own later messages (its end, a note): the
+same product, Qn, TNE and start. Another lot under a stored id returns nothing: a conflict.
+An end is never undone (a redelivered open message keeps ``ended``)."""
+
+LOT_CONFLICT = (
+    "a lot with this line and id was stored first with another product, Qn, TNE or start; "
+    "it is kept, this one is not"
 )
 
 
@@ -254,6 +275,7 @@ class BatchWriter:
         stats: Sequence[BrokerStat] = (),
         *,
         split: bool = False,
+        lots: Sequence[LotRow] = (),
     ) -> WriteReport:
         """Write one batch in one transaction.
 
@@ -266,6 +288,8 @@ class BatchWriter:
                 becomes a dead letter (:meth:`Refusal.dead_row`).
             dead: dead letters decided before the write (bad payloads).
             stats: broker counter readings (``broker_stats``, migration 0004).
+            lots: lines' lots (``lots``, migration 0011); one whose id is stored for another
+                lot is refused as a ``conflict`` dead letter.
 
         Raises:
             StorageError: the database is unreachable or failed for a reason not tied to one
@@ -275,21 +299,26 @@ class BatchWriter:
         offered: dict[str, int] = {}
         for r in rows:
             offered[r.table] = offered.get(r.table, 0) + 1
+        if lots:
+            offered[LOTS.name] = len(lots)
         try:
             if split:
-                return self._write_isolated(conn, rows, dead, offered, stats, any_error=True)
+                return self._write_isolated(conn, rows, dead, offered, stats, lots, any_error=True)
             try:
                 with conn.transaction():
                     inserted, conflicts = self._write_rows(conn, rows, isolating=False)
                     refused = [self._conflict(row) for row in conflicts]
                     more = [r.dead_row(row, self._stage, datetime.now(UTC))
                             for r, row in zip(refused, conflicts, strict=True)]  # fmt: skip
+                    lot_refused, lot_dead = self._upsert_lots(conn, lots, inserted)
+                    refused += lot_refused
+                    more += lot_dead
                     self._copy_dead(conn, [*dead, *more])
                     self._insert_stats(conn, stats)
                 return WriteReport(inserted, offered, _in_order(refused), len(dead) + len(more))
             except ROW_ERRORS as exc:
                 log.info("batch of %d rows refused (%s); isolating the bad rows", len(rows), exc)
-            return self._write_isolated(conn, rows, dead, offered, stats)
+            return self._write_isolated(conn, rows, dead, offered, stats, lots)
         except psycopg.Error as exc:
             self.close()
             err = storage_error(exc, "cannot write batch")
@@ -310,6 +339,7 @@ class BatchWriter:
         dead: Sequence[DeadRow],
         offered: dict[str, int],
         stats: Sequence[BrokerStat] = (),
+        lots: Sequence[LotRow] = (),
         *,
         any_error: bool = False,
     ) -> WriteReport:
@@ -340,9 +370,12 @@ class BatchWriter:
                     more.append(r.dead_row(row, self._stage, datetime.now(UTC)))
                 for k, n in counts.items():
                     inserted[k] = inserted.get(k, 0) + n
+            lot_refused, lot_dead = self._upsert_lots(conn, lots, inserted)
+            refused += lot_refused
+            more += lot_dead
             self._copy_dead(conn, [*dead, *more])
             self._insert_stats(conn, stats)
-        return WriteReport(inserted, offered, tuple(refused), len(dead) + len(more))
+        return WriteReport(inserted, offered, _in_order(refused), len(dead) + len(more))
 
     def _write_rows(
         self, conn: psycopg.Connection, rows: Sequence[PendingRow], *, isolating: bool
@@ -488,6 +521,34 @@ class BatchWriter:
                 elif table is STATUS:
                     track_last_status(cur, last_status_values(fresh))
         return len(fresh), repeats
+
+    def _upsert_lots(
+        self, conn: psycopg.Connection, lots: Sequence[LotRow], inserted: dict[str, int]
+    ) -> tuple[list[Refusal], list[DeadRow]]:
+        """Store each lot (:data:`_UPSERT_LOT`), in arrival order; the conflicting ones refused.
+
+        Lots are a few a shift: one statement each, no COPY. ``inserted["lots"]`` counts the
+        lots stored or updated (a redelivery updates nothing it did not have).
+        """
+        refused: list[Refusal] = []
+        dead: list[DeadRow] = []
+        if not lots:
+            return refused, dead
+        stored = 0
+        with conn.cursor() as cur:
+            for lot in lots:
+                if cur.execute(_UPSERT_LOT, lot.values()).fetchone() is not None:
+                    stored += 1
+                    continue
+                r = Refusal(lot.tag, None, LOT_CONFLICT, DeadReason.CONFLICT)
+                refused.append(r)
+                now = datetime.now(UTC)
+                dead.append(
+                    DeadRow(now, self._stage, lot.topic, lot.line_id, None,
+                            r.reason.value, r.dead_detail, lot.payload)
+                )  # fmt: skip
+        inserted[LOTS.name] = stored
+        return refused, dead
 
     @staticmethod
     def _insert_stats(conn: psycopg.Connection, stats: Sequence[BrokerStat]) -> None:

@@ -16,7 +16,7 @@ from storage.laststatus import track_last_status
 from storage.migrate import load_migrations, migrate
 from storage.retention import KEPT_UNLESS_NAMED, RETENTION_TABLES, drop_older_than, parse_age
 from storage.status import TableStatus, db_status
-from storage.tables import TABLES
+from storage.tables import LOTS, TABLES
 
 _PG_TYPE = {
     "timestamptz": "timestamp with time zone",
@@ -61,7 +61,7 @@ def test_an_applied_migration_that_changed_is_refused(fresh_db: str) -> None:
 def test_writer_columns_exist_with_their_types(fresh_db: str) -> None:
     with _conn(fresh_db) as conn:
         migrate(conn)
-        for table in TABLES.values():
+        for table in [*TABLES.values(), LOTS]:
             rows = conn.execute(
                 "SELECT column_name, data_type, udt_name FROM information_schema.columns"
                 " WHERE table_name = %s",

@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 import yaml
@@ -25,7 +26,9 @@ from embedded import Postgres
 from tests import grafana_macros as gm
 from tests.views_data import END, START, Shift, build_shift, fill
 from views.boards import build_boards
+from views.boards.common import ANY_LOT
 from views.dashboards import DATASOURCE_UID, Board, PanelQuery
+from views.packers import packers_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARDS = build_boards()
@@ -36,6 +39,7 @@ VALUES: dict[str, str | list[str]] = {
     "device": DEVICES,
     "profile": "foie_gras_lobe_400g",
     "d0_mm": "260",
+    "lot": ANY_LOT,
 }
 CENT = Decimal("0.01")
 
@@ -108,6 +112,7 @@ def test_variable_queries_offer_the_lines_devices_profiles_and_samples(
 
     assert options("line") == ["L1", "L2"]
     assert options("device") == DEVICES
+    assert options("lot") == [ANY_LOT, "L1-B", "L1-A"]
     assert options("profile") == ["foie_gras_lobe_400g"]
     samples = options("sample")
     assert shift.sample_with_map in samples
@@ -256,6 +261,51 @@ def test_quality_mass_bands_and_height_map_match_the_rows(db: str, shift: Shift)
             i = r * 8 + c
             want = 260 - frame["distance_mm"][i] if frame["target_status"][i] in (5, 6, 9) else None
             assert grid[c][f"row {r}"] == want
+
+
+def test_calibration_trays_count_apart_and_nowhere_else(db: str, shift: Shift) -> None:
+    calibration = shift.not_product("L1")
+    assert len(calibration) == 12
+    for uid in ("sqal-line-overview", "sqal-quality"):
+        title = "Not counted: calibration and maintenance trays"
+        cols, rows = run(db, panel(uid, title).sql, VALUES)
+        assert as_dicts(cols, rows) == [{"calibration": 12, "maintenance": 0}]
+    # The calibration run's REJECTs are in no production figure: not in the grades (roll-ups,
+    # written as the writer writes them), not in the decisions, the defects, the HOLDs.
+    l1 = shift.results_of("L1")
+    _, rows = run(db, panel("sqal-line-overview", "Trays").sql, VALUES)
+    assert rows == [(len(l1),)]
+    cols, rows = run(db, panel("sqal-line-overview", "Decisions").sql, VALUES)
+    assert as_dicts(cols, rows)[0]["REJECT"] == sum(r["decision"] == "REJECT" for r in l1)
+    cols, rows = run(db, panel("sqal-quality", "Defect Pareto").sql, VALUES)
+    underfill = next(d["trays"] for d in as_dicts(cols, rows) if d["defect"] == "underfill")
+    assert underfill == sum("underfill" in r["defects"] for r in l1)
+
+
+def test_quality_selects_by_lot_as_well_as_by_time(db: str, shift: Shift) -> None:
+    lot_a = [r for r in shift.results_of("L1") if r["lot_id"] == "L1-A"]
+    values = {**VALUES, "lot": "L1-A"}
+    _, rows = run(db, panel("sqal-quality", "Volume distribution").sql, values)
+    assert len(rows) == len(lot_a)
+    _, rows = run(db, panel("sqal-quality", "Volume distribution").sql, VALUES)
+    assert len(rows) == len(shift.results_of("L1"))
+    # the packers' rules per lot: the database's figures are the pure core's on the same packs
+    cols, rows = run(db, panel("sqal-quality", "Packers' rules per lot (76/211/EEC)").sql, VALUES)
+    table = {d["lot"]: d for d in as_dicts(cols, rows)}
+    assert set(table) == {"L1-A", "L1-B"}
+    for lot, row in table.items():
+        trays = [r for r in shift.results_of("L1") if r["lot_id"] == lot]
+        mass = np.array([r["tof_mass_g"] for r in trays])
+        want = packers_rules(mass, np.array([r["tof_sigma_mass_g"] for r in trays]), 400, 12)
+        assert row["packs"] == want.n
+        assert float(row["mean_g"]) == pytest.approx(want.mean_g, abs=1e-3)
+        assert float(row["ci_low_g"]) == pytest.approx(want.ci_low_g, abs=1e-3)
+        assert row["below_t1"] == want.below_t1
+        assert row["below_t2"] == want.below_t2
+        assert row["expected_below_t1_share"] == pytest.approx(want.expected_below_t1_share)
+        assert float(row["expected_below_t2"]) == pytest.approx(want.expected_below_t2, abs=1e-4)
+        assert row["verdict"] == want.verdict.value
+        assert row["rule"] == want.rule_text
 
 
 def test_committed_dashboards_are_what_the_builder_makes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -52,19 +53,22 @@ def test_the_report_shows_its_sections_and_the_numbers_in_the_database(
     with psycopg.connect(fresh_db) as conn:
         n, rejects = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE final_grade = 'REJECT') FROM results"
-            " WHERE line_id = 'L1'"
+            " WHERE line_id = 'L1' AND mode = 'production'"
         ).fetchone() or (0, 0)
         per_device: dict[str, int] = dict(
             conn.execute(
-                "SELECT device_id, count(*) FROM results WHERE line_id = 'L1' GROUP BY 1"
+                "SELECT device_id, count(*) FROM results WHERE line_id = 'L1'"
+                " AND mode = 'production' GROUP BY 1"
             ).fetchall()
         )
         underfill = conn.execute(
             "SELECT count(*) FROM results WHERE line_id = 'L1' AND 'underfill' = ANY(defects)"
+            " AND mode = 'production'"
         ).fetchone()
         decisions: dict[str | None, int] = dict(
             conn.execute(
-                "SELECT decision, count(*) FROM results WHERE line_id = 'L1' GROUP BY 1"
+                "SELECT decision, count(*) FROM results WHERE line_id = 'L1'"
+                " AND mode = 'production' GROUP BY 1"
             ).fetchall()
         )
     out = tmp_path / "shift.pdf"
@@ -88,6 +92,23 @@ def test_the_report_shows_its_sections_and_the_numbers_in_the_database(
         "Quality manager",
     ):
         assert title in text, title
+    # The packers' rules of each lot first, as `--json` gives them; then each lot's masses
+    # against Qn/T1/T2 and its control charts.
+    doc = json.loads(_report(fresh_db, tmp_path / "j.pdf", "--json").stdout)  # type: ignore[attr-defined]
+    flat = " ".join(text.split())
+    assert [g["lot"] for g in doc["packers_rules"]] == ["L1-A", "L1-B"]
+    for g in doc["packers_rules"]:
+        mean = f"{g['mean_g']:.1f} g [{g['ci_low_g']:.1f}, {g['ci_high_g']:.1f}]"
+        assert f"{g['lot']} 400 g {g['n']} {mean}" in flat, g["lot"]
+        assert f"{g['verdict']} {g['rule_text']}" in flat
+        for title in (
+            f"Mass distribution · lot {g['lot']}",
+            f"Mean mass per subgroup (X̄) · lot {g['lot']}",
+            f"Spread per subgroup (s) · lot {g['lot']}",
+        ):
+            assert title in flat, title
+    assert "Statistical process control" in text
+    assert "Reject rate per slot (p chart)" in text
     # The period in the plant's zone (CET, UTC+1 in March) and in UTC.
     assert "Period 2026-03-02 07:00 – 2026-03-02 09:00 (Europe/Paris)" in text
     assert "2026-03-02 06:00 – 2026-03-02 08:00 UTC" in text
@@ -104,19 +125,22 @@ def test_the_report_shows_its_sections_and_the_numbers_in_the_database(
     for reason, count in build_shift().hold_reasons("L1").items():
         row = rf"{re.escape(defect_name(reason))}\s+{count}\s+{100 * count / holds:.1f} %"
         assert re.search(row, text), reason
+    # the calibration run (tests/views_data.py) counts apart, and nowhere else
+    assert "Calibration runs: 12 trays on 1 device, not counted" in text
     assert underfill is not None
     assert re.search(rf"Underfill \(mass below the limit\)\s+{underfill[0]}\s", text)
     # Per device: trays, dead letters and offline time (build_shift: dev-02 23 s, dev-03 from
     # 100 min to the end), every column header whole.
-    assert "missing height frames" in text
+    raw = subprocess.run(["pdftotext", str(out), "-"], capture_output=True, check=True)
+    cells = " ".join(raw.stdout.decode().split())  # reading order: wrapped headers rejoin
+    for head in ("missing height frames", "dead letters", "below T1 (expected)", "giveaway"):
+        assert head in cells, head
     rows = {
         line.split()[0]: line
         for line in text.splitlines()
         if line.strip()[:4] == "dev-" and line.split()[1].isdigit()
     }
-    assert {d: rows[d].split()[1] for d in per_device} == {
-        d: str(c) for d, c in per_device.items()
-    }
+    assert {d: rows[d].split()[1] for d in per_device} == {d: str(c) for d, c in per_device.items()}
     assert " ".join(rows["dev-02"].split()[-3:]) == "23 s online"
     assert " ".join(rows["dev-03"].split()[-5:]) == "20 min 00 s offline"
     assert rows["dev-01"].split()[-3:] == ["8", "0", "online"]  # its eight dead letters

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -346,3 +347,32 @@ def test_rename_sample_changes_the_sample_id_and_nothing_else() -> None:
     long = fresh.new_id("x" * MAX_SAMPLE_ID, 0)
     assert len(long) <= MAX_SAMPLE_ID
     assert long == fresh.new_id("x" * MAX_SAMPLE_ID, 0) != fresh.new_id("y" * MAX_SAMPLE_ID, 0)
+
+
+def test_a_lot_decodes_from_its_line_topic_and_bad_ones_are_named() -> None:
+    from sqal.wire import Lot, decode_lot, lot_topic
+
+    lot = Lot(lot="2026-12-05-A", product="foie_gras_lobe_400g", qn_g=400, tne_g=12,
+              started=datetime(2026, 12, 5, 6, tzinfo=UTC))  # fmt: skip
+    assert decode_lot(lot_topic("L1"), encode(lot)) == ("L1", lot)
+    cases = [
+        ("sqal/v1/_dead/lot", encode(lot), DeadReason.BAD_TOPIC),
+        ("sqal/v1/L1/n01/lot", encode(lot), DeadReason.BAD_TOPIC),
+        (lot_topic("L1"), b"{oops", DeadReason.BAD_JSON),
+        (lot_topic("L1"), encode(lot)[:-1] + b',"v":2}', DeadReason.UNSUPPORTED_VERSION),
+        (
+            lot_topic("L1"),
+            encode(lot).replace(b'"tne_g":12.0', b'"tne_g":400.0'),
+            DeadReason.SCHEMA,
+        ),
+        (
+            lot_topic("L1"),
+            encode(lot)[:-1] + b',"ended":"2026-12-05T05:00:00Z"}',
+            DeadReason.SCHEMA,
+        ),
+        (lot_topic("L1"), encode(lot).replace(b"2026-12-05-A", b"a/b"), DeadReason.SCHEMA),
+    ]
+    for topic, payload, reason in cases:
+        with pytest.raises(PayloadError) as err:
+            decode_lot(topic, payload)
+        assert err.value.reason is reason, (topic, payload)

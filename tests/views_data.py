@@ -18,8 +18,14 @@ Rows are built here, not by the simulator or ingest, and written with COPY. What
   from the mass and index (σ 1 % of Qn, 0.05), ``missing_spectral`` at 1.0; P(REJECT) joins a
   critical underfill and a score below 0.5; HOLD at P(REJECT) ≥ 0.02 or without a spectrum,
   REJECT at ≥ 0.5, as the profile's ``decision`` block (docs/domain.md §5).
-- per-minute roll-ups computed from exactly the result rows written, and each device's last
-  status (``device_last_status``) from the status rows, as ingest keeps them.
+- lots (issue #19): ``L1-A`` from the start to 60 min (ended), ``L1-B`` from 60 min, still
+  open; ``L1`` trays carry the lot of their time, ``L2`` trays none. Each ToF mass has a σ of
+  4 % (the profile's mass model).
+- calibration (issue #19): ``dev-03`` captures an empty-tray calibration from 30 to 33 min, a
+  tray every 15 s in ``calibration`` mode (REJECT, about 5 g, ``underfill``), within ``L1-A``.
+  They are stored and must count nowhere but apart.
+- per-minute roll-ups computed from exactly the production result rows written (as the writer),
+  and each device's last status (``device_last_status``) from the status rows, as ingest keeps them.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ PITCH = timedelta(seconds=15)
 D0_MM = 260
 DECISIONS_FROM = START + timedelta(minutes=30)
 """Results before this instant come from an analyzer without decisions (NULL)."""
+LOT_B_FROM = START + timedelta(minutes=60)
+"""``L1-A`` ends and ``L1-B`` starts here."""
+CALIBRATION = (START + timedelta(minutes=30), START + timedelta(minutes=33))
+"""``dev-03``'s calibration run."""
+MASS_SIGMA_FRAC = 0.04
 P_HOLD, P_REJECT = 0.02, 0.5
 
 
@@ -58,10 +69,16 @@ class Shift:
     spectral: list[dict[str, Any]] = field(default_factory=list)
     status: list[dict[str, Any]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
+    lots: list[dict[str, Any]] = field(default_factory=list)
     sample_with_map: str = ""
 
     def results_of(self, line: str) -> list[dict[str, Any]]:
-        return [r for r in self.results if r["line_id"] == line]
+        """The line's production trays: what every figure counts."""
+        return [r for r in self.results if r["line_id"] == line and r["mode"] == "production"]
+
+    def not_product(self, line: str) -> list[dict[str, Any]]:
+        """The line's trays in calibration or maintenance mode."""
+        return [r for r in self.results if r["line_id"] == line and r["mode"] != "production"]
 
     def hold_reasons(self, line: str) -> collections.Counter[str]:
         """Held trays per top ``p_defects`` code, ties under each, none as ``(score only)``."""
@@ -236,6 +253,9 @@ def _tray(
             "confidence": 0.9 if has_spec else 0.5,
             "defects": sorted(defects),
             "tof_mass_g": mass,
+            "tof_sigma_mass_g": MASS_SIGMA_FRAC * mass,
+            "mode": "production",
+            "lot_id": (("L1-A" if ts < LOT_B_FROM else "L1-B") if line == "L1" else None),
             "tof_volume_mm3": ProfileTarget.load(profile).volume_cm3(mass) * 1000,
             "tof_avg_height_mm": 30.0,
             "spectral_present": has_spec,
@@ -245,6 +265,26 @@ def _tray(
             "received_at": ts + lag + timedelta(milliseconds=80),
         }
     )
+
+
+def _calibration(shift: Shift) -> None:
+    """``dev-03``'s empty-tray calibration: REJECTs of a few grams, in calibration mode."""
+    t, k = CALIBRATION[0], 0
+    while t < CALIBRATION[1]:
+        shift.results.append(
+            {
+                "ts": t, "line_id": "L1", "device_id": "dev-03", "sample_id": f"dev-03-cal-{k:04d}",
+                "profile": "foie_gras_lobe_400g", "final_score": 0.0, "final_grade": "REJECT",
+                "confidence": 0.9, "defects": ["underfill"], "tof_mass_g": 4.8 + 0.1 * k,
+                "tof_sigma_mass_g": 2.0, "tof_volume_mm3": 5000.0, "tof_avg_height_mm": 0.5,
+                "spectral_present": True, "spectral_oxidation_index": 0.1,
+                "spectral_freshness_index": 0.9, "processing_ms": 3.0, "decision": "REJECT",
+                "p_reject": 1.0, "p_defects": {"underfill": 1.0}, "data_quality": 0.9,
+                "mode": "calibration", "lot_id": "L1-A", "received_at": t + timedelta(seconds=1),
+            }
+        )  # fmt: skip
+        t += PITCH
+        k += 1
 
 
 def _status(shift: Shift, line: str, device: str, events: list[tuple[datetime, str]]) -> None:
@@ -278,6 +318,13 @@ def build_shift(seed: int = 7) -> Shift:
         if device == "dev-03":
             events = [e for e in events if e[0] < START + 100 * m] + [(START + 100 * m, "offline")]
         _status(shift, line, device, sorted(events))
+    _calibration(shift)
+    shift.lots = [
+        {"line_id": "L1", "lot_id": "L1-A", "product": "foie_gras_lobe_400g", "qn_g": 400.0,
+         "tne_g": 12.0, "started": START, "ended": LOT_B_FROM, "note": "morning"},
+        {"line_id": "L1", "lot_id": "L1-B", "product": "foie_gras_lobe_400g", "qn_g": 400.0,
+         "tne_g": 12.0, "started": LOT_B_FROM, "ended": None, "note": None},
+    ]  # fmt: skip
     dead: list[tuple[str, str, str | None]] = (
         [("bad_json", "ingest", "L1")] * 5
         + [("schema", "analyzer", "L1")] * 3
@@ -320,6 +367,8 @@ def _rollups(results: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str
     score: dict[tuple[Any, ...], float] = collections.defaultdict(float)
     defects: collections.Counter[tuple[Any, ...]] = collections.Counter()
     for r in results:
+        if r["mode"] != "production":
+            continue  # as storage.rollups: only product is rolled up
         key = (r["ts"].replace(second=0, microsecond=0), r["line_id"], r["device_id"])
         per[key][r["final_grade"]] += 1
         score[key] += r["final_score"]
@@ -425,6 +474,7 @@ def fill(dsn: str, shift: Shift) -> None:
             track_last_status(
                 cur, [tuple(r.get(c) for c in LAST_STATUS_COLUMNS) for r in shift.status]
             )
+        _copy(conn, "lots", shift.lots, {})
         _copy(conn, "dead_letters", shift.dead, {})
         _copy(conn, "broker_stats", _broker_stats(shift), {})
         for table, rows in _rollups(shift.results):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,6 +13,9 @@ import typer
 
 from sqal.errors import ConfigError, SqalError
 from sqal.settings import load_settings
+
+if TYPE_CHECKING:
+    from storage.queries import LotInfo
 
 DbOption = Annotated[
     str | None, typer.Option("--db", metavar="DSN", help="PostgreSQL DSN [env SQAL_DB].")
@@ -152,14 +155,33 @@ def push_dashboards(url: str, token: str, docs: list[dict[str, Any]]) -> tuple[l
 
 
 def report_command(
-    line: Annotated[str, typer.Option("--line", help="Line id to report on.")],
+    line: Annotated[
+        str | None,
+        typer.Option("--line", help="Line id to report on (with --lot: the lot's line)."),
+    ] = None,
+    lot: Annotated[
+        str | None,
+        typer.Option(
+            "--lot", help="Report on one lot: its trays over its whole run, unless --since/--until."
+        ),
+    ] = None,
     db: DbOption = None,
     since: Annotated[
-        str, typer.Option("--since", help="Start: an age before --until (8h, 90m) or an ISO time.")
-    ] = "8h",
+        str | None,
+        typer.Option(
+            "--since",
+            help="Start: an age before --until (8h, 90m) or an ISO time [8h; with --lot its "
+            "start].",
+            show_default=False,
+        ),
+    ] = None,
     until: Annotated[
         str | None,
-        typer.Option("--until", help="End: an age before now or an ISO time [default: now]."),
+        typer.Option(
+            "--until",
+            help="End: an age before now or an ISO time [now; with --lot its end].",
+            show_default=False,
+        ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="PDF file to write.")] = Path("shift.pdf"),
     html: Annotated[
@@ -176,40 +198,97 @@ def report_command(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a printable shift report: the packers' rules, decisions and HOLD reasons, defects,
-    SPC, devices, a signature block; the PDF and the HTML page come from one template."""
-    from sqal.wire import is_valid_id
+    """Write a printable shift report: the packers' rules per lot, decisions and HOLD reasons,
+    defects, SPC, devices, a signature block; the PDF and the HTML page come from one template.
+    Production trays only; calibration runs are counted apart."""
     from storage.connection import connect
-    from views.report import load_record, load_shift, parse_instant, report_context, write_report
+    from views.report import (
+        load_record,
+        load_shift,
+        mass_groups,
+        not_counted_lines,
+        parse_instant,
+        report_context,
+        write_report,
+    )
 
-    if not is_valid_id(line):
-        raise ConfigError(f"--line {line!r}: a line id is 1-64 of A-Z a-z 0-9 _ -")
+    if line is None and lot is None:
+        raise ConfigError("give --line, --lot, or both")
+    if line is not None:
+        check_line(line)
     now = datetime.now(UTC)
+    # Times are checked before the database is asked (a bad one is a usage error).
     end = parse_instant(until, now, "--until") if until else now
-    start = parse_instant(since, end, "--since")
+    start = parse_instant(since or "8h", end, "--since")
     zone = plant_zone(tz)
     dsn = load_settings(db=db).db.get_secret_value()
     with connect(dsn, "sqal-report") as conn:
-        data = load_shift(conn, line, start, end)
+        if lot is not None:
+            info = find_lot(conn, lot, line)
+            line = info.line_id
+            end = end if until else (info.ended or now)
+            start = parse_instant(since, end, "--since") if since else info.started
+        assert line is not None
+        data = load_shift(conn, line, start, end, lot)
         record = load_record(conn, line, start, end)
-    paths = write_report(report_context(data, record, [], zone), out, html)
+    paths = write_report(report_context(data, record, mass_groups(data), zone), out, html)
     summary = {
         "line": line,
+        "lot": lot,
         "since": start.isoformat(),
         "until": end.isoformat(),
         "trays": data.trays,
         "grades": data.grades,
         "reject_rate": data.reject_rate,
         "decisions": data.decisions,
+        "not_counted": {m: {"trays": n, "devices": k} for m, (n, k) in data.not_counted.items()},
+        "packers_rules": [g.as_dict() for g in data.packers],
         "written": [str(p) for p in paths],
     }
     rate = "–" if data.reject_rate is None else f"{100 * data.reject_rate:.1f} %"
-    _emit(
-        summary,
-        as_json,
-        f"line {line}: {data.trays} trays, reject rate {rate}; wrote "
-        + ", ".join(str(p) for p in paths),
-    )
+    lines = [
+        f"line {line}{f' lot {lot}' if lot else ''}: {data.trays} trays, reject rate {rate}; "
+        "wrote " + ", ".join(str(p) for p in paths),
+        *not_counted_lines(data),
+        *(f"packers' rules, lot {g.lot_id or '(none open)'}: {g.rules.verdict.value} "
+          f"({g.rules.rule_text})" for g in data.packers),
+    ]  # fmt: skip
+    _emit(summary, as_json, "\n".join(lines))
+
+
+def check_line(line: str) -> str:
+    """``line`` if it is a valid line id.
+
+    Raises:
+        ConfigError: it is not.
+    """
+    from sqal.wire import is_valid_id
+
+    if not is_valid_id(line):
+        raise ConfigError(f"--line {line!r}: a line id is 1-64 of A-Z a-z 0-9 _ -")
+    return line
+
+
+def find_lot(conn: Any, lot: str, line: str | None) -> LotInfo:
+    """The stored lot ``lot`` (of ``line`` when given).
+
+    Raises:
+        ConfigError: no such lot, or the id names lots of several lines and no line was given.
+    """
+    from storage.queries import lots
+
+    if line is not None:
+        check_line(line)
+    found = lots(conn, line=line, lot=lot)
+    if not found:
+        where = f" on line {line}" if line else ""
+        raise ConfigError(
+            f"--lot {lot}: no such lot{where} in the database; sqal lot list shows the lots"
+        )
+    if len(found) > 1:
+        lines = ", ".join(sorted(x.line_id for x in found))
+        raise ConfigError(f"--lot {lot} names a lot on each of lines {lines}; give --line")
+    return found[0]
 
 
 def plant_zone(name: str | None) -> tzinfo:

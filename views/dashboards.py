@@ -45,6 +45,8 @@ GRID_COLUMNS = 24
 """Grafana's dashboard grid is 24 columns wide."""
 GRADE_COLORS = {"A": "green", "B": "blue", "C": "orange", "REJECT": "red"}
 DECISION_COLORS = {"PASS": "green", "HOLD": "yellow", "REJECT": "red"}
+VERDICT_COLORS = {"complies": "green", "at risk": "orange", "fails": "red"}
+"""The packers' rules' verdicts (views.packers.Verdict)."""
 """What the reject gate did with a tray; HOLD (the re-check lane) is kept apart from grade C's
 orange so the two coloured columns of a table do not read alike."""
 
@@ -246,6 +248,10 @@ def grade_cells() -> list[gmodel.DynamicConfigValue]:
 
 def decision_cells() -> list[gmodel.DynamicConfigValue]:
     return _colored_cells(DECISION_COLORS)
+
+
+def verdict_cells() -> list[gmodel.DynamicConfigValue]:
+    return _colored_cells(VERDICT_COLORS)
 
 
 def state_cells() -> list[gmodel.DynamicConfigValue]:

@@ -50,8 +50,10 @@ def write_pdf(html: str, path: Path) -> None:
     """
     from weasyprint import HTML  # imported here: ~0.3 s, only for commands that write a PDF
 
-    for name in ("weasyprint", "fontTools"):  # their INFO is per layout step: not the user's news
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # Their INFO is per layout step, their WARNINGs the SVG style properties they skip: not news
+    # for whoever asked for a report.
+    for name in ("weasyprint", "fontTools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     HTML(string=html, base_url=str(path.parent)).write_pdf(path)
 
 

@@ -9,7 +9,8 @@ matplotlib ``Figure`` objects (no pyplot: no global figure state, no display). C
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
@@ -19,14 +20,16 @@ from numpy.typing import NDArray
 
 from sqal import __version__
 from sqal.errors import ConfigError
-from sqal.profiles import profile_names
+from sqal.profiles import load_profile, profile_names
 from sqal.settings import parse_aware_time
 from sqal.wire import Decision, Grade
 from storage.queries import (
     NO_DECISION,
     NO_DEFECT_REASON,
+    PackGroup,
     ShiftDevice,
     line_seen,
+    pack_groups,
     result_lines,
     shift_facts,
 )
@@ -38,6 +41,7 @@ from storage.shift import (
 )
 from views import render
 from views.boards import ProfileTarget
+from views.packers import GroupRules, profile_targets, rules_of
 from views.spc import RULES, Subgroups, capability, p_chart, western_electric, xbar_s_limits
 
 GRADES = tuple(g.value for g in Grade)
@@ -65,6 +69,11 @@ class ShiftData:
             analyzers before 2026-12 that published none.
         hold_reasons: (reason, held trays), most frequent first; a tray whose top defect
             probabilities tie counts under each.
+        lot: the lot reported on (``None``: every tray of the line in the period).
+        not_counted: trays that are no product (calibration, maintenance): mode → (trays,
+            devices). Every other figure counts production trays only.
+        packers: the packers' rules of each lot in the period (Directive 76/211/EEC).
+        packs: the masses they are computed on, lot by lot in arrival order.
     """
 
     line_id: str
@@ -81,6 +90,10 @@ class ShiftData:
     dead_letters: list[tuple[str, str, int]]
     decisions: dict[str, int]
     hold_reasons: list[tuple[str, int]]
+    lot: str | None = None
+    not_counted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    packers: list[GroupRules] = field(default_factory=list)
+    packs: list[PackGroup] = field(default_factory=list)
 
     @property
     def trays(self) -> int:
@@ -125,8 +138,14 @@ def bucket_for(span: timedelta) -> timedelta:
     return timedelta(seconds=max(step, round(span.total_seconds() / 24 / step) * step))
 
 
-def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: datetime) -> ShiftData:
-    """Read a line's shift from the database.
+def load_shift(
+    conn: psycopg.Connection,
+    line: str,
+    since: datetime,
+    until: datetime,
+    lot: str | None = None,
+) -> ShiftData:
+    """Read a line's shift (of one lot, when ``lot`` is given) from the database.
 
     A line the database has never heard of is an error (a mistyped id would otherwise give a
     well-formed, empty report); a known line without trays in the period renders as such.
@@ -146,7 +165,9 @@ def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: date
             f"--line {line}: the database has no result, frame or status of that line; {there}"
         )
     bucket = bucket_for(until - since)
-    f = shift_facts(conn, line, since, until, bucket)
+    f = shift_facts(conn, line, since, until, bucket, lot)
+    packs = pack_groups(conn, line, profile_targets(), lot, since, until)
+    packers = rules_of(packs)
     known = set(profile_names())
     targets = {p: ProfileTarget.load(p) for p in f.volumes_cm3 if p in known}
     return ShiftData(
@@ -164,7 +185,20 @@ def load_shift(conn: psycopg.Connection, line: str, since: datetime, until: date
         f.dead_letters,
         f.decisions,
         f.hold_reasons,
+        lot,
+        f.not_counted,
+        packers,
+        packs,
     )
+
+
+def not_counted_lines(d: ShiftData) -> list[str]:
+    """ "calibration runs: 43 trays on 1 device, not counted", one line per mode."""
+    names = {"calibration": "calibration runs", "maintenance": "maintenance"}
+    return [
+        f"{names.get(mode, mode)}: {n} trays on {k} device{'s' if k != 1 else ''}, not counted"
+        for mode, (n, k) in sorted(d.not_counted.items())
+    ]
 
 
 def _pct(x: float | None) -> str:
@@ -239,6 +273,40 @@ class MassGroup:
     rules: dict[str, str] | None = None
 
 
+def mass_groups(d: ShiftData) -> list[MassGroup]:
+    """The report's mass, rules and SPC sections of each lot in ``d``: its packs' masses, the
+    packers' rules worded, and the giveaway limit of its product (Qn × (1 + the profile's
+    ``overfill_minor``), the profile of the same Qn among the shift's)."""
+    allowance = {t.qn_g: load_profile(name).tof.overfill_minor for name, t in d.targets.items()}
+    out = []
+    for pack, rules in zip(d.packs, d.packers, strict=True):
+        r = rules.rules
+        usl = pack.qn_g * (1.0 + allowance.get(pack.qn_g, DEFAULT_GIVEAWAY))
+        ci = "–" if not math.isfinite(r.ci_low_g) else f"[{r.ci_low_g:.1f}, {r.ci_high_g:.1f}]"
+        row = {
+            "qn": f"{r.qn_g:g} g",
+            "n": str(r.n),
+            "weighed": " ⚖" if r.weighed == r.n else (f" ({r.weighed} ⚖)" if r.weighed else ""),
+            "mean": f"{r.mean_g:.1f} g {ci}",
+            "sd": "–" if not math.isfinite(r.sd_g) else f"{r.sd_g:.1f} g",
+            "t1": f"{r.below_t1} = {100 * r.below_t1_share:.1f} % ({r.expected_below_t1:.1f})",
+            "t2": f"{r.below_t2} ({r.expected_below_t2:.2f})",
+            "giveaway": f"{r.giveaway_g:+.1f} g ({r.giveaway_pct:+.1f} %)",
+            "verdict": r.verdict.value,
+            "css": r.verdict.value.replace(" ", "-"),
+            "rule": r.rule_text,
+        }
+        out.append(
+            MassGroup(
+                rules.lot_id, pack.qn_g, pack.tne_g, usl, list(pack.mass_g), pack.weighed, row
+            )
+        )
+    return out
+
+
+DEFAULT_GIVEAWAY = 0.12
+"""The giveaway allowance of a lot whose Qn no shipped profile has (both ship 12 %)."""
+
 SPC_SUBGROUP = 5
 """Trays per subgroup of the X̄ and s charts: consecutive packs, as a checkweigher's sample."""
 SPC_MIN_SUBGROUPS = 4
@@ -291,13 +359,16 @@ _RULE_WORDS = {
 
 
 def _spc_section(g: MassGroup, baseline: MassGroup | None) -> dict[str, object] | None:
-    """X̄/s charts, rule flags and capability of one lot; ``None`` with too few subgroups."""
+    """X̄/s charts, rule flags and capability of one lot; ``None`` with too few subgroups or a
+    baseline without spread."""
     chart = Subgroups.consecutive(np.asarray(g.masses_g), SPC_SUBGROUP)
     base_values = baseline.masses_g if baseline is not None else g.masses_g
     base = Subgroups.consecutive(np.asarray(base_values), SPC_SUBGROUP)
     if chart.n.size < SPC_MIN_SUBGROUPS or base.n.size < SPC_MIN_SUBGROUPS:
         return None
     lim = xbar_s_limits(base, chart)
+    if not lim.sigma > 0:  # every baseline subgroup without spread: no zones to chart
+        return None
     flags = western_electric(chart.mean, lim.grand_mean, lim.sigma / np.sqrt(chart.n))
     out: NDArray[np.bool_] = np.asarray(flags.any(axis=1))
     t1 = g.qn_g - g.tne_g
@@ -343,8 +414,7 @@ def report_context(
     """Everything ``views/templates/report.html`` shows, worded and formatted."""
     now = datetime.now(UTC)
     tz_name = str(getattr(tz, "key", None) or now.astimezone(tz).tzname())
-    lot_id = getattr(d, "lot", None)
-    title = f"SQAL shift report · line {d.line_id}" + (f" · lot {lot_id}" if lot_id else "")
+    title = f"SQAL shift report · line {d.line_id}" + (f" · lot {d.lot}" if d.lot else "")
     score = "–" if d.mean_score is None else f"{d.mean_score:.3f}"
     summary = [
         ("Trays", str(d.trays)),
@@ -411,7 +481,7 @@ def report_context(
         "version": __version__,
         "rules": [{"lot": g.lot or "(none open)", **g.rules} for g in groups if g.rules],
         "summary": summary,
-        "not_counted": list(getattr(d, "not_counted_lines", lambda: [])()),
+        "not_counted": [x[0].upper() + x[1:] for x in not_counted_lines(d)],
         "calibrations": [
             {
                 "device": u.device_id,

@@ -27,12 +27,13 @@ from sqal.wire.models import (
     DeviceConfig,
     DeviceStatus,
     Frame,
+    Lot,
     Result,
     SpectralFrame,
     TofFrame,
     Weight,
 )
-from sqal.wire.topics import DeviceTopic, kind_of, parse_topic
+from sqal.wire.topics import DeviceTopic, kind_of, parse_lot_topic, parse_topic
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Largest payload accepted. An 8x8 ToF frame with its CNH histogram is about 12 KiB."""
@@ -218,6 +219,16 @@ def decode(topic: str | DeviceTopic, payload: bytes) -> Frame:
     return obj
 
 
+def decode_lot(topic: str, payload: bytes) -> tuple[str, Lot]:
+    """Decode a lot retained on ``sqal/v1/{line}/lot``: the line and its lot.
+
+    Raises:
+        PayloadError: ``bad_topic``, or any reason of :func:`decode_as`.
+    """
+    line = parse_lot_topic(topic)
+    return line, decode_as(Lot, payload, topic)
+
+
 def decode_tof(payload: bytes, topic: str | None = None) -> TofFrame:
     """Validate a ToF frame without a topic (captures, tests)."""
     return decode_as(TofFrame, payload, topic)
@@ -291,6 +302,7 @@ __all__ = [
     "dead_letter",
     "decode",
     "decode_as",
+    "decode_lot",
     "decode_spectral",
     "decode_tof",
     "encode",

@@ -80,6 +80,20 @@ class DeadReason(StrEnum):
     PROCESSING = "processing"
 
 
+class Mode(StrEnum):
+    """What a device's trays are for (its config's ``mode``, stamped on each result).
+
+    Only ``production`` trays are product: roll-ups, dashboards, reports, ``sqal eval --db`` and
+    the packers' rules count them alone, and show the others apart. ``sqal calibrate`` sets
+    ``calibration`` while it captures a fixture; an operator sets ``maintenance`` while the node
+    is serviced (``sqal config set --mode``).
+    """
+
+    PRODUCTION = "production"
+    CALIBRATION = "calibration"
+    MAINTENANCE = "maintenance"
+
+
 class DeviceState(StrEnum):
     """A device's presence, published retained on its status topic (offline via last will)."""
 

@@ -34,7 +34,16 @@ from pydantic import (
     model_validator,
 )
 
-from sqal.wire.enums import Channel, DeadReason, Decision, DefectCode, DeviceState, Grade, Kind
+from sqal.wire.enums import (
+    Channel,
+    DeadReason,
+    Decision,
+    DefectCode,
+    DeviceState,
+    Grade,
+    Kind,
+    Mode,
+)
 from sqal.wire.topics import ID_PATTERN
 
 SCHEMA_VERSION = 1
@@ -447,16 +456,24 @@ class CheckweigherSettings(_Strict):
     """The instrument's standard uncertainty (1 σ) in g, what its ``weight`` messages carry."""
 
 
-class DeviceConfig(_Payload):
-    """A device's retained configuration: product profile, sensor settings, calibration, and
-    whether a checkweigher weighs its trays (``None``: no weight is expected)."""
+ProfileName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+LotId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+"""A lot id: 1 to 64 of ``A-Z a-z 0-9 _ . : -`` (no MQTT wildcard, safe in a file name)."""
 
-    profile: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+class DeviceConfig(_Payload):
+    """A device's retained configuration: product profile, sensor settings, calibration,
+    whether a checkweigher weighs its trays (``None``: no weight is expected), and what its
+    trays are for (``mode``: only ``production`` trays count as product; configs published
+    before it existed read as production)."""
+
+    profile: ProfileName
     ts: Timestamp | None = None
     tof: TofSettings = Field(default_factory=TofSettings)
     spectral: SpectralSettings = Field(default_factory=SpectralSettings)
     calibration: Calibration | None = None
     checkweigher: CheckweigherSettings | None = None
+    mode: Mode = Mode.PRODUCTION
 
 
 class Lab(_Strict):
@@ -486,6 +503,9 @@ class TofResult(_Strict):
     quality_score: Score | None
     grade: Grade
     defects: list[DefectCode]
+    sigma_mass_g: Annotated[float, Field(ge=0)] | None = None
+    """The standard uncertainty (1 σ) of ``mass_g``, g: the volume's error through the mass
+    model and the model's own σ (docs/domain.md §2); absent in results of earlier analyzers."""
 
 
 class SpectralResult(_Strict):
@@ -557,6 +577,44 @@ class Result(_Payload):
     analyzer: AnalyzerInfo
     weight: WeighedResult | None = None
     """The checkweigher's reading fill was decided on; absent without one (docs/contract.md)."""
+    mode: Mode = Mode.PRODUCTION
+    """The device's mode when the tray was scored; only ``production`` trays are product."""
+    lot: LotId | None = None
+    """The line's open lot when the tray was scored (``sqal lot start``); ``None``: none open."""
+
+
+class Lot(_Strict):
+    """A line's lot, retained on ``sqal/v1/{line}/lot`` (docs/contract.md, "Lot").
+
+    Set by the operator (``sqal lot start``, ``sqal lot end``); the analyzer stamps every result
+    of the line with the open lot's id and ingest stores each lot once in ``lots``. A lot stays
+    retained once ended (``ended`` set), so a late subscriber still learns that no lot is open.
+    ``qn_g`` is the nominal quantity printed on the packs and ``tne_g`` its tolerable negative
+    error (Directive 76/211/EEC Annex I): the packers' rules of the lot use both.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Annotated[int, Field(ge=1, le=2**15 - 1)] = SCHEMA_VERSION
+    lot: LotId
+    product: ProfileName
+    qn_g: Grams
+    tne_g: Grams
+    started: Timestamp
+    ended: Timestamp | None = None
+    note: Text | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> Lot:
+        if self.tne_g >= self.qn_g:
+            raise ValueError("tne_g must be below qn_g")
+        if self.ended is not None and self.ended < self.started:
+            raise ValueError("ended must not be before started")
+        return self
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended is None
 
 
 class DeadLetter(_Strict):

@@ -8,6 +8,8 @@ Rules, each checked in :func:`parse_topic`:
 - ``kind`` is one of :class:`~sqal.wire.enums.Kind`.
 - Dead letters go to ``sqal/v1/_dead/{stage}``, so ``_dead`` is reserved and is no line id.
 - ``sqal/v1/_probe`` is the analyzer's liveness probe filter: nothing is ever published there.
+- A line's lot is ``sqal/v1/{line}/lot``: four levels, so it never matches a device topic's
+  filter (``sqal/v1/+/+/{kind}``) nor a device's ACL pattern, and no device id is reserved.
 
 This module is the only place that formats or splits a topic (``tests/test_wire_topics.py``
 greps the other packages for it).
@@ -31,6 +33,9 @@ EVERYTHING = f"{ROOT}/#"
 PROBE_FILTER = f"{ROOT}/_probe"
 """The filter the analyzer unsubscribes from as a liveness probe (analyzer.liveness); no client
 subscribes to it and nothing is published on it, so the broker's UNSUBACK is all that comes."""
+LOT_LEVEL = "lot"
+LOTS = f"{ROOT}/+/{LOT_LEVEL}"
+"""Every line's lot (retained): ``sqal/v1/+/lot``."""
 ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 _ID = re.compile(rf"\A{ID_PATTERN}\Z")
 _TOPIC = re.compile(
@@ -66,6 +71,40 @@ def device_topic(line: str, device: str, kind: Kind | str) -> str:
     if not is_valid_id(device):
         raise ValueError(f"device id {device!r} must match {ID_PATTERN}")
     return f"{ROOT}/{line}/{device}/{Kind(kind).value}"
+
+
+def lot_topic(line: str) -> str:
+    """Build ``sqal/v1/{line}/lot``, where a line's current lot is retained.
+
+    Raises:
+        ValueError: ``line`` is not a valid line id.
+    """
+    if not is_valid_id(line) or line == RESERVED_LINE:
+        raise ValueError(f"line id {line!r} must match {ID_PATTERN} and not be {RESERVED_LINE}")
+    return f"{ROOT}/{line}/{LOT_LEVEL}"
+
+
+def lot_subscription(line: str = "+") -> str:
+    """The filter of one line's lot, or every line's."""
+    return f"{ROOT}/{line}/{LOT_LEVEL}"
+
+
+def is_lot_topic(topic: str) -> bool:
+    """True for ``sqal/v1/{anything}/lot`` (valid or not: :func:`parse_lot_topic` decides)."""
+    levels = topic.split("/")
+    return len(levels) == 4 and levels[3] == LOT_LEVEL and "/".join(levels[:2]) == ROOT
+
+
+def parse_lot_topic(topic: str) -> str:
+    """The line of ``sqal/v1/{line}/lot``.
+
+    Raises:
+        PayloadError: with reason ``bad_topic`` when ``topic`` is not a valid lot topic.
+    """
+    levels = topic.split("/")
+    if not is_lot_topic(topic) or levels[2] == RESERVED_LINE or not is_valid_id(levels[2]):
+        raise PayloadError(DeadReason.BAD_TOPIC, "not sqal/v1/{line}/lot", topic)
+    return levels[2]
 
 
 def dead_letter_topic(stage: str) -> str:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqal.profiles import load_profile, tne_g
 from storage.queries import HOLD_REASON, HOLD_TOP_JOIN
-from views.dashboards import Variable
+from views.dashboards import Variable, stat_panel, thresholds
+from views.packers import verdict_sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,12 @@ _FRAGMENTS = {
     "WHERE $__timeFilter(received_at) AND (line_id = '$line' OR line_id IS NULL)",
     "MASS": "FROM results r JOIN target t USING (profile)\n"
     "WHERE r.line_id = '$line' AND r.device_id IN ($device) AND r.profile = '$profile'\n"
-    "  AND $__timeFilter(r.ts) AND r.tof_mass_g IS NOT NULL",
+    "  AND $__timeFilter(r.ts) AND r.tof_mass_g IS NOT NULL\n"
+    "  AND r.mode = 'production' AND ('$lot' = '(any)' OR r.lot_id = '$lot')",
+    # Production trays only (issue #19): calibration and maintenance trays count apart.
+    "PROD": "mode = 'production'",
+    # the lot chosen in the Quality board's $lot ('(any)': every tray, with a lot or not)
+    "LOT": "('$lot' = '(any)' OR lot_id = '$lot')",
 }
 # The share of a decision among the trays that carry one (``count(decision)`` skips the NULL
 # of analyzers before 2026-12, which the panels count apart as "no decision").
@@ -127,6 +134,8 @@ _FRAGMENTS["HOLDREASON"] = HOLD_REASON
 _FRAGMENTS["HROWS"] = ",\n".join(
     f'  max(h) FILTER (WHERE zone_row = {r}) AS "row {r}"' for r in range(8)
 )
+# The packers' rules' verdict and its deciding rule over a query's figures (views.packers).
+_FRAGMENTS["VERDICT"], _FRAGMENTS["VERDICTRULE"] = verdict_sql()
 _TOKEN = re.compile(r"\{([A-Z]+)\}")
 
 
@@ -159,11 +168,45 @@ PROFILE = Variable(
     "SELECT DISTINCT profile FROM results WHERE line_id = '$line' AND $__timeFilter(ts) ORDER BY 1",
     on_time_change=True,
 )
+ANY_LOT = "(any)"
+"""The ``$lot`` option that selects every tray by time alone (no lot id has parentheses)."""
+LOT = Variable(
+    "lot",
+    "Lot",
+    "SELECT '(any)' AS lot_id\n"
+    "UNION ALL (SELECT lot_id FROM lots WHERE line_id = '$line'\n"
+    "  AND started <= $__timeTo() AND coalesce(ended, 'infinity') >= $__timeFrom()\n"
+    "  ORDER BY started DESC)",
+    on_time_change=True,
+)
+"""The lots of the line that ran in the time range, newest first, after '(any)'."""
 SAMPLE = Variable(
     "sample",
     "Sample",
     "SELECT sample_id FROM results WHERE line_id = '$line' AND device_id IN ($device)\n"
     "  AND profile = '$profile' AND tof_present AND $__timeFilter(ts)\n"
+    "  AND ('$lot' = '(any)' OR lot_id = '$lot')\n"
     "ORDER BY ts DESC LIMIT 200",
     on_time_change=True,
 )
+
+
+NOT_COUNTED_SQL = sql(
+    "SELECT count(*) FILTER (WHERE mode = 'calibration') AS calibration,\n"
+    "  count(*) FILTER (WHERE mode = 'maintenance') AS maintenance\n"
+    "FROM results WHERE {RES} AND mode <> 'production'"
+)
+"""Trays scored while their device was in calibration or maintenance mode."""
+
+
+def not_counted_panel() -> Any:
+    """A stat of the trays that are no product, which no other panel counts."""
+    return stat_panel(
+        "Not counted: calibration and maintenance trays",
+        "short",
+        thresholds((None, "text")),
+    ).description(
+        "Trays scored while their device's config said calibration (sqal calibrate capturing a "
+        "fixture) or maintenance. They are stored, but no other panel, roll-up, report figure "
+        "or packers' rule counts them."
+    )

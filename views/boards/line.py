@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from views.boards.common import DEVICE, LINE, sql
+from views.boards.common import DEVICE, LINE, NOT_COUNTED_SQL, not_counted_panel, sql
 from views.dashboards import (
     Board,
     PanelQuery,
@@ -24,7 +24,8 @@ def line_overview() -> Board:
     b = Board(
         "sqal-line-overview",
         "SQAL · Line overview",
-        "Grades, reject rate, scores and throughput of one line (per-minute roll-ups).",
+        "Grades, reject rate, scores and throughput of one line's production trays (per-minute "
+        "roll-ups); trays of devices in calibration or maintenance mode are counted apart.",
         (LINE, DEVICE),
     )
     q = PanelQuery
@@ -74,6 +75,12 @@ def line_overview() -> Board:
         4,
     )
     b.add(
+        not_counted_panel(),
+        q(NOT_COUNTED_SQL, "table", ("calibration", "maintenance")),
+        8,
+        4,
+    )
+    b.add(
         pie_panel("Grade mix"),
         q(
             sql(
@@ -103,7 +110,7 @@ def line_overview() -> Board:
                 "  count(*) FILTER (WHERE decision = 'HOLD') AS \"HOLD\",\n"
                 "  count(*) FILTER (WHERE decision = 'REJECT') AS \"REJECT\",\n"
                 '  count(*) FILTER (WHERE decision IS NULL) AS "no decision"\n'
-                "FROM results WHERE {RES}"
+                "FROM results WHERE {RES} AND {PROD}"
             ),
             "table",
             ("PASS", "HOLD", "REJECT", "no decision"),
@@ -118,7 +125,7 @@ def line_overview() -> Board:
         q(
             sql(
                 'SELECT {PASSRATE} AS "PASS",\n  {HOLDRATE} AS "HOLD",\n'
-                '  {REJECTRATE} AS "REJECT"\nFROM results WHERE {RES}'
+                '  {REJECTRATE} AS "REJECT"\nFROM results WHERE {RES} AND {PROD}'
             ),
             "table",
             ("PASS", "HOLD", "REJECT"),
@@ -134,7 +141,8 @@ def line_overview() -> Board:
             sql(
                 "SELECT $__timeGroupAlias(ts, $__interval),\n"
                 '  {HOLDRATE} AS "HOLD", {REJECTRATE} AS "REJECT"\n'
-                "FROM results WHERE {RES} AND decision IS NOT NULL\nGROUP BY 1 ORDER BY 1"
+                "FROM results WHERE {RES} AND {PROD} AND decision IS NOT NULL\n"
+                "GROUP BY 1 ORDER BY 1"
             ),
             "time_series",
             ("time", "HOLD", "REJECT"),
@@ -176,7 +184,7 @@ def line_overview() -> Board:
             sql(
                 "SELECT $__timeGroupAlias(ts, $__interval), avg(final_score) AS mean_score,\n"
                 "  min(final_score) AS min_score, avg(confidence) AS mean_confidence\n"
-                "FROM results WHERE {RES}\nGROUP BY 1 ORDER BY 1"
+                "FROM results WHERE {RES} AND {PROD}\nGROUP BY 1 ORDER BY 1"
             ),
             "time_series",
             ("time", "mean_score", "min_score", "mean_confidence"),
@@ -210,7 +218,7 @@ def line_overview() -> Board:
                 "  round(confidence::numeric, 2) AS confidence,\n"
                 "  array_to_string(defects, ', ') AS defects,\n"
                 "  round(tof_mass_g::numeric, 1) AS mass_g\n"
-                "FROM results WHERE {RES}\nORDER BY ts DESC LIMIT 50"
+                "FROM results WHERE {RES} AND {PROD}\nORDER BY ts DESC LIMIT 50"
             ),
             "table",
             (

@@ -7,9 +7,12 @@ from storage.queries import NO_DEFECT_REASON
 from views.boards.common import (
     DEVICE,
     LINE,
+    LOT,
+    NOT_COUNTED_SQL,
     PROFILE,
     SAMPLE,
     ProfileTarget,
+    not_counted_panel,
     sql,
     targets_cte,
     with_targets,
@@ -28,7 +31,9 @@ from views.dashboards import (
     prop,
     series_panel,
     table_panel,
+    verdict_cells,
 )
+from views.packers import T1_SHARE_MAX
 
 
 def quality(targets: list[ProfileTarget]) -> Board:
@@ -42,11 +47,29 @@ def quality(targets: list[ProfileTarget]) -> Board:
     b = Board(
         "sqal-quality",
         "SQAL · Quality",
-        "Fill against the profile's nominal quantity Qn and its tolerable negative error TNE "
-        "(76/211/EEC), defects, spectral indices, and the ToF height map of one sample.",
-        (LINE, DEVICE, PROFILE, SAMPLE, d0),
+        "The packers' rules per lot (76/211/EEC), fill against the nominal quantity Qn and its "
+        "tolerable negative error TNE, defects, spectral indices, and the ToF height map of one "
+        "sample. Production trays of the chosen lot ('(any)': all) in the time range.",
+        (LINE, DEVICE, LOT, PROFILE, SAMPLE, d0),
     )
     q = PanelQuery
+    b.add(
+        table_panel("Packers' rules per lot (76/211/EEC)")
+        .override_by_name("verdict", verdict_cells())
+        .override_by_name("below_t1_share", [prop("unit", "percentunit")])
+        .override_by_name("expected_below_t1_share", [prop("unit", "percentunit")])
+        .description(
+            "Per lot: packs (the checkweigher's mass where weighed, else the estimate m̂), the "
+            "mean and its 95 % interval against Qn, packs below T1 = Qn − TNE (limit "
+            f"{100 * T1_SHARE_MAX:g} %) and T2 = Qn − 2·TNE (limit 0), measured and expected "
+            "from m̂'s σ, the giveaway, and the verdict with the rule that decides it "
+            "(docs/operations.md, 'Lots and the packers' rules')."
+        ),
+        q(packers_sql(cte), "table", PACKERS_COLUMNS),
+        18,
+        7,
+    )
+    b.add(not_counted_panel(), q(NOT_COUNTED_SQL, "table", ("calibration", "maintenance")), 6, 7)
     # Bins of TNE/2 anchored at Qn, so Qn − TNE and Qn − 2·TNE fall on bin edges.
     b.add(
         bar_panel("Mass distribution vs Qn and TNE", "bin_g", stacked=True)
@@ -135,7 +158,8 @@ def quality(targets: list[ProfileTarget]) -> Board:
         q(
             sql(
                 "SELECT tof_volume_mm3 / 1000.0 AS volume_cm3 FROM results\n"
-                "WHERE {RES} AND profile = '$profile' AND tof_volume_mm3 IS NOT NULL"
+                "WHERE {RES} AND {PROD} AND {LOT} AND profile = '$profile'\n"
+                "  AND tof_volume_mm3 IS NOT NULL"
             ),
             "table",
             ("volume_cm3",),
@@ -150,7 +174,9 @@ def quality(targets: list[ProfileTarget]) -> Board:
         ),
         q(
             sql(
-                "WITH d AS (SELECT defect, sum(n) AS trays {DEFECTS} GROUP BY defect)\n"
+                "WITH d AS (SELECT defect, count(*) AS trays\n"
+                "  FROM results, unnest(defects) AS defect\n"
+                "  WHERE {RES} AND {PROD} AND {LOT} GROUP BY defect)\n"
                 "SELECT defect, trays,\n"
                 "  100.0 * sum(trays) OVER (ORDER BY trays DESC, defect ROWS UNBOUNDED PRECEDING)\n"
                 "    / sum(trays) OVER () AS cumulative_pct\n"
@@ -166,8 +192,9 @@ def quality(targets: list[ProfileTarget]) -> Board:
         series_panel("Defects over time", "short", bars=True, stacked=True),
         q(
             sql(
-                "SELECT $__timeGroupAlias(bucket, $__interval), defect AS metric, sum(n) AS trays\n"
-                "{DEFECTS}\nGROUP BY 1, 2 ORDER BY 1"
+                "SELECT $__timeGroupAlias(ts, $__interval), defect AS metric, count(*) AS trays\n"
+                "FROM results, unnest(defects) AS defect\n"
+                "WHERE {RES} AND {PROD} AND {LOT}\nGROUP BY 1, 2 ORDER BY 1"
             ),
             "time_series",
             ("time", "metric", "trays"),
@@ -186,7 +213,7 @@ def quality(targets: list[ProfileTarget]) -> Board:
             sql(
                 "SELECT {HOLDREASON} AS reason, count(*) AS trays\n"
                 "FROM results r {HOLDTOP}\n"
-                "WHERE {RES} AND r.decision = 'HOLD'\n"
+                "WHERE {RES} AND {PROD} AND {LOT} AND r.decision = 'HOLD'\n"
                 "GROUP BY 1 ORDER BY 2 DESC, 1"
             ),
             "table",
@@ -212,7 +239,8 @@ def quality(targets: list[ProfileTarget]) -> Board:
                 "    AS p_defects,\n"
                 "  round(data_quality::numeric, 2) AS data_quality,\n"
                 "  round(coalesce(weight_mass_g, tof_mass_g)::numeric, 1) AS mass_g\n"
-                "FROM results WHERE {RES} AND decision = 'HOLD'\nORDER BY ts DESC LIMIT 50"
+                "FROM results WHERE {RES} AND {PROD} AND {LOT} AND decision = 'HOLD'\n"
+                "ORDER BY ts DESC LIMIT 50"
             ),
             "table",
             ("time", "device_id", "sample_id", "p_reject", "p_defects"),
@@ -229,7 +257,8 @@ def quality(targets: list[ProfileTarget]) -> Board:
                 "  avg(spectral_fat_quality_index) AS fat_quality_index,\n"
                 "  avg(spectral_oxidation_index) AS oxidation_index,\n"
                 "  avg(spectral_color_uniformity) AS color_uniformity\n"
-                "FROM results WHERE {RES} AND profile = '$profile' AND spectral_present\n"
+                "FROM results WHERE {RES} AND {PROD} AND {LOT} AND profile = '$profile'\n"
+                "  AND spectral_present\n"
                 "GROUP BY 1 ORDER BY 1"
             ),
             "time_series",
@@ -244,7 +273,8 @@ def quality(targets: list[ProfileTarget]) -> Board:
             sql(
                 "SELECT $__timeGroupAlias(ts, $__interval), avg(spectral_lab_l) AS lab_l,\n"
                 "  avg(spectral_lab_a) AS lab_a, avg(spectral_lab_b) AS lab_b\n"
-                "FROM results WHERE {RES} AND profile = '$profile' AND spectral_present\n"
+                "FROM results WHERE {RES} AND {PROD} AND {LOT} AND profile = '$profile'\n"
+                "  AND spectral_present\n"
                 "GROUP BY 1 ORDER BY 1"
             ),
             "time_series",
@@ -296,3 +326,56 @@ def quality(targets: list[ProfileTarget]) -> Board:
         10,
     )
     return b
+
+
+PACKERS_COLUMNS = (
+    "lot", "packs", "weighed", "mean_g", "ci_low_g", "ci_high_g", "sd_g", "qn_g", "t1_g", "t2_g",
+    "below_t1", "below_t1_share", "expected_below_t1_share", "below_t2", "expected_below_t2",
+    "giveaway_g", "giveaway_pct", "verdict", "rule",
+)  # fmt: skip
+
+
+def packers_sql(cte: str) -> str:
+    """The packers' rules of each lot in the range, computed in the database as
+    :func:`views.packers.packers_rules` computes them (``tests/test_packers_rules.py``).
+
+    Qn and TNE are the lot's (``lots``), for trays without a lot the profile's (``target``).
+    """
+    return with_targets(
+        cte,
+        sql(
+            ",\np AS (SELECT coalesce(r.lot_id, '(no lot)') AS lot,\n"
+            "  coalesce(l.qn_g, t.qn_g) AS qn_g, coalesce(l.tne_g, t.tne_g) AS tne_g,\n"
+            "  coalesce(r.weight_mass_g, r.tof_mass_g) AS m,\n"
+            "  CASE WHEN r.weight_mass_g IS NOT NULL THEN r.weight_sigma_g\n"
+            "    ELSE r.tof_sigma_mass_g END AS s,\n"
+            "  (r.weight_mass_g IS NOT NULL)::int AS w\n"
+            "  FROM results r\n"
+            "  LEFT JOIN lots l ON l.line_id = r.line_id AND l.lot_id = r.lot_id\n"
+            "  LEFT JOIN target t ON t.profile = r.profile\n"
+            "  WHERE r.line_id = '$line' AND r.device_id IN ($device) AND $__timeFilter(r.ts)\n"
+            "    AND r.mode = 'production' AND ('$lot' = '(any)' OR r.lot_id = '$lot')\n"
+            "    AND coalesce(r.weight_mass_g, r.tof_mass_g) IS NOT NULL),\n"
+            "a AS (SELECT lot, qn_g, tne_g, count(*) AS n, sum(w) AS weighed,\n"
+            "  avg(m) AS mean_g, stddev_samp(m) AS sd_g,\n"
+            "  count(*) FILTER (WHERE m < qn_g - tne_g) AS below_t1,\n"
+            "  count(*) FILTER (WHERE m < qn_g - 2 * tne_g) AS below_t2,\n"
+            "  sum(CASE WHEN s > 0 THEN sqal_norm_cdf((qn_g - tne_g - m) / s)\n"
+            "    ELSE (m < qn_g - tne_g)::int END) AS expected_below_t1,\n"
+            "  sum(CASE WHEN s > 0 THEN sqal_norm_cdf((qn_g - 2 * tne_g - m) / s)\n"
+            "    ELSE (m < qn_g - 2 * tne_g)::int END) AS expected_below_t2\n"
+            "  FROM p WHERE qn_g IS NOT NULL GROUP BY 1, 2, 3),\n"
+            "b AS (SELECT *, sqal_t975((n - 1)::int) * sd_g / sqrt(n) AS half_g FROM a)\n"
+            "SELECT lot, n AS packs, weighed, round(mean_g::numeric, 3) AS mean_g,\n"
+            "  round((mean_g - half_g)::numeric, 3) AS ci_low_g,\n"
+            "  round((mean_g + half_g)::numeric, 3) AS ci_high_g,\n"
+            "  round(sd_g::numeric, 3) AS sd_g, qn_g, qn_g - tne_g AS t1_g,\n"
+            "  qn_g - 2 * tne_g AS t2_g, below_t1, below_t1::float8 / n AS below_t1_share,\n"
+            "  expected_below_t1 / n AS expected_below_t1_share, below_t2,\n"
+            "  round(expected_below_t2::numeric, 4) AS expected_below_t2,\n"
+            "  round((mean_g - qn_g)::numeric, 3) AS giveaway_g,\n"
+            "  round((100 * (mean_g - qn_g) / qn_g)::numeric, 3) AS giveaway_pct,\n"
+            "  {VERDICT} AS verdict,\n  {VERDICTRULE} AS rule\n"
+            "FROM b ORDER BY lot"
+        ),
+    )
