@@ -376,6 +376,7 @@ def _register() -> None:
     from capture.command import capture_info_command, record_command, replay_command
     from device_sim.command import sim_command
     from ingest.command import ingest_command
+    from station.command import station_command, token_add_command, user_add_command
     from storage.command import db_migrate_command, db_retention_command, db_status_command
     from views.command import grafana_build_command, grafana_push_command, report_command
 
@@ -410,6 +411,21 @@ def _register() -> None:
     mosquitto_app.command("add-service")(mosquitto_add_service_command)
     mosquitto_app.command("certs")(mosquitto_certs_command)
     mosquitto_app.command("init")(mosquitto_init_command)
+    station_app = typer.Typer(
+        help="The station: live line views, the HOLD queue and the read API (a web app).",
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        add_completion=False,
+        invoke_without_command=True,
+    )
+    app.add_typer(station_app, name="station")
+    station_app.callback()(station_command)
+    station_user_app = _app("Station users: who may sign in, with which role.")
+    station_app.add_typer(station_user_app, name="user")
+    station_user_app.command("add")(user_add_command)
+    station_token_app = _app("Read-API tokens of the station.")
+    station_app.add_typer(station_token_app, name="token")
+    station_token_app.command("add")(token_add_command)
 
 
 _register()

@@ -75,6 +75,7 @@ class Service(StrEnum):
     CALIBRATE = "calibrate"
     SIMULATOR = "simulator"
     MONITOR = "monitor"
+    STATION = "station"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
         AclRule("read", subscription(Kind.RESULT)),
         AclRule("read", subscription(Kind.STATUS)),
         AclRule("read", subscription(Kind.CONFIG)),
+        AclRule("read", subscription(Kind.RECHECK)),
         AclRule("read", DEAD_LETTERS),
         AclRule("write", dead_letter_topic("ingest")),
         AclRule("read", "$SYS/broker/#"),  # dropped-message counters (tests/chaos)
@@ -146,6 +148,14 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
     ),
     # Health checks and exporters: the broker's own counters, no SQAL traffic.
     Service.MONITOR: (AclRule("read", "$SYS/broker/#"),),
+    # `sqal station`: results, device status and dead letters in (the live line view); the
+    # operators' re-check answers out (ingest stores them).
+    Service.STATION: (
+        AclRule("read", subscription(Kind.RESULT)),
+        AclRule("read", subscription(Kind.STATUS)),
+        AclRule("read", DEAD_LETTERS),
+        AclRule("write", subscription(Kind.RECHECK)),
+    ),
 }
 
 

@@ -25,12 +25,23 @@ from sqal.wire import (
     DeviceStatus,
     DeviceTopic,
     Frame,
+    Recheck,
     Result,
     SpectralFrame,
     TofFrame,
     Weight,
 )
-from storage.tables import CONFIG, DEAD_LETTERS, RESULTS, SPECTRAL, STATUS, TOF, WEIGHTS, Table
+from storage.tables import (
+    CONFIG,
+    DEAD_LETTERS,
+    RECHECKS,
+    RESULTS,
+    SPECTRAL,
+    STATUS,
+    TOF,
+    WEIGHTS,
+    Table,
+)
 
 STATUS_SAMPLE_ID = "status"
 CONFIG_SAMPLE_ID = "config"
@@ -234,6 +245,24 @@ def config_row(topic: DeviceTopic, cfg: DeviceConfig, received_at: datetime) -> 
     )
 
 
+def recheck_row(topic: DeviceTopic, r: Recheck) -> tuple[object, ...]:
+    """A ``rechecks`` row: the same for the station's own insert and ingest's, so whichever
+    comes second finds its key stored with the same content and inserts nothing."""
+    return (
+        r.ts,
+        topic.line,
+        r.device_id,
+        r.sample_id,
+        r.v,
+        r.result_ts,
+        r.decision.value,
+        r.answer.value,
+        r.mass_g,
+        r.note,
+        r.user,
+    )
+
+
 def to_row(
     topic: DeviceTopic, frame: Frame, received_at: datetime
 ) -> tuple[str, tuple[object, ...]] | None:
@@ -250,6 +279,8 @@ def to_row(
         return STATUS.name, status_row(topic, frame, received_at)
     if isinstance(frame, DeviceConfig):
         return CONFIG.name, config_row(topic, frame, received_at)
+    if isinstance(frame, Recheck):
+        return RECHECKS.name, recheck_row(topic, frame)
     return None
 
 

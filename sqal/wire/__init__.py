@@ -23,6 +23,7 @@ from sqal.wire.enums import (
     DeviceState,
     Grade,
     Kind,
+    RecheckAnswer,
     Severity,
 )
 from sqal.wire.models import (
@@ -40,6 +41,7 @@ from sqal.wire.models import (
     IndexPrior,
     Lab,
     ProductPrior,
+    Recheck,
     Result,
     SpectralAnchors,
     SpectralChannels,
@@ -107,6 +109,8 @@ __all__ = [
     "Kind",
     "Lab",
     "ProductPrior",
+    "Recheck",
+    "RecheckAnswer",
     "Result",
     "Severity",
     "SpectralAnchors",

@@ -26,6 +26,7 @@ from sqal.wire.models import (
     DeviceConfig,
     DeviceStatus,
     Frame,
+    Recheck,
     Result,
     SpectralFrame,
     TofFrame,
@@ -213,7 +214,9 @@ def decode(topic: str | DeviceTopic, payload: bytes) -> Frame:
             f"device_id {obj.device_id!r} differs from the topic's {parsed.device!r}",
             name,
         )
-    assert isinstance(obj, TofFrame | SpectralFrame | Weight | DeviceStatus | DeviceConfig | Result)
+    assert isinstance(
+        obj, TofFrame | SpectralFrame | Weight | DeviceStatus | DeviceConfig | Result | Recheck
+    )
     return obj
 
 

@@ -11,6 +11,7 @@ from sqal.wire.models import (
     DeadLetter,
     DeviceConfig,
     DeviceStatus,
+    Recheck,
     Result,
     SpectralFrame,
     TofFrame,
@@ -24,6 +25,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "status": DeviceStatus,
     "config": DeviceConfig,
     "result": Result,
+    "recheck": Recheck,
     "dead_letter": DeadLetter,
 }
 """File stem → model; ``{stem}.schema.json`` is written for each."""
