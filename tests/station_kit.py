@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.cookiejar
 import json
@@ -20,7 +19,7 @@ from typing import Any
 import uvicorn
 
 from embedded import free_port
-from sqal.mqtt import aiomqtt_client
+from sqal.mqtt import client_id, paho_client
 from sqal.wire import (
     AnalyzerInfo,
     Calibration,
@@ -135,13 +134,37 @@ def store(dsn: str, line: str, items: Sequence[tuple[Kind, Frame]]) -> None:
 
 
 def publish(broker_url: str, line: str, items: Sequence[tuple[Kind, Frame]]) -> None:
-    async def go() -> None:
-        async with aiomqtt_client(broker_url) as client:
-            for kind, frame in items:
-                topic = device_topic(line, frame.device_id, kind)
-                await client.publish(topic, encode(frame), qos=1)
+    """Publish at QoS 1 and wait for the PUBACKs (paho: Playwright's sync API holds an event
+    loop in this thread, so no asyncio here)."""
+    client = paho_client(broker_url, client_id("test-pub"), persistent=False)
+    try:
+        for kind, frame in items:
+            topic = device_topic(line, frame.device_id, kind)
+            retain = kind is Kind.STATUS
+            client.publish(topic, encode(frame), qos=1, retain=retain).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
-    asyncio.run(go())
+
+@contextlib.contextmanager
+def listening(broker_url: str, topic_filter: str) -> Iterator[list[bytes]]:
+    """Payloads arriving on ``topic_filter`` while the block runs (and a second after)."""
+    got: list[bytes] = []
+    subscribed = threading.Event()
+    client = paho_client(
+        broker_url, client_id("test-sub"), persistent=False,
+        on_message=lambda c, u, msg: got.append(bytes(msg.payload)),
+    )  # fmt: skip
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.subscribe(topic_filter, qos=1)
+    assert subscribed.wait(5)
+    try:
+        yield got
+        time.sleep(1.0)  # a duplicate would come within this
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 @dataclass

@@ -136,8 +136,10 @@
     traysBody.textContent = "";
     for (const t of s.trays) addTray(t, false);
     summary(s);
+    document.body.dataset.stream = "open";
   });
   source.addEventListener("tray", (e) => { addTray(JSON.parse(e.data), true); lastResult = Date.now(); });
+  source.addEventListener("error", () => { document.body.dataset.stream = "closed"; });
   source.addEventListener("summary", (e) => summary(JSON.parse(e.data)));
   source.addEventListener("alarm", (e) => { const a = JSON.parse(e.data); alarms.set(alarmKey(a), a); drawAlarms(); });
   source.addEventListener("tick", (e) => {
