@@ -49,6 +49,8 @@ codename=${VERSION_CODENAME:-bookworm}
 apt_install mosquitto mosquitto-clients
 # pdftotext/pdftoppm: the shift report's tests read the PDF back.
 apt_install poppler-utils
+# The station's browser tests drive Debian's headless Chromium (Playwright, executable_path).
+apt_install chromium
 # The Debian package enables a system-wide broker on 1883; SQAL runs its own under .sqal/.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled mosquitto >/dev/null 2>&1; then
     as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true

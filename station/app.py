@@ -142,6 +142,12 @@ class Station:
         )
 
 
+def stop_streams(app: FastAPI) -> None:
+    """End the open event streams, so a server stopping need not wait for them (any thread)."""
+    station: Station = app.state.station
+    station.hub.close()
+
+
 def station_of(request: Request) -> Station:
     st: Station = request.app.state.station
     return st

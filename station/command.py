@@ -12,6 +12,7 @@ import secrets
 import socket
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -115,7 +116,7 @@ def station_command(
         return
     import uvicorn
 
-    from station.app import StationConfig, create_app
+    from station.app import StationConfig, create_app, stop_streams
 
     settings = load_settings(broker=broker, db=db, data_dir=data_dir)
     parse_broker_url(settings.broker)
@@ -132,10 +133,17 @@ def station_command(
     )
     sock = listen(host, port)
     cfg = replace(cfg, port=int(sock.getsockname()[1]))
-    config = uvicorn.Config(create_app(cfg), log_level="warning", access_log=False,
-                            log_config=None)  # fmt: skip
+    app = create_app(cfg)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            stop_streams(app)  # open event streams never end by themselves
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None,
+                            timeout_graceful_shutdown=5)  # fmt: skip
     log.info("station listening on %s (broker %s)", cfg.url, parse_broker_url(cfg.broker))
-    uvicorn.Server(config).run(sockets=[sock])
+    Server(config).run(sockets=[sock])
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -50,12 +50,14 @@ async def events(
             yield sse("snapshot", snap)
             yield sse("tick", st.feed.health())
             while True:
+                if queue.empty() and not st.hub.subscribed(queue):
+                    return  # dropped for falling behind: the browser reconnects
                 try:
                     ev: Event | None = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     yield b": keepalive\n\n"
                     continue
-                if ev is None:  # dropped for falling behind: the browser reconnects
+                if ev is None:  # the station is stopping
                     return
                 yield sse(ev.kind, ev.data)
         finally:

@@ -93,6 +93,9 @@ class Hub:
         self._clients[q] = line
         return q
 
+    def subscribed(self, q: asyncio.Queue[Event | None]) -> bool:
+        return q in self._clients
+
     def unsubscribe(self, q: asyncio.Queue[Event | None]) -> None:
         self._clients.pop(q, None)
 
@@ -103,6 +106,18 @@ class Hub:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
                 self._loop.call_soon_threadsafe(self._fanout, batch)
 
+    def close(self) -> None:
+        """End every event stream (shutdown), from any thread: each gets ``None`` and returns."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._end_all)
+
+    def _end_all(self) -> None:
+        for q in list(self._clients):
+            self._clients.pop(q, None)
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)
+
     def _fanout(self, events: list[Event]) -> None:
         for q, line in list(self._clients.items()):
             for ev in events:
@@ -111,8 +126,9 @@ class Hub:
                 try:
                     q.put_nowait(ev)
                 except asyncio.QueueFull:
+                    # Too far behind: its stream ends when it drains to the end (get() of an
+                    # unsubscribed queue sees no more), and the browser reconnects.
                     self._clients.pop(q, None)
-                    q.put_nowait(None) if not q.full() else None
                     break
 
 

@@ -40,6 +40,7 @@ from sqal.wire import (
     parse_topic,
 )
 from station import StationConfig, create_app
+from station.app import stop_streams
 from station.auth import hash_password
 from storage import station as db
 from storage.rows import pending_row
@@ -187,7 +188,14 @@ def running_station(broker_url: str, dsn: str, **over: Any) -> Iterator[RunningS
     cfg = StationConfig(**fields)
     app = create_app(cfg)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            log_config=None,
+            timeout_graceful_shutdown=2,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -198,6 +206,7 @@ def running_station(broker_url: str, dsn: str, **over: Any) -> Iterator[RunningS
     try:
         yield RunningStation(cfg.url, cfg, server, app)
     finally:
+        stop_streams(app)
         server.should_exit = True
         thread.join(timeout=15)
 

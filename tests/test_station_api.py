@@ -67,7 +67,8 @@ def test_results_need_a_token_and_filter_by_line_device_and_decision(
     assert body == {"error": "a read-API token is required: Authorization: Bearer TOKEN "
                              "(sqal station token add)"}  # fmt: skip
     assert http.api(f"/api/v1/results?line={LINE}", "not-a-token") == (
-        401, {"error": "unknown or revoked token"}
+        401,
+        {"error": "unknown or revoked token"},
     )
     status, rows = http.api(f"/api/v1/results?line={LINE}", token)
     assert status == 200
@@ -118,22 +119,27 @@ def test_healthz_and_metrics(station: RunningStation) -> None:
     assert "sqal_station_requests_total" in body
     assert headers["content-type"].startswith("text/plain")
     status, body, _ = http.get("/api/openapi.json")
-    assert status == 200 and "/api/v1/results" in body
+    assert status == 200
+    assert "/api/v1/results" in body
 
 
 def test_pages_need_a_signed_in_user_and_writes_an_operator(station: RunningStation) -> None:
     http = Http(station.url)
     status, _, headers = http.get("/hold")
-    assert status == 303 and headers["location"] == "/login?next=/hold"
+    assert status == 303
+    assert headers["location"] == "/login?next=/hold"
     assert http.sign_in("op", "wrong password!") == 401
     assert http.sign_in("nobody") == 401
     viewer = Http(station.url)
     assert viewer.sign_in("eye") == 303
     status, body, _ = viewer.get("/hold")
-    assert status == 200 and "s-hold" in body and "/hold/recheck" not in body
+    assert status == 200
+    assert "s-hold" in body
+    assert "/hold/recheck" not in body
     csrf = viewer.csrf("/hold")
     status, body, _ = viewer.post("/alarms/1/ack", {"csrf_token": csrf})
-    assert status == 403 and "Your role (viewer) may not do this." in body
+    assert status == 403
+    assert "Your role (viewer) may not do this." in body
 
 
 def test_an_operator_cannot_open_the_quality_pages(station: RunningStation) -> None:
@@ -146,11 +152,14 @@ def test_an_operator_cannot_open_the_quality_pages(station: RunningStation) -> N
     qa = Http(station.url)
     assert qa.sign_in("qa") == 303
     status, body, _ = qa.get("/quality")
-    assert status == 200 and "Verdicts against the operators" in body
+    assert status == 200
+    assert "Verdicts against the operators" in body
     status, body, headers = qa.get(f"/quality/report.pdf?line={LINE}&since=1h")
-    assert status == 200 and headers["content-type"] == "application/pdf"
+    assert status == 200
+    assert headers["content-type"] == "application/pdf"
     status, body, _ = qa.get("/quality/report.pdf?line=nowhere&since=1h")
-    assert status == 404 and "--line nowhere: the database has no result" in body
+    assert status == 404
+    assert "--line nowhere: the database has no result" in body
 
 
 def test_a_form_without_the_csrf_token_is_refused(station: RunningStation, dsn: str) -> None:
@@ -184,5 +193,6 @@ def test_passwords_are_argon2id_and_user_add_refuses_a_short_one(dsn: str) -> No
     assert out.output == "added new-op (operator)\n"
     with db.session(dsn, "read") as conn:
         user = db.get_user(conn, "new-op")
-    assert user is not None and user.role == Role.OPERATOR
+    assert user is not None
+    assert user.role == Role.OPERATOR
     assert user.password_hash.startswith("$argon2id$")

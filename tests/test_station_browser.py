@@ -96,11 +96,13 @@ def test_a_result_on_mqtt_shows_on_the_line_view_within_2_s(
     stored = result("n1", "web-s1", t0, Decision.REJECT, Grade.REJECT, [DefectCode.UNDERFILL])
     store(dsn, LINE, [(Kind.CONFIG, config("n1", t0 - timedelta(hours=1))),
                       (Kind.TOF, tof("n1", "web-s1", t0)), (Kind.RESULT, stored)])  # fmt: skip
-    publish(broker.url, LINE, [(Kind.STATUS, DeviceStatus(device_id="n1", state=DeviceState.ONLINE,
-                                                          ts=t0)), (Kind.RESULT, stored)])  # fmt: skip
+    online = DeviceStatus(device_id="n1", state=DeviceState.ONLINE, ts=t0)
+    publish(broker.url, LINE, [(Kind.STATUS, online), (Kind.RESULT, stored)])
     page.wait_for_selector('#trays tr[data-key="n1/web-s1"]', timeout=2000)
     row = page.text_content('#trays tr[data-key="n1/web-s1"]') or ""
-    assert "REJECT" in row and "too little product in the tray" in row and "bin" in row
+    assert "REJECT" in row
+    assert "too little product in the tray" in row
+    assert "bin" in row
     page.wait_for_function("document.querySelector('#live').textContent === 'live'",
                            timeout=2000)  # fmt: skip
     assert "online" in (page.text_content("#devices") or "")
@@ -111,7 +113,8 @@ def test_a_result_on_mqtt_shows_on_the_line_view_within_2_s(
     cells = page.locator("#selected table.heightmap td").all_text_contents()
     assert len(cells) == 64
     assert cells[0] == "·"  # no target in that zone
-    assert cells[8 * 3 + 3] == "30" and cells[8 * 1 + 1] == "0"
+    assert cells[8 * 3 + 3] == "30"
+    assert cells[8 * 1 + 1] == "0"
     assert page.locator("#selected .swatch").count() == 1
 
     # Then one published live only, timed from the publish.
@@ -151,8 +154,11 @@ def test_a_hold_rechecked_through_the_form_lands_once_in_the_table_and_on_mqtt(
     assert page.locator("#held-web-hold1").count() == 0
     assert len(got) == 1, got
     msg = json.loads(got[0])
-    assert msg["sample_id"] == "web-hold1" and msg["answer"] == "reject"
-    assert msg["user"] == "op" and msg["mass_g"] == 395.5 and msg["decision"] == "HOLD"
+    assert msg["sample_id"] == "web-hold1"
+    assert msg["answer"] == "reject"
+    assert msg["user"] == "op"
+    assert msg["mass_g"] == 395.5
+    assert msg["decision"] == "HOLD"
     with db.session(dsn, "count") as conn:
         rows = conn.execute("SELECT answer, mass_g, note, user_name, decision FROM rechecks"
                             " WHERE sample_id = 'web-hold1'").fetchall()  # fmt: skip

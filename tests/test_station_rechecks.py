@@ -20,6 +20,7 @@ from sqal.wire import (
     Decision,
     DefectCode,
     DeviceTopic,
+    Frame,
     Grade,
     Kind,
     Recheck,
@@ -87,7 +88,7 @@ def test_ingest_stores_a_recheck_once_even_when_the_station_stored_it_first(
 def test_eval_rechecks_prints_the_confusion_table_with_wilson_intervals(fresh_db: str) -> None:
     dsn = station_db(fresh_db)
     t0 = now_ts(-3600)
-    items = []
+    items: list[tuple[Kind, Frame]] = []
     answers = []
     for i in range(10):  # 10 HOLD trays: 4 binned, 6 shipped on re-check
         ts = t0 + timedelta(seconds=i)
@@ -160,15 +161,18 @@ def test_the_reject_rate_alarm_rises_above_the_limit_and_clears_below() -> None:
     assert board.alarms == []  # too few trays to call it a trend
     board.add_result(tray(99, "PASS"), t, 0.05)
     [alarm] = board.alarms
-    assert alarm.kind is AlarmKind.REJECT_RATE and alarm.cleared_at is None
+    assert alarm.kind is AlarmKind.REJECT_RATE
+    assert alarm.cleared_at is None
     assert "20.0% of the last 20 trays rejected (limit 5.0%)" in alarm.detail
     later = t + timedelta(minutes=11)  # the window moved past them
     for i in range(MIN_TRAYS_FOR_RATE_ALARM):
         board.add_result(tray(200 + i, "PASS"), later, 0.05)
-    assert alarm.cleared_at == later and alarm.open  # cleared, not yet acknowledged
+    assert alarm.cleared_at == later
+    assert alarm.open
     alarm.id = 7
     assert board.ack(7, "op", later) is alarm
-    assert board.alarms == [] and board.closed == [alarm]
+    assert board.alarms == []
+    assert board.closed == [alarm]
 
 
 def test_device_offline_and_dead_letter_alarms() -> None:
@@ -182,7 +186,8 @@ def test_device_offline_and_dead_letter_alarms() -> None:
     for reason in ("bad_json", "schema", "schema"):
         board.dead_letter("L1", reason, t)
     dead = [a for a in board.alarms if a.kind is AlarmKind.DEAD_LETTERS]
-    assert len(dead) == 1 and dead[0].detail == "3 unusable messages (last: schema)"
+    assert len(dead) == 1
+    assert dead[0].detail == "3 unusable messages (last: schema)"
     dead[0].id = 3
     board.ack(3, "op", t)
     assert all(a.kind is not AlarmKind.DEAD_LETTERS for a in board.alarms)
@@ -198,12 +203,14 @@ def test_heights_are_the_d0_map_minus_the_distance_over_the_range_scale() -> Non
     dist = [200] * 16
     status = [5] * 15 + [0]
     h = height_map(dist, status, 4, {"d0_map_mm": d0_map, "range_scale": 1.0}, profile)
-    assert h[0] == [20.0, 21.0, 22.0, 23.0] and h[3][3] is None
+    assert h[0] == [20.0, 21.0, 22.0, 23.0]
+    assert h[3][3] is None
     h = height_map(dist, [5] * 16, 4, {"d0_mm": 230.0, "range_scale": 0.5}, profile)
     assert h[2][2] == 60.0
     h = height_map(dist, [5] * 16, 4, None, profile)
     assert h[0][0] == profile.tof.mount_distance_mm - 200
-    assert lab_to_srgb(100, 0, 0) == "#ffffff" and lab_to_srgb(0, 0, 0) == "#000000"
+    assert lab_to_srgb(100, 0, 0) == "#ffffff"
+    assert lab_to_srgb(0, 0, 0) == "#000000"
     assert mass_sigma_g(400.0, {"mass_model": {"sigma_g": 3.5}}, profile) == 3.5
     assert mass_sigma_g(400.0, None, profile) == pytest.approx(
         400.0 * profile.product.mass_model.sigma_frac
