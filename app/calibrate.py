@@ -189,7 +189,7 @@ def _weighed(
             source = f"{path.name} and {len(rechecked)} re-checks"
     if not weighings.mass_g:
         where = f"--weights {path}" if path is not None else "--rechecks"
-        raise ConfigError(f"{where}: no weighed tray of {dev.line}/{dev.device}")
+        raise ConfigError(f"{where}: no tray of {dev.line}/{dev.device}")
     stored = published_volumes(dsn, dev.line, dev.device, list(weighings.mass_g))
     published = {k: (v.volume_mm3, v.profile) for k, v in stored.items()}
     _, s = calibrate_weighed(broker, dev, weighings, published, dry_run)
