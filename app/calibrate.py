@@ -36,6 +36,14 @@ def calibrate_command(
             "[,device_id] with a header, joined with the volumes stored for them (--db).",
         ),
     ] = None,
+    rechecks: Annotated[
+        bool,
+        typer.Option(
+            "--rechecks",
+            help="Also take the masses operators measured when re-checking HOLD trays at the "
+            "station as weighed trays (with --weights FILE, or alone); read from --db.",
+        ),
+    ] = False,
     reference: Annotated[
         Path | None,
         typer.Option(
@@ -96,12 +104,17 @@ def calibrate_command(
 
     settings = load_settings(broker=broker, db=db)
     dev = Target.parse(target)
-    if sum(x is not None for x in (step, colour_chart, weights, reference)) != 1:
-        raise ConfigError("give exactly one of --step, --colour-chart, --weights and --reference")
-    if weights is None and reference is None and (db is not None or dry_run):
-        raise ConfigError("--db and --dry-run go with --weights or --reference")
-    if weights is not None:
-        _weighed(settings.broker, settings.db.get_secret_value(), dev, weights, dry_run, as_json)
+    weighed = weights is not None or rechecks
+    if sum((step is not None, colour_chart is not None, weighed, reference is not None)) != 1:
+        raise ConfigError(
+            "give exactly one of --step, --colour-chart, --weights (and/or --rechecks) and "
+            "--reference"
+        )
+    if not weighed and reference is None and (db is not None or dry_run):
+        raise ConfigError("--db and --dry-run go with --weights, --rechecks or --reference")
+    if weighed:
+        dsn = settings.db.get_secret_value()
+        _weighed(settings.broker, dsn, dev, weights, rechecks, dry_run, as_json)
         return
     if reference is not None:
         dsn = settings.db.get_secret_value()
@@ -153,21 +166,37 @@ def calibrate_command(
 FORM_NAMES = {"origin": "through origin", "line": "line", "line+v23": "line + V^⅔"}
 
 
-def _weighed(broker: str, dsn: str, dev: Any, path: Path, dry_run: bool, as_json: bool) -> None:
-    """``--weights``: join the scale's masses with the stored volumes, fit, publish, report."""
-    from analyzer.calibrate import calibrate_weighed, load_weights
-    from storage.queries import published_volumes
+def _weighed(
+    broker: str,
+    dsn: str,
+    dev: Any,
+    path: Path | None,
+    rechecks: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """``--weights``/``--rechecks``: join the masses with the stored volumes, fit, publish."""
+    from analyzer.calibrate import Weighings, calibrate_weighed, load_weights
+    from storage.queries import published_volumes, rechecked_masses
 
-    weighings = load_weights(path, dev.device)
+    weighings = load_weights(path, dev.device) if path is not None else Weighings({})
+    source = path.name if path is not None else "the station's re-checks"
+    if rechecks:
+        rechecked = rechecked_masses(dsn, dev.line, dev.device)
+        # The scale's file wins over a mass typed in at the line for the same tray.
+        weighings = Weighings({**rechecked, **weighings.mass_g}, weighings.other_devices)
+        if path is not None:
+            source = f"{path.name} and {len(rechecked)} re-checks"
     if not weighings.mass_g:
-        raise ConfigError(f"--weights {path}: no tray of {dev.line}/{dev.device}")
+        where = f"--weights {path}" if path is not None else "--rechecks"
+        raise ConfigError(f"{where}: no tray of {dev.line}/{dev.device}")
     stored = published_volumes(dsn, dev.line, dev.device, list(weighings.mass_g))
     published = {k: (v.volume_mm3, v.profile) for k, v in stored.items()}
     _, s = calibrate_weighed(broker, dev, weighings, published, dry_run)
     if as_json:
         typer.echo(json.dumps(s))
         return
-    typer.echo(format_weighed(s, f"{dev.line}/{dev.device}", path.name))
+    typer.echo(format_weighed(s, f"{dev.line}/{dev.device}", source))
 
 
 def format_weighed(s: dict[str, Any], target: str, source: str) -> str:

@@ -350,8 +350,9 @@ def demo(
 @app.command("eval")
 def eval_(
     truth: Annotated[
-        Path, typer.Option("--truth", help="Ground truth JSONL written by sqal sim --truth.")
-    ],
+        Path | None,
+        typer.Option("--truth", help="Ground truth JSONL written by sqal sim --truth."),
+    ] = None,
     results: Annotated[
         Path | None, typer.Option("--results", help="Results JSONL, one Result JSON per line.")
     ] = None,
@@ -366,14 +367,29 @@ def eval_(
         str | None,
         typer.Option("--since", help="With --db: only results stored since this ISO time."),
     ] = None,
+    rechecks: Annotated[
+        bool,
+        typer.Option(
+            "--rechecks",
+            help="Instead of simulator truth, the operators' re-check answers stored by the "
+            "station (--db): the decision against the answer, a confusion table.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Score the analyzer against simulator truth: volume error, grades, defects, coverage.
 
     Rates come with Wilson 95 % intervals; A/B/C misgrades are shown apart from REJECT errors,
     and a reliability table with its ECE shows how well fusion confidence predicts a right grade.
+    With --rechecks the truth is the plant's own: what operators found re-checking trays.
     """
     from analyzer.evaluation import evaluate, format_report, read_jsonl, read_truth
+
+    if rechecks:
+        _eval_rechecks(truth, results, capture, db, since, as_json)
+        return
+    if truth is None:
+        raise ConfigError("give --truth FILE (simulator truth), or --rechecks with --db")
 
     given = (("--results", results), ("--capture", capture), ("--db", db))
     sources = [name for name, v in given if v]
@@ -390,6 +406,28 @@ def eval_(
         docs = _results_from_capture(capture or [])
     report = evaluate(docs, truth_docs)
     typer.echo(json.dumps(report.as_dict()) if as_json else format_report(report))
+
+
+def _eval_rechecks(
+    truth: Path | None,
+    results: Path | None,
+    capture: list[Path] | None,
+    db: str | None,
+    since: str | None,
+    as_json: bool,
+) -> None:
+    """``sqal eval --rechecks --db DSN``: the verdicts against the stored re-check answers."""
+    from storage.queries import recheck_rows_since
+    from views.rechecks import evaluate_rechecks, format_recheck_report
+
+    if truth is not None or results is not None or capture:
+        raise ConfigError("--rechecks reads answers and results from --db only")
+    if db is None:
+        raise ConfigError("--rechecks needs --db DSN (where the station stores the answers)")
+    settings = load_settings(db=db)
+    start = parse_aware_time(since, "--since") if since else None
+    report = evaluate_rechecks(recheck_rows_since(settings.db.get_secret_value(), start))
+    typer.echo(json.dumps(report.as_dict()) if as_json else format_recheck_report(report))
 
 
 def _results_from_capture(paths: list[Path]) -> list[dict[str, Any]]:
@@ -427,6 +465,7 @@ def _register() -> None:
     from capture.command import capture_info_command, record_command, replay_command
     from device_sim.command import sim_command
     from ingest.command import ingest_command
+    from station.command import station_command, token_add_command, user_add_command
     from storage.command import db_migrate_command, db_retention_command, db_status_command
     from views.command import grafana_build_command, grafana_push_command, report_command
 
@@ -468,6 +507,21 @@ def _register() -> None:
     mosquitto_app.command("add-service")(mosquitto_add_service_command)
     mosquitto_app.command("certs")(mosquitto_certs_command)
     mosquitto_app.command("init")(mosquitto_init_command)
+    station_app = typer.Typer(
+        help="The station: live line views, the HOLD queue and the read API (a web app).",
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        add_completion=False,
+        invoke_without_command=True,
+    )
+    app.add_typer(station_app, name="station")
+    station_app.callback()(station_command)
+    station_user_app = _app("Station users: who may sign in, with which role.")
+    station_app.add_typer(station_user_app, name="user")
+    station_user_app.command("add")(user_add_command)
+    station_token_app = _app("Read-API tokens of the station.")
+    station_app.add_typer(station_token_app, name="token")
+    station_token_app.command("add")(token_add_command)
 
 
 _register()

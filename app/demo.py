@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -116,9 +118,9 @@ def _spawn(name: str, args: list[str], logs: Path) -> ServiceProcess:
     return ServiceProcess("sqal", popen.pid, signal.SIGTERM, popen)
 
 
-def _run_sqal(args: list[str]) -> str:
+def _run_sqal(args: list[str], env: dict[str, str] | None = None) -> str:
     done = subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True,
-                          check=False)  # fmt: skip
+                          check=False, env={**os.environ, **(env or {})})  # fmt: skip
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["failed"])[-1]
         raise ServiceError(f"sqal {args[0]} {args[1] if len(args) > 1 else ''}: {last}")
@@ -285,6 +287,7 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
         children.append(_spawn("analyzer", analyzer_args, logs))
         ingest_args = ["ingest", "--broker", broker, "--db", dsn, "--metrics-port", "0"]
         children.append(_spawn("ingest", ingest_args, logs))
+        _start_station(broker, dsn, data_dir, logs, children, console)
         time.sleep(1.0)  # let both subscribe before the fleet's first tray
         for child in children:
             if not child.alive():
@@ -316,6 +319,26 @@ def run_demo(opts: DemoOptions, console: Console) -> dict[str, Any]:
             ServiceProcess(r.name, r.pid, stack.STOP_SIGNALS[r.name]).stop()
         if started_here:
             stack.forget(data_dir, [r.name for r in started_here])
+
+
+DEMO_USER = "demo"
+STATION_PORT = 8080
+
+
+def _start_station(broker: str, dsn: str, data_dir: Path, logs: Path,
+                   children: list[ServiceProcess], console: Console) -> None:  # fmt: skip
+    """Start ``sqal station`` (8080, or a free port) with a ``demo`` user of the quality role
+    and a fresh password; print where to sign in."""
+    password = secrets.token_urlsafe(9)
+    _run_sqal(["station", "user", "add", DEMO_USER, "--role", "quality", "--db", dsn],
+              env={"SQAL_STATION_PASSWORD": password})  # fmt: skip
+    port = _pick_port(None, STATION_PORT)
+    args = ["station", "--broker", broker, "--db", dsn, "--port", str(port),
+            "--data-dir", str(data_dir), "--client-id", f"sqal-station-demo-{port}"]  # fmt: skip
+    children.append(_spawn("station", args, logs))
+    url = f"http://127.0.0.1:{port}"
+    console.print(f"station {url}   sign in as {DEMO_USER} / {password}", markup=False,
+                  highlight=False, soft_wrap=True)  # fmt: skip
 
 
 def _demo_lines(dsn: str, since: datetime) -> list[str]:

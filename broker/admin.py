@@ -77,6 +77,7 @@ class Service(StrEnum):
     SIMULATOR = "simulator"
     MONITOR = "monitor"
     OPERATOR = "operator"
+    STATION = "station"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
         AclRule("read", subscription(Kind.STATUS)),
         AclRule("read", subscription(Kind.CONFIG)),
         AclRule("read", LOTS),
+        AclRule("read", subscription(Kind.RECHECK)),
         AclRule("read", DEAD_LETTERS),
         AclRule("write", dead_letter_topic("ingest")),
         AclRule("read", "$SYS/broker/#"),  # dropped-message counters (tests/chaos)
@@ -155,6 +157,14 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
     Service.OPERATOR: (
         AclRule("readwrite", LOTS),
         AclRule("read", subscription(Kind.CONFIG)),
+    ),
+    # `sqal station`: results, device status and dead letters in (the live line view); the
+    # operators' re-check answers out (ingest stores them).
+    Service.STATION: (
+        AclRule("read", subscription(Kind.RESULT)),
+        AclRule("read", subscription(Kind.STATUS)),
+        AclRule("read", DEAD_LETTERS),
+        AclRule("write", subscription(Kind.RECHECK)),
     ),
 }
 

@@ -71,7 +71,9 @@ overloaded); a dead database host errors out by then (storage.connection.DEAD_PE
 SPLIT_AFTER = 3
 """Failures of one batch, each for a reason a retry does not fix, before it is written row by
 row and its refused rows dead-lettered (a batch that can never be stored must not block)."""
-STORED_KINDS = (Kind.TOF, Kind.SPECTRAL, Kind.WEIGHT, Kind.RESULT, Kind.STATUS, Kind.CONFIG)
+STORED_KINDS = (
+    Kind.TOF, Kind.SPECTRAL, Kind.WEIGHT, Kind.RESULT, Kind.STATUS, Kind.CONFIG, Kind.RECHECK,
+)  # fmt: skip
 
 BROKER_COUNTERS = {
     "$SYS/broker/publish/messages/dropped": "publish_dropped",

@@ -51,6 +51,8 @@ apt_install mosquitto mosquitto-clients
 apt_install poppler-utils
 # WeasyPrint lays the shift report out with Pango; DejaVu is the report's font.
 apt_install libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
+# The station's browser tests drive Debian's headless Chromium (Playwright, executable_path).
+apt_install chromium
 # The Debian package enables a system-wide broker on 1883; SQAL runs its own under .sqal/.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled mosquitto >/dev/null 2>&1; then
     as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """``text`` for a terminal, ``json`` (one object per line) for a log collector."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    station_secret: SecretStr | None = None
+    """Signs the station's session cookies (``sqal station``); else a key kept in
+    ``data_dir/station.secret``, made on first use."""
+    station_password: SecretStr | None = None
+    """The password ``sqal station user add`` sets, instead of asking (scripts, compose)."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -309,6 +309,8 @@ class Subscriber:
             ``state_filters`` after a connect.
         on_link: ``True`` after each successful CONNACK (before any message of that
             connection), ``False`` when the connection is lost; in paho's thread.
+        session_expiry_s: how long the broker keeps the session while we are away; a view
+            of live data (the station) asks for minutes, not the services' week.
     """
 
     def __init__(
@@ -325,6 +327,7 @@ class Subscriber:
         on_unsuback: Callable[[int], None] | None = None,
         on_state: Callable[[], None] | None = None,
         on_link: Callable[[bool], None] | None = None,
+        session_expiry_s: int = SESSION_EXPIRY_S,
     ) -> None:
         self._broker = url if isinstance(url, BrokerUrl) else parse_broker_url(url)
         self.client_id = client_id
@@ -340,6 +343,7 @@ class Subscriber:
         self._listening = False
         self._deliver = deliver
         self._receive_maximum = receive_maximum
+        self._session_expiry_s = session_expiry_s
         self._on_puback = on_puback
         self._on_unsuback = on_unsuback
         self._on_link = on_link
@@ -413,7 +417,7 @@ class Subscriber:
                 self._broker.port,
                 keepalive=KEEPALIVE_S,
                 clean_start=False,
-                properties=connect_properties(SESSION_EXPIRY_S, self._receive_maximum),
+                properties=connect_properties(self._session_expiry_s, self._receive_maximum),
             )
         except OSError as exc:
             raise BrokerError(

@@ -604,3 +604,41 @@ def not_counted(
     except psycopg.Error as exc:
         raise storage_error(exc, "cannot count the trays not counted") from None
     return {str(mode): (int(n), int(d)) for mode, n, d in rows}
+
+
+_RECHECKED_MASSES = """
+SELECT DISTINCT ON (sample_id) sample_id, mass_g
+FROM rechecks
+WHERE line_id = %s AND device_id = %s AND mass_g IS NOT NULL
+ORDER BY sample_id, ts DESC
+"""
+
+
+def rechecked_masses(dsn: str, line: str, device: str) -> dict[str, float]:
+    """By sample id, the mass an operator measured on re-checking the tray (the latest answer
+    that has one): weighed trays for ``sqal calibrate --weights --rechecks``.
+
+    Raises:
+        StorageError: the database is unreachable or has no ``rechecks`` table.
+    """
+    with connect(dsn, "sqal-calibrate") as conn:
+        try:
+            rows = conn.execute(_RECHECKED_MASSES, (line, device)).fetchall()
+        except psycopg.Error as exc:
+            raise storage_error(exc, "cannot read re-checks") from None
+    return {str(s): float(m) for s, m in rows}
+
+
+def recheck_rows_since(dsn: str, since: datetime | None) -> list[dict[str, Any]]:
+    """Re-check answers with their results' grade and mass (``sqal eval --rechecks``).
+
+    Raises:
+        StorageError: the database is unreachable or has no ``rechecks`` table.
+    """
+    from storage.station import recheck_rows
+
+    with connect(dsn, "sqal-eval") as conn:
+        try:
+            return recheck_rows(conn, since or datetime(1970, 1, 1, tzinfo=UTC))
+        except psycopg.Error as exc:
+            raise storage_error(exc, "cannot read re-checks") from None

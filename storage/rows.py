@@ -26,12 +26,23 @@ from sqal.wire import (
     DeviceTopic,
     Frame,
     Lot,
+    Recheck,
     Result,
     SpectralFrame,
     TofFrame,
     Weight,
 )
-from storage.tables import CONFIG, DEAD_LETTERS, RESULTS, SPECTRAL, STATUS, TOF, WEIGHTS, Table
+from storage.tables import (
+    CONFIG,
+    DEAD_LETTERS,
+    RECHECKS,
+    RESULTS,
+    SPECTRAL,
+    STATUS,
+    TOF,
+    WEIGHTS,
+    Table,
+)
 
 STATUS_SAMPLE_ID = "status"
 CONFIG_SAMPLE_ID = "config"
@@ -261,6 +272,24 @@ class LotRow:
         return (self.line_id, x.lot, x.product, x.qn_g, x.tne_g, x.started, x.ended, x.note)
 
 
+def recheck_row(topic: DeviceTopic, r: Recheck) -> tuple[object, ...]:
+    """A ``rechecks`` row: the same for the station's own insert and ingest's, so whichever
+    comes second finds its key stored with the same content and inserts nothing."""
+    return (
+        r.ts,
+        topic.line,
+        r.device_id,
+        r.sample_id,
+        r.v,
+        r.result_ts,
+        r.decision.value,
+        r.answer.value,
+        r.mass_g,
+        r.note,
+        r.user,
+    )
+
+
 def to_row(
     topic: DeviceTopic, frame: Frame, received_at: datetime
 ) -> tuple[str, tuple[object, ...]] | None:
@@ -277,6 +306,8 @@ def to_row(
         return STATUS.name, status_row(topic, frame, received_at)
     if isinstance(frame, DeviceConfig):
         return CONFIG.name, config_row(topic, frame, received_at)
+    if isinstance(frame, Recheck):
+        return RECHECKS.name, recheck_row(topic, frame)
     return None
 
 

@@ -245,6 +245,20 @@ CONFIG = Table(
     ),
 )
 
+RECHECKS = Table(
+    "rechecks",
+    (
+        *_IDENTITY,
+        ("v", "int2"),
+        ("result_ts", "timestamptz"),
+        ("decision", "text"),
+        ("answer", "text"),
+        ("mass_g", "float8"),
+        ("note", "text"),
+        ("user_name", "text"),
+    ),
+)
+
 DEAD_LETTERS = Table(
     "dead_letters",
     (
@@ -278,7 +292,7 @@ LOTS = Table(
 COPied: a lot arrives once when opened and again when ended."""
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (TOF, SPECTRAL, WEIGHTS, RESULTS, STATUS, CONFIG, DEAD_LETTERS)
+    t.name: t for t in (TOF, SPECTRAL, WEIGHTS, RESULTS, STATUS, CONFIG, RECHECKS, DEAD_LETTERS)
 }
 """Every table ingest writes, by name."""
 

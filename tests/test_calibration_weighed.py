@@ -211,7 +211,10 @@ def test_weights_go_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         ["calibrate", "L9/d9", "--step", "dark", "--weights", str(tmp_path / "w.csv")], capsys
     )
     assert code == 1
-    assert err == "Error: give exactly one of --step, --colour-chart, --weights and --reference\n"
+    assert err == (
+        "Error: give exactly one of --step, --colour-chart, --weights (and/or --rechecks) and "
+        "--reference\n"
+    )
     code, _, err = run_cli(["calibrate", "L9/d9", "--step", "dark", "--dry-run"], capsys)
     assert code == 1
-    assert err == "Error: --db and --dry-run go with --weights or --reference\n"
+    assert err == "Error: --db and --dry-run go with --weights, --rechecks or --reference\n"

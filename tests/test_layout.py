@@ -22,11 +22,12 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {CORE, "storage"},
     "storage": {CORE},
     "views": {CORE, "storage"},
+    "station": {CORE, "storage", "views"},
     "capture": {CORE},
     "broker": {CORE},
     "embedded": {CORE},
     "app": {"device_sim", "analyzer", "ingest", "storage", "views", "capture", "broker",
-            "embedded", CORE},
+            "embedded", "station", CORE},
 }  # fmt: skip
 PACKAGES = tuple(ALLOWED)
 

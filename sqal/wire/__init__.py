@@ -28,6 +28,7 @@ from sqal.wire.enums import (
     Grade,
     Kind,
     Mode,
+    RecheckAnswer,
     Severity,
 )
 from sqal.wire.models import (
@@ -46,6 +47,7 @@ from sqal.wire.models import (
     Lab,
     Lot,
     ProductPrior,
+    Recheck,
     Result,
     SpectralAnchors,
     SpectralChannels,
@@ -122,6 +124,8 @@ __all__ = [
     "Lot",
     "Mode",
     "ProductPrior",
+    "Recheck",
+    "RecheckAnswer",
     "Result",
     "Severity",
     "SpectralAnchors",

@@ -28,6 +28,7 @@ from sqal.wire.models import (
     DeviceStatus,
     Frame,
     Lot,
+    Recheck,
     Result,
     SpectralFrame,
     TofFrame,
@@ -215,7 +216,9 @@ def decode(topic: str | DeviceTopic, payload: bytes) -> Frame:
             f"device_id {obj.device_id!r} differs from the topic's {parsed.device!r}",
             name,
         )
-    assert isinstance(obj, TofFrame | SpectralFrame | Weight | DeviceStatus | DeviceConfig | Result)
+    assert isinstance(
+        obj, TofFrame | SpectralFrame | Weight | DeviceStatus | DeviceConfig | Result | Recheck
+    )
     return obj
 
 

@@ -15,6 +15,8 @@ class Kind(StrEnum):
     RESULT = "result"
     WEIGHT = "weight"
     """A tray's mass from the line's checkweigher, with the sample_id of the node's frames."""
+    RECHECK = "recheck"
+    """An operator's answer for a HOLD tray, from the station (issue #20)."""
 
 
 class Grade(StrEnum):
@@ -33,6 +35,13 @@ class Decision(StrEnum):
     PASS = "PASS"
     HOLD = "HOLD"
     REJECT = "REJECT"
+
+
+class RecheckAnswer(StrEnum):
+    """What the operator found when re-checking a HOLD tray by hand: ship it or bin it."""
+
+    ACCEPT = "accept"
+    REJECT = "reject"
 
 
 class DefectCode(StrEnum):

@@ -43,6 +43,7 @@ from sqal.wire.enums import (
     Grade,
     Kind,
     Mode,
+    RecheckAnswer,
 )
 from sqal.wire.topics import ID_PATTERN
 
@@ -633,7 +634,31 @@ class DeadLetter(_Strict):
     received_at: AwareDatetime
 
 
-Frame = TofFrame | SpectralFrame | Weight | DeviceStatus | DeviceConfig | Result
+UserName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+"""A station user's name: what a re-check records as who answered."""
+
+
+class Recheck(_Payload):
+    """An operator's answer for a HOLD tray (docs/contract.md, "Recheck"), from the station.
+
+    ``sample_id`` and ``result_ts`` name the held result (its ``sample_id`` and ``ts``);
+    ``ts`` is when the operator answered, so a tray re-checked twice (a correction) has two
+    answers and the later one counts. ``mass_g`` is the tray's net mass if the operator
+    weighed it (``sqal calibrate --weights --rechecks`` fits the mass model on these).
+    """
+
+    sample_id: SampleId
+    ts: Timestamp
+    result_ts: Timestamp
+    answer: RecheckAnswer
+    decision: Decision
+    """The decision the re-checked result carried (HOLD, or what an operator overruled)."""
+    mass_g: Grams | None = None
+    note: Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00]*$")] | None = None
+    user: UserName
+
+
+Frame = TofFrame | SpectralFrame | Weight | DeviceStatus | DeviceConfig | Result | Recheck
 """Any payload that arrives on a device topic."""
 
 MODEL_BY_KIND: dict[Kind, type[_Payload]] = {
@@ -643,4 +668,5 @@ MODEL_BY_KIND: dict[Kind, type[_Payload]] = {
     Kind.CONFIG: DeviceConfig,
     Kind.RESULT: Result,
     Kind.WEIGHT: Weight,
+    Kind.RECHECK: Recheck,
 }

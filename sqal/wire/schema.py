@@ -12,6 +12,7 @@ from sqal.wire.models import (
     DeviceConfig,
     DeviceStatus,
     Lot,
+    Recheck,
     Result,
     SpectralFrame,
     TofFrame,
@@ -26,6 +27,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "config": DeviceConfig,
     "result": Result,
     "lot": Lot,
+    "recheck": Recheck,
     "dead_letter": DeadLetter,
 }
 """File stem → model; ``{stem}.schema.json`` is written for each."""
