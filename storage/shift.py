@@ -1,5 +1,5 @@
 """Read-side queries of the shift report's record sections (issue #19 item 5): which calibration
-each device scored with, and how long each device was offline.
+each device scored with, how long each device was offline, and the trays ``--csv`` exports.
 
 Every query is bounded by the period (and a 7-day look-back for the state at its start), so its
 cost follows the shift, not the table's history.
@@ -7,6 +7,7 @@ cost follows the shift, not the table's history.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -117,3 +118,45 @@ def dead_letters_by_device(
     except psycopg.Error as exc:
         raise storage_error(exc, "cannot read the dead letters") from None
     return {d: int(n) for d, n in rows}
+
+
+TRAY_COLUMNS = (
+    "ts", "line_id", "device_id", "sample_id", "lot_id", "decision", "final_grade", "defects",
+    "mass_g", "mass_source", "sigma_g", "tof_mass_g", "weight_mass_g", "tof_volume_mm3",
+    "tof_max_height_mm", "p_reject", "calibration_id",
+)  # fmt: skip
+"""The columns of :func:`trays`, in order (``sqal report --csv``)."""
+
+_TRAYS = """
+SELECT ts, line_id, device_id, sample_id, lot_id, decision, final_grade,
+       array_to_string(defects, ';'),
+       coalesce(weight_mass_g, tof_mass_g),
+       CASE WHEN weight_mass_g IS NOT NULL THEN 'checkweigher'
+            WHEN tof_mass_g IS NOT NULL THEN 'estimate' END,
+       CASE WHEN weight_mass_g IS NOT NULL THEN weight_sigma_g ELSE tof_sigma_mass_g END,
+       tof_mass_g, weight_mass_g, tof_volume_mm3, tof_max_height_mm, p_reject, calibration_id
+FROM results
+WHERE line_id = %(line)s AND ts >= %(since)s AND ts < %(until)s AND mode = 'production'
+  AND (%(lot)s::text IS NULL OR lot_id = %(lot)s)
+ORDER BY ts
+"""
+
+
+def trays(
+    conn: psycopg.Connection, line: str, since: datetime, until: datetime, lot: str | None = None
+) -> Iterator[tuple[object, ...]]:
+    """The production trays of a line's period (of one lot), oldest first, as rows of
+    :data:`TRAY_COLUMNS`: the mass each pack is judged on (the checkweigher's where there is
+    one) and where it came from. Read through a server-side cursor, so a lot of any size streams.
+
+    Raises:
+        StorageError: the query failed.
+    """
+    args = {"line": line, "since": since, "until": until, "lot": lot}
+    try:
+        with conn.transaction(), conn.cursor(name="sqal_report_trays") as cur:
+            cur.itersize = 5000
+            cur.execute(_TRAYS, args)
+            yield from cur
+    except psycopg.Error as exc:
+        raise storage_error(exc, "cannot read the trays") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -234,3 +235,44 @@ def test_an_unknown_line_is_one_error_line_and_no_pdf(
     code, text, err = run_main([*argv[:-2], "--out", str(tmp_path / "l9-known.pdf")], capsys)
     assert code == 0, err
     assert text.startswith("line L9: 0 trays")
+
+
+def test_csv_exports_the_trays_the_report_counts(fresh_db: str, tmp_path: Path) -> None:
+    """Production trays only (the calibration run stays out), oldest first, the mass judged on
+    with its source and σ; times in UTC."""
+    fill(fresh_db, build_shift())
+    out = tmp_path / "shift.pdf"
+    result = _report(fresh_db, out, "--csv", "--json")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert str(out.with_suffix(".csv")) in json.loads(result.stdout)["written"]  # type: ignore[attr-defined]
+    with out.with_suffix(".csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with psycopg.connect(fresh_db) as conn:
+        want = conn.execute(
+            "SELECT sample_id, coalesce(weight_mass_g, tof_mass_g) FROM results"
+            " WHERE line_id = 'L1' AND mode = 'production' AND ts >= %s AND ts < %s ORDER BY ts",
+            (START, END),
+        ).fetchall()
+    assert [r["sample_id"] for r in rows] == [s for s, _ in want]
+    assert all(r["lot_id"] in ("L1-A", "L1-B") for r in rows)
+    with_mass = [(r, m) for r, (_, m) in zip(rows, want, strict=True) if m is not None]
+    assert with_mass
+    for r, m in with_mass:
+        assert float(r["mass_g"]) == pytest.approx(m, rel=1e-6)
+        assert r["mass_source"] in ("estimate", "checkweigher")
+    assert datetime.fromisoformat(rows[0]["ts"]).utcoffset() == timedelta(0)
+
+
+def test_a_lot_without_production_trays_is_one_error_line(
+    fresh_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(fresh_db, build_shift())
+    out = tmp_path / "lot.pdf"
+    argv = ["report", "--lot", "L1-A", "--db", fresh_db, "--out", str(out),
+            "--since", (START - timedelta(days=2)).isoformat(),
+            "--until", (START - timedelta(days=1)).isoformat()]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert assert_one_error_line(code, err).startswith(
+        "Error: --lot L1-A: no production tray of line L1 between"
+    )
+    assert not out.exists()

@@ -187,6 +187,15 @@ def report_command(
     html: Annotated[
         bool, typer.Option("--html", help="Also write the report as HTML beside the PDF.")
     ] = False,
+    csv_out: Annotated[
+        bool,
+        typer.Option(
+            "--csv",
+            help="Also export the trays (production, of the lot or period) as CSV beside the "
+            "PDF: time, device, sample, lot, decision, grade, defects, the mass judged on and "
+            "its source and σ.",
+        ),
+    ] = False,
     tz: Annotated[
         str | None,
         typer.Option(
@@ -210,6 +219,7 @@ def report_command(
         parse_instant,
         report_context,
         write_report,
+        write_trays_csv,
     )
 
     if line is None and lot is None:
@@ -230,8 +240,17 @@ def report_command(
             start = parse_instant(since, end, "--since") if since else info.started
         assert line is not None
         data = load_shift(conn, line, start, end, lot)
+        if lot is not None and not data.trays:
+            # A known line's quiet shift still gets its (empty) report, on record; a lot without
+            # a production tray in the period has nothing to report on.
+            raise ConfigError(
+                f"--lot {lot}: no production tray of line {line} between {start.isoformat()} "
+                f"and {end.isoformat()}"
+            )
         record = load_record(conn, line, start, end)
-    paths = write_report(report_context(data, record, mass_groups(data), zone), out, html)
+        paths = write_report(report_context(data, record, mass_groups(data), zone), out, html)
+        if csv_out:
+            paths.append(write_trays_csv(conn, out.with_suffix(".csv"), line, start, end, lot))
     summary = {
         "line": line,
         "lot": lot,

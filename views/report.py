@@ -8,6 +8,7 @@ matplotlib ``Figure`` objects (no pyplot: no global figure state, no display). C
 
 from __future__ import annotations
 
+import csv
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -34,10 +35,12 @@ from storage.queries import (
     shift_facts,
 )
 from storage.shift import (
+    TRAY_COLUMNS,
     CalibrationUse,
     calibrations_used,
     dead_letters_by_device,
     offline_seconds,
+    trays,
 )
 from views import render
 from views.boards import ProfileTarget
@@ -599,3 +602,31 @@ def write_report(context: dict[str, object], out: Path, as_html: bool) -> list[P
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write ({exc.strerror})") from None
     return written
+
+
+def write_trays_csv(
+    conn: psycopg.Connection,
+    path: Path,
+    line: str,
+    since: datetime,
+    until: datetime,
+    lot: str | None = None,
+) -> Path:
+    """The production trays of the report as CSV (:data:`storage.shift.TRAY_COLUMNS`; times in
+    UTC, ISO 8601), streamed from the database; returns ``path``.
+
+    Raises:
+        ConfigError: ``path`` cannot be written.
+        StorageError: the query failed.
+    """
+    try:
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(TRAY_COLUMNS)
+            for row in trays(conn, line, since, until, lot):
+                w.writerow(
+                    x.astimezone(UTC).isoformat() if isinstance(x, datetime) else x for x in row
+                )
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot write ({exc.strerror})") from None
+    return path
