@@ -164,10 +164,12 @@ def control_chart(
     ucl: Sequence[float],
     flagged: Sequence[bool],
     ylabel: str,
+    first: int = 1,
 ) -> Markup:
-    """A control chart: points joined in order, centre line, step limits, flagged points in red."""
+    """A control chart: points joined in order, centre line, step limits, flagged points in red;
+    ``first`` numbers the first point (a chart of the latest subgroups)."""
     fig, ax = _fig(2.0)
-    x = list(range(1, len(values) + 1))
+    x = list(range(first, first + len(values)))
     ax.plot(x, list(values), color=INK, marker="o", markersize=2.5, linewidth=0.8)
     ax.axhline(centre, color="#2e7d32", linewidth=0.8)
     ax.step(x, list(ucl), where="mid", color="#c62828", linewidth=0.8, linestyle="--")

@@ -313,6 +313,10 @@ DEFAULT_GIVEAWAY = 0.12
 SPC_SUBGROUP = 5
 """Trays per subgroup of the X̄ and s charts: consecutive packs, as a checkweigher's sample."""
 SPC_MIN_SUBGROUPS = 4
+SPC_SHOWN = 250
+"""Subgroups a control chart draws: the latest ones."""
+SPC_FLAGS_LISTED = 20
+"""Flagged subgroups the table lists (the latest shown); the count covers them all."""
 
 
 def _when(t: datetime, tz: tzinfo) -> str:
@@ -376,32 +380,47 @@ def _spc_section(g: MassGroup, baseline: MassGroup | None) -> dict[str, object] 
     out: NDArray[np.bool_] = np.asarray(flags.any(axis=1))
     t1 = g.qn_g - g.tne_g
     cap = capability(np.asarray(g.masses_g), lim.sigma, t1, g.usl_g)
+    # The charts show the latest SPC_SHOWN subgroups (a chart of thousands is a smear and takes
+    # the PDF's layout tens of seconds); the rules run on every subgroup and all are counted.
+    first = max(0, chart.n.size - SPC_SHOWN)
+    shown = slice(first, None)
+    flagged = np.flatnonzero(out)
+    listed = flagged[flagged >= first][-SPC_FLAGS_LISTED:]
+    scope = (
+        f"the last {chart.n.size - first} of {chart.n.size} subgroups"
+        if first
+        else f"{chart.n.size} subgroups"
+    )
     return {
         "lot": g.lot or "(none open)",
+        "scope": scope,
         "xbar_chart": render.control_chart(
-            chart.mean.tolist(),
+            chart.mean[shown].tolist(),
             lim.grand_mean,
-            lim.x_lcl.tolist(),
-            lim.x_ucl.tolist(),
-            [bool(x) for x in out],
+            lim.x_lcl[shown].tolist(),
+            lim.x_ucl[shown].tolist(),
+            [bool(x) for x in out[shown]],
             "mean mass (g)",
+            first=first + 1,
         ),
         "s_chart": render.control_chart(
-            chart.sd.tolist(),
+            chart.sd[shown].tolist(),
             lim.s_bar,
-            lim.s_lcl.tolist(),
-            lim.s_ucl.tolist(),
-            (chart.sd > lim.s_ucl).tolist(),
+            lim.s_lcl[shown].tolist(),
+            lim.s_ucl[shown].tolist(),
+            [bool(x) for x in (chart.sd > lim.s_ucl)[shown]],
             "sd (g)",
+            first=first + 1,
         ),
         "cp": f"{cap.cp:.2f}",
         "cpk": f"{cap.cpk:.2f}",
         "pp": f"{cap.pp:.2f}",
         "ppk": f"{cap.ppk:.2f}",
         "limits": f"T1 {t1:g} g … giveaway limit {g.usl_g:g} g; σ within {lim.sigma:.2f} g",
+        "flagged": int(flagged.size),
         "flags": [
             {"group": i + 1, "rules": ", ".join(_RULE_WORDS[r] for r in RULES if flags[i, r - 1])}
-            for i in np.flatnonzero(out)
+            for i in listed
         ],
     }
 
@@ -523,6 +542,7 @@ def report_context(
         "bucket_min": int(d.bucket.total_seconds() // 60),
         "masses": [_mass_section(g) for g in groups if g.masses_g],
         "spc": spc,
+        "spc_size": SPC_SUBGROUP,
         "spc_basis": baseline_text
         or f"Subgroups of {SPC_SUBGROUP} consecutive packs; limits from this period itself.",
         "p_chart": p_chart_svg,
