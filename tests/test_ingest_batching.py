@@ -86,7 +86,7 @@ def test_shared_workers_subscribe_through_share_groups() -> None:
     shared = subscription_filters("ingest", dead_topics=False)
     assert shared == [
         f"$share/ingest/sqal/v1/+/+/{k}"
-        for k in ("tof", "spectral", "weight", "result", "status", "config")
-    ]
+        for k in ("tof", "spectral", "weight", "result", "status", "config", "recheck")
+    ] + ["$share/ingest/sqal/v1/+/lot"]
     with pytest.raises(ValueError, match="shared group"):
         subscription_filters("a/b", dead_topics=False)
