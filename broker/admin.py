@@ -78,6 +78,7 @@ class Service(StrEnum):
     MONITOR = "monitor"
     OPERATOR = "operator"
     STATION = "station"
+    REDRIVE = "redrive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,12 @@ SERVICE_RULES: dict[Service, tuple[AclRule, ...]] = {
         AclRule("read", subscription(Kind.STATUS)),
         AclRule("read", DEAD_LETTERS),
         AclRule("write", subscription(Kind.RECHECK)),
+    ),
+    # `sqal dead redrive`: a dead letter back on its original topic, whatever its kind (never
+    # retained, so publishing no state over what devices and operators hold); reads nothing.
+    Service.REDRIVE: (
+        *(AclRule("write", subscription(k)) for k in Kind),
+        AclRule("write", LOTS),
     ),
 }
 

@@ -252,14 +252,17 @@ def test_a_dry_run_sends_and_marks_nothing(
     assert dead_rows(dsn, "Ld")[0][2] is None
 
 
-def test_a_publish_the_broker_refuses_is_one_error_line_and_leaves_the_row(
+def test_a_publish_the_broker_refuses_is_one_error_line_and_the_redrive_user_may(
     fresh_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """On the production ACL the record user may not publish frames: PUBACK 0x87."""
+    """On the production ACL the record user may not publish frames: PUBACK 0x87, the row
+    stays unmarked; the redrive user may, and the row is marked."""
     folder = tmp_path / "mqtt"
     folder.mkdir()
     make_certs(folder / "certs", ["localhost"], 30, [], datetime.now(UTC))
-    set_passwords(folder / "passwd", {"record": "password-of-recorder"})
+    set_passwords(
+        folder / "passwd", {"record": "password-of-recorder", "redrive": "password-of-redrive"}
+    )
     update_acl(folder / "acl", *Service)
     port = free_port()
     dsn = migrated(fresh_db)
@@ -267,10 +270,16 @@ def test_a_publish_the_broker_refuses_is_one_error_line_and_leaves_the_row(
     with running(ROOT / "mosquitto/production.conf", folder, port, free_port()):
         url = f"mqtt://record:{quote('password-of-recorder')}@127.0.0.1:{port}"
         code, _, err = sqal(["dead", "redrive", str(row), "--db", dsn, "--broker", url], capsys)
-    line = assert_one_error_line(code, err)
-    assert "refused the publish on sqal/v1/Lp/d1/tof" in line
-    assert "0x87" in line
-    assert dead_rows(dsn, "Lp")[0][2:] == (None, 0)
+        line = assert_one_error_line(code, err)
+        assert "refused the publish on sqal/v1/Lp/d1/tof" in line
+        assert "0x87" in line
+        assert dead_rows(dsn, "Lp")[0][2:] == (None, 0)
+        url = f"mqtt://redrive:{quote('password-of-redrive')}@127.0.0.1:{port}"
+        code, _, err = sqal(["dead", "redrive", str(row), "--db", dsn, "--broker", url], capsys)
+    assert (code, err) == (0, "")
+    _, _, redriven_at, count = dead_rows(dsn, "Lp")[0]
+    assert redriven_at is not None
+    assert count == 1
 
 
 def test_a_config_naming_a_missing_profile_is_applied_once_the_profile_is_installed(
