@@ -467,7 +467,12 @@ def _register() -> None:
     from ingest.command import ingest_command
     from station.command import station_command, token_add_command, user_add_command
     from storage.command import db_migrate_command, db_retention_command, db_status_command
-    from views.command import grafana_build_command, grafana_push_command, report_command
+    from views.command import (
+        grafana_build_command,
+        grafana_push_command,
+        report_command,
+        report_schedule_command,
+    )
 
     app.command("sim")(sim_command)
     app.command("analyzer")(analyzer_command)
@@ -489,6 +494,7 @@ def _register() -> None:
     grafana_app.command("build")(grafana_build_command)
     grafana_app.command("push")(grafana_push_command)
     app.command("report")(report_command)
+    app.command("report-schedule")(report_schedule_command)
     dead_app = _app("Dead letters: messages no stage could use, listed, shown and sent again.")
     app.add_typer(dead_app, name="dead")
     dead_app.command("list")(dead_list_command)

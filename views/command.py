@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -184,6 +184,15 @@ def report_command(
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="PDF file to write.")] = Path("shift.pdf"),
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir",
+            help="Write into this folder instead, named LINE[-LOT]-YYYYMMDD-HHMM.pdf from the "
+            "period's start in --tz (overrides --out).",
+            show_default=False,
+        ),
+    ] = None,
     html: Annotated[
         bool, typer.Option("--html", help="Also write the report as HTML beside the PDF.")
     ] = False,
@@ -248,6 +257,8 @@ def report_command(
                 f"and {end.isoformat()}"
             )
         record = load_record(conn, line, start, end)
+        if out_dir is not None:
+            out = report_path(out_dir, line, lot, start, zone)
         paths = write_report(report_context(data, record, mass_groups(data), zone), out, html)
         if csv_out:
             paths.append(write_trays_csv(conn, out.with_suffix(".csv"), line, start, end, lot))
@@ -273,6 +284,106 @@ def report_command(
           f"({g.rules.rule_text})" for g in data.packers),
     ]  # fmt: skip
     _emit(summary, as_json, "\n".join(lines))
+
+
+def report_path(folder: Path, line: str, lot: str | None, start: datetime, zone: tzinfo) -> Path:
+    """``--out-dir``: the report's path in ``folder`` (created if missing), named by
+    :func:`views.schedule.report_name`.
+
+    Raises:
+        ConfigError: the folder cannot be created.
+    """
+    from views.schedule import report_name
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out-dir {folder}: cannot create ({exc.strerror})") from None
+    return folder / report_name(line, lot, start, zone)
+
+
+def report_schedule_command(
+    line: Annotated[str, typer.Option("--line", help="Line id to report on.")],
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out-dir", help="Folder for the reports, LINE-YYYYMMDD-HHMM.pdf each."),
+    ],
+    at: Annotated[
+        str, typer.Option("--at", metavar="HH:MM", help="A shift start in the plant's time.")
+    ] = "06:00",
+    every: Annotated[
+        str,
+        typer.Option("--every", help="Shift length; divides a day (8h: 06:00, 14:00, 22:00)."),
+    ] = "8h",
+    grace: Annotated[
+        str,
+        typer.Option("--grace", help="Wait this long after a shift ends, for its last trays."),
+    ] = "5m",
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="Report the latest shift that ended (--grace ago) and exit: for a systemd timer "
+            "or cron.",
+        ),
+    ] = False,
+    before: Annotated[
+        str | None,
+        typer.Option(
+            "--before",
+            help="With --once: the latest shift that ended before this time (ISO, or an age "
+            "like 8h) instead of now, to write a missed report later.",
+            show_default=False,
+        ),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            "--tz",
+            metavar="ZONE",
+            help="The plant's time zone for the shift times and file names (IANA name) "
+            "[default: this machine's].",
+        ),
+    ] = None,
+    heartbeat: Annotated[
+        Path | None,
+        typer.Option(
+            "--heartbeat",
+            help="Touch this file at least every minute while waiting (for a health check).",
+        ),
+    ] = None,
+    db: DbOption = None,
+    html: Annotated[
+        bool, typer.Option("--html", help="Also write each report as HTML beside the PDF.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write each shift's report into a folder at the end of the shift (sqal report --out-dir for
+    each period between shift starts, which follow the plant's clock across DST changes)."""
+    import time as clock_time
+
+    from storage.retention import parse_age
+    from views.report import parse_instant
+    from views.schedule import Shifts, run_once, run_schedule
+
+    check_line(line)
+    if before is not None and not once:
+        raise ConfigError("--before goes with --once")
+    zone = plant_zone(tz)
+    shifts = Shifts.parse(at, parse_age(every, "--every"), zone)
+    wait = parse_age(grace, "--grace") if grace not in ("0", "0s") else timedelta(0)
+
+    def step(start: datetime, end: datetime) -> None:
+        report_command(
+            line=line, db=db, since=start.isoformat(), until=end.isoformat(), out_dir=out_dir,
+            html=html, tz=tz, as_json=as_json,
+        )  # fmt: skip
+
+    if once:
+        now = datetime.now(UTC)
+        run_once(shifts, step, parse_instant(before, now, "--before") if before else now, wait)
+        return
+    run_schedule(shifts, step, wait, lambda: datetime.now(UTC), clock_time.sleep, heartbeat)
 
 
 def check_line(line: str) -> str:

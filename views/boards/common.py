@@ -25,7 +25,8 @@ from views.packers import verdict_sql
 
 @dataclass(frozen=True, slots=True)
 class ProfileTarget:
-    """What a profile promises: nominal mass Qn, its TNE, the volume of Qn, the nominal d0."""
+    """What a profile promises: nominal mass Qn, its TNE, the volume of Qn, the nominal d0, and
+    the giveaway allowance ``overfill_minor`` (a fill above Qn·(1 + it) is overfill)."""
 
     name: str
     qn_g: float
@@ -34,6 +35,7 @@ class ProfileTarget:
     d0_mm: float
     a_g: float = 0.0
     b_g_per_cm3: float = 1.0
+    overfill_minor: float = 0.0
 
     @classmethod
     def load(cls, name: str) -> ProfileTarget:
@@ -48,6 +50,7 @@ class ProfileTarget:
             p.tof.mount_distance_mm,
             mm.a_g,
             mm.b_g_per_cm3,
+            p.tof.overfill_minor,
         )
 
     def volume_cm3(self, mass_g: float) -> float:
@@ -59,7 +62,8 @@ _NAME = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def targets_cte(targets: list[ProfileTarget]) -> str:
-    """``WITH target(profile, qn_g, tne_g, qn_cm3, d0_mm) AS (VALUES ...)`` for the SQL.
+    """``WITH target(profile, qn_g, tne_g, qn_cm3, d0_mm, overfill_minor) AS (VALUES ...)`` for
+    the SQL.
 
     Safe to inline: names match the profile-name pattern (no quote can occur) and the rest are
     floats formatted by Python.
@@ -68,9 +72,15 @@ def targets_cte(targets: list[ProfileTarget]) -> str:
     for t in targets:
         if not _NAME.match(t.name):
             raise ValueError(f"profile name {t.name!r} cannot be inlined in SQL")
-        rows.append(f"('{t.name}', {t.qn_g:.3f}, {t.tne_g:.3f}, {t.qn_cm3:.3f}, {t.d0_mm:.1f})")
-    values = ",\n    ".join(rows) or "(NULL, NULL, NULL, NULL, NULL)"
-    return f"WITH target(profile, qn_g, tne_g, qn_cm3, d0_mm) AS (VALUES\n    {values})"
+        rows.append(
+            f"('{t.name}', {t.qn_g:.3f}, {t.tne_g:.3f}, {t.qn_cm3:.3f}, {t.d0_mm:.1f}, "
+            f"{t.overfill_minor:.4f})"
+        )
+    values = ",\n    ".join(rows) or "(NULL, NULL, NULL, NULL, NULL, NULL)"
+    return (
+        "WITH target(profile, qn_g, tne_g, qn_cm3, d0_mm, overfill_minor) AS (VALUES\n"
+        f"    {values})"
+    )
 
 
 def with_targets(cte: str, rest: str) -> str:

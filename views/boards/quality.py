@@ -17,6 +17,7 @@ from views.boards.common import (
     targets_cte,
     with_targets,
 )
+from views.boards.spc import add_spc_panels
 from views.dashboards import (
     Board,
     PanelQuery,
@@ -325,6 +326,7 @@ def quality(targets: list[ProfileTarget]) -> Board:
         12,
         10,
     )
+    add_spc_panels(b, cte)
     return b
 
 
