@@ -44,6 +44,7 @@ from storage.shift import (
 )
 from views import render
 from views.boards import ProfileTarget
+from views.packers import RULES as PACKERS_RULES
 from views.packers import GroupRules, profile_targets, rules_of
 from views.spc import RULES, Subgroups, capability, p_chart, western_electric, xbar_s_limits
 
@@ -297,7 +298,12 @@ def mass_groups(d: ShiftData) -> list[MassGroup]:
             "giveaway": f"{r.giveaway_g:+.1f} g ({r.giveaway_pct:+.1f} %)",
             "verdict": r.verdict.value,
             "css": r.verdict.value.replace(" ", "-"),
-            "rule": r.rule_text,
+            "rule": r.rule_text
+            + "".join(
+                f"; also {RULES_BY_CODE[c].text}"
+                for c in r.broken
+                if c != r.rule and RULES_BY_CODE[c].verdict is r.verdict
+            ),
         }
         out.append(
             MassGroup(
@@ -306,6 +312,9 @@ def mass_groups(d: ShiftData) -> list[MassGroup]:
         )
     return out
 
+
+RULES_BY_CODE = {rule.code: rule for rule in PACKERS_RULES}
+"""The packers' rules by code: a verdict row names every rule broken at its verdict's level."""
 
 DEFAULT_GIVEAWAY = 0.12
 """The giveaway allowance of a lot whose Qn no shipped profile has (both ship 12 %)."""
