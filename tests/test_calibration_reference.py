@@ -314,5 +314,6 @@ def test_reference_goes_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         code, _, err = run_cli(["calibrate", "L9/d9", "--reference", ids, *other], capsys)
         assert code == 1
         assert err == (
-            "Error: give exactly one of --step, --colour-chart, --weights and --reference\n"
+            "Error: give exactly one of --step, --colour-chart, --weights (and/or --rechecks) "
+            "and --reference\n"
         )
