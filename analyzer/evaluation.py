@@ -9,7 +9,6 @@ intervals (:func:`wilson`), so a figure from a few hundred trays shows how much 
 from __future__ import annotations
 
 import json
-import math
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sqal.errors import ConfigError
+from sqal.stats import Interval, wilson
 
 GRADES = ("A", "B", "C", "REJECT")
 DATA_QUALITY = {
@@ -31,33 +31,8 @@ DATA_QUALITY = {
 }
 """Fusion codes about the data, not the product: truth never carries them, so they get no
 precision/recall line (coverage and the confusion matrix show their effect)."""
-Z95 = 1.959964
-"""Two-sided 95 % normal quantile, the z of the Wilson intervals."""
 CONFIDENCE_BINS = 10
 """Equal-width bins of ``fusion.confidence`` in the reliability table."""
-
-Interval = tuple[float, float]
-"""A (low, high) pair of fractions."""
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> Interval | None:
-    """The Wilson score interval of the proportion ``successes / n``; None when n is 0.
-
-    Unlike p ± z·√(p(1−p)/n) it stays inside [0, 1] and does not shrink to a point at 0 or n
-    successes, which is where quality figures (a missed-REJECT rate near 0) usually sit.
-
-    Raises:
-        ValueError: ``successes`` is not within 0..n.
-    """
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes {successes} not within 0..{n}")
-    if n == 0:
-        return None
-    p = successes / n
-    z2n = z * z / n
-    centre = (p + z2n / 2) / (1 + z2n)
-    half = z / (1 + z2n) * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

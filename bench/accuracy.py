@@ -34,7 +34,6 @@ from analyzer.evaluation import (
     format_report,
     format_seed_summary,
     summarize_seeds,
-    wilson,
 )
 from analyzer.fusion import SampleScores
 from analyzer.grading import band_score, lower_better
@@ -47,6 +46,7 @@ from device_sim.device import SimDevice, _seq_rng
 from device_sim.fleet import config_payload
 from device_sim.trays import DEFECTS, draw_tray
 from sqal.profiles import SCENARIOS, load_profile
+from sqal.stats import wilson
 from sqal.wire import (
     DeviceConfig,
     ProductPrior,

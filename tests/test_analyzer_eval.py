@@ -15,10 +15,10 @@ from analyzer.evaluation import (
     format_seed_summary,
     reliability,
     summarize_seeds,
-    wilson,
 )
 from app.cli import main
 from capture.fileformat import CaptureWriter, Record
+from sqal.stats import wilson
 
 
 def truth(

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from analyzer.evaluation import wilson as analyzer_wilson
 from app.cli import app as cli
 from embedded import Mosquitto
 from ingest.service import IngestConfig, IngestService
 from sqal.profiles import load_profile
+from sqal.stats import wilson
 from sqal.wire import (
     Decision,
     DefectCode,
@@ -35,7 +35,7 @@ from storage import station as db
 from storage.rows import recheck_row
 from tests.station_kit import PROFILE, now_ts, publish, result, station_db, store, wait_for
 from tests.test_ingest_frames import count
-from views.rechecks import evaluate_rechecks, wilson
+from views.rechecks import evaluate_rechecks
 
 LINE = "rk-L1"
 
@@ -117,9 +117,7 @@ def test_eval_rechecks_prints_the_confusion_table_with_wilson_intervals(fresh_db
     assert "--rechecks needs --db DSN" in str(out.exception)
 
 
-def test_views_wilson_is_the_analyzers() -> None:
-    for k, n in ((0, 1), (3, 10), (10, 10), (17, 250)):
-        assert wilson(k, n) == analyzer_wilson(k, n)
+def test_no_recheck_gives_an_empty_report() -> None:
     assert evaluate_rechecks([]).trays == 0
 
 

@@ -14,27 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-Z95 = 1.959964
-"""The two-sided 95 % normal quantile, as analyzer.evaluation has it."""
+from sqal.stats import wilson
+
 DECISIONS = ("PASS", "HOLD", "REJECT")
 ANSWERS = ("accept", "reject")
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """The Wilson score interval of ``successes / n``; ``None`` when n is 0.
-
-    The same interval as ``analyzer.evaluation.wilson`` (a test holds them equal): the views
-    may not import the analyzer (docs/architecture.md, the layout).
-    """
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes {successes} not within 0..{n}")
-    if n == 0:
-        return None
-    p = successes / n
-    z2n = z * z / n
-    centre = (p + z2n / 2) / (1 + z2n)
-    half = z / (1 + z2n) * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
