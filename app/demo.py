@@ -390,6 +390,10 @@ class NextSteps:
             )
             if len(self.lines) > 1:
                 out.append(f"    # the other lines: --line {', '.join(self.lines[1:])}")
+        out.append(
+            f"sqal station --broker mqtt://127.0.0.1:{self.mqtt_port} --db {self.dsn} "
+            f"--data-dir {data}    # the web station again, http://127.0.0.1:8080 (user demo)"
+        )
         out.append(f"psql {self.dsn}")
         if self.grafana_dir is not None:
             g = self.grafana_dir

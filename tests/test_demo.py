@@ -80,6 +80,8 @@ def test_without_a_checkout_or_with_one_line_the_steps_say_only_what_works(tmp_p
         "sqal report --line line1 --db postgresql://sqal@127.0.0.1:54320/sqal "
         "--since 2026-03-02T14:00:07+00:00 --until 2026-03-02T14:00:08+00:00 "
         f"--out {tmp_path / 'run' / 'shift-line1.pdf'}",
+        "sqal station --broker mqtt://127.0.0.1:18830 --db postgresql://sqal@127.0.0.1:54320/sqal "
+        f"--data-dir {data}    # the web station again, http://127.0.0.1:8080 (user demo)",
         "psql postgresql://sqal@127.0.0.1:54320/sqal",
         f"sqal services down --data-dir {data}",
     ]
