@@ -51,6 +51,8 @@ class StationConfig:
             HTTP on loopback.
         session_expiry_s: how long the broker queues results for a station that went away.
         stale_after_s: a line without a result for this long is shown as stale.
+        tz: the plant's time zone (an IANA name) for the times pages show and reports print;
+            ``None``: this machine's.
     """
 
     broker: str
@@ -63,6 +65,7 @@ class StationConfig:
     session_expiry_s: int = 300
     rate_window_s: float = 600.0
     stale_after_s: float = 10.0
+    tz: str | None = None
 
     @property
     def url(self) -> str:
@@ -98,7 +101,10 @@ class Station:
     """What the routers share: the config, the feed and the templates."""
 
     def __init__(self, cfg: StationConfig) -> None:
+        from views.command import plant_zone
+
         self.cfg = cfg
+        self.zone = plant_zone(cfg.tz)
         self.registry = Registry("station")
         self.hub = Hub()
         self.feed = Feed(
@@ -185,7 +191,7 @@ def requires(role: Role) -> Callable[[Request], User]:
 
 def create_app(cfg: StationConfig, *, start_feed: bool = True) -> FastAPI:
     """The station's app. ``start_feed=False`` serves pages without MQTT (tests of the API)."""
-    from station import api, events, pages
+    from station import api, events, pages, records, reports
 
     station = Station(cfg)
 
@@ -231,6 +237,8 @@ def create_app(cfg: StationConfig, *, start_feed: bool = True) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(events.router)
     app.include_router(api.router)
+    app.include_router(records.router)
+    app.include_router(reports.router)
     return app
 
 

@@ -105,6 +105,15 @@ def station_command(
             "--stale-after", min=1.0, help="Seconds without a result before a line view says stale."
         ),
     ] = 10.0,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            "--tz",
+            metavar="ZONE",
+            help="The plant's time zone for the times pages show and reports print (IANA name, "
+            "e.g. Europe/Paris) [default: this machine's].",
+        ),
+    ] = None,
 ) -> None:
     """The station: a web app at the line (live line views, the HOLD queue, a read API).
 
@@ -117,6 +126,10 @@ def station_command(
     import uvicorn
 
     from station.app import StationConfig, create_app, stop_streams
+    from views.command import plant_zone
+
+    if tz is not None:
+        plant_zone(tz)  # an unknown zone is one Error: line before anything starts
 
     settings = load_settings(broker=broker, db=db, data_dir=data_dir)
     parse_broker_url(settings.broker)
@@ -130,6 +143,7 @@ def station_command(
         secure_cookies=secure_cookies if secure_cookies is not None else not _is_loopback(host),
         client_id=client_id or f"sqal-station-{socket.gethostname()[:20]}",
         stale_after_s=stale_after,
+        tz=tz,
     )
     sock = listen(host, port)
     cfg = replace(cfg, port=int(sock.getsockname()[1]))

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -20,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import FormData
 
-from sqal.errors import ConfigError, SqalError
+from sqal.errors import ConfigError
 from sqal.profiles import Profile, load_profile
 from sqal.wire import (
     ID_PATTERN,
@@ -35,6 +33,7 @@ from sqal.wire import (
 from station.app import CsrfRefused, User, requires, station_of
 from station.auth import CSRF_FIELD, DUMMY_HASH, Role, csrf_matches, new_csrf, verify_password
 from station.evidence import Evidence, evidence, height_colour
+from station.reports import ReportQuery, report_response
 from station.words import DECISION_WORDS, DEFECT_WORDS, decision_words, defect_words, translator
 from storage import station as db
 from storage.rows import recheck_row
@@ -345,45 +344,7 @@ async def quality(request: Request, user: Quality) -> Response:
 
 @router.get("/quality/report.pdf")
 async def shift_report(
-    request: Request,
-    user: Quality,
-    line: Annotated[str, Query(pattern=rf"^{ID_PATTERN}$")],
-    since: str = "8h",
-    until: str | None = None,
+    request: Request, user: Quality, q: Annotated[ReportQuery, Query()]
 ) -> Response:
     """The shift report (``sqal report``) of a line, as a PDF to print."""
-    from views.command import plant_zone
-    from views.report import (
-        load_record,
-        load_shift,
-        mass_groups,
-        parse_instant,
-        report_context,
-        write_report,
-    )
-
-    st = station_of(request)
-    now = datetime.now(UTC)
-    try:
-        end = parse_instant(until, now, "until") if until else now
-        start = parse_instant(since, end, "since")
-    except SqalError as exc:
-        return st.render(request, "error.html", 422, message=str(exc))
-
-    def make() -> bytes:
-        with db.session(st.cfg.dsn, "cannot read the shift") as conn:
-            data = load_shift(conn, line, start, end)
-            record = load_record(conn, line, start, end)
-        context = report_context(data, record, mass_groups(data), plant_zone(None))
-        with tempfile.TemporaryDirectory(prefix="sqal-station-") as tmp:
-            path = Path(tmp) / "shift.pdf"
-            write_report(context, path, as_html=False)
-            return path.read_bytes()
-
-    try:
-        pdf = await asyncio.to_thread(make)
-    except ConfigError as exc:
-        return st.render(request, "error.html", 404, message=str(exc))
-    name = f"shift-{line}-{start:%Y%m%dT%H%M}.pdf"
-    return Response(pdf, media_type="application/pdf",
-                    headers={"Content-Disposition": f'inline; filename="{name}"'})  # fmt: skip
+    return await report_response(request, q, as_csv=False)
