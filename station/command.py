@@ -20,6 +20,7 @@ import typer
 from sqal.errors import ConfigError, ServiceError
 from sqal.settings import load_settings, parse_broker_url
 from station.auth import Role, check_name, check_password, hash_password, new_token
+from station.words import Language
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,15 @@ def user_add_command(
     role: Annotated[
         Role, typer.Option("--role", help="viewer, operator (acknowledge, re-check) or quality.")
     ],
+    lang: Annotated[
+        Language | None,
+        typer.Option(
+            "--lang",
+            help="The pages' language, en or fr (the user can switch on the page) [en for a new "
+            "user; kept for an existing one].",
+            show_default=False,
+        ),
+    ] = None,
     db: Db = None,
 ) -> None:
     """Add a station user, or give an existing one a new role and password.
@@ -202,8 +212,10 @@ def user_add_command(
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     hashed = hash_password(check_password(password))
     with storage.session(settings.db.get_secret_value(), "cannot store the user") as conn:
-        added = storage.put_user(conn, name, role.value, hashed)
-    typer.echo(f"{'added' if added else 'updated'} {name} ({role.value})")
+        added = storage.put_user(conn, name, role.value, hashed, lang.value if lang else None)
+        user = storage.get_user(conn, name)
+    language = user.language if user else "en"
+    typer.echo(f"{'added' if added else 'updated'} {name} ({role.value}, {language})")
 
 
 def token_add_command(

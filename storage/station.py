@@ -55,16 +55,38 @@ class UserRow:
     language: str
 
 
-def put_user(conn: psycopg.Connection[Any], name: str, role: str, password_hash: str) -> bool:
-    """Add a user, or give an existing one this role and password; True when added."""
+def put_user(
+    conn: psycopg.Connection[Any],
+    name: str,
+    role: str,
+    password_hash: str,
+    language: str | None = None,
+) -> bool:
+    """Add a user, or give an existing one this role and password; True when added.
+
+    Args:
+        language: the pages' language (``en``, ``fr``); ``None``: English for a new user, the
+            same for an existing one.
+    """
     row = conn.execute(
-        "INSERT INTO station_users (name, role, password_hash) VALUES (%s, %s, %s)"
+        "INSERT INTO station_users (name, role, password_hash, language)"
+        " VALUES (%s, %s, %s, coalesce(%s, 'en'))"
         " ON CONFLICT (name) DO UPDATE SET role = excluded.role,"
-        " password_hash = excluded.password_hash, updated_at = now()"
+        " password_hash = excluded.password_hash,"
+        " language = coalesce(%s, station_users.language), updated_at = now()"
         " RETURNING (xmax = 0)",
-        (name, role, password_hash),
+        (name, role, password_hash, language, language),
     ).fetchone()
     return bool(row and row[0])
+
+
+def set_language(conn: psycopg.Connection[Any], name: str, language: str) -> bool:
+    """Store a user's language (the page's switch); False when there is no such user."""
+    cur = conn.execute(
+        "UPDATE station_users SET language = %s, updated_at = now() WHERE name = %s",
+        (language, name),
+    )
+    return cur.rowcount == 1
 
 
 def get_user(conn: psycopg.Connection[Any], name: str) -> UserRow | None:

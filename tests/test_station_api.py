@@ -235,7 +235,7 @@ def test_passwords_are_argon2id_and_user_add_refuses_a_short_one(dsn: str) -> No
     out = runner.invoke(cli, ["station", "user", "add", "new-op", "--role", "operator", "--db",
                               dsn], env={"SQAL_STATION_PASSWORD": "long enough now"})  # fmt: skip
     assert out.exit_code == 0, out.output
-    assert out.output == "added new-op (operator)\n"
+    assert out.output == "added new-op (operator, en)\n"
     with db.session(dsn, "read") as conn:
         user = db.get_user(conn, "new-op")
     assert user is not None
