@@ -165,7 +165,12 @@ def test_healthz_and_metrics(station: RunningStation) -> None:
     assert headers["content-type"].startswith("text/plain")
     status, body, _ = http.get("/api/openapi.json")
     assert status == 200
-    assert "/api/v1/results" in body
+    paths = json.loads(body)["paths"]
+    assert {"/api/v1/results", "/api/v1/samples/{line}/{device}/{sample_id}", "/api/v1/devices",
+            "/api/v1/dead-letters", "/api/v1/dead-letters/{dead_id}", "/api/v1/lots",
+            "/api/v1/lots/{line}/{lot_id}", "/api/v1/lots/{line}/{lot_id}/rules",
+            "/api/v1/report.pdf", "/api/v1/report.csv"} <= set(paths)  # fmt: skip
+    assert "lot" in {p["name"] for p in paths["/api/v1/results"]["get"]["parameters"]}
 
 
 def test_pages_need_a_signed_in_user_and_writes_an_operator(station: RunningStation) -> None:
