@@ -1,15 +1,17 @@
-"""The read API (``/api/v1``, a bearer token from ``sqal station token add``), ``/healthz``
-and ``/metrics``.
+"""The read API (``/api/v1``, a bearer token from ``sqal station token add``): its token
+dependency and results; ``/healthz`` and ``/metrics``. Samples, devices, dead letters and lots
+are in :mod:`station.records`, the shift report in :mod:`station.reports`.
 
 Parameters are validated by pydantic; a bad one is answered 422 with one ``error`` line naming
-it (``since: Input should have timezone info``), a missing or unknown token 401. The OpenAPI
-document is at ``/api/openapi.json``, its pages at ``/api/docs``.
+it (``since: Input should have timezone info``), a missing or unknown token 401, an unknown id
+404. The OpenAPI document is at ``/api/openapi.json``, its pages at ``/api/docs``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,7 +19,8 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from sqal.wire import ID_PATTERN, Decision
+from sqal.wire import ID_PATTERN, Decision, Mode
+from sqal.wire.models import LotId
 from station.app import station_of
 from station.auth import token_digest
 from storage import station as db
@@ -26,6 +29,19 @@ router = APIRouter()
 _bearer = HTTPBearer(auto_error=False)
 
 MAX_LIMIT = 1000
+
+LineId = Annotated[str, Field(pattern=rf"^{ID_PATTERN}$")]
+"""A line or device id (:data:`sqal.wire.ID_PATTERN`)."""
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT)]
+
+
+class ModeFilter(StrEnum):
+    """Which results by their mode (:class:`sqal.wire.Mode`); ``any``: every mode."""
+
+    PRODUCTION = Mode.PRODUCTION.value
+    CALIBRATION = Mode.CALIBRATION.value
+    MAINTENANCE = Mode.MAINTENANCE.value
+    ANY = "any"
 
 
 def api_token(
@@ -58,12 +74,15 @@ class ResultsQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    line: Annotated[str, Field(pattern=rf"^{ID_PATTERN}$")] | None = None
-    device: Annotated[str, Field(pattern=rf"^{ID_PATTERN}$")] | None = None
+    line: LineId | None = None
+    device: LineId | None = None
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     decision: Decision | None = None
-    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 100
+    lot: LotId | None = None
+    mode: ModeFilter = ModeFilter.PRODUCTION
+    """Production trays only unless asked: ``calibration``, ``maintenance`` or ``any``."""
+    limit: Limit = 100
 
     @model_validator(mode="after")
     def _window(self) -> ResultsQuery:
@@ -87,6 +106,8 @@ class ResultOut(BaseModel):
     tof_mass_g: float | None
     tof_volume_mm3: float | None
     weight_mass_g: float | None
+    lot_id: str | None
+    mode: str
     received_at: datetime
 
 
@@ -96,13 +117,16 @@ async def results(
     token: Annotated[str, Depends(api_token)],
     q: Annotated[ResultsQuery, Query()],
 ) -> list[dict[str, Any]]:
-    """Stored results, newest first, filtered by line, device, time and decision."""
+    """Stored results, newest first, filtered by line, device, time, decision and lot;
+    production trays only unless ``mode`` asks for others."""
     st = station_of(request)
 
     def load() -> list[dict[str, Any]]:
         with db.session(st.cfg.dsn, "cannot read results") as conn:
+            mode = None if q.mode is ModeFilter.ANY else q.mode.value
+            decision = q.decision.value if q.decision else None
             rows = db.api_results(conn, line=q.line, device=q.device, since=q.since,
-                                  until=q.until, decision=q.decision.value if q.decision else None,
+                                  until=q.until, decision=decision, lot=q.lot, mode=mode,
                                   limit=q.limit)  # fmt: skip
         for r in rows:
             r["defects"] = list(r["defects"] or [])

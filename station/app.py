@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from sqal.errors import StorageError
 from sqal.metrics import Registry
 from station.auth import CSRF_FIELD, Role, new_csrf
 from station.feed import Feed, FeedConfig, Hub
-from station.words import translator
+from station.words import LANGUAGES, Language, number, translator
+from station.zone import local_time, station_zone
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class StationConfig:
             HTTP on loopback.
         session_expiry_s: how long the broker queues results for a station that went away.
         stale_after_s: a line without a result for this long is shown as stale.
+        tz: the plant's time zone (an IANA name) for the times pages show and reports print;
+            ``None``: this machine's.
     """
 
     broker: str
@@ -63,6 +66,7 @@ class StationConfig:
     session_expiry_s: int = 300
     rate_window_s: float = 600.0
     stale_after_s: float = 10.0
+    tz: str | None = None
 
     @property
     def url(self) -> str:
@@ -99,6 +103,7 @@ class Station:
 
     def __init__(self, cfg: StationConfig) -> None:
         self.cfg = cfg
+        self.zone, self.zone_name = station_zone(cfg.tz)
         self.registry = Registry("station")
         self.hub = Hub()
         self.feed = Feed(
@@ -126,12 +131,21 @@ class Station:
         self, request: Request, name: str, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
         user = session_user(request)
-        lang = user.language if user else "en"
+        lang = page_language(request)
+        zone = self.zone
+
+        def when(t: datetime, with_date: bool = True) -> str:
+            return local_time(t, zone, with_date)
+
         return self.templates.TemplateResponse(
             request,
             name,
             {
                 "t": translator(lang),
+                "n": number(lang),
+                "when": when,
+                "lang": lang,
+                "languages": LANGUAGES,
                 "user": user,
                 "csrf": csrf_token(request),
                 "csrf_field": CSRF_FIELD,
@@ -161,6 +175,16 @@ def session_user(request: Request) -> User | None:
         return None
 
 
+def page_language(request: Request) -> str:
+    """The signed-in user's language; before signing in, the browser's first choice if the
+    station speaks it (``Accept-Language``), else English."""
+    user = session_user(request)
+    if user is not None:
+        return user.language if user.language in LANGUAGES else Language.EN
+    first = request.headers.get("accept-language", "").split(",")[0].strip().lower()
+    return Language.FR if first.startswith("fr") else Language.EN
+
+
 def csrf_token(request: Request) -> str:
     """The session's CSRF token, made on first use (the sign-in form has one too)."""
     token = request.session.get("csrf")
@@ -185,7 +209,7 @@ def requires(role: Role) -> Callable[[Request], User]:
 
 def create_app(cfg: StationConfig, *, start_feed: bool = True) -> FastAPI:
     """The station's app. ``start_feed=False`` serves pages without MQTT (tests of the API)."""
-    from station import api, events, pages
+    from station import api, events, pages, records, reports
 
     station = Station(cfg)
 
@@ -231,6 +255,8 @@ def create_app(cfg: StationConfig, *, start_feed: bool = True) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(events.router)
     app.include_router(api.router)
+    app.include_router(records.router)
+    app.include_router(reports.router)
     return app
 
 
@@ -246,24 +272,29 @@ def _install_error_pages(app: FastAPI, station: Station) -> None:
             return JSONResponse({"error": message}, status_code=status)
         return station.render(request, "error.html", status, message=message)
 
+    def words(request: Request, key: str, **values: object) -> str:
+        """A message in the page's language; in English for the API (read by programs)."""
+        return translator("en" if _wants_json(request) else page_language(request))(key, **values)
+
     @app.exception_handler(NeedLogin)
     async def need_login(request: Request, exc: NeedLogin) -> Response:
         if request.method != "GET":
-            return error(request, 401, "sign in first")
+            return error(request, 401, words(request, "error.sign_in"))
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
-        return error(request, 403, translator("en")("error.forbidden", role=exc.role.value))
+        role = words(request, f"role.{exc.role.value}")
+        return error(request, 403, words(request, "error.forbidden", role=role))
 
     @app.exception_handler(CsrfRefused)
     async def csrf(request: Request, exc: CsrfRefused) -> Response:
-        return error(request, 403, translator("en")("error.csrf"))
+        return error(request, 403, words(request, "error.csrf"))
 
     @app.exception_handler(StorageError)
     async def storage(request: Request, exc: StorageError) -> Response:
         log.warning("station: %s", exc)
-        return error(request, 503, f"database unreachable: {exc}")
+        return error(request, 503, words(request, "error.storage", detail=exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -279,4 +310,4 @@ def _install_error_pages(app: FastAPI, station: Station) -> None:
     async def bug(request: Request, exc: Exception) -> Response:
         log.error("station: a bug answering %s %s", request.method, request.url.path,
                   exc_info=exc)  # fmt: skip
-        return error(request, 500, "internal error (logged); the station goes on")
+        return error(request, 500, words(request, "error.internal"))

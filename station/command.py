@@ -20,6 +20,7 @@ import typer
 from sqal.errors import ConfigError, ServiceError
 from sqal.settings import load_settings, parse_broker_url
 from station.auth import Role, check_name, check_password, hash_password, new_token
+from station.words import Language
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,15 @@ def station_command(
             "--stale-after", min=1.0, help="Seconds without a result before a line view says stale."
         ),
     ] = 10.0,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            "--tz",
+            metavar="ZONE",
+            help="The plant's time zone for the times pages show and reports print (IANA name, "
+            "e.g. Europe/Paris) [default: this machine's].",
+        ),
+    ] = None,
 ) -> None:
     """The station: a web app at the line (live line views, the HOLD queue, a read API).
 
@@ -117,6 +127,10 @@ def station_command(
     import uvicorn
 
     from station.app import StationConfig, create_app, stop_streams
+    from views.command import plant_zone
+
+    if tz is not None:
+        plant_zone(tz)  # an unknown zone is one Error: line before anything starts
 
     settings = load_settings(broker=broker, db=db, data_dir=data_dir)
     parse_broker_url(settings.broker)
@@ -130,6 +144,7 @@ def station_command(
         secure_cookies=secure_cookies if secure_cookies is not None else not _is_loopback(host),
         client_id=client_id or f"sqal-station-{socket.gethostname()[:20]}",
         stale_after_s=stale_after,
+        tz=tz,
     )
     sock = listen(host, port)
     cfg = replace(cfg, port=int(sock.getsockname()[1]))
@@ -172,6 +187,15 @@ def user_add_command(
     role: Annotated[
         Role, typer.Option("--role", help="viewer, operator (acknowledge, re-check) or quality.")
     ],
+    lang: Annotated[
+        Language | None,
+        typer.Option(
+            "--lang",
+            help="The pages' language, en or fr (the user can switch on the page) [en for a new "
+            "user; kept for an existing one].",
+            show_default=False,
+        ),
+    ] = None,
     db: Db = None,
 ) -> None:
     """Add a station user, or give an existing one a new role and password.
@@ -188,8 +212,10 @@ def user_add_command(
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     hashed = hash_password(check_password(password))
     with storage.session(settings.db.get_secret_value(), "cannot store the user") as conn:
-        added = storage.put_user(conn, name, role.value, hashed)
-    typer.echo(f"{'added' if added else 'updated'} {name} ({role.value})")
+        added = storage.put_user(conn, name, role.value, hashed, lang.value if lang else None)
+        user = storage.get_user(conn, name)
+    language = user.language if user else "en"
+    typer.echo(f"{'added' if added else 'updated'} {name} ({role.value}, {language})")
 
 
 def token_add_command(

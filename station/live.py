@@ -74,6 +74,9 @@ class Alarm:
     count: int = 1
     dirty: bool = True
     """Changed since the feed last stored it."""
+    facts: dict[str, Any] = field(default_factory=dict)
+    """The figures of ``detail``, for the page to word in its language (``alarm.detail.*`` of
+    :mod:`station.words`); empty for an alarm restored from the database (``detail`` then)."""
 
     @property
     def key(self) -> tuple[str, AlarmKind, str]:
@@ -90,6 +93,7 @@ class Alarm:
             "subject": self.subject,
             "raised_at": self.raised_at.isoformat(),
             "detail": self.detail,
+            "facts": self.facts,
             "active": self.cleared_at is None,
             "acked_by": self.acked_by,
         }
@@ -179,7 +183,7 @@ class Board:
         st.devices[device] = Device(state, now)
         if state == "offline":
             changed = self._raise(line, AlarmKind.DEVICE_OFFLINE, device, now,
-                                  f"{device} went offline")  # fmt: skip
+                                  f"{device} went offline", {"device": device})  # fmt: skip
         else:
             changed = self._clear(line, AlarmKind.DEVICE_OFFLINE, device, now)
         return [*self._alarm_events(line, changed), self._summary(line, now)]
@@ -190,9 +194,11 @@ class Board:
         if alarm is not None:
             alarm.count += 1
             alarm.detail = f"{alarm.count} unusable messages (last: {reason})"
+            alarm.facts = {"count": alarm.count, "reason": reason}
             alarm.dirty = True
             return self._alarm_events(line, [alarm])
-        new = self._raise(line, AlarmKind.DEAD_LETTERS, "", now, f"1 unusable message ({reason})")
+        new = self._raise(line, AlarmKind.DEAD_LETTERS, "", now, f"1 unusable message ({reason})",
+                          {"count": 1, "reason": reason})  # fmt: skip
         return self._alarm_events(line, new)
 
     def ack(self, alarm_id: int, user: str, now: datetime) -> Alarm | None:
@@ -263,17 +269,24 @@ class Board:
         if rates.n >= MIN_TRAYS_FOR_RATE_ALARM and rates.reject > limit:
             detail = (f"{rates.reject:.1%} of the last {rates.n} trays rejected "
                       f"(limit {limit:.1%})")  # fmt: skip
+            facts = {"rate": rates.reject, "n": rates.n, "limit": limit}
             return self._alarm_events(
-                line, self._raise(line, AlarmKind.REJECT_RATE, "", now, detail)
+                line, self._raise(line, AlarmKind.REJECT_RATE, "", now, detail, facts)
             )
         return self._alarm_events(line, self._clear(line, AlarmKind.REJECT_RATE, "", now))
 
     def _raise(
-        self, line: str, kind: AlarmKind, subject: str, now: datetime, detail: str
+        self,
+        line: str,
+        kind: AlarmKind,
+        subject: str,
+        now: datetime,
+        detail: str,
+        facts: dict[str, Any],
     ) -> list[Alarm]:
         if self._active(line, kind, subject) is not None:
             return []  # still active: nothing new
-        alarm = Alarm(line, kind, subject, now, detail)
+        alarm = Alarm(line, kind, subject, now, detail, facts=facts)
         self.alarms.append(alarm)
         return [alarm]
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -20,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import FormData
 
-from sqal.errors import ConfigError, SqalError
+from sqal.errors import ConfigError
 from sqal.profiles import Profile, load_profile
 from sqal.wire import (
     ID_PATTERN,
@@ -32,10 +30,12 @@ from sqal.wire import (
     device_topic,
     encode,
 )
-from station.app import CsrfRefused, User, requires, station_of
+from station.app import CsrfRefused, User, page_language, requires, station_of
 from station.auth import CSRF_FIELD, DUMMY_HASH, Role, csrf_matches, new_csrf, verify_password
 from station.evidence import Evidence, evidence, height_colour
-from station.words import DECISION_WORDS, DEFECT_WORDS, decision_words, defect_words, translator
+from station.reports import ReportQuery, report_response
+from station.words import LANGUAGES, decision_words, defect_words, page_words, translator
+from station.zone import offset_minutes
 from storage import station as db
 from storage.rows import recheck_row
 
@@ -106,7 +106,7 @@ async def login(request: Request) -> Response:
     user = await asyncio.to_thread(check)
     if user is None:
         st.sign_ins.inc(label="refused")
-        t = translator("en")
+        t = translator(page_language(request))
         return st.render(request, "login.html", 401, next=target, failed=t("login.failed"),
                          username=name)  # fmt: skip
     st.sign_ins.inc(label="ok")
@@ -114,6 +114,25 @@ async def login(request: Request) -> Response:
     request.session.update(
         {"user": user.name, "role": user.role, "lang": user.language, "csrf": new_csrf()}
     )
+    return RedirectResponse(target, status_code=303)
+
+
+@router.post("/language")
+async def language(request: Request, user: Viewer) -> Response:
+    """Switch the signed-in user's language: stored for them, and in the session at once."""
+    st = station_of(request)
+    form = await checked_form(request)
+    lang = str(form.get("lang", ""))
+    target = _safe_next(str(form.get("next", "/")))
+    if lang not in LANGUAGES:
+        return st.render(request, "error.html", 422, message=f"lang: {', '.join(LANGUAGES)}")
+
+    def store() -> bool:
+        with db.session(st.cfg.dsn, "cannot store the language") as conn:
+            return db.set_language(conn, user.name, lang)
+
+    await asyncio.to_thread(store)  # a user removed since signing in: the session still switches
+    request.session["lang"] = lang
     return RedirectResponse(target, status_code=303)
 
 
@@ -141,31 +160,36 @@ async def lines(request: Request, user: Viewer) -> Response:
     return st.render(request, "lines.html", lines=rows)
 
 
+LIVE_KEYS = (
+    "live.live", "live.stale", "live.broker_down", "live.no_data", "live.station_down",
+    "live.db_down", "device.online", "device.offline", "device.unknown", "alarm.device_offline",
+    "alarm.reject_rate", "alarm.dead_letters", "alarm.detail.device_offline",
+    "alarm.detail.reject_rate", "alarm.detail.dead_letters", "alarm.ack", "alarm.acked",
+    "alarm.cleared", "line.no_alarms", "line.limit", "line.window",
+)  # fmt: skip
+"""The words line.js shows: it gets codes and figures from the stream."""
+
+
 def _words_for_page(language: str) -> dict[str, Any]:
-    """What line.js shows, in the user's language: it gets codes from the stream."""
+    """What line.js shows, in the user's language."""
     t = translator(language)
-    keys = [k for k in ("live.live", "live.stale", "live.broker_down", "live.no_data",
-                        "live.station_down", "live.db_down", "device.online", "device.offline",
-                        "device.unknown", "alarm.device_offline", "alarm.reject_rate",
-                        "alarm.dead_letters", "alarm.ack", "alarm.acked", "alarm.cleared",
-                        "line.no_alarms", "line.limit", "line.window")]  # fmt: skip
-    return {
-        "t": {k: t(k) for k in keys},
-        "defects": {c.value: w for c, w in DEFECT_WORDS.items()},
-        "decisions": {d.value: w for d, w in DECISION_WORDS.items()},
-    }
+    return {"t": {k: t(k) for k in LIVE_KEYS}, **page_words(language)}
 
 
 @router.get("/lines/{line}", response_class=HTMLResponse)
 async def line_view(request: Request, user: Viewer, line: str) -> Response:
     st = station_of(request)
     if not _is_line(line):
-        return st.render(request, "error.html", 404, message=f"no line {line!r}")
+        t = translator(user.language)
+        return st.render(request, "error.html", 404, message=t("error.no_line", line=line))
     page = {
         "line": line,
         "stale_after_s": st.cfg.stale_after_s,
         "may_ack": user.role.may(Role.OPERATOR),
         "words": _words_for_page(user.language),
+        "lang": user.language,
+        "tz": st.zone_name,
+        "tz_offset_min": offset_minutes(st.zone),
     }
     return st.render(request, "line.html", line=line, page_json=json.dumps(page))
 
@@ -207,14 +231,15 @@ async def tray(
     row, ev = await asyncio.to_thread(load)
     if row is None:
         return st.render(request, "fragment_missing.html", 404, sample_id=sample_id)
-    return st.render(request, "evidence.html", row=_tray_doc(row), ev=ev, colour=height_colour)
+    doc = _tray_doc(row, user.language)
+    return st.render(request, "evidence.html", row=doc, ev=ev, colour=height_colour)
 
 
-def _tray_doc(row: dict[str, Any]) -> dict[str, Any]:
+def _tray_doc(row: dict[str, Any], language: str) -> dict[str, Any]:
     return {
         **row,
-        "reasons": defect_words(list(row.get("defects") or [])),
-        "decision_words": decision_words(row.get("decision")),
+        "reasons": defect_words(list(row.get("defects") or []), language),
+        "decision_words": decision_words(row.get("decision"), language),
     }
 
 
@@ -232,8 +257,8 @@ async def ack_alarm(request: Request, user: Operator, alarm_id: int) -> Response
 
     done = await asyncio.to_thread(st.feed.ack, alarm_id, user.name, store)
     if not done:
-        return st.render(request, "error.html", 404,
-                         message=f"no open alarm {alarm_id} (acknowledged already?)")  # fmt: skip
+        t = translator(user.language)
+        return st.render(request, "error.html", 404, message=t("error.no_alarm", id=alarm_id))
     return RedirectResponse(_safe_next(str(form.get("next", "/"))), status_code=303)
 
 
@@ -270,7 +295,7 @@ async def hold(request: Request, user: Viewer, line: str | None = None) -> Respo
             held = []
             for r in rows:
                 ev, _ = _tray_evidence(conn, r, r["line_id"])
-                held.append({"row": _tray_doc(r), "ev": ev})
+                held.append({"row": _tray_doc(r, user.language), "ev": ev})
             recent = db.latest_rechecks(conn, [line] if line else None, 10)
         return held, recent
 
@@ -309,17 +334,17 @@ async def recheck(request: Request, user: Operator) -> Response:
             return "stored", rc
 
     outcome, rc = await asyncio.to_thread(store)
+    t = translator(user.language)
     if outcome == "missing":
-        return st.render(request, "error.html", 404,
-                         message=f"no result {f.line}/{f.device}/{f.sample_id} at "
-                                 f"{f.result_ts.isoformat()}")  # fmt: skip
+        key, ts = f"{f.line}/{f.device}/{f.sample_id}", f.result_ts.isoformat()
+        return st.render(request, "error.html", 404, message=t("error.no_result", key=key, ts=ts))
     if rc is not None:
         # QoS 1; paho queues it while the broker is away. The row is stored already, and
         # ingest's copy of it inserts nothing (same key, same content).
         st.feed.sub.publish(device_topic(f.line, f.device, Kind.RECHECK), encode(rc))
         st.rechecks.inc()
-    t = translator(user.language)
-    request.session["flash"] = t("hold.recorded", sample=f.sample_id, answer=f.answer.value)
+    answer = t(f"answer.{f.answer.value}")
+    request.session["flash"] = t("hold.recorded", sample=f.sample_id, answer=answer)
     back = f"/hold?line={quote(f.line)}" if form.get("from_line") else "/hold"
     return RedirectResponse(back, status_code=303)
 
@@ -345,45 +370,7 @@ async def quality(request: Request, user: Quality) -> Response:
 
 @router.get("/quality/report.pdf")
 async def shift_report(
-    request: Request,
-    user: Quality,
-    line: Annotated[str, Query(pattern=rf"^{ID_PATTERN}$")],
-    since: str = "8h",
-    until: str | None = None,
+    request: Request, user: Quality, q: Annotated[ReportQuery, Query()]
 ) -> Response:
     """The shift report (``sqal report``) of a line, as a PDF to print."""
-    from views.command import plant_zone
-    from views.report import (
-        load_record,
-        load_shift,
-        mass_groups,
-        parse_instant,
-        report_context,
-        write_report,
-    )
-
-    st = station_of(request)
-    now = datetime.now(UTC)
-    try:
-        end = parse_instant(until, now, "until") if until else now
-        start = parse_instant(since, end, "since")
-    except SqalError as exc:
-        return st.render(request, "error.html", 422, message=str(exc))
-
-    def make() -> bytes:
-        with db.session(st.cfg.dsn, "cannot read the shift") as conn:
-            data = load_shift(conn, line, start, end)
-            record = load_record(conn, line, start, end)
-        context = report_context(data, record, mass_groups(data), plant_zone(None))
-        with tempfile.TemporaryDirectory(prefix="sqal-station-") as tmp:
-            path = Path(tmp) / "shift.pdf"
-            write_report(context, path, as_html=False)
-            return path.read_bytes()
-
-    try:
-        pdf = await asyncio.to_thread(make)
-    except ConfigError as exc:
-        return st.render(request, "error.html", 404, message=str(exc))
-    name = f"shift-{line}-{start:%Y%m%dT%H%M}.pdf"
-    return Response(pdf, media_type="application/pdf",
-                    headers={"Content-Disposition": f'inline; filename="{name}"'})  # fmt: skip
+    return await report_response(request, q, as_csv=False)

@@ -55,16 +55,38 @@ class UserRow:
     language: str
 
 
-def put_user(conn: psycopg.Connection[Any], name: str, role: str, password_hash: str) -> bool:
-    """Add a user, or give an existing one this role and password; True when added."""
+def put_user(
+    conn: psycopg.Connection[Any],
+    name: str,
+    role: str,
+    password_hash: str,
+    language: str | None = None,
+) -> bool:
+    """Add a user, or give an existing one this role and password; True when added.
+
+    Args:
+        language: the pages' language (``en``, ``fr``); ``None``: English for a new user, the
+            same for an existing one.
+    """
     row = conn.execute(
-        "INSERT INTO station_users (name, role, password_hash) VALUES (%s, %s, %s)"
+        "INSERT INTO station_users (name, role, password_hash, language)"
+        " VALUES (%s, %s, %s, coalesce(%s, 'en'))"
         " ON CONFLICT (name) DO UPDATE SET role = excluded.role,"
-        " password_hash = excluded.password_hash, updated_at = now()"
+        " password_hash = excluded.password_hash,"
+        " language = coalesce(%s, station_users.language), updated_at = now()"
         " RETURNING (xmax = 0)",
-        (name, role, password_hash),
+        (name, role, password_hash, language, language),
     ).fetchone()
     return bool(row and row[0])
+
+
+def set_language(conn: psycopg.Connection[Any], name: str, language: str) -> bool:
+    """Store a user's language (the page's switch); False when there is no such user."""
+    cur = conn.execute(
+        "UPDATE station_users SET language = %s, updated_at = now() WHERE name = %s",
+        (language, name),
+    )
+    return cur.rowcount == 1
 
 
 def get_user(conn: psycopg.Connection[Any], name: str) -> UserRow | None:
@@ -341,7 +363,7 @@ def latest_rechecks(
 API_COLUMNS = (
     "ts", "line_id", "device_id", "sample_id", "profile", "final_grade", "final_score",
     "confidence", "decision", "defects", "p_reject", "tof_mass_g", "tof_volume_mm3",
-    "weight_mass_g", "received_at",
+    "weight_mass_g", "lot_id", "mode", "received_at",
 )  # fmt: skip
 
 
@@ -354,8 +376,10 @@ def api_results(
     until: datetime | None,
     decision: str | None,
     limit: int,
+    lot: str | None = None,
+    mode: str | None = "production",
 ) -> list[dict[str, Any]]:
-    """Results matching every given filter, newest first."""
+    """Results matching every given filter, newest first (``mode`` ``None``: any mode)."""
     conds: list[sql.Composable] = []
     params: list[Any] = []
     for column, value, op in (
@@ -364,6 +388,8 @@ def api_results(
         ("ts", since, ">="),
         ("ts", until, "<"),
         ("decision", decision, "="),
+        ("lot_id", lot, "="),
+        ("mode", mode, "="),
     ):
         if value is not None:
             conds.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
@@ -373,6 +399,45 @@ def api_results(
         sql.SQL(", ").join(map(sql.Identifier, API_COLUMNS)), where
     )
     return conn.cursor(row_factory=dict_row).execute(query, [*params, limit]).fetchall()
+
+
+SAMPLE_COLUMNS = (
+    *API_COLUMNS, "v", "calibration_id", "p_defects", "data_quality", "tof_sigma_mass_g",
+    "weight_sigma_g", "tof_avg_height_mm", "tof_max_height_mm", "tof_height_variation_mm",
+    "tof_surface_uniformity", "tof_tilt_deg", "tof_fill_ratio", "tof_valid_zones", "tof_grade",
+    "tof_defects", "spectral_freshness_index", "spectral_fat_quality_index",
+    "spectral_oxidation_index", "spectral_color_uniformity", "spectral_lab_l", "spectral_lab_a",
+    "spectral_lab_b", "spectral_grade", "spectral_defects", "analyzer_version", "processing_ms",
+)  # fmt: skip
+"""The ``results`` columns of one sample in the read API."""
+
+
+def sample_result(
+    conn: psycopg.Connection[Any], line: str, device: str, sample_id: str
+) -> dict[str, Any] | None:
+    """The result of a sample (its latest stored copy: one sent again with another capture time
+    counts once, as :func:`storage.queries.stored_frames` reads frames), or ``None``."""
+    query = sql.SQL(
+        "SELECT {} FROM results WHERE line_id = %s AND device_id = %s AND sample_id = %s"
+        " ORDER BY received_at DESC, ts DESC LIMIT 1"
+    ).format(sql.SQL(", ").join(map(sql.Identifier, SAMPLE_COLUMNS)))
+    cur = conn.cursor(row_factory=dict_row)
+    return cur.execute(query, (line, device, sample_id)).fetchone()
+
+
+def last_statuses(conn: psycopg.Connection[Any], line: str | None) -> list[dict[str, Any]]:
+    """Each device's latest status (``device_last_status``, migration 0010), of one line or all,
+    by line and device."""
+    return (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            "SELECT line_id, device_id, state, ts, firmware, temperature_c, humidity_pct,"
+            " uptime_s, received_at FROM device_last_status"
+            " WHERE %(line)s::text IS NULL OR line_id = %(line)s ORDER BY line_id, device_id",
+            {"line": line},
+        )
+        .fetchall()
+    )
 
 
 def recheck_rows(conn: psycopg.Connection[Any], since: datetime) -> list[dict[str, Any]]:

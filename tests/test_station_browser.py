@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -24,6 +25,7 @@ from storage import station as db
 from tests.fix_pg import new_database
 from tests.station_kit import (
     PASSWORD,
+    PASSWORD_HASH,
     RunningStation,
     config,
     listening,
@@ -64,9 +66,13 @@ def dsn(pg: Postgres) -> Iterator[str]:
         yield station_db(d)
 
 
+ZONE = "Asia/Kolkata"
+"""The plant's zone (UTC+05:30): a tray's time on the page is in it, not the browser's."""
+
+
 @pytest.fixture(scope="module")
 def station(broker: Mosquitto, dsn: str) -> Iterator[RunningStation]:
-    with running_station(broker.url, dsn) as st:
+    with running_station(broker.url, dsn, tz=ZONE) as st:
         yield st
 
 
@@ -163,6 +169,26 @@ def test_a_hold_rechecked_through_the_form_lands_once_in_the_table_and_on_mqtt(
         rows = conn.execute("SELECT answer, mass_g, note, user_name, decision FROM rechecks"
                             " WHERE sample_id = 'web-hold1'").fetchall()  # fmt: skip
     assert rows == [("reject", 395.5, "brown spot under the film", "op", "HOLD")]
+
+
+def test_the_live_view_speaks_french_with_times_in_the_plant_zone(
+    browser: Any, station: RunningStation, broker: Mosquitto, dsn: str
+) -> None:
+    with db.session(dsn, "a French operator") as conn:
+        db.put_user(conn, "marie", "operator", PASSWORD_HASH, "fr")
+    page = signed_in(browser, station, "marie")
+    wait_stream(page)
+    ts = now_ts().replace(microsecond=0)
+    tray = result("n5", "web-fr1", ts, Decision.REJECT, Grade.REJECT, [DefectCode.UNDERFILL])
+    publish(broker.url, LINE, [(Kind.RESULT, tray)])
+    page.wait_for_selector('#trays tr[data-key="n5/web-fr1"]', timeout=2000)
+    cells = page.locator('#trays tr[data-key="n5/web-fr1"] td').all_text_contents()
+    assert cells[0] == ts.astimezone(ZoneInfo(ZONE)).strftime("%H:%M:%S")
+    assert cells[4] == "REJECT (jeter)"
+    assert cells[5].startswith("sous-remplissage")
+    page.wait_for_function("document.querySelector('#live').textContent === 'en direct'",
+                           timeout=2000)  # fmt: skip
+    assert "Taux de rejet" in (page.text_content(".rates") or "")
 
 
 def test_the_page_says_stale_while_the_broker_is_stopped_and_recovers(

@@ -166,6 +166,7 @@ def test_the_reject_rate_alarm_rises_above_the_limit_and_clears_below() -> None:
     assert alarm.kind is AlarmKind.REJECT_RATE
     assert alarm.cleared_at is None
     assert "20.0% of the last 20 trays rejected (limit 5.0%)" in alarm.detail
+    assert alarm.facts == {"rate": 0.2, "n": 20, "limit": 0.05}  # worded by the page
     later = t + timedelta(minutes=11)  # the window moved past them
     for i in range(MIN_TRAYS_FOR_RATE_ALARM):
         board.add_result(tray(200 + i, "PASS"), later, 0.05)
@@ -190,6 +191,7 @@ def test_device_offline_and_dead_letter_alarms() -> None:
     dead = [a for a in board.alarms if a.kind is AlarmKind.DEAD_LETTERS]
     assert len(dead) == 1
     assert dead[0].detail == "3 unusable messages (last: schema)"
+    assert dead[0].doc()["facts"] == {"count": 3, "reason": "schema"}
     dead[0].id = 3
     board.ack(3, "op", t)
     assert all(a.kind is not AlarmKind.DEAD_LETTERS for a in board.alarms)

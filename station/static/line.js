@@ -1,6 +1,8 @@
 // The live line view: draws the trays, rates, devices and alarms from /events (server-sent
 // events), and the selected tray's evidence from /lines/{line}/trays/... (an HTML fragment).
 // Says "stale" when the broker or the stream is down, or no result came for a while.
+// Words come from the page in the user's language; times are shown in the plant's time zone
+// (page.tz, an IANA name; without one, the zone's offset when the page was made).
 "use strict";
 (function () {
   const page = JSON.parse(document.getElementById("page").textContent);
@@ -18,8 +20,27 @@
   function fmt(text, values) {
     return text.replace(/\{(\w+)\}/g, (m, k) => (k in values ? values[k] : m));
   }
-  function time(iso) { return new Date(iso).toLocaleTimeString(); }
-  function pct(x) { return x === null || x === undefined ? "—" : (100 * x).toFixed(1) + " %"; }
+  const fr = page.lang === "fr";
+  const clock = page.tz
+    ? new Intl.DateTimeFormat("en-GB", { timeZone: page.tz, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" })
+    : null;
+  function time(iso) {
+    const d = new Date(iso);
+    if (clock) return clock.format(d);
+    return new Date(d.getTime() + page.tz_offset_min * 60000).toISOString().slice(11, 19);
+  }
+  function pct(x) {
+    if (x === null || x === undefined) return "—";
+    const text = (100 * x).toFixed(1);
+    return fr ? text.replace(".", ",") + "\u00a0%" : text + " %";
+  }
+  function detail(a) {
+    const f = a.facts || {};
+    if (!Object.keys(f).length) return a.detail;  // restored from the database: as stored
+    const values = { ...f };
+    if ("rate" in f) { values.rate = pct(f.rate); values.limit = pct(f.limit); }
+    return fmt(W.t["alarm.detail." + a.kind] || a.detail, values);
+  }
   function cell(tr, text, cls) {
     const td = document.createElement("td");
     td.textContent = text;
@@ -101,7 +122,7 @@
       const li = document.createElement("li");
       li.className = "alarm alarm-" + a.kind + (a.acked_by ? " acked" : "");
       const title = fmt(W.t["alarm." + a.kind] || a.kind, { subject: a.subject });
-      li.append(`${time(a.raised_at)} ${title}: ${a.detail}`);
+      li.append(`${time(a.raised_at)} ${title}${fr ? "\u00a0:" : ":"} ${detail(a)}`);
       if (a.acked_by) {
         li.append(" — " + fmt(W.t["alarm.acked"], { user: a.acked_by }));
       } else if (page.may_ack && a.id !== null) {
