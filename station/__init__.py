@@ -5,7 +5,8 @@ roles, a read API with tokens, ``/healthz`` and ``/metrics``. It imports the cor
 views, never the analyzer or ingest (docs/architecture.md).
 """
 
-from station.app import StationConfig, create_app
+from station.app import create_app
 from station.auth import Role
+from station.base import StationConfig
 
 __all__ = ["Role", "StationConfig", "create_app"]

@@ -21,8 +21,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from sqal.wire import ID_PATTERN, Decision, Mode
 from sqal.wire.models import LotId
-from station.app import station_of
 from station.auth import token_digest
+from station.base import station_of
 from storage import station as db
 
 router = APIRouter()

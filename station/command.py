@@ -126,7 +126,8 @@ def station_command(
         return
     import uvicorn
 
-    from station.app import StationConfig, create_app, stop_streams
+    from station.app import create_app
+    from station.base import StationConfig, stop_streams
     from views.command import plant_zone
 
     if tz is not None:

@@ -18,8 +18,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from sqal.wire import ID_PATTERN
-from station.app import User, requires, station_of
 from station.auth import Role
+from station.base import User, requires, station_of
 from station.live import Event
 
 router = APIRouter()

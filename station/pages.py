@@ -30,8 +30,8 @@ from sqal.wire import (
     device_topic,
     encode,
 )
-from station.app import CsrfRefused, User, page_language, requires, station_of
 from station.auth import CSRF_FIELD, DUMMY_HASH, Role, csrf_matches, new_csrf, verify_password
+from station.base import CsrfRefused, User, page_language, requires, station_of
 from station.evidence import Evidence, evidence, height_colour
 from station.reports import ReportQuery, report_response
 from station.words import LANGUAGES, decision_words, defect_words, page_words, translator

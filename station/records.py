@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
 from sqal.wire import ID_PATTERN, DeadReason, SpectralFrame, TofFrame, Weight
 from station.api import Limit, LineId, api_token
-from station.app import station_of
+from station.base import station_of
 from storage import station as db
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(api_token)])

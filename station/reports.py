@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from sqal.errors import ConfigError
 from sqal.wire.models import LotId
 from station.api import LineId, api_token
-from station.app import station_of
+from station.base import station_of
 from storage import station as db
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(api_token)], tags=["report"])

@@ -40,8 +40,8 @@ from sqal.wire import (
     parse_topic,
 )
 from station import StationConfig, create_app
-from station.app import stop_streams
 from station.auth import hash_password
+from station.base import stop_streams
 from storage import station as db
 from storage.rows import pending_row
 from storage.writer import BatchWriter
