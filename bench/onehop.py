@@ -1,12 +1,23 @@
-"""The broker's own limit: QoS 1 messages per second from one paho publisher through Mosquitto
-to one paho subscriber, 1.3 KB payloads (the size of a ToF frame). The denominator of every
-pipeline figure: nothing that goes through this broker can beat it.
+"""Two limits of one hop through Mosquitto, QoS 1, 1.3 KB payloads (the size of a ToF frame),
+publisher and subscriber in separate processes:
+
+- the broker's own, with Mosquitto's C clients (``mosquitto_pub -l`` → ``mosquitto_sub``): what
+  the broker carries when its clients cost next to nothing;
+- the Python client's, one paho publisher → one paho subscriber through :mod:`sqal.mqtt`
+  (MQTT 5): what any SQAL service could receive at best.
+
+Both are denominators of ``make bench`` (:mod:`bench.pipeline`): the first says how far SQAL is
+from the broker, the second how much of that gap is the client library.
+
+    python -m bench.onehop [--messages 50000]
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -75,6 +86,73 @@ def onehop_rate(broker_url: str, n: int = 50_000, payload_bytes: int = PAYLOAD_B
         child.join(timeout=10)
 
 
+C_CLIENTS = ("mosquitto_pub", "mosquitto_sub")
+C_INFLIGHT = 1000
+"""``mosquitto_pub -M``: the unacked window of the paho publisher above (its default is 20)."""
+
+
+def c_clients_missing() -> str | None:
+    """The first of Mosquitto's C clients not on ``PATH`` (Debian: mosquitto-clients), or None."""
+    return next((c for c in C_CLIENTS if shutil.which(c) is None), None)
+
+
+def c_client_rate(host: str, port: int, n: int = 50_000, payload_bytes: int = PAYLOAD_BYTES,
+                  topic: str = "bench/c") -> float:  # fmt: skip
+    """Messages/s through the broker from ``mosquitto_pub -l`` to ``mosquitto_sub``, QoS 1.
+
+    The subscriber knows it is subscribed when a retained message on ``TOPIC/ready`` arrives
+    (it is counted, then cleared); the clock runs from starting the publisher to the subscriber
+    exiting after its n-th message (``-C``). All n must arrive.
+
+    Raises:
+        RuntimeError: a client is missing, or fewer than n messages arrived.
+    """
+    missing = c_clients_missing()
+    if missing:
+        raise RuntimeError(f"{missing} is not installed (Debian: apt install mosquitto-clients)")
+    where = ["-h", host, "-p", str(port)]
+    pub = [*where, "-q", "1"]
+    with tempfile.TemporaryDirectory(prefix="sqal-bench-c-") as folder:
+        lines, out = Path(folder) / "lines", Path(folder) / "received"
+        lines.write_bytes((b"x" * payload_bytes + b"\n") * n)
+        subprocess.run(["mosquitto_pub", *pub, "-r", "-t", f"{topic}/ready", "-m", "ready"],
+                       check=True, timeout=10)  # fmt: skip
+        with out.open("wb") as sink:
+            # -F %l: one short line (the payload's length) per message, not the payload.
+            sub = subprocess.Popen(
+                ["mosquitto_sub", *where, "-q", "1", "-t", f"{topic}/#", "-C", str(n + 1),
+                 "-W", str(int(max(60, n / 500))), "-F", "%l"],
+                stdout=sink, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        publisher: subprocess.Popen[bytes] | None = None
+        try:
+            deadline = time.monotonic() + 10
+            while out.stat().st_size == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with lines.open("rb") as src:
+                start = time.perf_counter()
+                publisher = subprocess.Popen(
+                    ["mosquitto_pub", *pub, "-M", str(C_INFLIGHT), "-t", f"{topic}/data", "-l"],
+                    stdin=src, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            sub.wait()  # blocking waitpid: the exit is seen at once, not at a polling tick
+            end = time.perf_counter()
+            publisher.wait(timeout=30)
+        finally:
+            for proc in (sub, publisher):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            subprocess.run(["mosquitto_pub", *pub, "-r", "-n", "-t", f"{topic}/ready"],
+                           check=False, timeout=10)  # fmt: skip
+        got = sum(
+            1 for line in out.read_bytes().splitlines() if line == str(payload_bytes).encode()
+        )
+    if got < n:
+        raise RuntimeError(f"mosquitto_sub got {got} of {n} messages")
+    return n / (end - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=50_000)
@@ -83,13 +161,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sqal-bench-") as folder:
         broker = start_mosquitto(Path(folder), free_port())
         try:
+            c_rates: list[float] = []
+            if c_clients_missing() is None:
+                c_client_rate(broker.host, broker.port, 2000)  # warm-up
+                c_rates = [c_client_rate(broker.host, broker.port, args.messages)
+                           for _ in range(3)]  # fmt: skip
             onehop_rate(broker.url, 2000)  # warm-up
             rates = [onehop_rate(broker.url, args.messages) for _ in range(3)]
         finally:
             broker.stop()
+    if c_rates:
+        c_rates.sort()
+        print(
+            f"C clients QoS 1, {PAYLOAD_BYTES} B {c_rates[1]:>10,.0f} msg/s  "
+            f"(min {c_rates[0]:,.0f}, max {c_rates[2]:,.0f}; mosquitto_pub -l -> mosquitto_sub)"
+        )
+    else:
+        print(f"C clients skipped: {c_clients_missing()} is not installed (mosquitto-clients)")
     rates.sort()
-    print(f"one-hop QoS 1, {PAYLOAD_BYTES} B   {rates[1]:>10,.0f} msg/s  "
-          f"(min {rates[0]:,.0f}, max {rates[2]:,.0f})")  # fmt: skip
+    print(f"paho QoS 1, {PAYLOAD_BYTES} B      {rates[1]:>10,.0f} msg/s  "
+          f"(min {rates[0]:,.0f}, max {rates[2]:,.0f}; sqal.mqtt, MQTT 5)")  # fmt: skip
+    if c_rates:
+        print(f"paho / C clients   {rates[1] / c_rates[1]:10.2f}")
 
 
 if __name__ == "__main__":

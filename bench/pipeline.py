@@ -2,15 +2,17 @@
 
 In one run, against a private Mosquitto and PostgreSQL + TimescaleDB:
 
-1. Limits (the denominators): one-hop QoS 1 messages/s (``bench.onehop``, 1.3 KB) and raw
-   binary COPY rows/s of ToF, spectral and result rows into the same hypertables
-   (``bench.ingest.raw_copy``, the writer's encoders, no idempotency).
+1. Limits (the denominators): one hop of QoS 1 1.3 KB messages through the broker with
+   Mosquitto's C clients (the broker's limit) and with paho (the Python client's limit, both
+   ``bench.onehop``), and raw binary COPY rows/s of ToF, spectral and result rows into the
+   same hypertables (``bench.ingest.raw_copy``, the writer's encoders, no idempotency). Every
+   capacity is printed as a ratio of each of the three.
 2. Sweep: ``python -m app analyzer`` and ``python -m app ingest`` as subprocesses, offered
    loads rising to ``--max-load`` from pre-rendered frames (``bench.load``), ``--repeats``
    times each; per step the figures of ``bench.sweep``. The sustainable capacity is the
    highest load whose every repeat lost nothing and kept the DB p99 under ``--lag-bound-s``.
 3. Profile: py-spy on the analyzer and ingest at the capacity (top functions, self and
-   inclusive, % of non-idle samples).
+   inclusive, % of non-idle samples); skipped with one line when py-spy is not installed.
 4. Scale-out: two analyzers split by line filter and two ingest workers sharing
    ``$share/bench/…``, same zero-loss check.
 
@@ -43,7 +45,14 @@ import psycopg  # noqa: E402
 from bench import services  # noqa: E402
 from bench.common import cpu_name, git_sha, header  # noqa: E402
 from bench.load import Load, Pool, render_pool  # noqa: E402
-from bench.pipeline_report import aggregate, plot, pyspy_start, pyspy_top, table  # noqa: E402
+from bench.pipeline_report import (  # noqa: E402
+    aggregate,
+    plot,
+    pyspy_binary,
+    pyspy_start,
+    pyspy_top,
+    table,
+)
 from bench.sweep import Rig, run_step  # noqa: E402
 from embedded import free_port, start_mosquitto, start_postgres  # noqa: E402
 from sqal.mqtt import client_id, paho_client  # noqa: E402
@@ -56,21 +65,31 @@ SERVER = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"
 
 def measure_limits(broker_url: str, admin_dsn: str, repeats: int, onehop_n: int,
                    copy_rows: int) -> dict[str, Any]:  # fmt: skip
-    """One-hop QoS 1 msg/s and raw COPY rows/s per table: medians and spreads."""
+    """The three denominators, medians and spreads: the broker's QoS 1 msg/s with Mosquitto's C
+    clients, the same hop with paho (``bench.onehop``), and raw COPY rows/s per table."""
     from bench.ingest import decode_rows, messages, new_db, raw_copy
-    from bench.onehop import onehop_rate
+    from bench.onehop import c_client_rate, c_clients_missing, onehop_rate
     from ingest.batching import DEFAULT_BATCH_ROWS
 
     def stats(vals: list[float]) -> dict[str, Any]:
         return {"median": round(statistics.median(vals)), "min": round(min(vals)),
                 "max": round(max(vals)), "runs": [round(v) for v in vals]}  # fmt: skip
 
+    out: dict[str, Any] = {}
+    host, port = broker_url.removeprefix("mqtt://").rsplit(":", 1)
+    if (missing := c_clients_missing()) is None:
+        c_client_rate(host, int(port), 2000)  # warm-up
+        runs = [c_client_rate(host, int(port), onehop_n) for _ in range(repeats)]
+        out["c_clients_msgs_per_s"] = c = stats(runs)
+        print(f"C clients QoS 1, 1300 B  {c['median']:>9,} msg/s  (min {c['min']:,}, "
+              f"max {c['max']:,}; mosquitto_pub -l -> mosquitto_sub)")  # fmt: skip
+    else:
+        print(f"C-client limit skipped: {missing} is not installed (mosquitto-clients)")
     onehop_rate(broker_url, 2000)  # warm-up
-    out = {"onehop_msgs_per_s": stats([onehop_rate(broker_url, onehop_n) for _ in range(repeats)])}
+    out["onehop_msgs_per_s"] = stats([onehop_rate(broker_url, onehop_n) for _ in range(repeats)])
     oh = out["onehop_msgs_per_s"]
-    print(
-        f"one-hop QoS 1, 1300 B    {oh['median']:>9,} msg/s  (min {oh['min']:,}, max {oh['max']:,})"
-    )
+    print(f"paho one-hop QoS 1, 1300 B {oh['median']:>7,} msg/s  (min {oh['min']:,}, "
+          f"max {oh['max']:,}; sqal.mqtt, MQTT 5)")  # fmt: skip
     dsn = new_db(admin_dsn, "bench_copy")
     rows = decode_rows(messages(copy_rows))
     subsets = {
@@ -168,9 +187,9 @@ def sweep(
     return steps
 
 
-def profile(rig: Rig, rate: float, seconds: float, folder: Path) -> dict[str, Any]:
-    """py-spy on every service while a step at ``rate`` runs."""
-    spies = {s.name: (pyspy_start(s.pid, seconds, folder / f"{s.name}.pyspy"), s)
+def profile(rig: Rig, exe: str, rate: float, seconds: float, folder: Path) -> dict[str, Any]:
+    """py-spy (``exe``) on every service while a step at ``rate`` runs."""
+    spies = {s.name: (pyspy_start(exe, s.pid, seconds, folder / f"{s.name}.pyspy"), s)
              for s in rig.services}  # fmt: skip
     time.sleep(0.5)
     step = run_step(rig, rate, seconds + 1.0, label="profile")
@@ -188,6 +207,9 @@ def print_profile(prof: dict[str, Any]) -> None:
     for name, top in prof.items():
         if not isinstance(top, dict) or "self" not in top:
             continue
+        if not top["samples"]:  # py-spy ran but could not sample (ptrace refused, say)
+            print(f"py-spy {name}: no samples ({top.get('error', '').strip() or 'no output'})")
+            continue
         print(f"py-spy {name} at {prof['offered_per_s']:.0f} samples/s: "
               f"{top['samples']} samples; top self %")  # fmt: skip
         for f, pct in top["self"][:10]:
@@ -202,32 +224,62 @@ def capacity(steps: list[dict[str, Any]]) -> float:
     return max(ok) if ok else 0.0
 
 
+MSGS_PER_SAMPLE = 3
+"""A sample is three messages through the broker (ToF and spectral in, its result out) and
+three rows (one per table): the unit a samples/s capacity is converted by to be set beside a
+msg/s or rows/s denominator."""
+
+DENOMINATORS = (
+    ("c_clients_msgs_per_s", "C broker"),
+    ("onehop_msgs_per_s", "paho"),
+    ("copy_mixed_rows_per_s", "COPY"),
+)
+"""The limits every capacity is divided by: the broker with Mosquitto's C clients, the Python
+client (paho) on the same hop, raw binary COPY of the same rows into the hypertables."""
+
+
+def ratio_line(name: str, value: str, per_s: float, limits: dict[str, Any], note: str = "") -> str:
+    """``name value  x / C broker  y / paho  z / COPY  note``; ``per_s`` in messages (= rows)/s."""
+    cells = []
+    for key, label in DENOMINATORS:
+        den = limits.get(key, {}).get("median")
+        cells.append(f"{per_s / den:6.3f} / {label}" if den else f"{'-':>6} / {label}")
+    return f"{name:<26}{value:>22}   {'  '.join(cells)}{'  ' + note if note else ''}"
+
+
 def targets(result: dict[str, Any]) -> list[str]:
+    """Every capacity, in its own unit and as a ratio of each denominator (:data:`DENOMINATORS`)."""
     lim, steps = result["limits"], [s for s in result["steps"] if s["label"] == "single"]
-    cap = result["capacity_per_s"]
-    lines = [f"sustainable capacity      {cap:,.0f} samples/s (target >= 2,000)"]
+    cap, k = result["capacity_per_s"], MSGS_PER_SAMPLE
+    lines = []
     if lim:
-        onehop = lim["onehop_msgs_per_s"]["median"]
-        lines.append(f"capacity / one-hop        {cap / onehop:.3f} (samples/s over one-hop "
-                     f"{onehop:,} msg/s; target >= 0.15)")  # fmt: skip
-        if steps:
-            # Per-sample CPU at the busiest step (fixed per-batch costs are spread thinnest
-            # there): one core's worth of it is each service's ceiling on this machine.
-            top = max(steps, key=lambda s: s["completed_per_s"]["median"])
-            cpu = top["cpu_ms_per_sample"]
-            a_ms = sum(v for k, v in cpu.items() if k.startswith("analyzer"))
-            i_ms = sum(v for k, v in cpu.items() if k.startswith("ingest"))
-            raw = lim["copy_mixed_rows_per_s"]["median"]
-            ceiling = 3 * 1000.0 / i_ms if i_ms else float("nan")
+        dens = [f"{label} {lim[key]['median']:,} {'rows' if 'copy' in key else 'msg'}/s"
+                for key, label in DENOMINATORS if key in lim]  # fmt: skip
+        lines.append(f"denominators: {', '.join(dens)} (a sample = {k} messages = {k} rows)")
+    lines.append(ratio_line("sustainable capacity", f"{cap:,.0f} samples/s", k * cap, lim,
+                            "(target >= 2,000 samples/s)"))  # fmt: skip
+    if result["scale_out"]:
+        out = capacity(result["scale_out"])
+        lines.append(ratio_line("scale-out (2 + 2)", f"{out:,.0f} samples/s", k * out, lim))
+    if steps:
+        # Per-sample CPU at the busiest step (fixed per-batch costs are spread thinnest
+        # there): one core's worth of it is each service's ceiling on this machine.
+        top = max(steps, key=lambda s: s["completed_per_s"]["median"])
+        cpu = top["cpu_ms_per_sample"]
+        a_ms = sum(v for kk, v in cpu.items() if kk.startswith("analyzer"))
+        i_ms = sum(v for kk, v in cpu.items() if kk.startswith("ingest"))
+        at = f"{top['offered_per_s']:.0f}/s"
+        if i_ms:
+            rows = k * 1000.0 / i_ms
+            note = f"({i_ms:.2f} ms CPU/sample at {at}; target >= 0.5 x COPY)"
             lines.append(
-                f"ingest ceiling (1 core)   {ceiling:,.0f} rows/s ({i_ms:.2f} ms CPU/sample at "
-                f"{top['offered_per_s']:.0f}/s), {ceiling / raw:.2f} x raw COPY {raw:,} rows/s "
-                "(target >= 0.7)"
+                ratio_line("ingest ceiling (1 core)", f"{rows:,.0f} rows/s", rows, lim, note)
             )
-            lines.append(
-                f"analyzer ceiling (1 core) {1000.0 / a_ms:,.0f} samples/s ({a_ms:.2f} ms "
-                f"CPU/sample at {top['offered_per_s']:.0f}/s)"
-            )
+        if a_ms:
+            samples = 1000.0 / a_ms
+            note = f"({a_ms:.2f} ms CPU/sample at {at})"
+            value = f"{samples:,.0f} samples/s"
+            lines.append(ratio_line("analyzer ceiling (1 core)", value, k * samples, lim, note))
     s200 = [s for s in steps if s["offered_per_s"] == 200]
     if s200 and s200[0]["latency_sub_ms.p99"]:
         lines.append(f"p99 frame -> result       {s200[0]['latency_sub_ms.p99']['median']:.1f} ms "
@@ -323,11 +375,15 @@ def main(argv: list[str] | None = None) -> None:
         result["steps"] = sweep(rig, loads, args, "single")
         cap = capacity(result["steps"])
         result["capacity_per_s"] = cap
-        if args.profile_s > 0:
+        spy = pyspy_binary()
+        if args.profile_s > 0 and spy is None:
+            print("profile skipped: py-spy is not installed (it comes with the dev extra: "
+                  "make setup, or pip install -c constraints.txt -e '.[dev]')")  # fmt: skip
+        elif args.profile_s > 0 and spy is not None:
             # Profile where it hurts: the first load the pipeline did not sustain, if any.
             failed = [s["offered_per_s"] for s in result["steps"] if not s["sustainable"]]
             at = args.profile_load or (failed[0] if failed else cap or loads[0])
-            result["profile"] = prof = profile(rig, at, args.profile_s, args.out)
+            result["profile"] = prof = profile(rig, spy, at, args.profile_s, args.out)
             print_profile(prof)
         if not args.no_scale_out:
             stop_services(rig)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -136,12 +138,24 @@ def plot(steps: list[dict[str, Any]], limits: dict[str, Any], path: Path) -> Non
     plt.close(fig)
 
 
-def pyspy_start(pid: int, seconds: float, out: Path, rate_hz: int = 100) -> subprocess.Popen[bytes]:
+def pyspy_binary() -> str | None:
+    """The ``py-spy`` executable: the dev extra's, beside this interpreter, else on ``PATH``.
+
+    None when neither exists (a venv set up without the dev extra): the profile step is then
+    skipped with one line saying so, never a traceback.
+    """
+    beside = Path(sys.executable).parent / "py-spy"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("py-spy")
+
+
+def pyspy_start(
+    exe: str, pid: int, seconds: float, out: Path, rate_hz: int = 100
+) -> subprocess.Popen[bytes]:
     """``py-spy record`` of ``pid`` in raw (collapsed stack) format, not pausing the target."""
-    exe = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "py-spy"
-    cmd = [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(pid), "--duration",
-           str(int(seconds)), "--rate", str(rate_hz), "--format", "raw", "--nonblocking",
-           "--output", str(out)]  # fmt: skip
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate",
+           str(rate_hz), "--format", "raw", "--nonblocking", "--output", str(out)]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -7,14 +7,17 @@ both frame rows, nothing dead-lettered) and the shape of the JSON the benchmark 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from bench.load import Load, render_pool, sample_id, uid_of
-from bench.pipeline import publish_configs, start_single, stop_services, write_outputs
-from bench.pipeline_report import aggregate, pyspy_top, table
+from bench.onehop import c_client_rate, c_clients_missing
+from bench.pipeline import publish_configs, start_single, stop_services, targets, write_outputs
+from bench.pipeline_report import aggregate, pyspy_binary, pyspy_top, table
 from bench.sweep import Rig, run_step
 from embedded import Mosquitto, Postgres
 from sqal.wire import Kind, SpectralFrame, TofFrame, decode, parse_topic
@@ -87,3 +90,50 @@ def test_small_step_loses_nothing_and_writes_wellformed_json(
     assert back["steps"][0]["runs"][0]["completed"] == 60
     assert back["steps"][0]["latency_db_ms.p99"]["median"] > 0
     assert png.stat().st_size > 1000
+
+
+def test_pyspy_is_none_when_neither_beside_python_nor_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert pyspy_binary() is None
+    (tmp_path / "py-spy").write_text("#!/bin/sh\n")
+    (tmp_path / "py-spy").chmod(0o755)
+    assert pyspy_binary() == str(tmp_path / "py-spy")
+
+
+def test_every_capacity_is_a_ratio_of_each_denominator() -> None:
+    limits = {
+        "c_clients_msgs_per_s": {"median": 30_000},
+        "onehop_msgs_per_s": {"median": 10_000},
+        "copy_mixed_rows_per_s": {"median": 15_000},
+    }
+    step = {"label": "single", "offered_per_s": 1000.0, "completed_per_s": {"median": 990.0},
+            "cpu_ms_per_sample": {"analyzer": 0.5, "ingest": 0.3}, "latency_sub_ms.p99": None,
+            "rss_mb_max": {"ingest": 100.0}, "sustainable": True}  # fmt: skip
+    result = {"limits": limits, "steps": [step], "scale_out": [dict(step, label="scale-out")],
+              "capacity_per_s": 1000.0}  # fmt: skip
+    lines = targets(result)
+    assert lines[0].startswith("denominators: C broker 30,000 msg/s, paho 10,000 msg/s")
+    by_name = {line[:26].strip(): line for line in lines}
+    # 1,000 samples/s = 3,000 messages and rows per second
+    assert "0.100 / C broker   0.300 / paho   0.200 / COPY" in by_name["sustainable capacity"]
+    assert "0.100 / C broker" in by_name["scale-out (2 + 2)"]
+    # 0.3 ms of ingest CPU per sample: 10,000 rows/s on one core
+    assert (
+        "10,000 rows/s    0.333 / C broker   1.000 / paho   0.667 / COPY"
+        in (by_name["ingest ceiling (1 core)"])
+    )
+    assert "2,000 samples/s    0.200 / C broker" in by_name["analyzer ceiling (1 core)"]
+    # a denominator not measured (no C clients) shows as "-", the others still print
+    del limits["c_clients_msgs_per_s"]
+    assert "     - / C broker   0.300 / paho" in targets(result)[1]
+
+
+def test_c_clients_carry_every_message_through_a_private_broker(
+    private_broker: Mosquitto,
+) -> None:
+    if c_clients_missing() is not None:
+        pytest.skip("mosquitto-clients are not installed")
+    assert c_client_rate(private_broker.host, private_broker.port, 300) > 0
