@@ -39,11 +39,11 @@ constraints: setup
 	mv constraints.txt.tmp constraints.txt
 
 # The long chaos form: 4,000 samples per scenario, PostgreSQL down 60 s, the broker frozen 10 s,
-# 10,000 hostile payloads, 40,000 samples at full speed, 5,000 random command lines (make test
-# runs the same suites short).
+# 10,000 hostile payloads, 40,000 samples at full speed, a backlog of 20,000 samples through the
+# plant-to-central bridge, 5,000 random command lines (make test runs the same suites short).
 soak: setup
 	$(PY) -m pytest tests/chaos -m chaos --samples 4000 --outage-s 60 --freeze-s 10 --fuzz-count 10000 \
-		--overload-samples 40000
+		--overload-samples 40000 --bridge-backlog 20000
 	$(PY) -m pytest tests/test_cli_fuzz.py --cli-fuzz-count 5000
 
 bench: setup

@@ -52,9 +52,14 @@ def mosquitto_version() -> str:
     return m.group(1) if m else "unknown"
 
 
-def render_config(port: int, data_dir: Path, host: str = LOOPBACK) -> str:
-    """The broker configuration SQAL runs with (development and tests: anonymous, loopback)."""
-    return "\n".join(
+def render_config(port: int, data_dir: Path, host: str = LOOPBACK, extra: str = "") -> str:
+    """The broker configuration SQAL runs with (development and tests: anonymous, loopback).
+
+    Args:
+        extra: appended as is, e.g. a bridge section (mosquitto/bridge.conf.example), which
+            Mosquitto requires after the general settings.
+    """
+    general = "\n".join(
         [
             "# Written by sqal; edits are overwritten at the next start.",
             f"listener {port} {host}",
@@ -79,6 +84,7 @@ def render_config(port: int, data_dir: Path, host: str = LOOPBACK) -> str:
             "",
         ]
     )
+    return general + extra
 
 
 @dataclass
@@ -98,8 +104,13 @@ class Mosquitto:
         self.process.stop()
 
 
-def start_mosquitto(data_dir: Path, port: int, host: str = LOOPBACK) -> Mosquitto:
+def start_mosquitto(
+    data_dir: Path, port: int, host: str = LOOPBACK, extra_conf: str = ""
+) -> Mosquitto:
     """Start a broker writing its config, log and persistence file under ``data_dir``.
+
+    Args:
+        extra_conf: appended to the config (:func:`render_config`), e.g. a bridge.
 
     Raises:
         ServiceError: the port is taken, or the broker exited or did not listen within 10 s.
@@ -110,7 +121,7 @@ def start_mosquitto(data_dir: Path, port: int, host: str = LOOPBACK) -> Mosquitt
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "mosquitto.conf"
-    conf.write_text(render_config(port, data_dir, host))
+    conf.write_text(render_config(port, data_dir, host, extra_conf))
     log = (data_dir / "mosquitto.stderr").open("ab")
     popen = subprocess.Popen(
         [binary, "-c", str(conf)],

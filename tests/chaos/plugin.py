@@ -53,6 +53,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Samples offered at full speed in the overload scenario (default 4000; soak: 40000).",
     )
     group.addoption(
+        "--bridge-backlog",
+        type=int,
+        default=2000,
+        help="Samples queued at the plant broker while the central one is down, then drained "
+        "through the bridge (default 2000; soak: 20000).",
+    )
+    group.addoption(
         "--fuzz-count",
         type=int,
         default=2000,

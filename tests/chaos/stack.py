@@ -175,10 +175,10 @@ class Stack:
         self.ingest.start()
 
     def start_broker(self) -> None:
-        self.broker = _retry(lambda: start_mosquitto(self.folder / "mqtt", self.mqtt_port))
+        self.broker = retry_start(lambda: start_mosquitto(self.folder / "mqtt", self.mqtt_port))
 
     def start_pg(self) -> None:
-        self.pg = _retry(
+        self.pg = retry_start(
             lambda: start_postgres(self.folder, self.pg_port, extra_settings=FAST), timeout_s=30
         )
 
@@ -201,7 +201,7 @@ class Stack:
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
-def _retry(start: Callable[[], T], timeout_s: float = 10.0) -> T:
+def retry_start(start: Callable[[], T], timeout_s: float = 10.0) -> T:
     """Start a server on its old port: a client socket of the previous run may hold the port
     for a moment (TIME_WAIT as an ephemeral local port), so retry for a few seconds."""
     deadline = time.monotonic() + timeout_s

@@ -15,11 +15,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sqal.mqtt import client_id, paho_client
-from sqal.wire import Kind, device_topic, encode
+from tests.chaos.burst import publish_samples
 from tests.chaos.plugin import NOTES
 from tests.chaos.stack import Stack, wait_for
-from tests.frames import spectral_frame, tof_frame
 
 pytestmark = pytest.mark.chaos
 
@@ -27,22 +25,6 @@ LINE = "OVERLOAD"
 PUBLISHERS = 2
 TS = datetime(2031, 1, 6, 8, 0, tzinfo=UTC)
 """A day of its own: no other chaos scenario writes rows on it."""
-
-
-def _publish(url: str, device: str, count: int) -> None:
-    """One publisher process: ``count`` samples of ``device``, both frames each, QoS 1."""
-    payloads = []
-    for seq in range(count):
-        payloads.append((Kind.TOF, encode(tof_frame(device, seq=seq, ts=TS))))
-        payloads.append((Kind.SPECTRAL, encode(spectral_frame(device, seq=seq, ts=TS))))
-    client = paho_client(url, client_id("overload"), persistent=False, max_inflight=1000)
-    try:
-        infos = [client.publish(device_topic(LINE, device, k), p, qos=1) for k, p in payloads]
-        for info in infos:
-            info.wait_for_publish(120)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def _count(stack: Stack, table: str) -> int:
@@ -74,7 +56,7 @@ def test_overload_stores_every_frame_and_scores_every_sample_once(
     ctx = mp.get_context("spawn")
     start = time.monotonic()
     pubs = [
-        ctx.Process(target=_publish, args=(stack.url, f"ovl{i}", per_device))
+        ctx.Process(target=publish_samples, args=(stack.url, LINE, f"ovl{i}", per_device, TS))
         for i in range(PUBLISHERS)
     ]
     for p in pubs:
