@@ -353,6 +353,8 @@ class Subscriber:
         self._ledger = AckLedger()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
+        self._waiting = False
+        """True while start() or reconnect() waits, and raises a refusal itself."""
         self._refused: str | None = None
         self.broker_receive_maximum: int | None = None
         """The Receive Maximum in the broker's last CONNACK (``None``: it announced none)."""
@@ -448,8 +450,30 @@ class Subscriber:
         self._await_subscribed(max(0.0, deadline - time.monotonic()), stop_on_failure=False)
 
     def _await_subscribed(self, timeout_s: float, *, stop_on_failure: bool = True) -> None:
-        if self._subscribed.wait(timeout_s) and not self._refused:
-            return
+        """Wait for the SUBACK, or only for the CONNACK when the broker kept our session.
+
+        A kept session holds our subscriptions already, and the broker may resend the whole
+        unacknowledged window (and more of the queue) ahead of the SUBACK: more than the
+        service's inbox holds while its worker waits here. paho's thread then waits for room
+        and never reads the SUBACK; ``start()`` gave up and hung in ``loop_stop`` (an ingest
+        restarted after kill -9 with a 20,000-frame backlog, bench.peer). So with the session
+        present the worker goes to work at once; a refusal of its (unchanged) filters is still
+        logged when the SUBACK comes.
+        """
+        deadline = time.monotonic() + timeout_s
+        self._waiting = True
+        try:
+            while True:
+                if self._subscribed.wait(0.02):
+                    if not self._refused:
+                        return
+                    break
+                if self._connected.is_set() and self.session_present and not self._refused:
+                    return
+                if time.monotonic() >= deadline:
+                    break
+        finally:
+            self._waiting = False
         if stop_on_failure:
             self._client.loop_stop()
         why = self._refused or f"no CONNACK/SUBACK within {timeout_s:g} s"
@@ -582,7 +606,7 @@ class Subscriber:
                 bad.append(f"{f}: {c}")
         if bad:
             self._refused = f"subscription refused ({'; '.join(bad)})"
-            if self._subscribed.is_set():  # a reconnect: nobody waits in start() to raise it
+            if not self._waiting:  # nobody waits in start() to raise it
                 log.error("%s: %s; receiving nothing on them", self.client_id, self._refused)
         self._listening = not bad
         self._subscribed.set()

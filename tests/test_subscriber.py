@@ -220,3 +220,53 @@ def test_an_ack_never_goes_to_a_later_connection(broker: Mosquitto, topic: str) 
         assert sub.done([again]) == 1
     finally:
         sub.stop()
+
+
+def test_a_restart_with_a_full_window_waiting_comes_up_and_drains(
+    broker: Mosquitto, topic: str
+) -> None:
+    """#21: after a kill -9 with the window full of unacknowledged messages and more queued,
+    the broker resends ahead of the SUBACK more than the inbox holds; start() waited for the
+    SUBACK that paho's blocked thread never read, then hung in loop_stop. With the session
+    present it returns at once, and the worker drains the window."""
+    cid = f"sub-{uuid.uuid4().hex[:8]}"
+    small = 50
+    sink = Sink()
+    first = Subscriber(broker.url, cid, [topic], sink, receive_maximum=small)
+    first.start()
+    publish(broker, topic, [str(i).encode() for i in range(3 * small)])
+    sink.take(small)  # the window is full: nothing acknowledged, the rest queued
+    sock = first._client.socket()  # a kill -9: the connection drops without a DISCONNECT
+    first._client.loop_stop()
+    assert sock is not None
+    sock.close()
+
+    box: Handoff[Delivery] = Handoff(small // 2, "inbox")  # less than the broker resends
+    again = Subscriber(broker.url, cid, [topic], box.put, receive_maximum=small)
+    started = threading.Event()
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            again.start(timeout_s=5.0)
+            started.set()
+        except BaseException as exc:  # noqa: BLE001  (reported by the assertion below)
+            failed.append(exc)
+
+    threading.Thread(target=start, daemon=True).start()
+    assert wait_until(lambda: started.is_set() or bool(failed), TIMEOUT_S), "start() hung"
+    assert not failed, failed
+    try:
+        seen: set[bytes] = set()
+        deadline = time.monotonic() + 3 * TIMEOUT_S
+        while len(seen) < 3 * small and time.monotonic() < deadline:
+            try:
+                d = box.get(0.5)
+            except queue.Empty:
+                continue
+            seen.add(d.payload)
+            again.done([d])
+        assert len(seen) == 3 * small
+    finally:
+        box.close()
+        again.stop()
