@@ -22,6 +22,7 @@ from sqal.wire import ID_PATTERN, DeadReason, SpectralFrame, TofFrame, Weight
 from station.api import Limit, LineId, api_token
 from station.base import station_of
 from storage import station as db
+from storage.queries import LotInfo
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(api_token)])
 
@@ -220,23 +221,7 @@ class LotsQuery(BaseModel):
     limit: Limit = 100
 
 
-class LotOut(BaseModel):
-    """A stored lot and its trays: ``trays`` production ones, ``not_counted`` the others by
-    mode."""
-
-    line_id: str
-    lot_id: str
-    product: str
-    qn_g: float
-    tne_g: float
-    started: datetime
-    ended: datetime | None
-    note: str | None
-    trays: int
-    not_counted: dict[str, int]
-
-
-@router.get("/lots", response_model=list[LotOut], tags=["lots"])
+@router.get("/lots", response_model=list[LotInfo], tags=["lots"])
 async def lots(request: Request, q: Annotated[LotsQuery, Query()]) -> list[Any]:
     """Stored lots, newest first (of one line; those not ended before ``since``)."""
     from storage.queries import lots as stored_lots
@@ -251,7 +236,7 @@ async def lots(request: Request, q: Annotated[LotsQuery, Query()]) -> list[Any]:
     return await asyncio.to_thread(load)
 
 
-@router.get("/lots/{line}/{lot_id}", response_model=LotOut, tags=["lots"])
+@router.get("/lots/{line}/{lot_id}", response_model=LotInfo, tags=["lots"])
 async def lot(request: Request, line: LinePath, lot_id: LotPath) -> Any:
     """One lot of a line."""
     from storage.queries import lots as stored_lots
