@@ -374,16 +374,14 @@ _RULE_WORDS = {
 }
 
 
-def _spc_section(g: MassGroup, baseline: MassGroup | None) -> dict[str, object] | None:
+def _spc_section(g: MassGroup) -> dict[str, object] | None:
     """X̄/s charts, rule flags and capability of one lot; ``None`` with too few subgroups or a
-    baseline without spread."""
+    period without spread."""
     chart = Subgroups.consecutive(np.asarray(g.masses_g), SPC_SUBGROUP)
-    base_values = baseline.masses_g if baseline is not None else g.masses_g
-    base = Subgroups.consecutive(np.asarray(base_values), SPC_SUBGROUP)
-    if chart.n.size < SPC_MIN_SUBGROUPS or base.n.size < SPC_MIN_SUBGROUPS:
+    if chart.n.size < SPC_MIN_SUBGROUPS:
         return None
-    lim = xbar_s_limits(base, chart)
-    if not lim.sigma > 0:  # every baseline subgroup without spread: no zones to chart
+    lim = xbar_s_limits(chart, chart)  # limits from the period itself (the board: its range)
+    if not lim.sigma > 0:  # no subgroup with spread: no zones to chart
         return None
     flags = western_electric(chart.mean, lim.grand_mean, lim.sigma / np.sqrt(chart.n))
     out: NDArray[np.bool_] = np.asarray(flags.any(axis=1))
@@ -439,8 +437,6 @@ def report_context(
     record: Record,
     groups: list[MassGroup],
     tz: tzinfo,
-    baseline: list[MassGroup] | None = None,
-    baseline_text: str | None = None,
 ) -> dict[str, object]:
     """Everything ``views/templates/report.html`` shows, worded and formatted."""
     now = datetime.now(UTC)
@@ -501,7 +497,7 @@ def report_context(
         for dev, uses in by_device.items()
         for a, b in itertools.pairwise(uses)
     ]
-    spc = [s for g in groups if (s := _spc_section(g, _baseline_of(g, baseline))) is not None]
+    spc = [s for g in groups if (s := _spc_section(g)) is not None]
     p_chart_svg, p_note = _p_chart(d)
     return {
         "title": title,
@@ -552,8 +548,7 @@ def report_context(
         "masses": [_mass_section(g) for g in groups if g.masses_g],
         "spc": spc,
         "spc_size": SPC_SUBGROUP,
-        "spc_basis": baseline_text
-        or f"Subgroups of {SPC_SUBGROUP} consecutive packs; limits from this period itself.",
+        "spc_basis": f"Subgroups of {SPC_SUBGROUP} consecutive packs; limits from this period.",
         "p_chart": p_chart_svg,
         "p_note": p_note,
         "devices": [
@@ -574,16 +569,6 @@ def report_context(
         ],
         "dead_letters": d.dead_letters,
     }
-
-
-def _baseline_of(g: MassGroup, baseline: list[MassGroup] | None) -> MassGroup | None:
-    """The baseline group of ``g``'s nominal quantity (the same product), if one was read."""
-    if not baseline:
-        return None
-    same = [b for b in baseline if b.qn_g == g.qn_g and b.masses_g]
-    if not same:
-        return None
-    return MassGroup(None, g.qn_g, g.tne_g, g.usl_g, [m for b in same for m in b.masses_g], 0)
 
 
 def _p_chart(d: ShiftData) -> tuple[str, str]:
