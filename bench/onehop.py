@@ -4,10 +4,14 @@ publisher and subscriber in separate processes:
 - the broker's own, with Mosquitto's C clients (``mosquitto_pub -l`` → ``mosquitto_sub``): what
   the broker carries when its clients cost next to nothing;
 - the Python client's, one paho publisher → one paho subscriber through :mod:`sqal.mqtt`
-  (MQTT 5): what any SQAL service could receive at best.
+  (MQTT 5): what a paho-based service could receive at best;
+- the subscribers side by side, fed by ``mosquitto_pub -l`` (so the publisher is never the
+  limit): ``mosquitto_sub``, a paho subscriber (automatic acks, its cheapest), and
+  :class:`sqal.subscriber.Subscriber` on SQAL's own client (:mod:`sqal.link`), acking in
+  batches of :data:`ACK_BATCH` from its thread as a service does from its worker.
 
-Both are denominators of ``make bench`` (:mod:`bench.pipeline`): the first says how far SQAL is
-from the broker, the second how much of that gap is the client library.
+The first two are denominators of ``make bench`` (:mod:`bench.pipeline`): the first says how
+far SQAL is from the broker, the second how much of that gap is the client library.
 
     python -m bench.onehop [--messages 50000]
 """
@@ -31,6 +35,7 @@ from embedded import free_port, start_mosquitto
 from sqal.mqtt import client_id, paho_client
 
 PAYLOAD_BYTES = 1300
+ACK_BATCH = 100
 
 
 def _subscriber(broker_url: str, topic: str, n: int, ready: Any, done: Any) -> None:
@@ -52,6 +57,68 @@ def _subscriber(broker_url: str, topic: str, n: int, ready: Any, done: Any) -> N
     done.send((time.perf_counter() if ok else None, got))
     sub.disconnect()
     sub.loop_stop()
+
+
+def _link_subscriber(broker_url: str, topic: str, n: int, ready: Any, done: Any) -> None:
+    """Child process: :class:`Subscriber` counting n deliveries, acking every ACK_BATCH."""
+    from sqal.subscriber import Delivery, Subscriber
+
+    batch: list[Delivery] = []
+    got = 0
+    finished = threading.Event()
+
+    def deliver(d: Delivery) -> bool:
+        nonlocal got
+        got += 1
+        batch.append(d)
+        if len(batch) >= ACK_BATCH or got >= n:
+            sub.done(batch)
+            batch.clear()
+        if got >= n:
+            finished.set()
+        return True
+
+    sub = Subscriber(broker_url, client_id("bench-link"), [topic], deliver, session_expiry_s=0)
+    sub.start()
+    ready.set()
+    ok = finished.wait(timeout=max(60.0, n / 500))
+    done.send((time.perf_counter() if ok else None, got))
+    sub.stop()
+
+
+SUBSCRIBERS = {"paho": _subscriber, "sqal.link": _link_subscriber}
+
+
+def subscriber_rate(kind: str, broker_url: str, host: str, port: int, n: int = 50_000,
+                    topic: str = "bench/sub") -> float:  # fmt: skip
+    """Messages/s into one Python subscriber (``kind``: paho or sqal.link) from
+    ``mosquitto_pub -l`` (QoS 1, 1.3 KB), first publish to last delivery; all n must arrive."""
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=SUBSCRIBERS[kind], args=(broker_url, topic, n, ready, send))
+    child.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError(f"{kind} subscriber did not start")
+        time.sleep(0.3)  # the SUBACK
+        with tempfile.TemporaryDirectory(prefix="sqal-bench-sub-") as folder:
+            lines = Path(folder) / "lines"
+            lines.write_bytes((b"x" * PAYLOAD_BYTES + b"\n") * n)
+            with lines.open("rb") as src:
+                start = time.perf_counter()
+                publisher = subprocess.Popen(
+                    ["mosquitto_pub", "-h", host, "-p", str(port), "-q", "1",
+                     "-M", str(C_INFLIGHT), "-t", topic, "-l"],
+                    stdin=src, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            end, got = recv.recv()
+            publisher.wait(timeout=30)
+        if end is None:
+            raise RuntimeError(f"{kind}: only {got} of {n} messages arrived")
+        return float(n / (end - start))
+    finally:
+        child.join(timeout=10)
 
 
 def onehop_rate(broker_url: str, n: int = 50_000, payload_bytes: int = PAYLOAD_BYTES,
@@ -162,10 +229,17 @@ def main() -> None:
         broker = start_mosquitto(Path(folder), free_port())
         try:
             c_rates: list[float] = []
+            subs: dict[str, list[float]] = {}
             if c_clients_missing() is None:
                 c_client_rate(broker.host, broker.port, 2000)  # warm-up
                 c_rates = [c_client_rate(broker.host, broker.port, args.messages)
                            for _ in range(3)]  # fmt: skip
+                for kind in SUBSCRIBERS:  # alternating, so drift hits both alike
+                    subscriber_rate(kind, broker.url, broker.host, broker.port, 2000)
+                for _ in range(3):
+                    for kind in SUBSCRIBERS:
+                        subs.setdefault(kind, []).append(subscriber_rate(
+                            kind, broker.url, broker.host, broker.port, args.messages))  # fmt: skip
             onehop_rate(broker.url, 2000)  # warm-up
             rates = [onehop_rate(broker.url, args.messages) for _ in range(3)]
         finally:
@@ -183,6 +257,12 @@ def main() -> None:
           f"(min {rates[0]:,.0f}, max {rates[2]:,.0f}; sqal.mqtt, MQTT 5)")  # fmt: skip
     if c_rates:
         print(f"paho / C clients   {rates[1] / c_rates[1]:10.2f}")
+    for kind, runs in subs.items():
+        runs.sort()
+        print(
+            f"{kind + ' subscriber':<22} {runs[1]:>10,.0f} msg/s  (min {runs[0]:,.0f}, max "
+            f"{runs[2]:,.0f}; from mosquitto_pub -l; {runs[1] / c_rates[1]:.2f} of C clients)"
+        )
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ The analyzer and ingest both take QoS 1 messages that must survive their own dea
 receiving and finishing a message (storing it, or publishing the result it fed). Both use this
 class:
 
-- **Persistent session, manual acks.** ``clean_start=False`` with a session expiry and paho's
-  ``manual_ack``: a message is acknowledged only when the service says it is done with it, so
-  whatever was unfinished at a ``kill -9`` is sent again when the service comes back.
+- **Persistent session, manual acks.** ``clean_start=False`` with a session expiry, and
+  acks held back (:mod:`sqal.link`, SQAL's own MQTT 5 client for this path): a message is
+  acknowledged only when the service says it is done with it, so whatever was unfinished at a
+  ``kill -9`` is sent again when the service comes back.
 - **Acks in receive order** (MQTT 5 §4.6: a receiver sends PUBACKs in the order the PUBLISH
   packets arrived). A service may finish messages out of order (the analyzer holds a lone
   half for its join timeout while later samples complete); :class:`AckLedger` holds each ack
@@ -40,33 +41,28 @@ class:
   offered frames faster than a service stores them, keeps sending far past it (70,000
   unacknowledged messages against a Receive Maximum of 1,000, packet ids wrapping past 65,535,
   so that one PUBACK could name two messages). So a service hands messages to its worker
-  through a :class:`Handoff`: when it is full, paho's thread waits there, reads nothing more,
+  through a :class:`Handoff`: when it is full, the link's thread waits there, reads nothing more,
   the TCP window closes and the broker has to stop sending. Nothing is dropped.
 
-paho's network thread runs every callback: they record and hand off, never block. What a
+The link's network thread runs every callback: they record and hand off, never block. What a
 service does with a message (batches, joins, liveness probes) stays in the service.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-import paho.mqtt.client as paho
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from sqal.errors import BrokerError
-from sqal.mqtt import INFLIGHT_WINDOW, KEEPALIVE_S, SESSION_EXPIRY_S, connect_properties, new_paho
+from sqal.link import RECEIVE_MAXIMUM, Link
+from sqal.mqtt import INFLIGHT_WINDOW, KEEPALIVE_S, SESSION_EXPIRY_S
 from sqal.settings import BrokerUrl, parse_broker_url
 from sqal.wire import PROBE_FILTER
 
@@ -80,7 +76,7 @@ SESSION_TAKEN_OVER = 0x8E
 """MQTT 5 reason code of a DISCONNECT sent because another connection took our client id."""
 SHORT_LIVED_S = 5.0
 """A connection the broker drops sooner than this after its CONNACK counts toward a takeover
-fight on a broker that sends no reason (two clients on one id reconnect within paho's
+fight on a broker that sends no reason (two clients on one id reconnect within the link's
 1 s reconnect delay of each other, so each connection lives about a second)."""
 TAKEOVER_DROPS = 3
 """Short-lived connections in a row, each accepted and then dropped, taken as a client id fight."""
@@ -91,21 +87,21 @@ T = TypeVar("T")
 
 
 class Handoff(Generic[T]):
-    """A FIFO from paho's network thread to a service's worker, with backpressure on messages.
+    """A FIFO from the link's network thread to a service's worker, with backpressure on messages.
 
     Two kinds of item share one queue, so the worker waits in one place and sees them in the
-    order paho did:
+    order the link did:
 
-    - **messages** (:meth:`put`) take one of ``capacity`` places; when none is free, paho's
+    - **messages** (:meth:`put`) take one of ``capacity`` places; when none is free, the link's
       thread waits (see the module's docstring) and gives up only once :meth:`close` was called,
       at shutdown, so that it can be joined: a message not taken then stays unacknowledged and
       the broker sends it again to the next run;
     - **signals** (:meth:`signal`: our own PUBACKs, probe answers, link changes, wake-ups) never
-      wait. paho calls ``on_publish`` holding the lock its ``publish()`` takes, so a PUBACK
-      waiting for room while the worker publishes would stop both threads for good.
+      wait. A PUBACK that waited for room would stop the network thread while the worker
+      waits for that PUBACK to finish a result: both would stop for good.
 
     A message's place is freed when the worker takes it (:meth:`get`). The worker must never
-    wait for paho's thread, or the two would wait for each other.
+    wait for the link's thread, or the two would wait for each other.
 
     Attributes:
         waited_s: total time :meth:`put` waited for room (the backpressure applied).
@@ -202,7 +198,7 @@ class Delivery:
     Attributes:
         seq: arrival number within its connection (0, 1, 2, …), the order acks go out in.
         generation: which connection delivered it (see the module's docstring).
-        arrived_s: ``time.monotonic()`` at receipt, stamped in paho's network thread.
+        arrived_s: ``time.monotonic()`` at receipt, stamped in the link's network thread.
         retained: a retained message sent because we subscribed (state kept at the broker,
             possibly set long ago), not one published while we listened.
     """
@@ -295,7 +291,7 @@ class Subscriber:
         client_id: stable across restarts, so the broker finds the persistent session again.
         filters: subscription filters (already ``$share/…`` when sharing); a refusal of any of
             them fails :meth:`start`.
-        deliver: called in paho's thread with each message, usually :meth:`Handoff.put`; it
+        deliver: called in the link's thread with each message, usually :meth:`Handoff.put`; it
             may wait for room (backpressure) and returns False when the service did not take
             the message (shutting down): it then stays unacknowledged at the broker.
         state_filters: filters of retained state, sent again on every connect ahead of the
@@ -304,11 +300,11 @@ class Subscriber:
             may not grant).
         receive_maximum: the Receive Maximum announced, and the most of our own QoS 1
             publishes in flight (lowered to the broker's own Receive Maximum).
-        on_puback, on_unsuback: the packet id of a PUBACK / UNSUBACK, in paho's thread.
-        on_state: called in paho's thread once the broker has sent every retained value of
+        on_puback, on_unsuback: the packet id of a PUBACK / UNSUBACK, in the link's thread.
+        on_state: called in the link's thread once the broker has sent every retained value of
             ``state_filters`` after a connect.
         on_link: ``True`` after each successful CONNACK (before any message of that
-            connection), ``False`` when the connection is lost; in paho's thread.
+            connection), ``False`` when the connection is lost; in the link's thread.
         session_expiry_s: how long the broker keeps the session while we are away; a view
             of live data (the station) asks for minutes, not the services' week.
     """
@@ -331,11 +327,10 @@ class Subscriber:
     ) -> None:
         self._broker = url if isinstance(url, BrokerUrl) else parse_broker_url(url)
         self.client_id = client_id
-        queued = SubscribeOptions(qos=1, retainHandling=1)
-        state = SubscribeOptions(qos=0, retainHandling=0)
+        # (filter, QoS, retain handling): 1 = retained values only for a new subscription.
         self._filters = [
-            *((f, queued) for f in [*filters, *optional_filters]),
-            *((f, state) for f in state_filters),
+            *((f, 1, 1) for f in [*filters, *optional_filters]),
+            *((f, 0, 0) for f in state_filters),
         ]
         self._optional = set(optional_filters)
         self._on_state = on_state
@@ -368,15 +363,21 @@ class Subscriber:
         self._short_lived = 0
         self._dropping = False
         """:meth:`reconnect` cut the connection itself: not the broker's doing."""
-        self._client = new_paho(self._broker, client_id, manual_ack=True)
-        self._client.max_inflight_messages_set(receive_maximum)
-        self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-        self._client.on_publish = self._on_publish
-        self._client.on_unsubscribe = self._on_unsubscribe
+        self._link = Link(
+            self._broker,
+            client_id,
+            keepalive_s=KEEPALIVE_S,
+            session_expiry_s=session_expiry_s,
+            receive_maximum=receive_maximum,
+            reconnect_min_s=RECONNECT_MIN_S,
+            reconnect_max_s=RECONNECT_MAX_S,
+        )
+        self._link.on_connect = self._on_connect
+        self._link.on_disconnect = self._on_disconnect
+        self._link.on_suback = self._on_subscribe
+        self._link.on_message = self._on_message
+        self._link.on_puback = self._on_publish
+        self._link.on_unsuback = self._on_unsubscribe
 
     @property
     def broker(self) -> BrokerUrl:
@@ -405,7 +406,7 @@ class Subscriber:
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
-        """Connect, subscribe, and run paho's network loop (which reconnects by itself).
+        """Connect, subscribe, and run the link's network thread (which reconnects by itself).
 
         Messages of a persistent session may be delivered before this returns.
 
@@ -414,25 +415,19 @@ class Subscriber:
                 subscription was refused.
         """
         try:
-            self._client.connect(
-                self._broker.host,
-                self._broker.port,
-                keepalive=KEEPALIVE_S,
-                clean_start=False,
-                properties=connect_properties(self._session_expiry_s, self._receive_maximum),
-            )
+            self._link.connect()
         except OSError as exc:
             raise BrokerError(
                 f"cannot reach broker {self._broker} ({exc.strerror or exc}); is mosquitto running?"
             ) from None
-        self._client.loop_start()
+        self._link.start()
         self._await_subscribed(timeout_s)
 
     def reconnect(self, timeout_s: float = 15.0) -> None:
-        """Drop the connection and let paho's loop connect again (after its reconnect delay).
+        """Drop the connection and let the link connect again (after its reconnect delay).
 
-        The broker then sends again whatever is unacknowledged (MQTT 5 §4.4), and paho resends
-        our own unacknowledged publishes: nothing in flight is lost either way.
+        The broker then sends again whatever is unacknowledged (MQTT 5 §4.4), and the link
+        resends our own unacknowledged publishes: nothing in flight is lost either way.
 
         Raises:
             BrokerError: the broker did not take us back in ``timeout_s``.
@@ -440,10 +435,7 @@ class Subscriber:
         generation = self.generation
         self._subscribed.clear()
         self._dropping = True
-        sock = self._client.socket()
-        if isinstance(sock, socket.socket | ssl.SSLSocket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        self._link.drop()
         deadline = time.monotonic() + timeout_s
         while self.generation == generation and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -454,8 +446,8 @@ class Subscriber:
 
         A kept session holds our subscriptions already, and the broker may resend the whole
         unacknowledged window (and more of the queue) ahead of the SUBACK: more than the
-        service's inbox holds while its worker waits here. paho's thread then waits for room
-        and never reads the SUBACK; ``start()`` gave up and hung in ``loop_stop`` (an ingest
+        service's inbox holds while its worker waits here. The network thread then waits for
+        room and never reads the SUBACK; ``start()`` gave up and hung in ``loop_stop`` (an ingest
         restarted after kill -9 with a 20,000-frame backlog, bench.peer). So with the session
         present the worker goes to work at once; a refusal of its (unchanged) filters is still
         logged when the SUBACK comes.
@@ -475,14 +467,13 @@ class Subscriber:
         finally:
             self._waiting = False
         if stop_on_failure:
-            self._client.loop_stop()
+            self._link.close(disconnect=False)
         why = self._refused or f"no CONNACK/SUBACK within {timeout_s:g} s"
         raise BrokerError(f"broker {self._broker}: {why}")
 
     def stop(self) -> None:
         """Disconnect; the broker keeps the session and queues for it."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._link.close()
 
     # --- the service's side ------------------------------------------------------------
     def done(self, deliveries: Iterable[Delivery]) -> int:
@@ -497,33 +488,24 @@ class Subscriber:
         with self._lock:
             gen = self._generation
             due = self._ledger.finish([d.seq for d in deliveries if d.generation == gen])
-            acks = [(mid, qos) for mid, qos in due if qos > 0]
-            for mid, qos in acks:
-                self._client.ack(mid, qos)
-        return len(acks)
+            # The link counts accepted connections as this counts generations: one PUBACK
+            # write, dropped if the connection that delivered them has gone meanwhile.
+            return self._link.ack([mid for mid, qos in due if qos > 0], gen)
 
     def publish(self, topic: str, payload: bytes) -> int:
-        """Publish at QoS 1 without waiting (paho queues it while disconnected).
+        """Publish at QoS 1 without waiting (the link queues it while disconnected).
 
         Returns:
             the packet id :paramref:`on_puback` will be called with.
         """
-        return self._client.publish(topic, payload, qos=1).mid
+        return self._link.publish(topic, payload)
 
     def unsubscribe(self, topic_filter: str) -> int | None:
         """Send an UNSUBSCRIBE; its packet id, or ``None`` when it could not go out."""
-        rc, mid = self._client.unsubscribe(topic_filter)
-        return mid if rc == paho.MQTT_ERR_SUCCESS else None
+        return self._link.unsubscribe(topic_filter)
 
-    # --- paho's network thread: record, hand off, never block ---------------------------
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: object,
-        flags: paho.ConnectFlags,
-        rc: ReasonCode,
-        props: Properties | None,
-    ) -> None:
+    # --- the link's network thread: record, hand off, never block -----------------------
+    def _on_connect(self, session_present: bool, rc: ReasonCode, props: dict[int, object]) -> None:
         if rc.is_failure:
             self._refused = f"connection refused: {rc}"
             self._subscribed.set()
@@ -535,24 +517,22 @@ class Subscriber:
                 self.reconnects += 1
             self._seq = 0
             self._ledger = AckLedger()
-        value = getattr(props, "ReceiveMaximum", None) if props is not None else None
-        self.broker_receive_maximum = int(value) if value is not None else None
+        value = props.get(RECEIVE_MAXIMUM)
+        self.broker_receive_maximum = value if isinstance(value, int) else None
         # Our QoS 1 publishes in flight stay within the broker's Receive Maximum (a broker that
-        # gets more disconnects us, MQTT 5 §3.3.4). paho neither reads it from the CONNACK nor
-        # lets the public setter run on a live connection, so the limit is set where paho's
-        # publish path reads it.
+        # gets more disconnects us, MQTT 5 §3.3.4).
         limit = min(self._receive_maximum, self.broker_receive_maximum or self._receive_maximum)
-        client._max_inflight_messages = limit
-        self.session_present = bool(flags.session_present)
+        self._link.max_inflight = limit
+        self.session_present = session_present
         self._connected_at = time.monotonic()
         self._listening = False
         self._connected.set()
         if self._on_link is not None:
             self._on_link(True)
-        client.subscribe(self._filters)
+        self._link.subscribe(self._filters)
         if self._on_state is not None:
             # The broker answers in order: the retained state goes out before this UNSUBACK.
-            self._fence = client.unsubscribe(PROBE_FILTER)[1]
+            self._fence = self._link.unsubscribe(PROBE_FILTER)
         self._log_connected(first)
 
     def _log_connected(self, first: bool) -> None:
@@ -590,16 +570,9 @@ class Subscriber:
                 extra=extra,
             )
 
-    def _on_subscribe(
-        self,
-        client: paho.Client,
-        userdata: object,
-        mid: int,
-        codes: list[ReasonCode],
-        props: Properties | None,
-    ) -> None:
+    def _on_subscribe(self, mid: int, codes: list[ReasonCode]) -> None:
         bad = []
-        for (f, _), c in zip(self._filters, codes, strict=False):
+        for (f, _, _), c in zip(self._filters, codes, strict=False):
             if c.is_failure and f in self._optional:
                 log.warning("optional subscription %s refused (%s); going on without it", f, c)
             elif c.is_failure:
@@ -611,14 +584,7 @@ class Subscriber:
         self._listening = not bad
         self._subscribed.set()
 
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: object,
-        flags: paho.DisconnectFlags,
-        rc: ReasonCode,
-        props: Properties | None,
-    ) -> None:
+    def _on_disconnect(self, rc: ReasonCode) -> None:
         self._connected.clear()
         self._listening = False
         now = time.monotonic()
@@ -646,39 +612,28 @@ class Subscriber:
             self._refused = self._refused or self.failure
             self._subscribed.set()
             # No reconnect: it would throw the other connection out in turn, and so on.
-            client.disconnect()
+            self._link.close()
         if self._on_link is not None:
             self._on_link(False)
         if rc.is_failure and self.failure is None:
             log.warning("lost broker %s (%s); reconnecting", self._broker, rc)
 
-    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, retain: bool) -> None:
         now = time.monotonic()
         with self._lock:
             seq, self._seq = self._seq, self._seq + 1
-            d = Delivery(
-                msg.topic,
-                bytes(msg.payload),
-                msg.mid,
-                msg.qos,
-                self._generation,
-                seq,
-                now,
-                bool(msg.retain),
-            )
-            self._ledger.register(seq, msg.mid, msg.qos)
+            d = Delivery(topic, payload, mid, qos, self._generation, seq, now, retain)
+            self._ledger.register(seq, mid, qos)
         if not self._deliver(d):
             with self._lock:
                 if d.generation == self._generation:
                     self._ledger.forget(seq)
 
-    def _on_publish(self, client: paho.Client, userdata: object, mid: int, *rest: object) -> None:
+    def _on_publish(self, mid: int, reason: int) -> None:
         if self._on_puback is not None:
             self._on_puback(mid)
 
-    def _on_unsubscribe(
-        self, client: paho.Client, userdata: object, mid: int, *rest: object
-    ) -> None:
+    def _on_unsubscribe(self, mid: int) -> None:
         if mid == self._fence and self._on_state is not None:
             self._fence = None
             self._on_state()

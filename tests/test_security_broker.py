@@ -47,6 +47,7 @@ from embedded import free_port
 from embedded.process import ServiceProcess
 from sqal.errors import BrokerError, ConfigError
 from sqal.mqtt import paho_client
+from sqal.subscriber import Delivery, Subscriber
 from tests.broker_conf import ACCEPTED, NOT_AUTHORIZED, Peer, connect, running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,6 +219,34 @@ def test_tls_verifies_the_broker_against_the_generated_ca_only(
     with pytest.raises(BrokerError) as info:  # TLS does not replace the password
         paho_client(secure.url("L1/devA", "wrong-password", tls=True), "x", persistent=False)
     assert info.value.reason_code == NOT_AUTHORIZED
+
+
+def test_a_service_subscribes_and_acks_over_tls(
+    secure: SecureBroker, peers: list[Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The services' own MQTT client (sqal.link) over TLS: verified broker, queued frames
+    received and acknowledged; a wrong password is refused with the broker's reason."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(secure.certs.ca_cert))
+    got: list[Delivery] = []
+    url = secure.url("ingest", tls=True)
+    sub = Subscriber(url, "sqal-ingest", [f"{T}/+/tof"], lambda d: got.append(d) is None)
+    sub.start()
+    try:
+        assert sub.listening
+        dev_a = connect(peers, secure.url("L1/devA", tls=True))
+        for n in range(3):
+            assert dev_a.publish(f"{T}/devA/tof", b"frame %d" % n) in ACCEPTED
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [d.payload for d in got] == [b"frame 0", b"frame 1", b"frame 2"]
+        assert sub.done(got) == 3
+        assert isinstance(sub._link.socket(), ssl.SSLSocket)
+    finally:
+        sub.stop()
+    wrong = Subscriber(secure.url("ingest", "wrong-password", tls=True), "x", ["a/b"], got.append)
+    with pytest.raises(BrokerError, match="Not authorized"):
+        wrong.start(timeout_s=5)
 
 
 def test_a_rotated_password_takes_effect_on_sighup(secure: SecureBroker) -> None:

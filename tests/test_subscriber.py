@@ -236,10 +236,7 @@ def test_a_restart_with_a_full_window_waiting_comes_up_and_drains(
     first.start()
     publish(broker, topic, [str(i).encode() for i in range(3 * small)])
     sink.take(small)  # the window is full: nothing acknowledged, the rest queued
-    sock = first._client.socket()  # a kill -9: the connection drops without a DISCONNECT
-    first._client.loop_stop()
-    assert sock is not None
-    sock.close()
+    first._link.close(disconnect=False)  # a kill -9: the connection drops without a DISCONNECT
 
     box: Handoff[Delivery] = Handoff(small // 2, "inbox")  # less than the broker resends
     again = Subscriber(broker.url, cid, [topic], box.put, receive_maximum=small)
