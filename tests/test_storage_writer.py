@@ -73,6 +73,24 @@ def test_duplicates_in_and_across_batches_insert_once_and_count_once(fresh_db: s
     assert mean == (0.5,)
 
 
+def test_keys_with_a_tab_or_newline_are_probed_as_lists_and_stored_once(fresh_db: str) -> None:
+    """The key probe sends keys as tab-separated text; an id that could break it (the wire's
+    patterns allow none today) goes the slower way, with the same outcome."""
+    dsn = migrated(fresh_db)
+    results = [result("d1", s, Grade.A, 0.5, []) for s in range(3)]
+    rows = [
+        _replace(r, "device_id", f"d\t{i}\n") for i, r in enumerate(_rows(Kind.RESULT, results))
+    ]
+    w = BatchWriter(dsn)
+    try:
+        first = w.write(rows, [])
+        second = w.write(rows, [])
+    finally:
+        w.close()
+    assert first.inserted == {"results": 3}
+    assert second.inserted == {"results": 0}
+
+
 def test_the_same_device_sample_and_time_on_two_lines_are_two_rows(fresh_db: str) -> None:
     """#15: the key lacked the line, so L2/b01's frame sharing a sample id and ts with L1/b01's
     was taken for a duplicate and dropped (no row, no dead letter)."""
