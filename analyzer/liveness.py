@@ -1,6 +1,6 @@
 """Join timeouts that end only once the broker has shown it works past them.
 
-A frozen broker (SIGSTOP, a stalled disk, a paused VM) keeps its TCP connections open; paho
+A frozen broker (SIGSTOP, a stalled disk, a paused VM) keeps its TCP connections open; a client
 notices only when keep-alive runs out, a minute later. Meanwhile the other half of a waiting
 sample may sit inside the broker, and a wall-clock join timeout would release the first half
 as a partial result although both frames exist (tests/chaos, "SIGSTOP mosquitto": 3 partial
@@ -9,7 +9,7 @@ results of 240 before this module).
 So a half times out only once the broker has *shown* that it is working past the deadline:
 
 - **Evidence** is anything that arrives from the broker (a message, a PUBACK, the answer to a
-  probe), stamped by paho's network thread and seen by the worker in arrival order, so a frame
+  probe), stamped by the link's network thread and seen by the worker in arrival order, so a frame
   still in the worker's inbox is never overtaken by later evidence.
 - A **stall** is a gap between pieces of evidence longer than :meth:`BrokerLiveness.stall_s`
   (the keep-alive silence plus the larger of ``stall_gap_s`` and four usual probe round trips,
@@ -63,7 +63,7 @@ class BrokerLiveness:
     outstanding: tuple[int, float] | None = None
     """(mid, sent_s) of the unanswered probe, as one value for readers in other threads."""
     heard_s: float = float("-inf")
-    """When anything last *arrived* from the broker (written by paho's thread). Under a backlog
+    """When anything last *arrived* from the broker (written by the link's thread). Under a backlog
     the worker sees evidence seconds after it arrived: probing then would only queue the answer
     behind the backlog, so probes are paced on arrivals, and settling on what was processed."""
 
@@ -94,7 +94,7 @@ class BrokerLiveness:
         return self.last_s - self.grace_s
 
     def heard(self, t: float, mid: int | None = None) -> None:
-        """Something arrived at ``t`` (paho's thread); ``mid``: an UNSUBACK's packet id."""
+        """Something arrived at ``t`` (the link's thread); ``mid``: an UNSUBACK's packet id."""
         self.heard_s = t
         probe = self.outstanding
         if mid is not None and probe is not None and probe[0] == mid:

@@ -1,6 +1,6 @@
 """The analyzer service: MQTT in, scored results out (the imperative shell around the core).
 
-Threads: paho's network thread only enqueues (messages and PUBACKs of our own publishes); one
+Threads: the link's network thread only enqueues (messages and PUBACKs of our own publishes); one
 worker thread decodes, joins, scores in batches, publishes, and acknowledges.
 
 No sample is lost to a crash: frames arrive with QoS 1 on a persistent session and manual acks
@@ -65,7 +65,7 @@ STAGE = "analyzer"
 BATCH_MAX = 256
 """Most messages the worker takes per round; a backlog is scored in batches of this size."""
 INBOX_FRAMES = INFLIGHT_WINDOW
-"""Frames waiting for the worker. When the inbox holds this many, paho's thread waits for the
+"""Frames waiting for the worker. When the inbox holds this many, the link's thread waits for the
 worker (sqal.subscriber.Handoff): the broker is held back instead of a frame being dropped. Our
 PUBACKs, probe answers and link changes take no place and never wait."""
 CONFLICT_DETAIL = (
@@ -74,7 +74,7 @@ CONFLICT_DETAIL = (
 SHUTDOWN_GRACE_S = 3.0
 GIL_SWITCH_S = 0.0005
 """How long a thread may hold the GIL while another waits (CPython's default: 5 ms). The worker
-runs ~1,000 small numpy calls per batch without releasing the GIL, so paho's network thread,
+runs ~1,000 small numpy calls per batch without releasing the GIL, so the link's network thread,
 woken by a frame or by our own publish, waited up to 5 ms for it before reading the socket or
 writing the result: that wait was most of the latency tail at 200 samples/s (bench.analyzer)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -82,7 +82,7 @@ BROKER_SILENT_S = 10.0
 """A liveness probe unanswered this long fails ``/healthz``: the broker is connected but frozen."""
 MAX_HOLD_S = 30.0
 """Longest a lone half waits past its join timeout for the broker to show it works (a frozen
-broker is dropped by paho's keep-alive, 30 s, within about twice that; away, timeouts pause)."""
+broker is dropped by the link's keep-alive, 30 s, within about twice that; away, timeouts pause)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class AnalyzerConfig:
 
 @dataclass(frozen=True)
 class _Back:
-    """The broker connection is back, since ``at_s`` (stamped in paho's thread, before any
+    """The broker connection is back, since ``at_s`` (stamped in the link's thread, before any
     message of the new connection)."""
 
     at_s: float
@@ -221,7 +221,7 @@ class AnalyzerService:
         self.ready = threading.Event()
         self.registry.healthy = self._health
 
-    # --- paho's network thread: enqueue only -------------------------------------------
+    # --- the link's network thread: enqueue only -------------------------------------
     def _on_message(self, d: Delivery) -> bool:
         self.liveness.heard(d.arrived_s)
         return self.inbox.put(d)
@@ -281,7 +281,7 @@ class AnalyzerService:
                     raise BrokerError(self.sub.failure)
             self._finish_in_flight()
         finally:
-            self.inbox.close()  # paho's thread may wait for room: let it go, then join it
+            self.inbox.close()  # the link's thread may wait for room: let it go, then join it
             self.sub.stop()
 
     def _finish_in_flight(self) -> None:

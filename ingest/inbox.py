@@ -1,6 +1,6 @@
-"""The hand-off between paho's network thread and the ingest worker, cut into batches.
+"""The hand-off between the link's network thread and the ingest worker, cut into batches.
 
-paho's ``on_message`` puts each message here (:class:`sqal.subscriber.Handoff`): when the inbox
+The link's ``on_message`` puts each message here (:class:`sqal.subscriber.Handoff`): when the inbox
 is full it waits for the worker, so the broker stops sending instead of anything being dropped.
 It holds the inflight window, the most messages the broker should have unacknowledged with us.
 """

@@ -1,7 +1,7 @@
 """The ingest service loop: take a batch, decode, write in one transaction, ack in order.
 
 ```text
-paho thread ── on_message ──▶ Inbox (bounded) ──take()──▶ worker: decode → BatchWriter.write
+link thread ── on_message ──▶ Inbox (bounded) ──take()──▶ worker: decode → BatchWriter.write
                                                                    │ commit
                                    ack in arrival order ◀──────────┘ (+ dead letters published)
 ```
@@ -232,7 +232,7 @@ class IngestService:
         finally:
             if server is not None:
                 server.stop()
-            self.inbox.close()  # paho's thread may wait for room: let it go, then join it
+            self.inbox.close()  # the link's thread may wait for room: let it go, then join it
             self.link.stop()
             self.writer.close()
 
