@@ -305,6 +305,10 @@ class AnalyzerService:
 
     # --- the worker ------------------------------------------------------------------
     def _round(self) -> None:
+        with self.sub.corked():  # the round's results and acks leave in one write
+            self._work()
+
+    def _work(self) -> None:
         events: list[_Event] = []
         try:
             first = self.inbox.get(self._wait_s(time.monotonic()))

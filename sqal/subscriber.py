@@ -50,6 +50,7 @@ service does with a message (batches, joins, liveness probes) stays in the servi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -491,6 +492,10 @@ class Subscriber:
             # The link counts accepted connections as this counts generations: one PUBACK
             # write, dropped if the connection that delivered them has gone meanwhile.
             return self._link.ack([mid for mid, qos in due if qos > 0], gen)
+
+    def corked(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose publishes and acks go out together when it ends (:meth:`Link.corked`)."""
+        return self._link.corked()
 
     def publish(self, topic: str, payload: bytes) -> int:
         """Publish at QoS 1 without waiting (the link queues it while disconnected).

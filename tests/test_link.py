@@ -210,3 +210,15 @@ def test_acks_of_a_connection_that_is_gone_are_dropped(broker: Mosquitto) -> Non
         pub.loop_stop()
     finally:
         link.close()
+
+
+def test_writes_in_a_corked_block_leave_together_when_it_ends(broker: Mosquitto) -> None:
+    link, events = new_link(broker, f"link-{uuid.uuid4().hex[:8]}")
+    try:
+        with link.corked():
+            mids = [link.publish("sqal/v1/Tcork/dev/result", b"r%d" % i) for i in range(5)]
+            time.sleep(0.3)
+            assert events.pubacks == []  # held back: nothing was sent
+        assert wait_until(lambda: sorted(events.pubacks) == sorted(mids), TIMEOUT_S)
+    finally:
+        link.close()
