@@ -20,6 +20,7 @@ from sqal.wire import (
     DeviceConfig,
     DeviceState,
     DeviceStatus,
+    Grade,
     Kind,
     Result,
     SpectralFrame,
@@ -376,3 +377,16 @@ def test_a_lot_decodes_from_its_line_topic_and_bad_ones_are_named() -> None:
         with pytest.raises(PayloadError) as err:
             decode_lot(topic, payload)
         assert err.value.reason is reason, (topic, payload)
+
+
+@pytest.mark.parametrize("ts", ["1700000000", "1700000000.5"])
+def test_a_result_s_ts_is_an_rfc3339_date_time_like_a_frame_s(ts: str) -> None:
+    """contract.md: a string of digits is not a ``ts``. A result's took one as Unix seconds
+    (2023-11-14) because it lacked the frames' check."""
+    from tests.test_ingest_frames import result
+
+    doc = json.loads(encode(result("d1", 1, Grade.A, 0.5, [])))
+    doc["ts"] = ts
+    with pytest.raises(PayloadError, match="RFC 3339") as info:
+        decode_as(Result, json.dumps(doc).encode())
+    assert info.value.reason is DeadReason.SCHEMA

@@ -569,7 +569,7 @@ class Result(_Payload):
     """An analysed sample: per-sensor sections (``null`` when a frame never came) and fusion."""
 
     sample_id: SampleId
-    ts: AwareDatetime
+    ts: Timestamp
     profile: str
     calibration_id: str | None = None
     tof: TofResult | None
