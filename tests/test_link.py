@@ -60,6 +60,17 @@ def test_properties_of_every_shape_are_read_and_skipped() -> None:
         read_properties(b"\x02\x7f\x00", 0, 3)  # an unknown identifier
 
 
+def unconnected_link() -> Link:
+    """A link never connected: its parser, fed bytes by the test."""
+    return Link(
+        parse_broker_url("mqtt://127.0.0.1:1"),
+        "t",
+        keepalive_s=30,
+        session_expiry_s=0,
+        receive_maximum=10,
+    )
+
+
 def _publish(topic: str, payload: bytes, mid: int | None, retain: bool = False) -> bytes:
     qos = 0 if mid is None else 1
     head = utf8(topic) + (b"" if mid is None else mid.to_bytes(2, "big"))
@@ -82,13 +93,7 @@ def test_packets_split_anywhere_parse_to_the_same_messages() -> None:
         ("sqal/v1/L1/d2/tof", b"", 65535, 1, False),
     ]
     for cut in [*range(0, 8), *range(len(stream) - 8, len(stream) + 1), 1200, 2310]:
-        link = Link(
-            parse_broker_url("mqtt://127.0.0.1:1"),
-            "t",
-            keepalive_s=30,
-            session_expiry_s=0,
-            receive_maximum=10,
-        )
+        link = unconnected_link()
         got: list[tuple[str, bytes, int, int, bool]] = []
         link.on_message = lambda *m, got=got: got.append(m)
         rest = link._parse(stream[:cut])
@@ -97,15 +102,8 @@ def test_packets_split_anywhere_parse_to_the_same_messages() -> None:
 
 
 def test_a_qos_2_publish_ends_the_connection() -> None:
-    link = Link(
-        parse_broker_url("mqtt://127.0.0.1:1"),
-        "t",
-        keepalive_s=30,
-        session_expiry_s=0,
-        receive_maximum=10,
-    )
     with pytest.raises(ProtocolError):
-        link._parse(packet(PUBLISH | 2 << 1, utf8("t") + b"\x00\x01\x00"))
+        unconnected_link()._parse(packet(PUBLISH | 2 << 1, utf8("t") + b"\x00\x01\x00"))
 
 
 # --- on a real broker ----------------------------------------------------------------------
