@@ -16,6 +16,7 @@ from sqal import __version__
 from sqal.errors import ConfigError
 from sqal.metrics import DEFAULT_METRICS_HOST, MetricsServer
 from sqal.options import MetricsHost, MetricsPort
+from sqal.process import tune_gc
 from sqal.settings import load_settings, parse_broker_url
 from sqal.wire import ID_PATTERN, is_valid_id
 
@@ -110,6 +111,7 @@ def analyzer_command(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+    tune_gc()
     try:
         service.run()
     finally:

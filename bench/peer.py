@@ -17,7 +17,11 @@ migrated database on a private PostgreSQL + TimescaleDB. The flow is :mod:`bench
 Node-RED comes from npm into a temporary folder (:func:`bench.nodered.install`); without node or
 npm, or when the install fails, the bench prints one line and exits 0.
 
-    python -m bench.peer [--frames 20000] [--repeats 3] [--bad-among 2000]
+With ``--workers N`` (2 by default) a third consumer, ``sqal ingest --workers N`` (its own
+database and sessions), runs beside them: N processes on one shared group, the way one command
+uses more than one core; its CPU and RSS are those of all its processes.
+
+    python -m bench.peer [--frames 20000] [--repeats 3] [--bad-among 2000] [--workers 2]
 """
 
 from __future__ import annotations
@@ -77,10 +81,14 @@ class SqalIngest:
     dsn: str
     broker_url: str
     log_dir: Path
+    workers: int = 1
     service: services.Service | None = None
 
     def start(self) -> None:
-        self.service = services.ingest("peer-sqal", self.broker_url, self.dsn, self.log_dir)
+        self.service = services.ingest(
+            f"peer-{self.name.replace(' ', '')}", self.broker_url, self.dsn, self.log_dir,
+            workers=self.workers,
+        )  # fmt: skip
         self.service.wait_healthy()
 
     @property
@@ -93,13 +101,19 @@ class SqalIngest:
             self.service.stop()
 
     def kill(self) -> None:
+        """SIGKILL, to the workers too: a crash of the whole command, not a stop."""
         if self.service is not None:
+            for pid in services.children(self.pid):
+                os.kill(pid, signal.SIGKILL)
             ServiceProcess(self.name, self.pid, signal.SIGTERM, self.service.proc).kill()
 
     def reset_session(self) -> None:
         """Drop the session and what it queued, then subscribe afresh (start once, stop)."""
         if self.service is not None:
-            services.forget_session(self.broker_url, self.service.client_id)
+            cid = self.service.client_id
+            each = [f"{cid}-{i + 1}" for i in range(self.workers)] if self.workers > 1 else [cid]
+            for c in each:
+                services.forget_session(self.broker_url, c)
         self.start()
         self.stop()
 
@@ -224,10 +238,11 @@ def drain(c: Consumer, rows: Rows, n: int) -> dict[str, Any]:
     if probe["first"] is None:
         c.stop()
         raise RuntimeError(f"{c.name} stored nothing in {FIRST_ROW_S:.0f} s (see its log)")
-    cpu0, pg0 = services.cpu_s(c.pid), services.tree_cpu_s(rows.pg_pid)
+    cpu0, pg0 = services.tree_cpu_s(c.pid), services.tree_cpu_s(rows.pg_pid)
     done = wait_rows(rows, lambda k: k >= n)
-    cpu1, pg1 = services.cpu_s(c.pid), services.tree_cpu_s(rows.pg_pid)
-    hwm = services.memory_mb(c.pid, "VmHWM")
+    cpu1, pg1 = services.tree_cpu_s(c.pid), services.tree_cpu_s(rows.pg_pid)
+    # a command's processes together (sqal ingest --workers: the supervisor and its workers)
+    hwm = sum(services.memory_mb(p, "VmHWM") for p in [c.pid, *services.children(c.pid)])
     c.stop()
     if done["count"] < n:
         raise RuntimeError(f"{c.name} stored {done['count']} of {n} frames")
@@ -281,7 +296,7 @@ def bad_input(c: Consumer, rows: Rows, good: int, bad_sid: str) -> dict[str, Any
 
 
 def describe(name: str, r: dict[str, Any]) -> str:
-    return (f"  {name:<9} {r['rows']:,} rows  {r['rows_per_s']:7,.0f} rows/s  "
+    return (f"  {name:<10} {r['rows']:,} rows  {r['rows_per_s']:7,.0f} rows/s  "
             f"CPU {r['cpu_s']:5.2f} s  PostgreSQL CPU {r['pg_cpu_s']:5.2f} s  "
             f"peak RSS {r['rss_mb']:5.0f} MB  start {r['startup_s']:.1f} s  "
             f"load {r['loadavg_1m']:.1f}")  # fmt: skip
@@ -292,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=20_000, help="backlog of ToF frames per run")
     ap.add_argument("--repeats", type=int, default=3, help="alternating drain runs (median)")
     ap.add_argument("--bad-among", type=int, default=2_000, help="good frames around the bad one")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="also run sqal ingest --workers N (1: the one process only)")  # fmt: skip
     args = ap.parse_args(argv)
     print(header("peer"))
     # SIGTERM (a timeout, ^C's cousin) unwinds through the finally blocks below, so every process
@@ -330,9 +347,13 @@ def run(args: argparse.Namespace, folder: Path, inst: nodered.Install) -> None:
         red.write(nodered.flow(mq.port, cid, db, inst.contrib))
         nodered_session(mq.port, cid)
         sqal = SqalIngest("sqal", new_db(admin, "peer_sqal"), mq.url, folder / "logs")
-        sqal.start()  # creates its persistent session and subscriptions
-        sqal.stop()
-        consumers = [NodeRedFlow("node-red", red_db, red, mq.port, cid), sqal]
+        sqal2 = SqalIngest(f"sqal x{args.workers}", new_db(admin, "peer_sqal2"), mq.url,
+                           folder / "logs", workers=args.workers)  # fmt: skip
+        ours = [sqal, sqal2] if args.workers > 1 else [sqal]
+        for s in ours:
+            s.start()  # creates its persistent sessions and subscriptions
+            s.stop()
+        consumers = [NodeRedFlow("node-red", red_db, red, mq.port, cid), *ours]
         counters = {c.name: Rows(c.dsn, pg.process.pid) for c in consumers}
         frames = tof_messages(args.frames)
         print(f"backlog {args.frames:,} ToF frames ({len(frames[0][1]):,} B each) per run, "
@@ -378,17 +399,23 @@ def summary(drains: dict[str, list[dict[str, Any]]], kills: dict[str, dict[str, 
         vals = [r[key] for r in drains[name]]
         return f"{min(vals):,.0f}-{max(vals):,.0f}"
 
-    print(f"median of {args.repeats}        {'node-red':>14} {'sqal ingest':>14}  sqal/node-red")
+    ours = [name for name in drains if name != "node-red"]
+    print(f"median of {args.repeats:<12}{'node-red':>14}"
+          + "".join(f" {name:>14}  {'/node-red':<9}" for name in ours))  # fmt: skip
     for key, label, fmt in (
         ("rows_per_s", "drain rows/s", "{:,.0f}"), ("cpu_s", "CPU s (drain)", "{:.2f}"),
         ("pg_cpu_s", "PostgreSQL CPU s", "{:.2f}"), ("rss_mb", "peak RSS MB", "{:.0f}"),
         ("startup_s", "start-up s", "{:.1f}"),
     ):  # fmt: skip
-        a, b = med("node-red", key), med("sqal", key)
-        ratio = b / a if a else float("nan")
-        print(f"{label:<22}{fmt.format(a):>14} {fmt.format(b):>14}  {ratio:.2f}")
-    print(f"drain rows/s range     {spread('node-red', 'rows_per_s'):>14} "
-          f"{spread('sqal', 'rows_per_s'):>14}")  # fmt: skip
+        a = med("node-red", key)
+        cells = ""
+        for name in ours:
+            b = med(name, key)
+            cells += f" {fmt.format(b):>14}  {(b / a if a else float('nan')):<9.2f}"
+        print(f"{label:<22}{fmt.format(a):>14}{cells}")
+    print(f"drain rows/s range    {spread('node-red', 'rows_per_s'):>14}"
+          + "".join(f" {spread(name, 'rows_per_s'):>14}  {'':<9}" for name in ours))  # fmt: skip
+    print("target: sqal ingest >= 2 x node-red's drain rows/s")
     for name, k in kills.items():
         head = f"kill -9 {name:<9} at {k['stored_at_kill']:,} stored: published {k['published']:,}"
         if "restart_failed" in k:

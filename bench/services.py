@@ -159,13 +159,16 @@ def analyzer(
 
 def ingest(
     name: str, broker: str, dsn: str, log_dir: Path, shared: str | None = None,
-    src: Path | None = None,
+    src: Path | None = None, workers: int = 1,
 ) -> Service:  # fmt: skip
+    """``sqal ingest``; with ``workers`` > 1, ``--workers`` (client ids ``CID-1`` … ``CID-N``)."""
     argv = ["-m", "app", "ingest", "--broker", broker, "--db", dsn]
     cid = f"bench-{name}-{os.getpid()}"
     argv += ["--client-id", cid]
     if shared:
         argv += ["--shared", shared]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     service = start_service(name, argv, log_dir, src)
     service.client_id = cid
     return service

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import replace
+from functools import partial
 from types import FrameType
 from typing import Annotated
 
@@ -15,11 +17,16 @@ from sqal.errors import ConfigError
 from sqal.metrics import DEFAULT_METRICS_HOST
 from sqal.mqtt import INFLIGHT_WINDOW
 from sqal.options import MetricsHost, MetricsPort
+from sqal.process import supervise, tune_gc
 from sqal.settings import load_settings, parse_broker_url
 from sqal.wire import DEAD_LETTERS, TsWindow, is_valid_id, shared
 
 DEFAULT_METRICS_PORT = 9102
 """The analyzer's is 9101 (analyzer.command); one machine runs both with the defaults."""
+WORKERS_GROUP = "ingest"
+"""The shared subscription group of ``--workers`` when ``--shared`` is not given."""
+MAX_WORKERS = 32
+MAX_PORT = 65535
 
 
 def ingest_command(
@@ -75,6 +82,17 @@ def ingest_command(
             "this plus 7 days, from their arrival (ts_out_of_range).",
         ),
     ] = 24.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=MAX_WORKERS,
+            help="Run this many worker processes that split the messages through the shared "
+            f"group --shared (default {WORKERS_GROUP!r}); client ids CLIENT_ID-1 … CLIENT_ID-N, "
+            "metrics on --metrics-port, the next port, and so on.",
+        ),
+    ] = 1,
 ) -> None:
     """Store frames, weights, results and device status from MQTT in TimescaleDB, nothing lost or
     doubled."""
@@ -85,6 +103,11 @@ def ingest_command(
         raise ConfigError(f"--flush-ms {flush_ms}: must be at least 1")
     if shared is not None and not is_valid_id(shared):
         raise ConfigError(f"--shared {shared!r}: a group name is 1-64 of A-Z a-z 0-9 _ -")
+    if workers > 1:
+        shared = shared or WORKERS_GROUP
+        if metrics_port and metrics_port + workers - 1 > MAX_PORT:
+            raise ConfigError(f"--metrics-port {metrics_port}: {workers} workers need the ports "
+                              f"up to {metrics_port + workers - 1}")  # fmt: skip
     cfg = IngestConfig(
         broker=settings.broker,
         dsn=settings.db.get_secret_value(),
@@ -97,6 +120,24 @@ def ingest_command(
         metrics_host=metrics_host,
         ts_window=TsWindow.hours(ts_window_hours),
     )
+    if workers == 1:
+        serve(cfg)
+        return
+    supervise(
+        [
+            partial(serve, replace(
+                cfg,
+                client_id=f"{cfg.client_id}-{i + 1}",
+                metrics_port=cfg.metrics_port + i if cfg.metrics_port else None,
+            ))
+            for i in range(workers)
+        ],
+        "ingest",
+    )  # fmt: skip
+
+
+def serve(cfg: IngestConfig) -> None:
+    """One worker, in this process, until SIGTERM or SIGINT."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -104,4 +145,5 @@ def ingest_command(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tune_gc()
     IngestService(cfg).run(stop)
