@@ -228,8 +228,13 @@ def test_a_service_subscribes_and_acks_over_tls(
     received and acknowledged; a wrong password is refused with the broker's reason."""
     monkeypatch.setenv("SSL_CERT_FILE", str(secure.certs.ca_cert))
     got: list[Delivery] = []
+
+    def take(d: Delivery) -> bool:
+        got.append(d)
+        return True
+
     url = secure.url("ingest", tls=True)
-    sub = Subscriber(url, "sqal-ingest", [f"{T}/+/tof"], lambda d: got.append(d) is None)
+    sub = Subscriber(url, "sqal-ingest", [f"{T}/+/tof"], take)
     sub.start()
     try:
         assert sub.listening
@@ -244,7 +249,7 @@ def test_a_service_subscribes_and_acks_over_tls(
         assert isinstance(sub._link.socket(), ssl.SSLSocket)
     finally:
         sub.stop()
-    wrong = Subscriber(secure.url("ingest", "wrong-password", tls=True), "x", ["a/b"], got.append)
+    wrong = Subscriber(secure.url("ingest", "wrong-password", tls=True), "x", ["a/b"], take)
     with pytest.raises(BrokerError, match="Not authorized"):
         wrong.start(timeout_s=5)
 

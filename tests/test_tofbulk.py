@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sqal.errors import PayloadError
-from sqal.wire import TOF_MATRICES, DeviceTopic, Kind, decode, decode_tof_bulk
+from sqal.wire import TOF_MATRICES, DeviceTopic, Kind, TofFrame, decode, decode_tof_bulk
 from sqal.wire.models import FLOAT4_MAX
 from storage.arrays import prepack
 from storage.rows import tof_block_rows, tof_row
@@ -59,6 +59,7 @@ def slow_row(p: bytes) -> tuple[object, ...] | None:
         f = decode(TOPIC, p)
     except PayloadError:
         return None
+    assert isinstance(f, TofFrame)
     return prepack(TOF, [tof_row(TOPIC, f)])[0]
 
 
