@@ -1,8 +1,6 @@
 """Decode + validate ToF and spectral frames on one core, against a plain ``json.loads``.
 
-Also ingest's two paths from a batch of ToF payloads to rows packed for COPY: one frame at a
-time through pydantic, and in bulk (:mod:`sqal.wire.tofbulk`). Target (Foundation issue):
->= 50,000 ToF frames/s. The reference is ``json.loads`` of the same
+Target (Foundation issue): >= 50,000 ToF frames/s. The reference is ``json.loads`` of the same
 bytes, which only parses and builds dicts; the codec parses, validates every field and builds a
 frozen model.
 """
@@ -11,27 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import numpy as np
 
 from bench.common import header, rate
-from sqal.wire import (
-    SpectralFrame,
-    TofFrame,
-    decode,
-    decode_tof_bulk,
-    device_topic,
-    encode,
-    parse_topic,
-)
+from sqal.process import tune_gc
+from sqal.wire import SpectralFrame, TofFrame, decode, device_topic, encode, parse_topic
 from sqal.wire.codec import decode_as
-from storage.arrays import prepack
-from storage.rows import pending_row, tof_block_rows
-from storage.tables import TOF
 
 N = 20_000
-BATCH = 500  # ingest's default batch (ingest.batching.DEFAULT_BATCH_ROWS)
 
 
 def sample_tof(rng: np.random.Generator) -> TofFrame:
@@ -78,6 +64,7 @@ def sample_spectral() -> SpectralFrame:
 
 def main() -> None:
     print(header("codec"))
+    tune_gc()  # as the services run (sqal.process): the cyclic GC otherwise adds ±50 % noise
     tof = encode(sample_tof(np.random.default_rng(7)))
     spec = encode(sample_spectral())
     tof_topic = device_topic("L1", "dev-01", "tof")
@@ -102,26 +89,6 @@ def main() -> None:
     print(f"decode tof + topic     {res:>10,.0f} frames/s  (±{spread:.0%})")
     res, spread = rate(loop(lambda b: decode(tof_topic, b), tof), N)
     print(f"decode tof + parse     {res:>10,.0f} frames/s  (±{spread:.0%})")
-    # ingest's path for a batch of ToF frames: decode and rows packed for COPY, both ways
-    batch = [(parsed, encode(sample_tof(np.random.default_rng(i)))) for i in range(BATCH)]
-    now = datetime.now(UTC)
-
-    def per_frame() -> None:
-        rows = [pending_row(t, decode(t, p), now, p, 0) for t, p in batch]
-        prepack(TOF, [r.values for r in rows if r is not None])
-
-    def bulk() -> None:
-        for b in decode_tof_bulk(batch):
-            n = len(b.positions)
-            tof_block_rows(b, [parsed] * n, [batch[i][1] for i in b.positions], b.positions)
-
-    slow, slow_spread = rate(per_frame, BATCH, repeats=15)
-    fast, fast_spread = rate(bulk, BATCH, repeats=15)
-    print(
-        f"ingest rows, {BATCH} ToF: pydantic + prepack {slow:>8,.0f} frames/s (±{slow_spread:.0%}) "
-        f"{1e6 / slow:.1f} µs; bulk {fast:>8,.0f} frames/s (±{fast_spread:.0%}) "
-        f"{1e6 / fast:.1f} µs; {fast / slow:.2f}x"
-    )
     ref, _ = rate(loop(json.loads, spec), N)
     res, spread = rate(loop(lambda b: decode_as(SpectralFrame, b), spec), N)
     print(

@@ -58,7 +58,7 @@ from embedded import free_port, start_mosquitto, start_postgres  # noqa: E402
 from sqal.mqtt import client_id, paho_client  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
-LOADS = (50, 200, 500, 1000, 2000, 4000)
+LOADS = (50, 200, 500, 1000, 1500, 2000, 4000)
 SERVER = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 """As bench.ingest (the COPY denominator): the disk is not what this box is sized by here."""
 

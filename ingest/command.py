@@ -90,7 +90,8 @@ def ingest_command(
             max=MAX_WORKERS,
             help="Run this many worker processes that split the messages through the shared "
             f"group --shared (default {WORKERS_GROUP!r}); client ids CLIENT_ID-1 … CLIENT_ID-N, "
-            "metrics on --metrics-port, the next port, and so on.",
+            "metrics on --metrics-port, the next port, and so on. Not on a broker that binds "
+            "client ids to users (one --shared process per user there).",
         ),
     ] = 1,
 ) -> None:

@@ -42,17 +42,14 @@ from sqal.wire import (
     DeadReason,
     DeviceState,
     DeviceStatus,
-    DeviceTopic,
     Kind,
     TofFrame,
-    TofHead,
     TsWindow,
     dead_letter,
     dead_letter_topic,
     decode,
     decode_as,
     decode_lot,
-    decode_tof_bulk,
     encode,
     is_config_deleted,
     is_dead_letter_topic,
@@ -63,7 +60,7 @@ from sqal.wire import (
     shared,
     subscription,
 )
-from storage.rows import DeadRow, LotRow, PendingRow, pending_row, tof_block_rows
+from storage.rows import DeadRow, LotRow, PendingRow, pending_row
 from storage.writer import BatchWriter, BrokerStat, WriteReport, retry_fixes
 
 log = logging.getLogger(__name__)
@@ -89,8 +86,6 @@ BROKER_COUNTERS = {
 10 s by default). ``publish/messages/dropped`` counts QoS 1/2 messages the broker threw away
 because a client's queue was full (``max_queued_messages``): loss no subscriber can see
 otherwise. Subscribed without ``$share`` (each worker reads them; rows are keyed by time)."""
-
-_TOF_SUFFIX = "/" + Kind.TOF.value
 
 LOG_EVERY_S = 10.0
 """A repeating condition (database down, dead letters of one reason) is logged this often."""
@@ -304,7 +299,6 @@ class IngestService:
         out = _Prepared([], [], [], [], [])
         received: Counter[str] = Counter()
         gaps = 0
-        fast = self._fast_tof(batch)
         for i, item in enumerate(batch):
             counter = BROKER_COUNTERS.get(item.topic)
             if counter is not None:
@@ -333,17 +327,6 @@ class IngestService:
                 out.dead.append(self._dead(item, err, out))
                 continue
             received[topic.kind.value] += 1
-            hit = fast.get(i)
-            if hit is not None:  # a ToF frame decoded in bulk: its row is ready
-                head, ready = hit
-                try:
-                    self.cfg.ts_window.check(head, now, item.topic, item.retained)
-                except PayloadError as err:
-                    out.dead.append(self._dead(item, err, out))
-                    continue
-                gaps += self.seq.observe(head.device_id, head.seq)
-                out.rows.append(ready)
-                continue
             if is_config_deleted(topic, item.payload):
                 # `sqal config delete`: nothing to store (the config history keeps the last one).
                 log.info("config of %s/%s deleted", topic.line, topic.device)
@@ -366,29 +349,6 @@ class IngestService:
             self.metrics.received.inc(n, label=label)
         if gaps:
             self.metrics.seq_gaps.inc(gaps)
-        return out
-
-    @staticmethod
-    def _fast_tof(batch: Sequence[Delivery]) -> dict[int, tuple[TofHead, PendingRow]]:
-        """The batch's ToF frames that decode in bulk (:mod:`sqal.wire.tofbulk`), by position,
-        with their rows; the others (and every refusal) take :func:`sqal.wire.decode`."""
-        picked: list[tuple[int, DeviceTopic, bytes]] = []
-        for i, item in enumerate(batch):
-            if item.topic.endswith(_TOF_SUFFIX):
-                try:
-                    topic = parse_topic(item.topic)
-                except PayloadError:
-                    continue
-                picked.append((i, topic, item.payload))
-        out: dict[int, tuple[TofHead, PendingRow]] = {}
-        if not picked:
-            return out
-        for block in decode_tof_bulk([(t, p) for _, t, p in picked]):
-            chosen = [picked[k] for k in block.positions]
-            tags, topics, payloads = zip(*chosen, strict=True)
-            rows = tof_block_rows(block, topics, payloads, tags)
-            for (i, _, _), head, row in zip(chosen, block.heads, rows, strict=True):
-                out[i] = (head, row)
         return out
 
     def _broker_stat(self, counter: str, payload: bytes, now: datetime, out: _Prepared) -> None:

@@ -67,9 +67,8 @@ def prepack(table: Table, rows: list[tuple[object, ...]]) -> list[tuple[object, 
 
     Numpy's fixed cost per call (~10 µs) dwarfs 64 elements, so a column of n same-shaped
     arrays is converted at once and cut into n :class:`PackedArray`. A column whose arrays
-    differ in shape (4x4 next to 8x8) or hold a NULL is left to the per-value dumper; values
-    that are a :class:`PackedArray` already are kept. The conversion is also the range check:
-    numpy refuses a Python int that does not fit.
+    differ in shape (4x4 next to 8x8) or hold a NULL is left to the per-value dumper. The
+    conversion is also the range check: numpy refuses a Python int that does not fit.
 
     Args:
         table: the rows' table (its COPY types say which columns are arrays).
@@ -86,46 +85,28 @@ def prepack(table: Table, rows: list[tuple[object, ...]]) -> list[tuple[object, 
         if spec is None:
             continue
         _, elem_oid, dtype = spec
-        todo = [j for j, r in enumerate(rows) if not isinstance(r[i], PackedArray)]
-        if not todo:
-            continue  # packed by the caller (storage.rows.tof_block_rows)
+        column = [r[i] for r in rows]
         try:
             with np.errstate(over="raise", invalid="ignore"):
-                block = np.asarray([rows[j][i] for j in todo], dtype=dtype)
+                block = np.asarray(column, dtype=dtype)
         except (OverflowError, FloatingPointError) as exc:
             raise OutOfRangeError(f"column {name}: {exc}") from None
         except (ValueError, TypeError):
             continue  # ragged or NULLs: per-value dumping
-        packed = pack_rows(block.reshape(len(todo), -1), elem_oid, dtype)
-        for j, p in zip(todo, packed, strict=True):
-            out[j][i] = p
+        n = len(rows)
+        flat = block.reshape(n, -1)
+        k = flat.shape[1]
+        if k == 0:
+            continue
+        size = flat.itemsize
+        rec = np.empty((n, k, 4 + size), np.uint8)
+        rec[:, :, :4] = _LENGTH[size]
+        rec[:, :, 4:] = flat.view(np.uint8).reshape(n, k, size)
+        head = np.array([1, 0, elem_oid, k, 1], dtype=">i4").tobytes()
+        body = rec.reshape(n, -1)
+        for j in range(n):
+            out[j][i] = PackedArray(head + body[j].tobytes())
     return [tuple(r) for r in out]
-
-
-def pack_rows(flat: np.ndarray, elem_oid: int, dtype: str) -> list[PackedArray]:
-    """Each row of a 2-D array as one binary array (one numpy pass for all of them).
-
-    Args:
-        flat: ``(n, k)`` numbers, already range-checked for ``dtype``.
-    """
-    n, k = flat.shape
-    if k == 0:
-        return [PackedArray(np.array([0, 0, elem_oid], dtype=">i4").tobytes())] * n
-    with np.errstate(over="raise", invalid="ignore"):
-        typed = flat.astype(dtype, copy=False)
-    size = typed.itemsize
-    rec = np.empty((n, k, 4 + size), np.uint8)
-    rec[:, :, :4] = _LENGTH[size]
-    rec[:, :, 4:] = typed.view(np.uint8).reshape(n, k, size)
-    head = np.array([1, 0, elem_oid, k, 1], dtype=">i4").tobytes()
-    body = rec.reshape(n, -1)
-    return [PackedArray(head + body[j].tobytes()) for j in range(n)]
-
-
-def pack_column(typ: str, flat: np.ndarray) -> list[PackedArray]:
-    """:func:`pack_rows` for a column of SQL type ``typ`` (``int2[]``, ``int4[]``, ``float4[]``)."""
-    _, elem_oid, dtype = _ARRAYS[typ]
-    return pack_rows(flat, elem_oid, dtype)
 
 
 def _dumper(array_oid: int, elem_oid: int, dtype: str) -> type[Dumper]:
@@ -156,8 +137,6 @@ __all__ = [
     "PackedArray",
     "PyFormat",
     "pack_array",
-    "pack_column",
-    "pack_rows",
     "prepack",
     "register_array_dumpers",
 ]

@@ -21,7 +21,6 @@ from psycopg.types.json import Jsonb
 
 from sqal.wire import (
     CHANNELS,
-    TOF_MATRICES,
     DeviceConfig,
     DeviceStatus,
     DeviceTopic,
@@ -30,11 +29,9 @@ from sqal.wire import (
     Recheck,
     Result,
     SpectralFrame,
-    TofBlock,
     TofFrame,
     Weight,
 )
-from storage.arrays import pack_column
 from storage.tables import (
     CONFIG,
     DEAD_LETTERS,
@@ -141,38 +138,6 @@ def tof_row(topic: DeviceTopic, f: TofFrame) -> tuple[object, ...]:
         h.ambient if h else None,
         _extra(f.model_extra, hist_extra),
     )
-
-
-_HIST_COLUMNS = 7  # hist_start_bin … hist_ambient: NULL without a histogram
-_TOF_TYPES = dict(TOF.columns)
-
-
-def tof_block_rows(
-    block: TofBlock, topics: Sequence[DeviceTopic], payloads: Sequence[bytes], tags: Sequence[int]
-) -> list[PendingRow]:
-    """The rows of a block of :func:`sqal.wire.tofbulk.decode_tof_bulk`, matrices packed.
-
-    What :func:`tof_row` gives for the same frames (a fast-path frame has no histogram and no
-    unknown field), with each matrix already in binary array form, packed for the whole block
-    at once (:func:`storage.arrays.pack_column`).
-
-    Args:
-        topics, payloads, tags: per frame of the block, in its order.
-    """
-    packed = [pack_column(_TOF_TYPES[name], block.matrices[name]) for name in TOF_MATRICES]
-    tail = (None,) * (_HIST_COLUMNS + 1)  # no histogram, no extra
-    table = TOF.name
-    out = []
-    for j, h in enumerate(block.heads):
-        topic = topics[j]
-        values = (
-            h.ts, topic.line, h.device_id, h.sample_id, h.seq, h.v, h.layout,
-            *(p[j] for p in packed),
-            h.ranging_hz, h.integration_ms, h.sensor_temp_c,
-            *tail,
-        )  # fmt: skip
-        out.append(PendingRow(table, values, str(topic), payloads[j], tags[j]))
-    return out
 
 
 def spectral_row(topic: DeviceTopic, f: SpectralFrame) -> tuple[object, ...]:

@@ -35,7 +35,6 @@ from sqal.wire.models import (
     AS7341_GAINS,
     MAX_MASS_G,
     SCHEMA_VERSION,
-    TOF_MATRICES,
     AnalyzerInfo,
     Calibration,
     CheckweigherSettings,
@@ -63,7 +62,6 @@ from sqal.wire.models import (
     WeighedResult,
     Weight,
 )
-from sqal.wire.tofbulk import TofBlock, TofHead, decode_tof_bulk
 from sqal.wire.topics import (
     DEAD_LETTERS,
     DEAD_ROOT,
@@ -105,7 +103,6 @@ __all__ = [
     "ROOT",
     "SAMPLE_KINDS",
     "SCHEMA_VERSION",
-    "TOF_MATRICES",
     "AnalyzerInfo",
     "Calibration",
     "Channel",
@@ -136,9 +133,7 @@ __all__ = [
     "SpectralFrame",
     "SpectralResult",
     "SpectralSettings",
-    "TofBlock",
     "TofFrame",
-    "TofHead",
     "TofHistogram",
     "TofResult",
     "TofSettings",
@@ -154,7 +149,6 @@ __all__ = [
     "decode_lot",
     "decode_spectral",
     "decode_tof",
-    "decode_tof_bulk",
     "device_topic",
     "encode",
     "is_config_deleted",

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar, overload
+from typing import TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,9 +35,6 @@ from sqal.wire.models import (
     Weight,
 )
 from sqal.wire.topics import DeviceTopic, kind_of, parse_lot_topic, parse_topic
-
-if TYPE_CHECKING:
-    from sqal.wire.tofbulk import TofHead  # tofbulk imports this module
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Largest payload accepted. An 8x8 ToF frame with its CNH histogram is about 12 KiB."""
@@ -160,11 +157,7 @@ class TsWindow:
         return cls(timedelta(hours=h), timedelta(hours=h) + timedelta(days=7))
 
     def check(
-        self,
-        obj: Frame | TofHead,
-        arrived: datetime,
-        topic: str | None = None,
-        retained: bool = False,
+        self, obj: Frame, arrived: datetime, topic: str | None = None, retained: bool = False
     ) -> None:
         """Raise ``ts_out_of_range`` unless ``obj.ts`` (when it has one) is inside the window.
 

@@ -61,7 +61,7 @@ INT8_MAX = 2**63 - 1
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
 
 
-def parse_timestamp(value: object) -> object:
+def _rfc3339(value: object) -> object:
     """An RFC 3339 string parsed here (so strict validation sees a datetime), or a datetime."""
     if isinstance(value, datetime):
         return value
@@ -73,7 +73,7 @@ def parse_timestamp(value: object) -> object:
     raise ValueError("must be an RFC 3339 date-time such as 2026-12-05T08:00:00Z")
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(parse_timestamp)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 """An aware time, from an RFC 3339 string on the wire (never a number, nor digits in a string)."""
 Text = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00]*$")]
 """Free text that a ``text`` column holds (no NUL)."""
@@ -152,7 +152,7 @@ class _Frame(_Payload):
     ts: Timestamp
 
 
-TOF_MATRICES = (
+_MATRICES = (
     "distance_mm",
     "target_status",
     "signal_per_spad",
@@ -198,7 +198,7 @@ class TofFrame(_Frame):
         # attributes cost a quarter of the whole decode (bench/codec.py).
         n = self.layout
         fields = self.__dict__
-        for name in TOF_MATRICES:
+        for name in _MATRICES:
             rows = fields[name]
             if len(rows) != n:
                 raise ValueError(f"{name} must be {n}x{n} (layout {n})")
