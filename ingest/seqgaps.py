@@ -41,10 +41,16 @@ class SeqTracker:
             return 0
         floor = seq - self.window  # numbers below it are confirmed lost
         jumped = max(0, floor - (s.highest + 1))  # never materialised: seq may jump by 2**31
+        settled = s.highest - self.window  # every missing number is at or above it
         s.missing.update(range(max(s.highest + 1, floor), seq))
         s.highest = seq
-        confirmed = {m for m in s.missing if m < floor}
-        s.missing -= confirmed
+        # The newly confirmed lie in [settled, floor): look through that range or through the
+        # set, whichever is shorter (a device that skips numbers keeps ~window of them missing).
+        if floor - settled <= len(s.missing):
+            confirmed = [m for m in range(settled, floor) if m in s.missing]
+        else:
+            confirmed = [m for m in s.missing if m < floor]
+        s.missing.difference_update(confirmed)
         return jumped + len(confirmed)
 
     def pending(self) -> int:

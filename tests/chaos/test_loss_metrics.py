@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ingest.seqgaps import REORDER_WINDOW, SeqTracker
 from sqal.mqtt import client_id, paho_client
@@ -33,6 +35,39 @@ def test_a_huge_jump_is_counted_without_materialising_it() -> None:
     t.observe("d", 0)
     assert t.observe("d", 2**40) == 2**40 - 1 - REORDER_WINDOW
     assert t.pending() == REORDER_WINDOW
+
+
+def _reference_gaps(seqs: list[int], window: int) -> tuple[list[int], int]:
+    """The tracker's rule written plainly: every missing number scanned on every frame."""
+    highest: int | None = None
+    missing: set[int] = set()
+    out = []
+    for seq in seqs:
+        if highest is None or seq < highest - window:
+            highest, missing = seq, set()
+            out.append(0)
+            continue
+        if seq <= highest:
+            missing.discard(seq)
+            out.append(0)
+            continue
+        floor = seq - window
+        jumped = max(0, floor - (highest + 1))
+        missing.update(range(max(highest + 1, floor), seq))
+        highest = seq
+        confirmed = {m for m in missing if m < floor}
+        missing -= confirmed
+        out.append(jumped + len(confirmed))
+    return out, len(missing)
+
+
+@given(
+    st.lists(st.integers(0, 400), max_size=80) | st.lists(st.integers(0, 40), max_size=80),
+    st.integers(1, 16),
+)
+def test_gaps_match_the_plain_rule(seqs: list[int], window: int) -> None:
+    t = SeqTracker(window=window)
+    assert ([t.observe("d", s) for s in seqs], t.pending()) == _reference_gaps(seqs, window)
 
 
 def test_a_reboot_starts_a_new_stream() -> None:
