@@ -12,7 +12,9 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
+from multiprocessing.queues import SimpleQueue
 from types import FrameType
+from typing import Any
 
 from sqal.errors import ServiceError, SqalError
 
@@ -50,14 +52,14 @@ def _stop_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _child(target: Callable[[], None], parent: int, name: str) -> None:
+def _child(target: Callable[[], None], parent: int, index: int, why: SimpleQueue[Any]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the target installs its own handlers
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _stop_with_parent(parent)
     try:
         target()
     except SqalError as exc:
-        sys.stderr.write(f"Error: {name}: {exc}\n")
+        why.put((index, str(exc)))  # the supervisor prints the one Error line
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -77,14 +79,17 @@ def supervise(targets: Sequence[Callable[[], None]], what: str) -> None:
         what: the workers' name in messages (``ingest``).
 
     Raises:
-        ServiceError: a worker stopped without being asked (its own ``Error:`` line is above).
+        ServiceError: a worker stopped without being asked: its own error (a
+            :class:`~sqal.errors.SqalError` it raised), else its exit code. What the other
+            workers raised meanwhile is logged.
     """
     ctx = multiprocessing.get_context("fork")  # the workers share the parsed configuration
     n = len(targets)
+    why: SimpleQueue[Any] = ctx.SimpleQueue()
     procs = [
         ctx.Process(
             target=_child,
-            args=(t, os.getpid(), f"{what} worker {i + 1}/{n}"),
+            args=(t, os.getpid(), i, why),
             name=f"{what}-{i + 1}",
             daemon=False,
         )
@@ -123,6 +128,13 @@ def supervise(targets: Sequence[Callable[[], None]], what: str) -> None:
             signal.signal(s, h)
         for p in procs:
             p.join()
+    reasons: dict[int, str] = {}
+    while not why.empty():
+        index, reason = why.get()
+        reasons.setdefault(index, reason)
+    for index, reason in sorted(reasons.items()):
+        if index != first:
+            log.warning("%s worker %d/%d: %s", what, index + 1, n, reason)
     if first is not None:
-        code = procs[first].exitcode
-        raise ServiceError(f"{what} worker {first + 1} of {n} stopped (exit code {code})")
+        said = reasons.get(first, f"stopped (exit code {procs[first].exitcode})")
+        raise ServiceError(f"{what} worker {first + 1} of {n}: {said}")

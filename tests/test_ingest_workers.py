@@ -179,4 +179,22 @@ def test_a_worker_that_dies_ends_the_command_with_one_error_line(command: Comman
     assert proc.wait(30) == 1
     assert gone(first)
     errors = [line for line in command.log.read_text().splitlines() if line.startswith("Error:")]
-    assert errors == [f"Error: ingest worker 2 of {WORKERS} stopped (exit code -9)"], errors
+    assert errors == [f"Error: ingest worker 2 of {WORKERS}: stopped (exit code -9)"], errors
+
+
+def test_workers_that_cannot_start_end_the_command_with_one_error_line(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    closed = free_port()  # nothing listens there
+    args = [
+        sys.executable, "-m", "ingest", "--broker", f"mqtt://127.0.0.1:{closed}",
+        "--db", migrated(fresh_db), "--client-id", "test-workers-nobroker", "--workers", "2",
+        "--metrics-port", "0",
+    ]  # fmt: skip
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith("Error: ingest worker "), errors
+    assert str(closed) in errors[0]
+    assert "Traceback" not in done.stderr
