@@ -1,5 +1,5 @@
 """``python -m app`` runs the CLI (the same as the ``sqal`` command)."""
 
-from app.cli import main
+from app.entry import main
 
 main()

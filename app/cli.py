@@ -13,22 +13,15 @@ from typing import Annotated, Any
 
 import typer
 
+from app.base import ROOT_HELP, new_app, run, setup_logs
 from sqal import __version__
 from sqal.errors import ConfigError, SqalError
 from sqal.settings import DEFAULT_MQTT_PORT, DEFAULT_PG_PORT, load_settings, parse_aware_time
 
-
-def _app(help_text: str) -> typer.Typer:
-    return typer.Typer(
-        help=help_text,
-        pretty_exceptions_enable=False,
-        rich_markup_mode=None,
-        no_args_is_help=True,
-        add_completion=False,
-    )
+_app = new_app
 
 
-app = _app("SQAL: sensor-based quality control for food production lines.")
+app = _app(ROOT_HELP)
 services_app = _app("The embedded Mosquitto and PostgreSQL+TimescaleDB under --data-dir.")
 contract_app = _app("The MQTT wire contract.")
 app.add_typer(services_app, name="services")
@@ -46,33 +39,7 @@ Broker = Annotated[
 ]
 
 
-@app.callback()
-def _logging(
-    log_format: Annotated[
-        str | None,
-        typer.Option(
-            "--log-format",
-            metavar="text|json",
-            help="Logs on stderr as text (a terminal) or JSON lines (a log collector) "
-            "[env SQAL_LOG_FORMAT; default text].",
-            show_default=False,
-        ),
-    ] = None,
-    log_level: Annotated[
-        str | None,
-        typer.Option(
-            "--log-level",
-            metavar="LEVEL",
-            help="DEBUG, INFO, WARNING or ERROR [env SQAL_LOG_LEVEL; default INFO].",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """SQAL: sensor-based quality control for food production lines."""
-    from sqal.logs import setup_logging
-
-    settings = load_settings(log_format=log_format, log_level=log_level)
-    setup_logging(settings.log_format, settings.log_level)
+app.callback()(setup_logs)
 
 
 def _emit(obj: Any, as_json: bool, text: str) -> None:
@@ -539,11 +506,4 @@ def main(argv: list[str] | None = None) -> None:
     Args:
         argv: arguments without the program name; ``None`` reads ``sys.argv``.
     """
-    try:
-        app(args=argv, prog_name="sqal")
-    except SqalError as exc:
-        sys.stderr.write(f"Error: {exc}\n")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.stderr.write("Error: interrupted\n")
-        sys.exit(130)
+    run(app, argv)
