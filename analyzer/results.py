@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from analyzer.decision import DECISIONS
 from analyzer.fusion import SampleScores
@@ -40,22 +40,36 @@ class SampleMeta:
     lot: str | None = None
 
 
-def _num(x: float | np.floating) -> float | None:
+def _num(x: float) -> float | None:
     """A finite float, or None: NaN and inf never reach a result."""
     v = float(x)
     return v if math.isfinite(v) else None
 
 
-def _codes(row: NDArray[np.int8]) -> list[DefectCode]:
-    return sorted((CODES[j] for j in np.flatnonzero(row)), key=lambda c: c.value)
+def _codes(row: list[int]) -> list[DefectCode]:
+    return sorted((CODES[j] for j, hit in enumerate(row) if hit), key=lambda c: c.value)
 
 
 P_DEFECT_MIN = 0.01
 """A result lists the defects at least this likely in ``p_defects``."""
 
 
-def _p_defects(row: NDArray[np.float64]) -> dict[DefectCode, float]:
-    return {CODES[j]: round(float(row[j]), 4) for j in np.flatnonzero(row >= P_DEFECT_MIN)}
+def _p_defects(row: list[float]) -> dict[DefectCode, float]:
+    return {CODES[j]: round(p, 4) for j, p in enumerate(row) if p >= P_DEFECT_MIN}
+
+
+class _Rows:
+    """A dataclass of per-sample arrays as Python lists, one ``tolist()`` per array: a batch's
+    results read thousands of single values, and indexing numpy one value at a time costs
+    ten times more (docs/performance.md)."""
+
+    def __init__(self, arrays: Any) -> None:
+        for field in fields(arrays):
+            value = getattr(arrays, field.name)
+            setattr(self, field.name, value.tolist() if isinstance(value, np.ndarray) else value)
+
+    def __getattr__(self, name: str) -> Any:  # only for names never set: typed for mypy
+        raise AttributeError(name)
 
 
 def to_results(
@@ -66,7 +80,8 @@ def to_results(
     processing_ms: Sequence[float],
 ) -> list[Result]:
     """One :class:`Result` per sample; a section is ``None`` when its frame never came."""
-    t, s, f, w = scores.tof, scores.spectral, scores.fusion, scores.weights
+    t, s, f = _Rows(scores.tof), _Rows(scores.spectral), _Rows(scores.fusion)
+    w = None if scores.weights is None else _Rows(scores.weights)
     out = []
     for i, m in enumerate(meta):
         tof = None
@@ -89,8 +104,9 @@ def to_results(
         spectral = None
         if s.present[i]:
             lab = None
-            if np.isfinite(s.lab[i]).all():
-                lab = Lab(L=float(s.lab[i, 0]), a=float(s.lab[i, 1]), b=float(s.lab[i, 2]))
+            lab_i = s.lab[i]
+            if all(math.isfinite(x) for x in lab_i):
+                lab = Lab(L=float(lab_i[0]), a=float(lab_i[1]), b=float(lab_i[2]))
             spectral = SpectralResult(
                 freshness_index=_num(s.freshness_index[i]),
                 fat_quality_index=_num(s.fat_quality_index[i]),
