@@ -53,6 +53,13 @@ def setup_logs(
     setup_logging(settings.log_format, settings.log_level)
 
 
+def root_app() -> typer.Typer:
+    """The ``sqal`` app without its commands: the root's help and logging options."""
+    app = new_app(ROOT_HELP)
+    app.callback()(setup_logs)
+    return app
+
+
 GLOBAL_OPTIONS = ("--log-format", "--log-level")
 """The root's options that take a value (they come before the command's name)."""
 

@@ -13,20 +13,17 @@ from typing import Annotated, Any
 
 import typer
 
-from app.base import ROOT_HELP, new_app, run, setup_logs
+from app.base import new_app, root_app, run
 from sqal import __version__
 from sqal.errors import ConfigError, SqalError
 from sqal.settings import DEFAULT_MQTT_PORT, DEFAULT_PG_PORT, load_settings, parse_aware_time
 
-_app = new_app
-
-
-app = _app(ROOT_HELP)
-services_app = _app("The embedded Mosquitto and PostgreSQL+TimescaleDB under --data-dir.")
-contract_app = _app("The MQTT wire contract.")
+app = root_app()
+services_app = new_app("The embedded Mosquitto and PostgreSQL+TimescaleDB under --data-dir.")
+contract_app = new_app("The MQTT wire contract.")
 app.add_typer(services_app, name="services")
 app.add_typer(contract_app, name="contract")
-config_app = _app("Device configuration: the retained config topic of each device.")
+config_app = new_app("Device configuration: the retained config topic of each device.")
 app.add_typer(config_app, name="config")
 
 DataDir = Annotated[
@@ -37,9 +34,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on
 Broker = Annotated[
     str | None, typer.Option("--broker", help="Broker URL [env SQAL_BROKER].", show_default=False)
 ]
-
-
-app.callback()(setup_logs)
 
 
 def _emit(obj: Any, as_json: bool, text: str) -> None:
@@ -445,36 +439,38 @@ def _register() -> None:
     app.command("analyzer")(analyzer_command)
     app.command("calibrate")(calibrate_command)
     app.command("ingest")(ingest_command)
-    db_app = _app("The TimescaleDB schema: migrations, status, retention.")
+    db_app = new_app("The TimescaleDB schema: migrations, status, retention.")
     app.add_typer(db_app, name="db")
     db_app.command("migrate")(db_migrate_command)
     db_app.command("status")(db_status_command)
     db_app.command("retention")(db_retention_command)
 
-    capture_app = _app("Capture files of recorded MQTT traffic.")
+    capture_app = new_app("Capture files of recorded MQTT traffic.")
     app.add_typer(capture_app, name="capture")
     app.command("record")(record_command)
     capture_app.command("info")(capture_info_command)
     app.command("replay")(replay_command)
-    grafana_app = _app("Grafana dashboards as code.")
+    grafana_app = new_app("Grafana dashboards as code.")
     app.add_typer(grafana_app, name="grafana")
     grafana_app.command("build")(grafana_build_command)
     grafana_app.command("push")(grafana_push_command)
     app.command("report")(report_command)
     app.command("report-schedule")(report_schedule_command)
-    dead_app = _app("Dead letters: messages no stage could use, listed, shown and sent again.")
+    dead_app = new_app("Dead letters: messages no stage could use, listed, shown and sent again.")
     app.add_typer(dead_app, name="dead")
     dead_app.command("list")(dead_list_command)
     dead_app.command("show")(dead_show_command)
     dead_app.command("redrive")(dead_redrive_command)
-    lot_app = _app("Lots: a line's current lot (retained on MQTT) and the packers' rules per lot.")
+    lot_app = new_app(
+        "Lots: a line's current lot (retained on MQTT) and the packers' rules per lot."
+    )
     app.add_typer(lot_app, name="lot")
     lot_app.command("start")(lot_start_command)
     lot_app.command("end")(lot_end_command)
     lot_app.command("show")(lot_show_command)
     lot_app.command("list")(lot_list_command)
     lot_app.command("rules")(lot_rules_command)
-    mosquitto_app = _app("The production broker: device and service credentials, ACL, TLS.")
+    mosquitto_app = new_app("The production broker: device and service credentials, ACL, TLS.")
     app.add_typer(mosquitto_app, name="mosquitto")
     mosquitto_app.command("add-device")(mosquitto_add_device_command)
     mosquitto_app.command("add-service")(mosquitto_add_service_command)
@@ -489,10 +485,10 @@ def _register() -> None:
     )
     app.add_typer(station_app, name="station")
     station_app.callback()(station_command)
-    station_user_app = _app("Station users: who may sign in, with which role.")
+    station_user_app = new_app("Station users: who may sign in, with which role.")
     station_app.add_typer(station_user_app, name="user")
     station_user_app.command("add")(user_add_command)
-    station_token_app = _app("Read-API tokens of the station.")
+    station_token_app = new_app("Read-API tokens of the station.")
     station_app.add_typer(station_token_app, name="token")
     station_token_app.command("add")(token_add_command)
 

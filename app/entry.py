@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from app.base import GLOBAL_OPTIONS, ROOT_HELP, new_app, run, setup_logs
+from app.base import GLOBAL_OPTIONS, root_app, run
 
 SERVICES = {
     "analyzer": ("analyzer.command", "analyzer_command"),
@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     name = command_name(args)
     if name in SERVICES:
         module, function = SERVICES[name]
-        app = new_app(ROOT_HELP)
-        app.callback()(setup_logs)
+        app = root_app()
         app.command(name)(getattr(importlib.import_module(module), function))
         run(app, args)
         return

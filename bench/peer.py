@@ -50,6 +50,7 @@ from bench.common import header
 from bench.ingest import SERVER, new_db, publish
 from embedded import free_port, start_mosquitto, start_postgres
 from embedded.process import ServiceProcess
+from ingest.command import worker_client_ids
 from sqal.wire import Kind, device_topic, encode
 from tests.test_ingest_frames import tof_frame
 
@@ -110,10 +111,8 @@ class SqalIngest:
     def reset_session(self) -> None:
         """Drop the session and what it queued, then subscribe afresh (start once, stop)."""
         if self.service is not None:
-            cid = self.service.client_id
-            each = [f"{cid}-{i + 1}" for i in range(self.workers)] if self.workers > 1 else [cid]
-            for c in each:
-                services.forget_session(self.broker_url, c)
+            for cid in worker_client_ids(self.service.client_id, self.workers):
+                services.forget_session(self.broker_url, cid)
         self.start()
         self.stop()
 

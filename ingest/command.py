@@ -128,13 +128,18 @@ def ingest_command(
         [
             partial(serve, replace(
                 cfg,
-                client_id=f"{cfg.client_id}-{i + 1}",
+                client_id=cid,
                 metrics_port=cfg.metrics_port + i if cfg.metrics_port else None,
             ))
-            for i in range(workers)
+            for i, cid in enumerate(worker_client_ids(cfg.client_id, workers))
         ],
         "ingest",
     )  # fmt: skip
+
+
+def worker_client_ids(client_id: str, workers: int) -> list[str]:
+    """The client ids of ``--workers N`` (``ID-1`` … ``ID-N``); ``[ID]`` for one process."""
+    return [f"{client_id}-{i + 1}" for i in range(workers)] if workers > 1 else [client_id]
 
 
 def serve(cfg: IngestConfig) -> None:

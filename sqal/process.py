@@ -115,14 +115,13 @@ def supervise(targets: Sequence[Callable[[], None]], what: str) -> None:
             wait([p.sentinel for p in running])
             for p in [p for p in running if p.exitcode is not None]:
                 running.remove(p)
-                if not asked and first is None:
+                if not asked:  # the first to stop unasked: it ends the command
                     first = procs.index(p)
                     log.warning(
                         "%s worker %d/%d stopped (exit code %s); stopping the others",
                         what, first + 1, n, p.exitcode,
                     )  # fmt: skip
                     on_signal(signal.SIGTERM, None)
-                    asked = True
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from embedded import Mosquitto, free_port
+from ingest.command import worker_client_ids
 from sqal.wire import Kind, device_topic, encode
 from tests.test_ingest_frames import count, drop_session, migrated, publish_all, tof_frame
 
@@ -114,8 +115,8 @@ def command(broker: Mosquitto, fresh_db: str, tmp_path: Path) -> Iterator[Comman
         yield c
     finally:
         c.end()
-        for i in range(WORKERS):
-            drop_session(broker.url, f"{c.client_id}-{i + 1}")
+        for cid in worker_client_ids(c.client_id, WORKERS):
+            drop_session(broker.url, cid)
 
 
 def free_port_is(port: int) -> bool:
