@@ -129,18 +129,26 @@ class WeightArrays:
 
 
 def stack_weights(
-    weights: Sequence[Weight | None], expected: Sequence[bool], default_sigma_g: float | None
+    weights: Sequence[Weight | None],
+    expected: Sequence[bool],
+    default_sigma_g: float | Sequence[float | None] | None,
 ) -> WeightArrays:
     """Stack weights (None where missing) into :class:`WeightArrays`.
 
-    A weight without its own ``sigma_g`` takes the one the device's config announces.
+    A weight without its own ``sigma_g`` takes the one the device's config announces
+    (``default_sigma_g``: one for all, or each sample's device's).
     """
     out = WeightArrays.none(len(weights))
     out.expected[:] = np.asarray(expected, dtype=bool)
+    defaults = (
+        default_sigma_g
+        if isinstance(default_sigma_g, Sequence)
+        else [default_sigma_g] * len(weights)
+    )
     for i, w in enumerate(weights):
         if w is None:
             continue
-        sigma = w.sigma_g if w.sigma_g is not None else default_sigma_g
+        sigma = w.sigma_g if w.sigma_g is not None else defaults[i]
         out.mass_g[i] = w.mass_g
         out.sigma_g[i] = np.nan if sigma is None else sigma
         out.present[i] = True

@@ -34,11 +34,11 @@ from analyzer.grading import (
     lower_better,
     zero_nan,
 )
-from analyzer.params import ScoringParams
+from analyzer.params import PRIOR_NAMES, BatchParams, ScoringParams
 from analyzer.posterior import SIGMA_MIN, p_below_mixture
 from analyzer.spectral import SpectralScores
 from analyzer.tof import TofScores
-from sqal.wire import DefectCode, IndexPrior
+from sqal.wire import DefectCode
 
 F64 = NDArray[np.float64]
 B = NDArray[np.bool_]
@@ -81,7 +81,7 @@ def p_above(x: F64, sigma: F64, t: float) -> F64:
     return np.asarray(np.where(np.isnan(x), 0.0, ndtr((x - t) / s)))
 
 
-def p_mass_below(m: F64, sigma: F64, t: float, p: ScoringParams) -> F64:
+def p_mass_below(m: F64, sigma: F64, t: float, p: ScoringParams | BatchParams) -> F64:
     """P(true mass < t | m̂, σ_m) under the line's fill prior: the filler's setting
     N(μ·Qn, s·Qn), and with weight π any mass in ``mass_range_g``."""
     prior = p.profile.decision.prior
@@ -92,7 +92,7 @@ def p_mass_below(m: F64, sigma: F64, t: float, p: ScoringParams) -> F64:
     )
 
 
-def prior_range(name: str, p: ScoringParams) -> tuple[float, float]:
+def prior_range(name: str, p: ScoringParams | BatchParams) -> tuple[float, float]:
     """Where a faulty tray's value may lie, for the broad part of a variable's prior [D]."""
     if name == "max_height_mm":
         return 0.0, p.profile.tray.depth_mm + 20.0
@@ -109,17 +109,20 @@ PRIOR_RANGES: dict[str, tuple[float, float]] = {
 """The ranges of the variables a reference batch gives a prior for (max height: the tray's)."""
 
 
-def p_beyond(x: F64, sigma: F64, t: float, name: str, p: ScoringParams) -> F64:
+def p_beyond(x: F64, sigma: F64, t: float, name: str, params: ScoringParams | BatchParams) -> F64:
     """P(true value > t): under the line's product prior when its reference batch gave one for
-    ``name`` (analyzer.prior), else under a flat prior."""
-    prior = p.product_prior
-    ip: IndexPrior | None = getattr(prior, name) if prior is not None else None
-    if ip is None:
+    ``name`` (analyzer.prior), else under a flat prior; per sample, by its device's."""
+    p = BatchParams.of(params)
+    j = PRIOR_NAMES.index(name)
+    mean, sd = p.prior_mean[:, j], p.prior_sd[:, j]
+    informed = ~np.isnan(mean)
+    if not informed.any():
         return p_above(x, sigma, t)
     lo, hi = prior_range(name, p)
     pi = p.profile.decision.prior.defect_rate
-    below = p_below_mixture(x, sigma, t, ip.mean, ip.sd, pi, lo, hi)
-    return np.asarray(np.where(np.isnan(x), 0.0, 1.0 - below))
+    below = p_below_mixture(x, sigma, t, mean, sd, pi, lo, hi)  # NaN where uninformed
+    out = np.where(np.isnan(x), 0.0, 1.0 - below)
+    return np.asarray(out if informed.all() else np.where(informed, out, p_above(x, sigma, t)))
 
 
 def _sub_sigma(f: Callable[[F64], F64], x: F64, sigma: F64) -> F64:
@@ -130,7 +133,7 @@ def _sub_sigma(f: Callable[[F64], F64], x: F64, sigma: F64) -> F64:
     return np.asarray(np.where(np.isnan(x), 0.0, d))
 
 
-def _score_sigma(t: TofScores, s: SpectralScores, p: ScoringParams, tof_share: F64) -> F64:
+def _score_sigma(t: TofScores, s: SpectralScores, p: BatchParams, tof_share: F64) -> F64:
     """σ of the fused score: the ToF sub-scores' σ and the spectral score's, by their shares."""
     tof = p.profile.tof
     w = tof.weights
@@ -169,7 +172,7 @@ def _score_sigma(t: TofScores, s: SpectralScores, p: ScoringParams, tof_share: F
     return np.asarray(np.hypot(sigma_t * tof_share, sigma_s * (1.0 - tof_share)))
 
 
-def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64, F64]:
+def tof_probabilities(t: TofScores, p: BatchParams) -> tuple[F64, F64, F64]:
     """(P(at least minor), P(critical)), each (n, D), of the ToF defects decided on estimates,
     and (n,) the probability of a critical underfill read on too few zones to reject on (it
     can only hold the tray).
@@ -211,7 +214,7 @@ def tof_probabilities(t: TofScores, p: ScoringParams) -> tuple[F64, F64, F64]:
     return np.where(absent, 0.0, p_minor), np.where(absent, 0.0, p_crit), held_short
 
 
-def spectral_probabilities(s: SpectralScores, p: ScoringParams) -> tuple[F64, F64]:
+def spectral_probabilities(s: SpectralScores, p: BatchParams) -> tuple[F64, F64]:
     """(P(at least minor), P(critical)), each (n, D), of oxidation, fat yellowing and
     discoloration from the indices and their σ; the other codes are left at 0."""
     sp = p.profile.spectral
@@ -242,7 +245,7 @@ def decide(
     tof_share: F64,
     blind: B,
     low_quality: B,
-    p: ScoringParams,
+    p: BatchParams,
 ) -> Decisions:
     """Probabilities, grade, confidence and decision of n samples.
 

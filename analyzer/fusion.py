@@ -1,8 +1,9 @@
 """Fusion of the two sensors and the whole-sample scoring entry point (docs/domain.md §5).
 
-``score_batch`` is the scoring core's one front door: n samples of one device configuration,
-ToF and spectral halves as arrays (either may be absent per sample), in; a frozen
-:class:`SampleScores` out. Pure: no clock, no I/O.
+``score_batch`` is the scoring core's one front door: n samples of one device, or of devices
+that share a profile and an ROI (analyzer.params.BatchParams), ToF and spectral halves as arrays
+(either may be absent per sample), in; a frozen :class:`SampleScores` out. Pure: no clock, no
+I/O.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from numpy.typing import NDArray
 from analyzer.arrays import SpectralArrays, TofArrays, WeightArrays
 from analyzer.decision import decide
 from analyzer.grading import CODE_INDEX, CRITICAL, MINOR, REJECT, clamp, zero_nan
-from analyzer.params import ScoringParams
+from analyzer.params import BatchParams, ScoringParams
 from analyzer.spectral import SpectralScores, score_spectral
 from analyzer.tof import TofScores, score_tof
 from sqal.wire import DefectCode
@@ -61,7 +62,7 @@ class SampleScores:
 def fuse(
     tof: TofScores,
     spectral: SpectralScores,
-    p: ScoringParams,
+    params: ScoringParams | BatchParams,
     weights: WeightArrays | None = None,
 ) -> FusionScores:
     """Confidence-weighted fusion, then the decision from probabilities (docs/domain.md §5).
@@ -74,6 +75,7 @@ def fuse(
     ``missing_weight``, handled like a missing sensor. Every other defect counts by its
     probability (analyzer.decision).
     """
+    p = BatchParams.of(params)
     grading = p.profile.grading
     w_t, w_s = p.profile.fusion.tof, p.profile.fusion.spectral
     c_t, c_s = tof.confidence, spectral.confidence
@@ -113,17 +115,19 @@ def fuse(
 def score_batch(
     tof: TofArrays,
     spectral: SpectralArrays,
-    p: ScoringParams,
+    params: ScoringParams | BatchParams,
     weights: WeightArrays | None = None,
 ) -> SampleScores:
-    """Score n samples of one device configuration.
+    """Score n samples.
 
     Args:
         tof: n ToF frames (``present`` False where the frame never came).
         spectral: n spectral readings, same order.
-        p: the device's scoring parameters.
+        params: the device's scoring parameters, or each sample's device's
+            (:meth:`BatchParams.per_sample`): a sample scores the same either way.
         weights: the checkweigher's readings where the line has one (None: it has none).
     """
+    p = BatchParams.of(params)
     t = score_tof(tof, p, weights)
     s = score_spectral(spectral, p, t.spot_distance_mm, t.reflectance_cv)
     return SampleScores(tof=t, spectral=s, fusion=fuse(t, s, p, weights), weights=weights)

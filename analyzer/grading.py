@@ -38,12 +38,18 @@ def zero_nan(x: F64) -> F64:
     return np.asarray(np.where(np.isnan(x), 0.0, x))
 
 
-def lin(x: F64, x0: float, x1: float) -> F64:
+def lin(x: F64, x0: float | F64, x1: float | F64) -> F64:
     """``clip((x − x0)/(x1 − x0), 0, 1)`` (docs/domain.md conventions); NaN stays NaN.
 
     Equal anchors make the ramp a step at x0 (1 at or past it in the direction of x1 = x0, which
     we take as "≥"); profiles use equal anchors only where the index's weight is 0.
     """
+    if np.ndim(x0) or np.ndim(x1):  # anchors per sample (analyzer.params.BatchParams)
+        a, b = np.asarray(x0), np.asarray(x1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ramp = clamp((x - a) / (b - a), 0.0, 1.0)
+        step = np.where(np.isnan(x), np.nan, (x >= a).astype(np.float64))
+        return np.asarray(np.where(a == b, step, ramp))
     if x1 == x0:
         return np.where(np.isnan(x), np.nan, (x >= x0).astype(np.float64))
     return clamp((x - x0) / (x1 - x0), 0.0, 1.0)

@@ -119,24 +119,42 @@ class MassModel:
         Returns:
             (mass_g, dmass_dvolume): both shaped like ``volume_mm3``; the slope in g per mm³.
         """
-        v = np.asarray(volume_mm3, dtype=np.float64)
-        mass = self.a_g + self.b_g_per_cm3 * v / 1000.0
-        slope = np.where(np.isnan(v), np.nan, self.b_g_per_cm3 / 1000.0)
-        if self.c_g_per_cm2 != 0.0:
-            v_cm3 = v / 1000.0
-            mass = mass + self.c_g_per_cm2 * np.cbrt(v_cm3) ** 2
-            with np.errstate(invalid="ignore"):
-                at = np.maximum(np.abs(v_cm3), V23_SLOPE_FLOOR_CM3)
-            slope = slope + (2.0 / 3.0) * self.c_g_per_cm2 / np.cbrt(at) / 1000.0
-        return np.asarray(mass, dtype=np.float64), np.asarray(slope, dtype=np.float64)
+        return predict_mass(self.a_g, self.b_g_per_cm3, self.c_g_per_cm2, volume_mm3)
 
     def sigma_model_g(self, mass_g: ArrayLike) -> F64:
         """σ of the model itself at these masses, g: ``sigma_g`` for a fitted model,
         ``sigma_frac``·|m̂| for the profile's; NaN where the mass is NaN."""
-        m = np.asarray(mass_g, dtype=np.float64)
-        if self.sigma_g is not None:
-            return np.asarray(np.where(np.isnan(m), np.nan, self.sigma_g), dtype=np.float64)
-        return np.asarray(np.abs(m) * self.sigma_frac, dtype=np.float64)
+        sigma_g = np.nan if self.sigma_g is None else self.sigma_g
+        return model_sigma_g(sigma_g, self.sigma_frac, mass_g)
+
+
+def predict_mass(
+    a_g: ArrayLike, b_g_per_cm3: ArrayLike, c_g_per_cm2: ArrayLike, volume_mm3: ArrayLike
+) -> tuple[F64, F64]:
+    """(m̂, dm̂/dV in g per mm³) of :class:`MassModel` for coefficients that are numbers or, in a
+    batch of several devices, arrays that broadcast against ``volume_mm3``."""
+    v = np.asarray(volume_mm3, dtype=np.float64)
+    a = np.asarray(a_g, dtype=np.float64)
+    b = np.asarray(b_g_per_cm3, dtype=np.float64)
+    c = np.asarray(c_g_per_cm2, dtype=np.float64)
+    mass = a + b * v / 1000.0
+    slope = np.where(np.isnan(v), np.nan, b / 1000.0)
+    if (c != 0.0).any():  # where c is 0 the term adds exactly 0
+        v_cm3 = v / 1000.0
+        mass = mass + c * np.cbrt(v_cm3) ** 2
+        with np.errstate(invalid="ignore"):
+            at = np.maximum(np.abs(v_cm3), V23_SLOPE_FLOOR_CM3)
+        slope = slope + (2.0 / 3.0) * c / np.cbrt(at) / 1000.0
+    return np.asarray(mass, dtype=np.float64), np.asarray(slope, dtype=np.float64)
+
+
+def model_sigma_g(sigma_g: ArrayLike, sigma_frac: ArrayLike, mass_g: ArrayLike) -> F64:
+    """:meth:`MassModel.sigma_model_g` for coefficients that are numbers or arrays: ``sigma_g``
+    (NaN for the profile's model, which reads ``sigma_frac``·|m̂| instead)."""
+    m = np.asarray(mass_g, dtype=np.float64)
+    fitted = ~np.isnan(sigma_g)
+    out = np.where(fitted, np.where(np.isnan(m), np.nan, sigma_g), np.abs(m) * sigma_frac)
+    return np.asarray(out, dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ never looks anything up.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -184,6 +186,17 @@ class ScoringParams:
         """True when dark and white references exist, so reflectances can be computed."""
         return self.dark_bc is not None and self.white_bc is not None
 
+    @cached_property
+    def batch_key(self) -> tuple[str, bytes]:
+        """Devices with equal keys are scored in one call (:class:`BatchParams`): the same
+        profile, hence the same layout, and the same ROI."""
+        return self.profile.model_dump_json(), self.roi.tobytes()
+
+    @cached_property
+    def row(self) -> BatchParams:
+        """These constants as a batch's one row, for every sample of a call (built once)."""
+        return BatchParams.of_device(self)
+
 
 def build_params(
     profile: Profile,
@@ -251,3 +264,188 @@ def build_params(
         ),
         checkweigher_sigma_g=checkweigher.sigma_g if checkweigher is not None else None,
     )
+
+
+PRIOR_NAMES = (
+    "oxidation_index", "delta_b", "delta_e", "tilt_deg", "roughness_mm", "max_height_mm",
+)  # fmt: skip
+"""The variables a reference batch may give a prior for (sqal.wire.ProductPrior), in the
+column order of :attr:`BatchParams.prior_mean`."""
+
+
+@dataclass(frozen=True, eq=False)
+class BatchParams:
+    """The scoring constants of each sample in one call of the core, whose samples may come
+    from several devices (analyzer.fusion.score_batch).
+
+    A call costs ~1.5 ms before its first sample; scored one device at a time, an analyzer
+    serving 200 devices spent 3 ms of CPU a sample (bench.pipeline --lines 50
+    --devices-per-line 4). Devices that share a profile and an ROI (:attr:`ScoringParams.batch_key`)
+    are scored together instead, each sample reading its own device's calibration here.
+
+    ``shared`` is any of the devices: what the profile and the ROI fix (layout, k, masks,
+    thresholds). Every other field is an array whose first axis is either n (one row per
+    sample) or 1 (one device for the whole call), so numpy's broadcasting takes both; only
+    element-wise arithmetic and per-row reductions use them, so a sample's scores do not
+    depend on the other samples of its call. NaN stands for what a calibration lacks.
+
+    Attributes:
+        d0_mm, range_scale, z_cal_mm, count_noise_k, common_noise_frac: (r,).
+        d0_zone_mm, signal0_zone: (r, N²).
+        floor_k: (r,) K_f of analyzer.tof's zone split (the empty tray's median S₀·D₀² over the
+            ROI), NaN where the device has no signal map.
+        mass_a, mass_b, mass_c, mass_sigma_g, mass_sigma_frac: (r,) the mass model
+            (analyzer.massmodel), ``mass_sigma_g`` NaN for the profile's model.
+        dark_bc, white_bc, rho_white: (r, 10), NaN unless the device has all three.
+        reflectance_ready: (r,) bool.
+        color_matrix: (r, 3, 9), 0 where ``has_color`` is False.
+        anchors: (r, 5) as :attr:`ScoringParams.anchors`; lab_ref: (r, 3).
+        prior_mean, prior_sd: (r, 6) the product prior per :data:`PRIOR_NAMES`, NaN where none.
+    """
+
+    shared: ScoringParams
+    d0_mm: NDArray[np.float64]
+    d0_zone_mm: NDArray[np.float64]
+    range_scale: NDArray[np.float64]
+    signal0_zone: NDArray[np.float64]
+    floor_k: NDArray[np.float64]
+    mass_a: NDArray[np.float64]
+    mass_b: NDArray[np.float64]
+    mass_c: NDArray[np.float64]
+    mass_sigma_g: NDArray[np.float64]
+    mass_sigma_frac: NDArray[np.float64]
+    dark_bc: NDArray[np.float64]
+    white_bc: NDArray[np.float64]
+    rho_white: NDArray[np.float64]
+    reflectance_ready: NDArray[np.bool_]
+    z_cal_mm: NDArray[np.float64]
+    color_matrix: NDArray[np.float64]
+    has_color: NDArray[np.bool_]
+    anchors: NDArray[np.float64]
+    lab_ref: NDArray[np.float64]
+    count_noise_k: NDArray[np.float64]
+    common_noise_frac: NDArray[np.float64]
+    prior_mean: NDArray[np.float64]
+    prior_sd: NDArray[np.float64]
+
+    # What the profile and the ROI fix: the same for every sample of a call.
+    @property
+    def profile(self) -> Profile:
+        return self.shared.profile
+
+    @property
+    def layout(self) -> int:
+        return self.shared.layout
+
+    @property
+    def k(self) -> float:
+        return self.shared.k
+
+    @property
+    def roi(self) -> NDArray[np.bool_]:
+        return self.shared.roi
+
+    @property
+    def tne_g(self) -> float:
+        return self.shared.tne_g
+
+    @property
+    def rows(self) -> int:
+        """1 (one device for every sample) or n."""
+        return int(self.d0_mm.shape[0])
+
+    @classmethod
+    def of(cls, params: ScoringParams | BatchParams) -> BatchParams:
+        """``params`` for a call: one device's constants as one row, or as they are."""
+        return params if isinstance(params, BatchParams) else params.row
+
+    @classmethod
+    def of_device(cls, p: ScoringParams) -> BatchParams:
+        """One device's constants as a batch's one row."""
+        m = p.layout * p.layout
+        nan10 = np.full(10, np.nan)
+        ready = p.dark_bc is not None and p.white_bc is not None and p.rho_white is not None
+        s0 = p.signal0_zone
+        floor_k = math.nan
+        if s0 is not None:
+            floor_ok = p.roi.ravel() & (s0 > 0) & np.isfinite(s0)
+            if floor_ok.any():
+                floor_k = float(np.median(s0[floor_ok] * p.d0_zone_mm[floor_ok] ** 2))
+        prior = p.product_prior
+        ips = [getattr(prior, name) if prior is not None else None for name in PRIOR_NAMES]
+        mm = p.mass_model
+
+        def row(x: object) -> NDArray[np.float64]:
+            return np.asarray(x, dtype=np.float64)[None]
+
+        def flag(x: bool) -> NDArray[np.bool_]:
+            return np.array([x])
+
+        return cls(
+            shared=p,
+            d0_mm=row(p.d0_mm),
+            d0_zone_mm=row(p.d0_zone_mm),
+            range_scale=row(p.range_scale),
+            signal0_zone=row(np.full(m, np.nan) if s0 is None else s0),
+            floor_k=row(floor_k),
+            mass_a=row(mm.a_g),
+            mass_b=row(mm.b_g_per_cm3),
+            mass_c=row(mm.c_g_per_cm2),
+            mass_sigma_g=row(math.nan if mm.sigma_g is None else mm.sigma_g),
+            mass_sigma_frac=row(mm.sigma_frac),
+            dark_bc=row(p.dark_bc if ready else nan10),
+            white_bc=row(p.white_bc if ready else nan10),
+            rho_white=row(p.rho_white if ready else nan10),
+            reflectance_ready=flag(p.reflectance_ready),
+            z_cal_mm=row(math.nan if p.z_cal_mm is None else p.z_cal_mm),
+            color_matrix=row(np.zeros((3, 9)) if p.color_matrix is None else p.color_matrix),
+            has_color=flag(p.color_matrix is not None),
+            anchors=row(p.anchors),
+            lab_ref=row(p.lab_ref),
+            count_noise_k=row(math.nan if p.count_noise_k is None else p.count_noise_k),
+            common_noise_frac=row(p.common_noise_frac),
+            prior_mean=row([math.nan if ip is None else ip.mean for ip in ips]),
+            prior_sd=row([math.nan if ip is None else ip.sd for ip in ips]),
+        )
+
+    @classmethod
+    def per_sample(cls, params: Sequence[ScoringParams]) -> BatchParams:
+        """Each sample's device constants (``params[i]`` for sample i), all of one
+        :attr:`ScoringParams.batch_key`.
+
+        Raises:
+            ValueError: the devices differ in profile or ROI, or ``params`` is empty.
+        """
+        unique: dict[int, int] = {}
+        devices: list[ScoringParams] = []
+        for p in params:
+            if id(p) not in unique:
+                unique[id(p)] = len(devices)
+                devices.append(p)
+        if not devices:
+            raise ValueError("no samples")
+        first = devices[0]
+        if len(devices) == 1:
+            return first.row
+        if any(d.batch_key != first.batch_key for d in devices[1:]):
+            raise ValueError("samples of one call must share the profile and the ROI")
+        index = np.fromiter((unique[id(p)] for p in params), dtype=np.intp, count=len(params))
+        rows = [d.row for d in devices]
+        stacked = {f: np.concatenate([getattr(r, f) for r in rows])[index] for f in _ARRAY_FIELDS}
+        return cls(shared=first, **stacked)
+
+    def tile(self, times: int) -> BatchParams:
+        """These rows for a batch repeated ``times`` over (``np.tile`` of the samples)."""
+        if self.rows == 1:
+            return self
+        return BatchParams(
+            shared=self.shared,
+            **{
+                f: np.tile(a, (times,) + (1,) * (a.ndim - 1))
+                for f in _ARRAY_FIELDS
+                for a in (getattr(self, f),)
+            },
+        )
+
+
+_ARRAY_FIELDS = tuple(f.name for f in fields(BatchParams) if f.name != "shared")

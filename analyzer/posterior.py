@@ -17,7 +17,7 @@ SIGMA_MIN = 1e-9
 
 
 def _parts(
-    x: F64, sigma: F64, mu: float, s: float, pi: float, lo: float, hi: float
+    x: F64, sigma: F64, mu: float | F64, s: float | F64, pi: float, lo: float, hi: float
 ) -> tuple[F64, F64, F64, F64, F64, F64]:
     """(x with NaN → μ, σ, weight of the good part, its posterior mean and sd, mass of the
     measurement inside [lo, hi] and its lower tail)."""
@@ -34,7 +34,14 @@ def _parts(
 
 
 def p_below_mixture(
-    x: F64, sigma: F64, t: float, mu: float, s: float, pi: float, lo: float, hi: float
+    x: F64,
+    sigma: F64,
+    t: float,
+    mu: float | F64,
+    s: float | F64,
+    pi: float,
+    lo: float,
+    hi: float,
 ) -> F64:
     """P(true value < t | estimate x, σ) under a two-part prior: (1 − π)·N(μ, s), the good
     product, + π·U(lo, hi), a value anywhere a faulty tray may have (NaN x → 0).

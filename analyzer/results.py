@@ -76,10 +76,18 @@ def to_results(
     scores: SampleScores,
     meta: Sequence[SampleMeta],
     profile: str,
-    calibration_id: str | None,
+    calibration_id: str | Sequence[str | None] | None,
     processing_ms: Sequence[float],
 ) -> list[Result]:
-    """One :class:`Result` per sample; a section is ``None`` when its frame never came."""
+    """One :class:`Result` per sample; a section is ``None`` when its frame never came.
+
+    ``calibration_id``: one for every sample, or each sample's device's.
+    """
+    calibration_ids = (
+        [calibration_id] * len(meta)
+        if calibration_id is None or isinstance(calibration_id, str)
+        else calibration_id
+    )
     t, s, f = _Rows(scores.tof), _Rows(scores.spectral), _Rows(scores.fusion)
     w = None if scores.weights is None else _Rows(scores.weights)
     out = []
@@ -123,7 +131,7 @@ def to_results(
                 sample_id=m.sample_id,
                 ts=m.ts,
                 profile=profile,
-                calibration_id=calibration_id,
+                calibration_id=calibration_ids[i],
                 tof=tof,
                 spectral=spectral,
                 fusion=Fusion(

@@ -28,7 +28,7 @@ from analyzer.arrays import stack_spectral, stack_tof, stack_weights
 from analyzer.fusion import score_batch
 from analyzer.join import Joiner, Outcome, Ready
 from analyzer.liveness import PROBE_FILTER, BrokerLiveness
-from analyzer.params import ScoringParams, build_params
+from analyzer.params import BatchParams, ScoringParams, build_params
 from analyzer.results import SampleMeta, to_results
 from sqal.errors import BrokerError, ConfigError, PayloadError
 from sqal.metrics import Registry
@@ -65,11 +65,13 @@ STAGE = "analyzer"
 BATCH_MAX = 512
 """Most messages the worker takes per round; a backlog is scored in batches of this size.
 
-A round's samples are scored per device (each has its own calibration), and a call of
-``score_batch`` costs ~1.7 ms before its first sample (~1,400 small numpy calls) and ~25 µs per
-sample: with 256 messages shared by 8 devices it scored 16 samples a call, and the analyzer
-spent 0.8-0.97 ms of CPU per sample at 1,000 samples/s (bench.pipeline). 512: 0.61-0.76 ms,
-1,000 samples/s sustained on 2 cores; 1,000 gained nothing more. Half the inflight window, so
+A call of ``score_batch`` costs ~1.5 ms before its first sample (~1,400 small numpy calls) and
+~30 µs per sample, so a round's samples are scored in one call per profile and ROI, every device
+with its own calibration (analyzer.params.BatchParams). Scored one call per device, 200 devices
+cost the analyzer 3.06 ms of CPU a sample (326 samples/s on one core); in one call, 0.45 ms
+(bench.pipeline --lines 50 --devices-per-line 4). With 256 messages a round the 8 devices of
+the default bench scored 16 samples a call and the analyzer spent 0.8-0.97 ms of CPU a sample
+at 1,000 samples/s; 512: 0.61-0.76 ms; 1,000 gained nothing more. Half the inflight window, so
 the broker keeps sending while a round is scored."""
 INBOX_FRAMES = INFLIGHT_WINDOW
 """Frames waiting for the worker. When the inbox holds this many, the link's thread waits for the
@@ -480,24 +482,28 @@ class AnalyzerService:
         log.info("device %s/%s scored with profile %s (%s)", line, device, cfg.profile, cfg.mode)
 
     def _score(self, ready: list[Ready[Delivery]]) -> None:
-        groups: dict[int, list[Ready[Delivery]]] = defaultdict(list)
-        params_by_id: dict[int, ScoringParams] = {}
+        # One call of the core per profile and ROI, whatever the number of devices: a call's
+        # fixed cost (~1.5 ms) paid per device made 200 devices cost 3 ms of CPU a sample.
+        groups: dict[tuple[str, bytes], list[tuple[Ready[Delivery], ScoringParams]]] = defaultdict(
+            list
+        )
         for r in ready:
             p = self.device_params.get((r.line, r.device_id), self.default_params)
-            groups[id(p)].append(r)
-            params_by_id[id(p)] = p
-        for key, group in groups.items():
-            p = params_by_id[key]
+            groups[p.batch_key].append((r, p))
+        for pairs in groups.values():
+            group = [r for r, _ in pairs]
+            devices = [p for _, p in pairs]
+            p = devices[0]
             try:
                 weighs = any(r.weight_expected or r.weight is not None for r in group)
                 scores = score_batch(
                     stack_tof([r.tof for r in group], p.layout),
                     stack_spectral([r.spectral for r in group]),
-                    p,
+                    BatchParams.per_sample(devices),
                     stack_weights(
                         [r.weight for r in group],
                         [r.weight_expected for r in group],
-                        p.checkweigher_sigma_g,
+                        [d.checkweigher_sigma_g for d in devices],
                     )
                     if weighs
                     else None,
@@ -519,7 +525,7 @@ class AnalyzerService:
                     scores,
                     meta,
                     p.profile.name,
-                    p.calibration_id,
+                    [d.calibration_id for d in devices],
                     [1000.0 * (now - r.last_offer_s) for r in group],
                 )
             except Exception as exc:  # a scoring bug must not stop the line: dead-letter, go on
@@ -531,7 +537,7 @@ class AnalyzerService:
                 continue
             self.metrics.batch.observe(len(group))
             self.metrics.scored.inc(len(group))
-            limit = p.profile.alerts.reject_rate_max
+            limit = p.profile.alerts.reject_rate_max  # the profile's: the same for the group
             for r, res in zip(group, results, strict=True):
                 decision = res.fusion.decision
                 self.metrics.decisions.inc(label=(r.line, decision.value if decision else "none"))

@@ -1,6 +1,7 @@
 """Spectral scoring: AS7341 counts → reflectance → L*a*b* and indices (docs/domain.md §3, §4, §5).
 
-One vectorised pass over n readings of one device configuration. Channel arrays are (n, 10) in
+One vectorised pass over n readings of devices that share a profile, each with its own
+device's calibration (analyzer.params.BatchParams). Channel arrays are (n, 10) in
 wire order F1..F8, Clear, NIR (Flicker is stored, not scored). A reflectance that cannot be
 trusted (saturated, below ``raw_min``, no dark/white reference) is NaN, and every index built
 on it is null.
@@ -24,7 +25,7 @@ from analyzer.grading import (
     weighted_score,
     zero_nan,
 )
-from analyzer.params import ScoringParams
+from analyzer.params import BatchParams, ScoringParams
 from sqal.wire import DefectCode
 
 F64 = NDArray[np.float64]
@@ -86,21 +87,26 @@ class _Indices:
     quality: F64
 
 
-def _indices(r: F64, nir_low: B, uniformity: F64, p: ScoringParams) -> _Indices:
+def _indices(r: F64, nir_low: B, uniformity: F64, p: BatchParams) -> _Indices:
     """L*a*b*, ΔE, Δb*, the met and browning ratios, freshness, fat quality, oxidation and the
     spectral quality score from reflectances (n, 10) (docs/domain.md §4, §5)."""
     sp = p.profile.spectral
     n = r.shape[0]
     f = r[:, :8]
     f_ok: B = np.asarray(~np.isnan(f).any(axis=1))
-    if p.color_matrix is not None:
-        xyz = zero_nan(f) @ p.color_matrix[:, :8].T + p.color_matrix[:, 8]
-        lab = np.where(f_ok[:, None], lab_from_xyz(xyz), np.nan)
+    if p.has_color.any():
+        # Σ_k M_jk·R_k per row, element-wise (not a matrix product, whose rounding would depend
+        # on the call's other samples).
+        m = p.color_matrix
+        xyz = (zero_nan(f)[:, None, :] * m[:, :, :8]).sum(axis=2) + m[:, :, 8]
+        lab = np.where((f_ok & p.has_color)[:, None], lab_from_xyz(xyz), np.nan)
     else:
         lab = np.full((n, 3), np.nan)
     delta_e = np.linalg.norm(lab - p.lab_ref, axis=1)
-    delta_b = lab[:, 2] - p.lab_ref[2]
-    mi_fresh, mi_met, br_fresh, br_ox, nr_ref = p.anchors
+    delta_b = lab[:, 2] - p.lab_ref[:, 2]
+    # One device: its anchors as numbers (the cheaper scalar path of lin); else per sample.
+    anchors = p.anchors[0].tolist() if p.rows == 1 else p.anchors.T
+    mi_fresh, mi_met, br_fresh, br_ox, nr_ref = anchors
     r525 = 0.75 * f[:, 3] + 0.25 * f[:, 4]
     r572 = 0.514 * f[:, 4] + 0.486 * f[:, 5]
     ks525 = kubelka_munk(r525)
@@ -140,7 +146,7 @@ def _sigmas(
     r: F64,
     nir_low: B,
     uniformity: F64,
-    p: ScoringParams,
+    p: BatchParams,
     ix: _Indices,
 ) -> tuple[F64, F64, F64, F64]:
     """σ of (oxidation index, ΔE, Δb*, quality score) by first-order propagation of the count
@@ -150,28 +156,33 @@ def _sigmas(
     change (docs/domain.md §4 "Uncertainty"). Zeros without a noise model.
     """
     n = r.shape[0]
-    if p.count_noise_k is None or n == 0 or p.dark_bc is None:
+    # A sample whose device has no noise model or no dark reference gets 0.
+    modelled = ~np.isnan(p.count_noise_k) & p.reflectance_ready
+    if n == 0 or not modelled.any():
         zero = np.zeros(n)
         return zero, zero, zero, zero
     raw = arrays.raw[:, :10]
     steps = (arrays.atime + 1.0) * (arrays.astep + 1.0)
     scale = (effective_gain(arrays.gain) * steps * T_STEP_MS)[:, None]
-    dark_raw = p.dark_bc[None, :] * scale
-    sigma_raw = np.sqrt(p.count_noise_k * np.maximum(raw, 0.0) + READ_NOISE_COUNTS**2)
+    dark_raw = p.dark_bc * scale
+    sigma_raw = np.sqrt(p.count_noise_k[:, None] * np.maximum(raw, 0.0) + READ_NOISE_COUNTS**2)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(raw - dark_raw > 0, sigma_raw / (raw - dark_raw), 0.0)
     dirs = len(NOISE_CHANNELS) + 1
     bumped = np.repeat(r[None], dirs, axis=0)
     for d, c in enumerate(NOISE_CHANNELS):
         bumped[d, :, c] = r[:, c] * (1.0 + rel[:, c])
-    bumped[-1] = r * (1.0 + p.common_noise_frac)
+    bumped[-1] = r * (1.0 + p.common_noise_frac[:, None])
     moved = _indices(
-        bumped.reshape(dirs * n, 10), np.tile(nir_low, dirs), np.tile(uniformity, dirs), p
+        bumped.reshape(dirs * n, 10),
+        np.tile(nir_low, dirs),
+        np.tile(uniformity, dirs),
+        p.tile(dirs),
     )
 
     def spread(base: F64, shifted: F64) -> F64:
         delta = shifted.reshape(dirs, n) - base[None]
-        return np.asarray(np.sqrt(np.nansum(delta * delta, axis=0)))
+        return np.asarray(np.where(modelled, np.sqrt(np.nansum(delta * delta, axis=0)), 0.0))
 
     return (
         spread(ix.oxidation, moved.oxidation),
@@ -199,7 +210,9 @@ def kubelka_munk(r: F64) -> F64:
     return np.asarray((1.0 - c) ** 2 / (2.0 * c))
 
 
-def reflectance(arrays: SpectralArrays, p: ScoringParams, z_s_mm: F64) -> tuple[F64, B, B]:
+def reflectance(
+    arrays: SpectralArrays, params: ScoringParams | BatchParams, z_s_mm: F64
+) -> tuple[F64, B, B]:
     """White/dark reflectance with the distance factor (docs/domain.md §3).
 
     Args:
@@ -208,6 +221,7 @@ def reflectance(arrays: SpectralArrays, p: ScoringParams, z_s_mm: F64) -> tuple[
     Returns:
         (R (n, 10) NaN where untrusted, saturated (n, 10), low (n, 10)).
     """
+    p = BatchParams.of(params)
     sp = p.profile.spectral
     raw = arrays.raw[:, :10]
     steps = (arrays.atime + 1.0) * (arrays.astep + 1.0)
@@ -219,32 +233,37 @@ def reflectance(arrays: SpectralArrays, p: ScoringParams, z_s_mm: F64) -> tuple[
     )
     low = raw < sp.raw_min
     n = arrays.n
-    if p.dark_bc is None or p.white_bc is None or p.rho_white is None:
+    if not p.reflectance_ready.any():  # NaN references: no sample's R can be computed
         return np.full((n, 10), np.nan), saturated, low
     span = p.white_bc - p.dark_bc
     factor = np.ones(n)
-    if sp.distance_correction and p.z_cal_mm is not None:
+    z_cal = p.z_cal_mm
+    if sp.distance_correction and not np.isnan(z_cal).all():
         # Undo the LED's 1/z² illuminance: z_s from the ToF spot, else the tile distance.
-        z_s = np.where(np.isfinite(z_s_mm), z_s_mm, p.z_cal_mm)
-        factor = (z_s / p.z_cal_mm) ** 2
+        z_s = np.where(np.isfinite(z_s_mm), z_s_mm, z_cal)
+        factor = np.where(np.isnan(z_cal), 1.0, (z_s / z_cal) ** 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = p.rho_white * (basic - p.dark_bc) / span * factor[:, None]
-    trusted = arrays.present[:, None] & ~saturated & ~low & (span > 0)[None, :]
+    trusted = arrays.present[:, None] & ~saturated & ~low & (span > 0)
     return np.asarray(np.where(trusted, r, np.nan)), saturated, low
 
 
 def score_spectral(
-    arrays: SpectralArrays, p: ScoringParams, z_s_mm: F64, reflectance_cv: F64
+    arrays: SpectralArrays,
+    params: ScoringParams | BatchParams,
+    z_s_mm: F64,
+    reflectance_cv: F64,
 ) -> SpectralScores:
-    """Score n spectral readings of one device configuration (docs/domain.md §4, §5).
+    """Score n spectral readings (docs/domain.md §4, §5).
 
     Args:
         arrays: n readings (absent ones flagged in ``present``).
-        p: the device's scoring parameters.
+        params: the device's scoring parameters, or each sample's (:class:`BatchParams`).
         z_s_mm: (n,) ToF distance of the spot, NaN without a ToF frame.
         reflectance_cv: (n,) CV of the ToF reflectance map over P, NaN when unknown; colour
             uniformity comes from it (docs/domain.md §4).
     """
+    p = BatchParams.of(params)
     sp = p.profile.spectral
     n = arrays.n
     present = arrays.present
@@ -275,7 +294,7 @@ def score_spectral(
                 # Issue 10: a result from an uncalibrated device says so, beside the lower
                 # confidence (its spectral indices are null).
                 DefectCode.UNCALIBRATED: severity(
-                    np.full(n, not p.reflectance_ready), np.zeros(n, dtype=bool)
+                    np.broadcast_to(~p.reflectance_ready, (n,)), np.zeros(n, dtype=bool)
                 ),
             },
         )

@@ -1,6 +1,7 @@
 """ToF scoring: height map → product metrics, defects, sub-scores (docs/domain.md §1, §2, §5).
 
-One vectorised pass over n frames of one device configuration. Zones are flattened row-major
+One vectorised pass over n frames of devices that share a profile and an ROI, each sample with
+its own device's calibration (analyzer.params.BatchParams). Zones are flattened row-major
 (zone i = r·N + c, as on the wire), so every per-zone array is (n, N²).
 """
 
@@ -25,7 +26,8 @@ from analyzer.grading import (
     weighted_score,
     zero_nan,
 )
-from analyzer.params import MIN_NEIGHBOURS_FILL, SIGMA_FLOOR_MM, ScoringParams
+from analyzer.massmodel import model_sigma_g, predict_mass
+from analyzer.params import MIN_NEIGHBOURS_FILL, SIGMA_FLOOR_MM, BatchParams, ScoringParams
 from analyzer.posterior import posterior_mean_sd
 from sqal.wire import DefectCode
 
@@ -107,7 +109,7 @@ def _masked_mean(x: F64, m: B) -> F64:
 
 
 def _volume(
-    p: ScoringParams, h: F64, sig: F64, vr: B, roi: B, surface: F64, share: F64, h_p: F64
+    p: BatchParams, h: F64, sig: F64, vr: B, roi: B, surface: F64, share: F64, h_p: F64
 ) -> tuple[F64, F64]:
     """(V, σ_V) in mm³ by the profile's volume_method (docs/domain.md §2).
 
@@ -116,7 +118,7 @@ def _volume(
     ``h_p``: :func:`_unmixed`; a split ROI zone holds ``share`` of a frustum at ``h_p`` instead
     of a whole one at its merged height.
     """
-    tof, k, d0 = p.profile.tof, p.k, p.d0_mm
+    tof, k, d0 = p.profile.tof, p.k, p.d0_mm[:, None]
     n = h.shape[0]
     max_sigma = tof.max_sigma_mm
     if tof.volume_method == "mean_height_x_area":
@@ -132,7 +134,7 @@ def _volume(
     h_used = np.where(vr, h, 0.0)
     rows, cols = np.nonzero(roi & ~vr)  # only the holes need their neighbours' median
     if rows.size:
-        nb = p.neighbours8[cols]
+        nb = p.shared.neighbours8[cols]
         nb_h, nb_ok = pad_h[rows[:, None], nb], pad_ok[rows[:, None], nb]
         med = masked_median(nb_h, nb_ok)
         # The neighbours' median over-reads a hole at the product's edge (its valid neighbours
@@ -155,9 +157,7 @@ def _volume(
     return volume, np.sqrt(var)
 
 
-def _unmixed(
-    p: ScoringParams, dist: F64, signal: F64, valid: B, pure: B, edge: B
-) -> tuple[F64, F64]:
+def _unmixed(p: BatchParams, dist: F64, signal: F64, valid: B, pure: B, edge: B) -> tuple[F64, F64]:
     """Split each ``edge`` zone's return into product and floor (docs/domain.md §2 "mixed zones").
 
     A zone whose footprint holds product over a share F of the floor it saw empty returns
@@ -173,22 +173,19 @@ def _unmixed(
     height above the floor (range slope applied), NaN where the zone is not split (not an edge
     zone, no pure zone to take K_p from, no real root).
     """
-    s0 = p.signal0_zone
     n, m = dist.shape
-    nan = np.full((n, m), np.nan)
-    if s0 is None:
+    if np.isnan(p.floor_k).all():  # no device of the call has a signal map (or a floor in it)
+        nan = np.full((n, m), np.nan)
         return nan, nan
+    s0 = p.signal0_zone  # NaN rows: such a sample's zones are not split
     d0z = p.d0_zone_mm
     roi = p.roi.ravel()
-    floor_ok = roi & (s0 > 0) & np.isfinite(s0)
-    if not floor_ok.any():
-        return nan, nan
-    k_f = float(np.median(s0[floor_ok] * d0z[floor_ok] ** 2))
+    k_f = p.floor_k[:, None]
     k_p = masked_median(signal * dist * dist, pure)[:, None]  # NaN without a pure zone
-    d_f = np.where(roi, d0z, p.d0_mm)[None, :]
+    d_f = np.where(roi, d0z, p.d0_mm[:, None])
     a, b = k_f / d_f**2, k_f / d_f
-    s1 = signal - s0[None, :]
-    t1 = dist * signal - (d0z * s0)[None, :]
+    s1 = signal - s0
+    t1 = dist * signal - d0z * s0
     quad_a = k_p * a - b * b  # 0 when product and floor reflect alike: then F = t₁²/quad_b
     quad_b = k_p * s1 - 2.0 * b * t1
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -199,8 +196,8 @@ def _unmixed(
         den = s1 + root * a
         z_p = (t1 + root * b) / den
     depth = p.profile.tray.depth_mm + 20.0
-    ok = edge & valid & (s0 > 0)[None, :] & (k_p > 0) & (disc >= 0) & np.isfinite(root) & (den > 0)
-    h_p = clamp((d_f - z_p) / p.range_scale, 0.0, depth)
+    ok = edge & valid & (s0 > 0) & (k_p > 0) & (disc >= 0) & np.isfinite(root) & (den > 0)
+    h_p = clamp((d_f - z_p) / p.range_scale[:, None], 0.0, depth)
     return (
         np.asarray(np.where(ok, share, np.nan)),
         np.asarray(np.where(ok & np.isfinite(h_p), h_p, np.nan)),
@@ -229,7 +226,7 @@ class _Fit:
     surface: F64
 
 
-def _plane_sigma_deg(design: F64, weight: F64, a: F64, b: F64, scale: float) -> F64:
+def _plane_sigma_deg(design: F64, weight: F64, a: F64, b: F64, scale: F64) -> F64:
     """Standard error of the tilt angle from the weighted plane fit's covariance (AᵀWA)⁻¹."""
     d = design[:, :, :3]
     normal = np.einsum("nmi,nm,nmj->nij", d, weight, d)
@@ -243,7 +240,7 @@ def _plane_sigma_deg(design: F64, weight: F64, a: F64, b: F64, scale: float) -> 
 
 
 def _fits(
-    p: ScoringParams, h: F64, z: F64, sig: F64, status: NDArray[np.int64], vr: B, prod: B
+    p: BatchParams, h: F64, z: F64, sig: F64, status: NDArray[np.int64], vr: B, prod: B
 ) -> _Fit:
     """Tilt, roughness, denoised heights and the fitted surface of docs/domain.md §2, batched.
 
@@ -252,13 +249,13 @@ def _fits(
     """
     n = h.shape[0]
     pad = np.concatenate([prod, np.zeros((n, 1), dtype=bool)], axis=1)
-    interior_all = prod & pad[:, p.neighbours4].all(axis=2)
+    interior_all = prod & pad[:, p.shared.neighbours4].all(axis=2)
     cols = p.roi.ravel()
     h, z, sig, status = h[:, cols], z[:, cols], sig[:, cols], status[:, cols]
     vr, prod, interior = vr[:, cols], prod[:, cols], interior_all[:, cols]
     scale = p.k * p.d0_mm  # fit in zone-pitch units at the base: well conditioned
-    xs = (p.u.ravel()[cols] * p.k * z) / scale
-    ys = (p.v.ravel()[cols] * p.k * z) / scale
+    xs = (p.shared.u.ravel()[cols] * p.k * z) / scale[:, None]
+    ys = (p.shared.v.ravel()[cols] * p.k * z) / scale[:, None]
     design = np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=2)
     w = 1.0 / sig**2
     # Tilt: weighted plane over valid ROI zones, ×0.5 at status 9.
@@ -313,16 +310,17 @@ def _fits(
 
 
 def score_tof(
-    arrays: TofArrays, p: ScoringParams, weights: WeightArrays | None = None
+    arrays: TofArrays, params: ScoringParams | BatchParams, weights: WeightArrays | None = None
 ) -> TofScores:
-    """Score n ToF frames of one device configuration (docs/domain.md §2, §5).
+    """Score n ToF frames (docs/domain.md §2, §5).
 
     Args:
         arrays: n frames (absent ones flagged in ``present``).
-        p: the device's scoring parameters.
+        params: the device's scoring parameters, or each sample's (:class:`BatchParams`).
         weights: the line's checkweigher readings, if it has one: where a weight came, fill is
             decided on its mass and σ instead of m̂ (docs/domain.md §5, revised 2026-12).
     """
+    p = BatchParams.of(params)
     tof, tray, product = p.profile.tof, p.profile.tray, p.profile.product
     n, m = arrays.n, p.layout * p.layout
     dist = arrays.distance_mm.reshape(n, m)
@@ -331,12 +329,12 @@ def score_tof(
     signal = arrays.signal_per_spad.reshape(n, m)
     refl = arrays.reflectance_pct.reshape(n, m)
     present = arrays.present
-    d0_zone = p.d0_zone_mm[None, :]
+    d0_zone = p.d0_zone_mm
     finite = np.isfinite(dist) & np.isfinite(sigma) & np.isfinite(signal)
     valid = (
         present[:, None]
         & finite
-        & (status[:, :, None] == p.valid_status).any(axis=2)  # np.isin, ~20x faster here
+        & (status[:, :, None] == p.shared.valid_status).any(axis=2)  # np.isin, ~20x faster here
         & (sigma <= tof.max_sigma_mm)
         & (signal >= tof.min_signal_kcps)
         & (dist >= 10)
@@ -347,9 +345,9 @@ def score_tof(
     # fixed offset, docs/domain.md §1) and the range slope s of the white step (1 without it),
     # clipped; small negatives kept (dropping them biases volume up). z_i = d0 − h_i puts the
     # surface on the common base plane for the frustum and the fits.
-    raw_h = (d0_zone - np.where(finite, dist, d0_zone)) / p.range_scale
+    raw_h = (d0_zone - np.where(finite, dist, d0_zone)) / p.range_scale[:, None]
     h = clamp(raw_h, -10.0, tray.depth_mm + 20.0)
-    z = p.d0_mm - h
+    z = p.d0_mm[:, None] - h
     sig = np.maximum(np.where(finite, sigma, tof.max_sigma_mm), SIGMA_FLOOR_MM)
     vr = valid & roi
     valid_zones = vr.sum(axis=1).astype(np.int64)
@@ -363,7 +361,7 @@ def score_tof(
     # product's rim meets the floor. Zones outside the ROI are not split: where they hold no
     # product, noise alone gives a positive share (F ≥ 0 by construction), +0.3 % a zone.
     pad = np.concatenate([prod, np.zeros((n, 1), dtype=bool)], axis=1)
-    pure = prod & pad[:, p.neighbours4].all(axis=2) & (status != MIXED_STATUS)
+    pure = prod & pad[:, p.shared.neighbours4].all(axis=2) & (status != MIXED_STATUS)
     edge = roi & ~pure
     if tof.volume_method == "integrate":
         cover, h_p = _unmixed(p, np.where(finite, dist, np.nan), signal, valid, pure, edge)
@@ -371,8 +369,9 @@ def score_tof(
         cover = h_p = np.full((n, m), np.nan)
     volume, sigma_v = _volume(p, h, sig, vr, roi, fit.surface, cover, h_p)
     volume = np.where(usable, volume, np.nan)
-    mass, dm_dv = p.mass_model.predict(volume)
-    sigma_m = np.sqrt((dm_dv * sigma_v) ** 2 + p.mass_model.sigma_model_g(mass) ** 2)
+    mass, dm_dv = predict_mass(p.mass_a, p.mass_b, p.mass_c, volume)
+    sigma_model = model_sigma_g(p.mass_sigma_g, p.mass_sigma_frac, mass)
+    sigma_m = np.sqrt((dm_dv * sigma_v) ** 2 + sigma_model**2)
     weighed = np.zeros(n, dtype=bool)
     fill_mass, sigma_fill = mass, sigma_m
     if weights is not None:
@@ -415,7 +414,7 @@ def score_tof(
     with np.errstate(invalid="ignore", divide="ignore"):
         cv = std_r / mean_r
     cv = np.where((clean.sum(axis=1) >= CV_MIN_ZONES) & (mean_r > 0), cv, np.nan)
-    in_spot = p.spot.ravel()
+    in_spot = p.shared.spot.ravel()
     spot_z = masked_median(dist[:, in_spot], valid[:, in_spot])
 
     tne = p.tne_g

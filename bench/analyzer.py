@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
 
 from analyzer import build_params, score_batch, stack_spectral, stack_tof  # noqa: E402
+from analyzer.params import BatchParams  # noqa: E402
 from bench.common import header, rate  # noqa: E402
 from embedded import free_port, start_mosquitto  # noqa: E402
 from sqal.mqtt import paho_client  # noqa: E402
@@ -44,6 +45,7 @@ from tests.test_analyzer_support import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 256
+DEVICES = 64
 
 
 def make_frames(
@@ -83,6 +85,35 @@ def bench_core() -> None:
         repeats=7,
     )[0]
     print(f"stack frames n={BATCH}  {stack:,.0f} samples/s (models -> arrays)")
+    # The analyzer's round holds samples of many devices: one call per device, or one call for
+    # every device of a profile and ROI (BatchParams), as the service now does.
+    rng = np.random.default_rng(11)
+    d0 = params.d0_mm
+    devices = [
+        build_params(profile, cal.model_copy(
+            update={"d0_map_mm": (d0 + rng.normal(0, 1.0, (8, 8))).round(1).tolist()}))
+        for _ in range(DEVICES)
+    ]  # fmt: skip
+    devices = [d for d in devices if d.batch_key == devices[0].batch_key]
+    owner = [devices[i % len(devices)] for i in range(BATCH)]
+    per_device = {id(d): [i for i, o in enumerate(owner) if o is d] for d in devices}
+
+    def one_call_per_device() -> None:
+        for d in devices:
+            mine = per_device[id(d)]
+            score_batch(
+                stack_tof([samples[i][0] for i in mine], 8),
+                stack_spectral([samples[i][1] for i in mine]),
+                d,
+            )
+
+    def one_call() -> None:
+        score_batch(tof, spec, BatchParams.per_sample(owner))
+
+    for label, fn in (("a call per device", one_call_per_device), ("one call", one_call)):
+        med, spread = rate(fn, BATCH, repeats=9, warmup=2)
+        print(f"score_batch n={BATCH} over {len(devices)} devices, {label}:  {med:,.0f} samples/s"
+              f"  spread {100 * spread:.0f} %")  # fmt: skip
 
 
 def wait_healthy(port: int, timeout_s: float = 20.0) -> None:

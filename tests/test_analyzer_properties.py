@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyzer import ScoringParams, build_params, score_batch
 from analyzer.arrays import SpectralArrays, TofArrays
 from analyzer.fusion import SampleScores
+from analyzer.params import BatchParams
 from sqal.profiles import load_profile
+from sqal.wire import IndexPrior, ProductPrior, SpectralAnchors, WeighedMassModel
 from tests.test_analyzer_support import calibration
 
 PROFILES = ("foie_gras_lobe_400g", "pate_terrine_300g")
@@ -148,3 +151,64 @@ def test_invalidating_a_zone_never_raises_valid_zones_or_confidence(
     assert after.tof.valid_zones[0] <= before.tof.valid_zones[0]
     assert after.tof.confidence[0] <= before.tof.confidence[0] + 1e-12
     assert after.fusion.confidence[0] <= before.fusion.confidence[0] + 1e-12
+
+
+def _fleet(name: str) -> list[ScoringParams]:
+    """Devices of one profile with every kind of calibration the core reads per sample: maps,
+    range slope, fitted mass models, noise models, priors, colour, anchors, none at all."""
+    profile = load_profile(name)
+    d0 = profile.tof.mount_distance_mm
+    rng = np.random.default_rng(3)
+    base = calibration(d0_mm=d0)
+    d0_map = (d0 + rng.normal(0, 1.0, (8, 8))).round(1).tolist()
+    signal0 = rng.uniform(200, 900, (8, 8)).round(1).tolist()
+    prior = ProductPrior(
+        n=40,
+        oxidation_index=IndexPrior(mean=0.18, sd=0.04),
+        delta_e=IndexPrior(mean=3.0, sd=1.0),
+        tilt_deg=IndexPrior(mean=2.0, sd=1.0),
+        max_height_mm=IndexPrior(mean=profile.tof.max_height.target_mm, sd=2.0),
+    )
+    anchors = SpectralAnchors(MI_fresh=0.9, MI_met=1.6, BR_fresh=0.8, BR_ox=1.5, NR_ref=1.1)
+    fitted = WeighedMassModel(a_g=12.0, b_g_per_cm3=0.95, c_g_per_cm2=1.5, sigma_g=4.0, n=40)
+    updates: list[dict[str, object]] = [
+        {},
+        {"d0_map_mm": d0_map, "signal0_map_kcps": signal0, "range_scale": 1.03},
+        {"mass_model": fitted},
+        {"count_noise_k": 0.6, "common_noise_frac": 0.01, "product_prior": prior},
+        {"anchors": anchors, "lab_ref": (62.0, 14.0, 18.0), "z_cal_mm": d0 - 40.0},
+        {"dark_bc": None, "white_bc": None, "rho_white": None, "color_matrix": None},
+        {"signal0_map_kcps": signal0, "count_noise_k": 1.5, "product_prior": prior},
+    ]
+    devices = [build_params(profile, base.model_copy(update=u)) for u in updates]
+    devices.append(build_params(profile, None))
+    assert len({d.batch_key for d in devices}) == 1  # one ROI: one call
+    return devices
+
+
+FLEETS = {name: _fleet(name) for name in PROFILES}
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 24), profile=st.sampled_from(PROFILES))
+def test_a_sample_scores_the_same_alone_or_among_other_devices(
+    seed: int, n: int, profile: str
+) -> None:
+    # The analyzer scores a round's devices of one profile in one call (BatchParams): each
+    # sample must come out bit for bit as its own device's call would score it.
+    fleet = FLEETS[profile]
+    tof, spec = random_batch(seed, n, fleet[0].d0_mm)
+    owner = np.random.default_rng(seed).integers(0, len(fleet), n)
+    mixed = rows(score_batch(tof, spec, BatchParams.per_sample([fleet[i] for i in owner])))
+    for d, p in enumerate(fleet):
+        mine = np.flatnonzero(owner == d)
+        if mine.size == 0:
+            continue
+        alone = rows(score_batch(*take(tof, spec, mine), p))
+        for m, a in zip(mixed, alone, strict=True):
+            np.testing.assert_array_equal(m[mine], a)
+
+
+def test_devices_of_other_profiles_are_not_scored_in_one_call() -> None:
+    with pytest.raises(ValueError, match="profile and the ROI"):
+        BatchParams.per_sample([FLEETS[PROFILES[0]][0], FLEETS[PROFILES[1]][0]])
