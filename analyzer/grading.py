@@ -75,7 +75,7 @@ def weighted_score(subs: list[F64], weights: list[float]) -> tuple[F64, F64]:
     """``Σ w_k s_k / Σ w_k`` over the non-null sub-scores of each sample; NaN if none.
 
     Args:
-        subs: k arrays of shape (n,), NaN where null.
+        subs: k arrays of one shape, (n,) or (..., n), NaN where null.
         weights: k profile weights.
 
     Returns:
@@ -83,10 +83,10 @@ def weighted_score(subs: list[F64], weights: list[float]) -> tuple[F64, F64]:
         computed; it scales the sensor's confidence (a sensor that could judge only part of
         what its profile weighs is trusted that much less).
     """
-    s = np.stack(subs, axis=1)
-    w = np.asarray(weights, dtype=np.float64)[None, :] * ~np.isnan(s)
-    num = (zero_nan(s) * w).sum(axis=1)  # w is 0 where s is NaN
-    den = w.sum(axis=1)
+    s = np.stack(subs, axis=-1)
+    w = np.asarray(weights, dtype=np.float64) * ~np.isnan(s)
+    num = (zero_nan(s) * w).sum(axis=-1)  # w is 0 where s is NaN
+    den = w.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
     total = float(sum(weights))

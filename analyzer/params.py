@@ -434,18 +434,5 @@ class BatchParams:
         stacked = {f: np.concatenate([getattr(r, f) for r in rows])[index] for f in _ARRAY_FIELDS}
         return cls(shared=first, **stacked)
 
-    def tile(self, times: int) -> BatchParams:
-        """These rows for a batch repeated ``times`` over (``np.tile`` of the samples)."""
-        if self.rows == 1:
-            return self
-        return BatchParams(
-            shared=self.shared,
-            **{
-                f: np.tile(a, (times,) + (1,) * (a.ndim - 1))
-                for f in _ARRAY_FIELDS
-                for a in (getattr(self, f),)
-            },
-        )
-
 
 _ARRAY_FIELDS = tuple(f.name for f in fields(BatchParams) if f.name != "shared")

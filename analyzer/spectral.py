@@ -89,35 +89,36 @@ class _Indices:
 
 def _indices(r: F64, nir_low: B, uniformity: F64, p: BatchParams) -> _Indices:
     """L*a*b*, ΔE, Δb*, the met and browning ratios, freshness, fat quality, oxidation and the
-    spectral quality score from reflectances (n, 10) (docs/domain.md §4, §5)."""
+    spectral quality score from reflectances (..., n, 10) (docs/domain.md §4, §5): the n samples
+    of ``p``, under any leading axes (analyzer.spectral._sigmas perturbs them all at once)."""
     sp = p.profile.spectral
-    n = r.shape[0]
-    f = r[:, :8]
-    f_ok: B = np.asarray(~np.isnan(f).any(axis=1))
+    rows = r.shape[:-1]
+    f = r[..., :8]
+    f_ok: B = np.asarray(~np.isnan(f).any(axis=-1))
     if p.has_color.any():
         # Σ_k M_jk·R_k per row, element-wise (not a matrix product, whose rounding would depend
         # on the call's other samples).
         m = p.color_matrix
-        xyz = (zero_nan(f)[:, None, :] * m[:, :, :8]).sum(axis=2) + m[:, :, 8]
-        lab = np.where((f_ok & p.has_color)[:, None], lab_from_xyz(xyz), np.nan)
+        xyz = (zero_nan(f)[..., None, :] * m[:, :, :8]).sum(axis=-1) + m[:, :, 8]
+        lab = np.where((f_ok & p.has_color)[..., None], lab_from_xyz(xyz), np.nan)
     else:
-        lab = np.full((n, 3), np.nan)
-    delta_e = np.linalg.norm(lab - p.lab_ref, axis=1)
-    delta_b = lab[:, 2] - p.lab_ref[:, 2]
+        lab = np.full((*rows, 3), np.nan)
+    delta_e = np.linalg.norm(lab - p.lab_ref, axis=-1)
+    delta_b = lab[..., 2] - p.lab_ref[:, 2]
     # One device: its anchors as numbers (the cheaper scalar path of lin); else per sample.
     anchors = p.anchors[0].tolist() if p.rows == 1 else p.anchors.T
     mi_fresh, mi_met, br_fresh, br_ox, nr_ref = anchors
-    r525 = 0.75 * f[:, 3] + 0.25 * f[:, 4]
-    r572 = 0.514 * f[:, 4] + 0.486 * f[:, 5]
+    r525 = 0.75 * f[..., 3] + 0.25 * f[..., 4]
+    r572 = 0.514 * f[..., 4] + 0.486 * f[..., 5]
     ks525 = kubelka_munk(r525)
     with np.errstate(invalid="ignore", divide="ignore"):
         mi = np.where(ks525 > 0, kubelka_munk(r572) / ks525, np.nan)
-        br = np.where(f[:, 6] > 0, f[:, 1] / f[:, 6], np.nan)
-        nr = np.where(f[:, 7] > 0, r[:, 9] / f[:, 7], np.nan)
+        br = np.where(f[..., 6] > 0, f[..., 1] / f[..., 6], np.nan)
+        nr = np.where(f[..., 7] > 0, r[..., 9] / f[..., 7], np.nan)
     met = lin(mi, mi_fresh, mi_met)
     brown = lin(br, br_fresh, br_ox)
     yellow = lin(delta_b, sp.db.ok, sp.db.bad)
-    heme = np.ones(n) if sp.w_heme == 0 else 1.0 - sp.w_heme * met
+    heme = np.ones(rows) if sp.w_heme == 0 else 1.0 - sp.w_heme * met
     freshness = heme * (1.0 - lin(delta_e, sp.de.ok, sp.de.bad))
     if sp.w_m == 0:
         oxidation = clamp(brown, 0.0, 1.0)
@@ -129,7 +130,7 @@ def _indices(r: F64, nir_low: B, uniformity: F64, p: BatchParams) -> _Indices:
     fat = np.where(nir_low, 1.0, nir_term) * (1.0 - yellow)
     w = sp.weights
     quality, _ = weighted_score(
-        [freshness, fat, 1.0 - oxidation, uniformity],
+        [freshness, fat, 1.0 - oxidation, np.broadcast_to(uniformity, rows)],
         [w.freshness, w.fat_quality, w.oxidation, w.color_uniformity],
     )
     return _Indices(lab, delta_e, delta_b, met, brown, freshness, fat, oxidation, quality)
@@ -173,15 +174,10 @@ def _sigmas(
     for d, c in enumerate(NOISE_CHANNELS):
         bumped[d, :, c] = r[:, c] * (1.0 + rel[:, c])
     bumped[-1] = r * (1.0 + p.common_noise_frac[:, None])
-    moved = _indices(
-        bumped.reshape(dirs * n, 10),
-        np.tile(nir_low, dirs),
-        np.tile(uniformity, dirs),
-        p.tile(dirs),
-    )
+    moved = _indices(bumped, nir_low, uniformity, p)  # (dirs, n) each
 
     def spread(base: F64, shifted: F64) -> F64:
-        delta = shifted.reshape(dirs, n) - base[None]
+        delta = shifted - base[None]
         return np.asarray(np.where(modelled, np.sqrt(np.nansum(delta * delta, axis=0)), 0.0))
 
     return (
@@ -193,14 +189,14 @@ def _sigmas(
 
 
 def lab_from_xyz(xyz: F64) -> F64:
-    """CIE 15:2004 L*a*b* of (n, 3) XYZ against D65 (docs/domain.md §3)."""
+    """CIE 15:2004 L*a*b* of (..., 3) XYZ against D65 (docs/domain.md §3)."""
     t = xyz / D65_WHITE
     eps = (6.0 / 29.0) ** 3
     f = np.where(t > eps, np.cbrt(t), t / (3.0 * (6.0 / 29.0) ** 2) + 4.0 / 29.0)
     lab = np.empty_like(xyz)
-    lab[:, 0] = 116.0 * f[:, 1] - 16.0
-    lab[:, 1] = 500.0 * (f[:, 0] - f[:, 1])
-    lab[:, 2] = 200.0 * (f[:, 1] - f[:, 2])
+    lab[..., 0] = 116.0 * f[..., 1] - 16.0
+    lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1])
+    lab[..., 2] = 200.0 * (f[..., 1] - f[..., 2])
     return lab
 
 
