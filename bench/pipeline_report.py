@@ -65,7 +65,7 @@ def table(steps: list[dict[str, Any]]) -> str:
     head = (
         f"{'step':<10}{'offered/s':>10}{'done/s':>20}{'lost':>6}{'sub p50 ms':>24}"
         f"{'sub p99 ms':>24}{'db p50 ms':>20}{'db p99 ms':>22}"
-        "  cpu ms/sample a|i|mq|pg   RSS MB a|i  queue a|i  verdict"
+        "  cpu ms/sample a|i|mq|pg|gen   RSS MB a|i  queue a|i  verdict"
     )
     lines = [head]
     for s in steps:
@@ -74,6 +74,7 @@ def table(steps: list[dict[str, Any]]) -> str:
         q = s["queue_max"]
         a_cpu = sum(v for k, v in cpu.items() if k.startswith("analyzer"))
         i_cpu = sum(v for k, v in cpu.items() if k.startswith("ingest"))
+        gen = cpu.get("publishers", 0.0) + cpu.get("tap", 0.0)  # the bench's own load generator
         a_rss = max((v for k, v in rss.items() if k.startswith("analyzer")), default=0.0)
         i_rss = max((v for k, v in rss.items() if k.startswith("ingest")), default=0.0)
         verdict = "ok" if s["sustainable"] else ("LOSS" if not s["zero_loss"] else "lag")
@@ -83,7 +84,7 @@ def table(steps: list[dict[str, Any]]) -> str:
             f"{_m(s['latency_sub_ms.p99'], '{:.1f}'):>24}"
             f"{_m(s['latency_db_ms.p50']):>20}{_m(s['latency_db_ms.p99']):>22}"
             f"  {a_cpu:5.2f}|{i_cpu:5.2f}|{cpu.get('mosquitto', 0):4.2f}|"
-            f"{cpu.get('postgres', 0):4.2f}    {a_rss:4.0f}|{i_rss:4.0f}"
+            f"{cpu.get('postgres', 0):4.2f}|{gen:4.2f}    {a_rss:4.0f}|{i_rss:4.0f}"
             f"  {q.get('analyzer', 0):4.0f}|{q.get('ingest', 0):4.0f}  {verdict}"
         )
     return "\n".join(lines)
