@@ -15,16 +15,10 @@ from analyzer.fusion import SampleScores
 from analyzer.grading import CODES, GRADES
 from sqal import __version__
 from sqal.wire import (
-    AnalyzerInfo,
     Decision,
     DefectCode,
-    Fusion,
-    Lab,
     Mode,
     Result,
-    SpectralResult,
-    TofResult,
-    WeighedResult,
 )
 
 
@@ -94,7 +88,7 @@ def to_results(
     for i, m in enumerate(meta):
         tof = None
         if t.present[i]:
-            tof = TofResult(
+            tof = dict(
                 volume_mm3=_num(t.volume_mm3[i]),
                 mass_g=_num(t.mass_g[i]),
                 avg_height_mm=_num(t.avg_height_mm[i]),
@@ -114,8 +108,8 @@ def to_results(
             lab = None
             lab_i = s.lab[i]
             if all(math.isfinite(x) for x in lab_i):
-                lab = Lab(L=float(lab_i[0]), a=float(lab_i[1]), b=float(lab_i[2]))
-            spectral = SpectralResult(
+                lab = {"L": lab_i[0], "a": lab_i[1], "b": lab_i[2]}
+            spectral = dict(
                 freshness_index=_num(s.freshness_index[i]),
                 fat_quality_index=_num(s.fat_quality_index[i]),
                 oxidation_index=_num(s.oxidation_index[i]),
@@ -125,35 +119,39 @@ def to_results(
                 grade=GRADES[int(s.grade[i])],
                 defects=_codes(s.defects[i]),
             )
+        # One validation of the whole result from plain values, not a model built per section:
+        # 23.5 -> 19.4 µs a sample, the same JSON (docs/performance.md).
         out.append(
-            Result(
-                device_id=m.device_id,
-                sample_id=m.sample_id,
-                ts=m.ts,
-                profile=profile,
-                calibration_id=calibration_ids[i],
-                tof=tof,
-                spectral=spectral,
-                fusion=Fusion(
-                    final_score=_num(f.final_score[i]),
-                    final_grade=GRADES[int(f.final_grade[i])],
-                    confidence=float(f.confidence[i]),
-                    defects=_codes(f.defects[i]),
-                    decision=Decision(DECISIONS[int(f.decision[i])]),
-                    data_quality=float(f.data_quality[i]),
-                    p_reject=float(f.p_reject[i]),
-                    p_defects=_p_defects(f.p_defect[i]),
-                ),
-                analyzer=AnalyzerInfo(
-                    version=__version__, processing_ms=max(0.0, float(processing_ms[i]))
-                ),
-                weight=(
-                    WeighedResult(mass_g=float(w.mass_g[i]), sigma_g=_num(w.sigma_g[i]))
-                    if w is not None and w.present[i]
-                    else None
-                ),
-                mode=m.mode,
-                lot=m.lot,
+            Result.model_validate(
+                dict(
+                    device_id=m.device_id,
+                    sample_id=m.sample_id,
+                    ts=m.ts,
+                    profile=profile,
+                    calibration_id=calibration_ids[i],
+                    tof=tof,
+                    spectral=spectral,
+                    fusion=dict(
+                        final_score=_num(f.final_score[i]),
+                        final_grade=GRADES[int(f.final_grade[i])],
+                        confidence=float(f.confidence[i]),
+                        defects=_codes(f.defects[i]),
+                        decision=Decision(DECISIONS[int(f.decision[i])]),
+                        data_quality=float(f.data_quality[i]),
+                        p_reject=float(f.p_reject[i]),
+                        p_defects=_p_defects(f.p_defect[i]),
+                    ),
+                    analyzer=dict(
+                        version=__version__, processing_ms=max(0.0, float(processing_ms[i]))
+                    ),
+                    weight=(
+                        {"mass_g": w.mass_g[i], "sigma_g": _num(w.sigma_g[i])}
+                        if w is not None and w.present[i]
+                        else None
+                    ),
+                    mode=m.mode,
+                    lot=m.lot,
+                )
             )
         )
     return out
