@@ -45,8 +45,56 @@ apt_install() {
 . /etc/os-release
 codename=${VERSION_CODENAME:-bookworm}
 
+# The first Debian mirror the system already uses (deb822 "URIs:" or one-line "deb").
+mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+    | grep -E '^[[:space:]]*(URIs:|deb )' | grep -oE 'https?://[^ ]+/debian/?' \
+    | grep -v security | head -n 1 || true)
+mirror=${mirror:-http://deb.debian.org/debian}
+
+# A private apt configuration under $1 with the sources given after it: packages the system's
+# own sources do not carry are fetched through it, and the system's sources stay untouched.
+private_apt() {
+    local dir=$1
+    shift
+    mkdir -p "$dir/apt/lists/partial" "$dir/apt/archives/partial" "$dir/apt/parts"
+    printf '%s\n' "$@" > "$dir/apt/sources.list"
+    cat > "$dir/apt/apt.conf" <<CONF
+Dir::Etc::SourceList "$dir/apt/sources.list";
+Dir::Etc::SourceParts "$dir/apt/parts";
+Dir::State::Lists "$dir/apt/lists";
+Dir::Cache::Archives "$dir/apt/archives";
+APT::Sandbox::User "root";
+CONF
+}
+
+mosquitto_version() {
+    dpkg-query -W -f='${Version}' mosquitto 2>/dev/null | sed 's/^[0-9]*://; s/-.*//'
+}
+
 # --- Mosquitto --------------------------------------------------------------------------------
 apt_install mosquitto mosquitto-clients
+# Mosquitto before 2.0.13 overruns a client's Receive Maximum: once the client acknowledges one
+# message while others are queued for it, the broker sends the whole queue (eclipse-mosquitto
+# #2306, fixed in 2.0.13). The analyzer must then read through the backlog to reach the PUBACKs
+# of its results, holding every frame meanwhile (docs/operations.md, "Broker version"). Debian 12
+# ships 2.0.11; its backports carry 2.0.21, as Debian 13 does.
+if [ "$codename" = "bookworm" ] \
+    && dpkg --compare-versions "$(mosquitto_version)" lt 2.0.13; then
+    bp=$(mktemp -d /tmp/sqal-mosquitto.XXXXXX)
+    private_apt "$bp" \
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm main" \
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm-backports main"
+    log "installing Mosquitto from bookworm-backports (Debian 12's $(mosquitto_version) overruns Receive Maximum)"
+    if (APT_CONFIG="$bp/apt/apt.conf" apt-get update -qq \
+        && as_root env APT_CONFIG="$bp/apt/apt.conf" DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends -t bookworm-backports \
+            mosquitto mosquitto-clients libmosquitto1 >/dev/null); then
+        :
+    else
+        log "warning: bookworm-backports unreachable; keeping Mosquitto $(mosquitto_version)"
+    fi
+    rm -rf "$bp"
+fi
 # pdftotext/pdftoppm: the shift report's tests read the PDF back.
 apt_install poppler-utils
 # WeasyPrint lays the shift report out with Pango; DejaVu is the report's font.
@@ -75,21 +123,8 @@ else
     apt_install "postgresql-server-dev-$pg_major" cmake gcc make libssl-dev dpkg-dev xz-utils
     build=$(mktemp -d /tmp/sqal-tsdb.XXXXXX)
     trap 'rm -rf "$build"' EXIT
-    # The first Debian mirror the system already uses (deb822 "URIs:" or one-line "deb").
-    mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
-        | grep -E '^[[:space:]]*(URIs:|deb )' | grep -oE 'https?://[^ ]+/debian/?' \
-        | grep -v security | head -n 1 || true)
-    mirror=${mirror:-http://deb.debian.org/debian}
-    mkdir -p "$build/apt/lists/partial" "$build/apt/archives/partial" "$build/apt/parts"
-    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" \
-        > "$build/apt/sources.list"
-    cat > "$build/apt/apt.conf" <<CONF
-Dir::Etc::SourceList "$build/apt/sources.list";
-Dir::Etc::SourceParts "$build/apt/parts";
-Dir::State::Lists "$build/apt/lists";
-Dir::Cache::Archives "$build/apt/archives";
-APT::Sandbox::User "root";
-CONF
+    private_apt "$build" \
+        "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main"
     log "fetching the timescaledb source package from $mirror (trixie)"
     (cd "$build" && APT_CONFIG="$build/apt/apt.conf" apt-get update -qq \
         && APT_CONFIG="$build/apt/apt.conf" apt-get source --download-only -qq timescaledb \

@@ -283,6 +283,11 @@ class AckLedger:
         """Messages registered and not yet acknowledged (the broker's inflight window use)."""
         return len(self._entries)
 
+    @property
+    def unacked_qos1(self) -> int:
+        """Of those, the QoS 1 ones: what the broker's Receive Maximum bounds (O(n))."""
+        return sum(1 for _, qos in self._entries.values() if qos > 0)
+
 
 class Subscriber:
     """A connected MQTT 5 subscriber for one service (see the module's docstring).
@@ -347,6 +352,8 @@ class Subscriber:
         self._generation = 0
         self._seq = 0
         self._ledger = AckLedger()
+        self._overrun_logged = False
+        """The broker overran our Receive Maximum on this connection (logged once)."""
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._waiting = False
@@ -522,6 +529,7 @@ class Subscriber:
                 self.reconnects += 1
             self._seq = 0
             self._ledger = AckLedger()
+            self._overrun_logged = False
         value = props.get(RECEIVE_MAXIMUM)
         self.broker_receive_maximum = value if isinstance(value, int) else None
         # Our QoS 1 publishes in flight stay within the broker's Receive Maximum (a broker that
@@ -629,6 +637,22 @@ class Subscriber:
             seq, self._seq = self._seq, self._seq + 1
             d = Delivery(topic, payload, mid, qos, self._generation, seq, now, retain)
             self._ledger.register(seq, mid, qos)
+            overrun = qos > 0 and self._ledger.unacked > self._receive_maximum
+            if (
+                overrun
+                and not self._overrun_logged
+                and self._ledger.unacked_qos1 > (self._receive_maximum)
+            ):
+                self._overrun_logged = True
+                log.warning(
+                    "the broker sent %d messages we have not acknowledged, more than the Receive "
+                    "Maximum of %d we announced: a protocol error (MQTT 5 §4.9) that Mosquitto "
+                    "before 2.0.13 makes with a backlog (eclipse-mosquitto #2306). Every message "
+                    "is still processed, but this service's memory now grows with the backlog: "
+                    'upgrade the broker (docs/operations.md, "Broker version")',
+                    self._ledger.unacked_qos1,
+                    self._receive_maximum,
+                )
         if not self._deliver(d):
             with self._lock:
                 if d.generation == self._generation:

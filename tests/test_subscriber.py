@@ -185,14 +185,18 @@ def test_a_refused_delivery_stays_at_the_broker_and_blocks_no_ack(
 
 
 def test_a_lost_session_is_subscribed_again(broker: Mosquitto, topic: str) -> None:
-    """Another login with the service's client id and a clean start deletes its session; the
-    subscriber reconnects, finds no session, subscribes again and goes on receiving."""
+    """While the subscriber is away, another login with its client id and a clean start
+    deletes its session; the subscriber reconnects, finds no session, subscribes again and goes
+    on receiving. (A login while it is connected takes the session over: Mosquitto ≥ 2.0.15
+    says so with 0x8E and the service stops, tests/test_service_logs.py.)"""
     cid = f"sub-{uuid.uuid4().hex[:8]}"
     sink = Sink()
     sub = Subscriber(broker.url, cid, [topic], sink)
     sub.start()
     try:
         first_gen = sub.generation
+        sub._link.drop()  # away: it reconnects after its 1 s delay
+        assert wait_until(lambda: not sub.connected, TIMEOUT_S)
         intruder = paho_client(broker.url, cid, persistent=False)
         intruder.disconnect()
         intruder.loop_stop()
@@ -267,3 +271,46 @@ def test_a_restart_with_a_full_window_waiting_comes_up_and_drains(
     finally:
         box.close()
         again.stop()
+
+
+def test_a_backlog_drained_with_acks_stays_within_the_receive_maximum(
+    broker: Mosquitto, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mosquitto before 2.0.13 sent a client's whole queue once it acked one message while
+    others were queued (eclipse-mosquitto #2306): the analyzer then held every frame of a
+    backlog until its results' PUBACKs came through. The set-up installs a broker that keeps
+    to the window; this fails on one that does not."""
+    cid = f"sub-{uuid.uuid4().hex[:8]}"
+    small = 20
+    sink = Sink()
+    first = Subscriber(broker.url, cid, [topic], sink, receive_maximum=small)
+    first.start()
+    first.stop()
+    publish(broker, topic, [str(i).encode() for i in range(10 * small)])  # queued while away
+    again = Subscriber(broker.url, cid, [topic], sink, receive_maximum=small)
+    again.start()
+    try:
+        most = 0
+        for _ in range(10 * small):
+            d = sink.got.get(timeout=TIMEOUT_S)
+            most = max(most, again.unacked)
+            again.done([d])  # one ack at a time: each lets the broker send one more
+        assert most <= small
+        assert "Receive Maximum" not in caplog.text
+    finally:
+        again.stop()
+
+
+def test_a_broker_overrunning_the_receive_maximum_is_named_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What an old Mosquitto does, as the link's thread would report it: one message more than
+    # the window, unacknowledged. The service takes it (it cannot read past it otherwise).
+    sink = Sink()
+    sub = Subscriber("mqtt://127.0.0.1:1", "overrun", ["t/#"], sink, receive_maximum=3)
+    for mid in range(1, 7):
+        sub._on_message("t/x", b"x", mid, 1, False)
+    assert sink.got.qsize() == 6
+    warnings = [r for r in caplog.records if "Receive Maximum of 3" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "sent 4 messages" in warnings[0].getMessage()
