@@ -6,12 +6,13 @@ The scoring core (:func:`score_batch`) is pure and vectorised (docs/domain.md §
 
 from analyzer.arrays import SpectralArrays, TofArrays, stack_spectral, stack_tof
 from analyzer.fusion import FusionScores, SampleScores, fuse, score_batch
-from analyzer.params import ScoringParams, build_params, roi_mask
+from analyzer.params import BatchParams, ScoringParams, build_params, roi_mask
 from analyzer.results import SampleMeta, to_results
 from analyzer.spectral import SpectralScores, lab_from_xyz, score_spectral
 from analyzer.tof import TofScores, score_tof
 
 __all__ = [
+    "BatchParams",
     "FusionScores",
     "SampleMeta",
     "SampleScores",

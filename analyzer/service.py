@@ -73,6 +73,21 @@ cost the analyzer 3.06 ms of CPU a sample (326 samples/s on one core); in one ca
 the default bench scored 16 samples a call and the analyzer spent 0.8-0.97 ms of CPU a sample
 at 1,000 samples/s; 512: 0.61-0.76 ms; 1,000 gained nothing more. Half the inflight window, so
 the broker keeps sending while a round is scored."""
+RECEIVE_MAXIMUM = 4_000
+"""Frames the broker may send the analyzer before it acknowledges one (its MQTT 5 Receive
+Maximum), above the one inflight window of every other SQAL client.
+
+Acks go out in arrival order (MQTT 5 §4.6), so a half waiting for its other half holds back the
+acks of every frame after it. A broker that keeps to the Receive Maximum (Mosquitto ≥ 2.0.13)
+sends nothing more once that many frames came after the waiting half, and its other half comes
+only when the join times out, as a partial result: with a window of 1,000 the overload scenario
+(tests/chaos/test_overload.py, ~4,500 frames/s from two publishers whose own inflight windows
+let halves drift apart) released 1-4 partial results a run, one every 1,000 frames of a
+publisher; with 4,000, none in 6 runs. The window covers the frames that arrive while a half
+waits: 4,000 is a second's drift between halves at 2,000 samples/s. It costs memory where the
+broker runs ahead of our results' PUBACKs (they come on this connection, behind the frames): the
+analyzer draining 30,000 queued samples peaked at 114 MB with 1,000, 161 MB with 4,000,
+240 MB with 8,000 (bench: docs/operations.md, "Broker version")."""
 INBOX_FRAMES = INFLIGHT_WINDOW
 """Frames waiting for the worker. When the inbox holds this many, the link's thread waits for the
 worker (sqal.subscriber.Handoff): the broker is held back instead of a frame being dropped. Our
@@ -226,6 +241,7 @@ class AnalyzerService:
             on_puback=self._on_puback_mid,
             on_unsuback=self._on_unsuback_mid,
             on_link=self._on_link,
+            receive_maximum=RECEIVE_MAXIMUM,
         )
         self.ready = threading.Event()
         self.registry.healthy = self._health

@@ -190,7 +190,8 @@ class Stack:
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.process.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not os.environ.get("SQAL_KEEP_CHAOS"):  # set: the services' logs stay to read
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
