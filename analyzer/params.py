@@ -297,7 +297,7 @@ class BatchParams:
         mass_a, mass_b, mass_c, mass_sigma_g, mass_sigma_frac: (r,) the mass model
             (analyzer.massmodel), ``mass_sigma_g`` NaN for the profile's model.
         dark_bc, white_bc, rho_white: (r, 10), NaN unless the device has all three.
-        reflectance_ready: (r,) bool.
+        reflectance_ready: (r,) bool, True where the three references exist.
         color_matrix: (r, 3, 9), 0 where ``has_color`` is False.
         anchors: (r, 5) as :attr:`ScoringParams.anchors`; lab_ref: (r, 3).
         prior_mean, prior_sd: (r, 6) the product prior per :data:`PRIOR_NAMES`, NaN where none.
@@ -396,7 +396,7 @@ class BatchParams:
             dark_bc=row(p.dark_bc if ready else nan10),
             white_bc=row(p.white_bc if ready else nan10),
             rho_white=row(p.rho_white if ready else nan10),
-            reflectance_ready=flag(p.reflectance_ready),
+            reflectance_ready=flag(ready),  # the references above are NaN exactly when False
             z_cal_mm=row(math.nan if p.z_cal_mm is None else p.z_cal_mm),
             color_matrix=row(np.zeros((3, 9)) if p.color_matrix is None else p.color_matrix),
             has_color=flag(p.color_matrix is not None),
